@@ -1,0 +1,264 @@
+// The client's control connection: connect, handshake, serve streams, reconnect with backoff.
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import WebSocket from 'ws';
+import { decodeFrame, encodeFrame } from '../protocol/codec.js';
+import { CloseCode, describeRefusal, GgrokError, isRetryableRefusal } from '../protocol/errors.js';
+import { DEFAULT_FLOW, FrameType, PROTOCOL_VERSION, WIRE_LIMITS, type WelcomeFrame } from '../protocol/frames.js';
+import { Session } from '../protocol/session.js';
+import { VERSION } from '../protocol/version.js';
+import { LocalForwarder, type Exchange, type LocalTarget } from './local-request.js';
+
+export interface ClientOptions {
+  /** Relay URL, e.g. https://relay.example.com or http://localhost:8080. */
+  server: string;
+  token: string;
+  /** Requested name; the relay picks one when absent. */
+  subdomain?: string;
+  target: LocalTarget;
+  /** Accept a relay with a self-signed certificate. */
+  insecure?: boolean;
+  /** Keep retrying when the relay cannot be reached at first (the CLI does; the API rejects instead). */
+  retryInitialConnect?: boolean;
+  /** Give up and emit 'fatal' instead of reconnecting after a drop. */
+  noReconnect?: boolean;
+  /** Backoff bounds for reconnects. */
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+}
+
+/** What 'online' reports. */
+export interface OnlineInfo {
+  url: string;
+  name: string;
+  /** True for every connection after the first. */
+  reconnected: boolean;
+}
+
+/** What 'offline' reports: why, and when the next attempt is. */
+export interface OfflineInfo {
+  reason: string;
+  retryInMs: number;
+}
+
+export interface ClientEvents {
+  online: [OnlineInfo];
+  offline: [OfflineInfo];
+  request: [Exchange];
+  /** An error retrying cannot fix (bad token, name taken, …); the client has stopped. */
+  fatal: [GgrokError];
+  closed: [];
+}
+
+/** Turns the relay URL into the control socket URL. */
+export function controlUrl(server: string): string {
+  let url: URL;
+  try {
+    url = new URL(/^[a-z]+:\/\//i.test(server) ? server : `http://${server}`);
+  } catch {
+    throw new GgrokError('bad_server_url', `"${server}" is not a valid relay URL`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:' && url.protocol !== 'ws:' && url.protocol !== 'wss:')
+    throw new GgrokError('bad_server_url', `"${server}": the relay URL must start with http:// or https://`);
+  const secure = url.protocol === 'https:' || url.protocol === 'wss:';
+  return `${secure ? 'wss' : 'ws'}://${url.host}${url.pathname.replace(/\/+$/, '')}/_ggrok/connect`;
+}
+
+const TLS_ERRORS = /^(ERR_TLS|CERT_|UNABLE_TO|DEPTH_ZERO|SELF_SIGNED|ERR_SSL)/;
+
+/** A tunnel client. start() resolves on the first welcome; afterwards it keeps itself online until close(). */
+export class TunnelClient extends EventEmitter<ClientEvents> {
+  url = '';
+  name = '';
+  /** Latest heartbeat round trip to the relay, in ms (-1 before the first). */
+  get rttMs(): number {
+    return this.session?.rttMs ?? -1;
+  }
+
+  private readonly clientId = randomBytes(12).toString('base64url');
+  private readonly forwarder: LocalForwarder;
+  private readonly wsUrl: string;
+  private session: Session | undefined;
+  private ws: WebSocket | undefined;
+  private closing = false;
+  private attempt = 0;
+  private everOnline = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private goAwayDelayMs: number | undefined;
+
+  constructor(private readonly opts: ClientOptions) {
+    super();
+    this.wsUrl = controlUrl(opts.server);
+    this.forwarder = new LocalForwarder(opts.target, (x) => this.emit('request', x));
+  }
+
+  /** Connects; resolves with the public URL, rejects with a GgrokError that says what to do. */
+  start(): Promise<OnlineInfo> {
+    return new Promise((resolve, reject) => {
+      const onOnline = (info: OnlineInfo): void => {
+        this.off('fatal', onFatal);
+        resolve(info);
+      };
+      const onFatal = (err: GgrokError): void => {
+        this.off('online', onOnline);
+        reject(err);
+      };
+      this.once('online', onOnline);
+      this.once('fatal', onFatal);
+      this.connect();
+    });
+  }
+
+  /** Closes the tunnel; in-flight exchanges are reset. */
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    clearTimeout(this.retryTimer);
+    const ws = this.ws;
+    this.forwarder.close();
+    if (ws && ws.readyState !== WebSocket.CLOSED) {
+      const closed = new Promise<void>((r) => ws.once('close', () => r()));
+      if (this.session) this.session.close(CloseCode.Normal, 'client closed');
+      else ws.terminate();
+      await closed;
+    }
+    this.emit('closed');
+  }
+
+  private connect(): void {
+    if (this.closing) return;
+    const ws = new WebSocket(this.wsUrl, {
+      perMessageDeflate: false,
+      maxPayload: WIRE_LIMITS.MAX_MESSAGE_BYTES,
+      handshakeTimeout: 15_000,
+      rejectUnauthorized: !this.opts.insecure,
+      headers: { 'User-Agent': `ggrok/${VERSION}` },
+    });
+    this.ws = ws;
+    let welcomed = false;
+    /** Why this attempt failed, and whether trying again later could help. */
+    let failure: { err: GgrokError; retryable: boolean } | undefined;
+
+    ws.on('open', () => {
+      ws.send(
+        encodeFrame({
+          type: FrameType.Hello,
+          version: PROTOCOL_VERSION,
+          token: this.opts.token,
+          name: this.name && this.name !== 'default' ? this.name : (this.opts.subdomain ?? ''),
+          agent: `ggrok/${VERSION} node/${process.versions.node}`,
+          clientId: this.clientId,
+          flow: DEFAULT_FLOW,
+        }),
+      );
+    });
+    ws.once('message', (data: Buffer, isBinary: boolean) => {
+      let frame;
+      try {
+        frame = isBinary ? decodeFrame(data) : undefined;
+      } catch {
+        frame = undefined;
+      }
+      if (frame?.type === FrameType.Welcome) {
+        welcomed = true;
+        this.onWelcome(ws, frame);
+      } else if (frame?.type === FrameType.Refuse) {
+        failure = { err: new GgrokError(frame.code, describeRefusal(frame.code, frame.message)), retryable: isRetryableRefusal(frame.code) };
+      } else {
+        failure = {
+          err: new GgrokError('protocol_error', 'the relay sent something other than a welcome; is --server a ggrok relay?'),
+          retryable: false,
+        };
+      }
+    });
+    ws.on('unexpected-response', (_req, res) => {
+      const status = res.statusCode ?? 0;
+      failure =
+        status >= 500
+          ? { err: new GgrokError('relay_unavailable', `the relay answered ${status}; it may be starting or overloaded`), retryable: true }
+          : {
+              err: new GgrokError(
+                'not_a_relay',
+                `${this.opts.server} answered ${status} instead of accepting a tunnel; is --server the URL of a ggrok relay?`,
+              ),
+              retryable: false,
+            };
+      res.resume();
+      ws.terminate();
+    });
+    ws.on('error', (err: NodeJS.ErrnoException) => {
+      if (failure) return;
+      if (TLS_ERRORS.test(err.code ?? '')) {
+        failure = {
+          err: new GgrokError(
+            'relay_tls',
+            `cannot verify the relay's TLS certificate (${err.code}); fix the certificate or pass --insecure for a self-signed relay`,
+          ),
+          retryable: false,
+        };
+        return;
+      }
+      failure = {
+        err: new GgrokError('relay_unreachable', `cannot reach the relay at ${this.opts.server} (${err.code ?? err.message})`, {
+          cause: err,
+        }),
+        retryable: true,
+      };
+    });
+    ws.on('close', (code: number, reason: Buffer) => {
+      if (this.ws !== ws) return;
+      this.session = undefined;
+      if (this.closing) return;
+      if (!welcomed) {
+        const { err, retryable } = failure ?? {
+          err: new GgrokError('relay_closed', `the relay closed the connection during the handshake (${code} ${reason.toString()})`),
+          retryable: true,
+        };
+        if (!retryable || (!this.everOnline && !this.opts.retryInitialConnect)) return this.fail(err);
+        return this.scheduleReconnect(err.message);
+      }
+      if (this.opts.noReconnect) return this.fail(new GgrokError('disconnected', `disconnected from the relay (${code})`));
+      const why = code === CloseCode.HeartbeatTimeout ? 'the relay stopped answering' : `connection lost (${code}${reason.length ? ` ${reason.toString()}` : ''})`;
+      this.scheduleReconnect(why);
+    });
+  }
+
+  private onWelcome(ws: WebSocket, welcome: WelcomeFrame): void {
+    this.attempt = 0;
+    this.goAwayDelayMs = undefined;
+    this.session = new Session(ws, {
+      role: 'client',
+      localFlow: DEFAULT_FLOW,
+      remoteFlow: welcome.flow,
+      heartbeatMs: welcome.heartbeatMs,
+      deadAfterMs: welcome.heartbeatMs * 2,
+      maxInboundStreams: welcome.maxStreams,
+      onRequest: (stream, head) => this.forwarder.serve(stream, head),
+      onGoAway: (frame) => (this.goAwayDelayMs = frame.reconnectAfterMs),
+    });
+    this.session.ping();
+    this.url = welcome.url;
+    this.name = welcome.name;
+    const reconnected = this.everOnline;
+    this.everOnline = true;
+    this.emit('online', { url: welcome.url, name: welcome.name, reconnected });
+  }
+
+  /** Exponential backoff with jitter, from minBackoffMs (250 ms) to maxBackoffMs (30 s). */
+  private scheduleReconnect(reason: string): void {
+    const min = this.opts.minBackoffMs ?? 250;
+    const max = this.opts.maxBackoffMs ?? 30_000;
+    const base = this.goAwayDelayMs ?? Math.min(max, min * 2 ** this.attempt);
+    const delay = Math.round(base * (0.8 + Math.random() * 0.4));
+    this.attempt++;
+    this.goAwayDelayMs = undefined;
+    this.emit('offline', { reason, retryInMs: delay });
+    this.retryTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  private fail(err: GgrokError): void {
+    this.closing = true;
+    this.forwarder.close();
+    this.emit('fatal', err);
+  }
+}

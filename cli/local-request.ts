@@ -1,0 +1,255 @@
+// One tunnel stream <-> one request to the local service (plain HTTP, or an upgrade that becomes a raw channel).
+import dns from 'node:dns';
+import http from 'node:http';
+import https from 'node:https';
+import type { LookupFunction, Socket } from 'node:net';
+import { ResetCode } from '../protocol/errors.js';
+import { BodyKind, type RequestFrame } from '../protocol/frames.js';
+import { stripHopByHop, toPairs } from '../protocol/headers.js';
+import { pipeIntoStream, pipeStreamInto, type TunnelStream } from '../protocol/stream.js';
+
+/** Where public requests are replayed. */
+export interface LocalTarget {
+  protocol: 'http:' | 'https:';
+  host: string;
+  port: number;
+  /** Accept a self-signed certificate on an https target. */
+  insecure: boolean;
+}
+
+/** Parses `3000`, `host:port`, `[::1]:8080` or a full `http(s)://host:port` URL. Throws with a one-line reason. */
+export function parseTarget(spec: string, insecure = false): LocalTarget {
+  const s = spec.trim();
+  if (/^\d+$/.test(s)) return { protocol: 'http:', host: 'localhost', port: checkPort(Number(s), spec), insecure };
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(s)) {
+    let url: URL;
+    try {
+      url = new URL(s);
+    } catch {
+      throw new Error(`"${spec}" is not a valid URL`);
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:')
+      throw new Error(`"${spec}": only http:// and https:// targets are supported`);
+    const port = url.port ? Number(url.port) : url.protocol === 'https:' ? 443 : 80;
+    return { protocol: url.protocol, host: url.hostname.replace(/^\[|\]$/g, ''), port: checkPort(port, spec), insecure };
+  }
+  const m = /^(\[[^\]]+\]|[^:[\]]+):(\d+)$/.exec(s);
+  if (!m) throw new Error(`"${spec}" is not a port, host:port or URL`);
+  return { protocol: 'http:', host: m[1]!.replace(/^\[|\]$/g, ''), port: checkPort(Number(m[2]), spec), insecure };
+}
+
+function checkPort(port: number, spec: string): number {
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`"${spec}": port must be 1-65535`);
+  return port;
+}
+
+/** Human form of a target, e.g. http://localhost:3000. */
+export function describeTarget(t: LocalTarget): string {
+  const host = t.host.includes(':') ? `[${t.host}]` : t.host;
+  return `${t.protocol}//${host}:${t.port}`;
+}
+
+const LOOPBACK = [
+  { address: '127.0.0.1', family: 4 },
+  { address: '::1', family: 6 },
+];
+
+/**
+ * `localhost` means both loopback addresses: apps listen on 127.0.0.1 or on ::1, and resolvers disagree
+ * on which comes first. With autoSelectFamily, Node tries both in turn.
+ */
+const lookupLocalhost = ((hostname: string, options: dns.LookupOptions, callback: (...args: unknown[]) => void) => {
+  if (hostname.toLowerCase() !== 'localhost') return dns.lookup(hostname, options, callback as never);
+  if (options.all) return callback(null, LOOPBACK);
+  return callback(null, LOOPBACK[0]!.address, 4);
+}) as unknown as LookupFunction;
+
+const CONNECT_FAILURES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ETIMEDOUT']);
+
+/** One line saying why the local service failed, naming the address, e.g. "ECONNREFUSED 127.0.0.1:3000". */
+export function describeLocalError(err: unknown, target: LocalTarget): string {
+  const e = err as NodeJS.ErrnoException & { address?: string; port?: number; errors?: unknown[] };
+  if (Array.isArray(e.errors) && e.errors.length > 0)
+    return e.errors.map((inner) => describeLocalError(inner, target)).join(', ');
+  if (e.code && e.address) return `${e.code} ${e.address.includes(':') ? `[${e.address}]` : e.address}:${e.port ?? target.port}`;
+  if (e.code) return `${e.code} ${describeTarget(target)}`;
+  return e.message || String(err);
+}
+
+function isConnectFailure(err: unknown): boolean {
+  const e = err as NodeJS.ErrnoException & { errors?: unknown[] };
+  if (Array.isArray(e.errors)) return e.errors.every(isConnectFailure);
+  return CONNECT_FAILURES.has(e.code ?? '') || /^(ERR_TLS|CERT_|UNABLE_TO|DEPTH_ZERO|SELF_SIGNED)/.test(e.code ?? '');
+}
+
+/** Summary of one finished exchange, for the terminal and the programmatic API. */
+export interface Exchange {
+  method: string;
+  target: string;
+  status: number;
+  durationMs: number;
+  /** Response body bytes sent back. */
+  bytes: number;
+  upgrade: boolean;
+  error?: string;
+}
+
+/** Replays tunnel streams against the local target. One per client; holds the keep-alive pool. */
+export class LocalForwarder {
+  private readonly agent: http.Agent;
+  private readonly mod: typeof http | typeof https;
+
+  constructor(
+    readonly target: LocalTarget,
+    private readonly onExchange: (x: Exchange) => void = () => {},
+  ) {
+    this.mod = target.protocol === 'https:' ? https : http;
+    const agentOptions = { keepAlive: true, maxFreeSockets: 64, scheduling: 'lifo' as const };
+    this.agent =
+      target.protocol === 'https:'
+        ? new https.Agent({ ...agentOptions, rejectUnauthorized: !target.insecure })
+        : new http.Agent(agentOptions);
+  }
+
+  /** Frees pooled connections. */
+  close(): void {
+    this.agent.destroy();
+  }
+
+  /** Serves one stream opened by the relay. */
+  serve(stream: TunnelStream, head: RequestFrame): void {
+    const started = Date.now();
+    let reported = false;
+    const report = (status: number, bytes: number, error?: string): void => {
+      if (reported) return;
+      reported = true;
+      this.onExchange({ method: head.method, target: head.target, status, durationMs: Date.now() - started, bytes, upgrade: head.upgrade, error });
+    };
+    if (head.upgrade) this.serveUpgrade(stream, head, report);
+    else this.serveRequest(stream, head, report, 0);
+  }
+
+  private request(head: RequestFrame, upgrade: boolean): http.ClientRequest {
+    const headers = head.body === BodyKind.Chunked ? [...head.headers, 'Transfer-Encoding', 'chunked'] : head.headers;
+    return this.mod.request({
+      host: this.target.host,
+      port: this.target.port,
+      method: head.method,
+      path: head.target,
+      headers,
+      // Upgraded connections leave the pool; they get their own socket that may half-close.
+      agent: upgrade ? false : this.agent,
+      allowHalfOpen: upgrade,
+      lookup: lookupLocalhost,
+      autoSelectFamily: true,
+      rejectUnauthorized: !this.target.insecure,
+      maxHeaderSize: 64 * 1024,
+    } as http.RequestOptions);
+  }
+
+  private serveRequest(stream: TunnelStream, head: RequestFrame, report: (s: number, b: number, e?: string) => void, attempt: number): void {
+    let req: http.ClientRequest;
+    try {
+      req = this.request(head, false);
+    } catch (err) {
+      stream.reset(ResetCode.LocalError, (err as Error).message);
+      return report(502, 0, (err as Error).message);
+    }
+    let responded = false;
+    let bytes = 0;
+    stream.onReset = () => {
+      req.destroy();
+      report(499, bytes, 'cancelled');
+    };
+    let requestEnded = head.body === BodyKind.None;
+    if (head.body === BodyKind.None) {
+      // Nothing to stream: send the request now (and again, unchanged, if a stale pooled socket fails).
+      stream.onData = (chunk) => stream.ack(chunk.length);
+      req.end();
+    } else {
+      pipeStreamInto(stream, req);
+      stream.onEnd = (trailers) => {
+        requestEnded = true;
+        if (trailers.length > 0) req.addTrailers(toPairs(trailers));
+        req.end();
+      };
+      req.flushHeaders(); // let the local service see the request (and answer 100-continue) before the body
+    }
+    req.on('information', (info: http.InformationEvent) => stream.sendInfo(info.statusCode, info.statusMessage, info.rawHeaders));
+    req.on('response', (res) => {
+      responded = true;
+      const status = res.statusCode ?? 502;
+      stream.sendResponse(status, res.statusMessage ?? '', stripHopByHop(res.rawHeaders));
+      res.on('data', (chunk: Buffer) => (bytes += chunk.length));
+      res.on('end', () => report(status, bytes));
+      pipeIntoStream(res, stream, {
+        trailers: () => res.rawTrailers,
+        abortCode: ResetCode.LocalError,
+        abortMessage: () => 'the local service closed the connection mid-response',
+      });
+      // Answered before the whole body arrived (e.g. 413): the relay may stop sending the rest.
+      res.on('end', () => {
+        if (!requestEnded) stream.reset(ResetCode.Cancel, 'response complete before the request body');
+      });
+    });
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      if (responded) return; // the response's own close handling resets the stream
+      // A pooled keep-alive socket the local server had just closed: retry once on a fresh one (no body was sent).
+      if (attempt === 0 && req.reusedSocket && err.code === 'ECONNRESET' && head.body === BodyKind.None && !stream.closed)
+        return this.serveRequest(stream, head, report, 1);
+      const message = describeLocalError(err, this.target);
+      stream.reset(isConnectFailure(err) ? ResetCode.LocalUnreachable : ResetCode.LocalError, message);
+      report(502, 0, message);
+    });
+  }
+
+  private serveUpgrade(stream: TunnelStream, head: RequestFrame, report: (s: number, b: number, e?: string) => void): void {
+    let req: http.ClientRequest;
+    try {
+      req = this.request(head, true);
+    } catch (err) {
+      stream.reset(ResetCode.LocalError, (err as Error).message);
+      return report(502, 0, (err as Error).message);
+    }
+    // Bytes the public client sent before the switch wait here (unacknowledged, so bounded by the window).
+    const early: Buffer[] = [];
+    let earlyEnd = false;
+    let upgraded: Socket | undefined;
+    stream.onData = (chunk) => early.push(chunk);
+    stream.onEnd = () => (earlyEnd = true);
+    stream.onReset = () => {
+      req.destroy();
+      upgraded?.destroy();
+      report(499, 0, 'cancelled');
+    };
+    req.on('upgrade', (res, socket: Socket, upgradeHead: Buffer) => {
+      upgraded = socket;
+      socket.on('error', () => {});
+      stream.sendResponse(101, res.statusMessage ?? 'Switching Protocols', stripHopByHop(res.rawHeaders, true));
+      // Bytes the local server sent in the same packet as its 101 must not be lost.
+      if (upgradeHead.length > 0) stream.write(upgradeHead);
+      pipeIntoStream(socket, stream, { abortCode: ResetCode.LocalError, abortMessage: () => 'the local service closed the channel' });
+      pipeStreamInto(stream, socket);
+      for (const chunk of early.splice(0)) stream.onData(chunk);
+      stream.onEnd = () => socket.end();
+      if (earlyEnd) socket.end();
+      socket.on('close', () => report(101, 0));
+    });
+    req.on('response', (res) => {
+      // The local server refused the upgrade: pass its answer back as it is.
+      const status = res.statusCode ?? 502;
+      stream.sendResponse(status, res.statusMessage ?? '', stripHopByHop(res.rawHeaders));
+      stream.onData = (chunk) => stream.ack(chunk.length);
+      for (const chunk of early.splice(0)) stream.ack(chunk.length);
+      pipeIntoStream(res, stream, { abortCode: ResetCode.LocalError });
+      res.on('end', () => report(status, 0));
+    });
+    req.on('error', (err) => {
+      if (upgraded) return;
+      const message = describeLocalError(err, this.target);
+      stream.reset(isConnectFailure(err) ? ResetCode.LocalUnreachable : ResetCode.LocalError, message);
+      report(502, 0, message);
+    });
+    req.end();
+  }
+}

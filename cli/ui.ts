@@ -1,0 +1,80 @@
+// All terminal output of `ggrok http`: the header, one line per request, status changes, errors.
+import { Chalk, type ChalkInstance } from 'chalk';
+import type { Exchange } from './local-request.js';
+
+export interface UiOptions {
+  format: 'text' | 'json';
+  quiet: boolean;
+  /** Colour on a TTY unless NO_COLOR is set. */
+  color: boolean;
+  out?: NodeJS.WritableStream;
+  err?: NodeJS.WritableStream;
+}
+
+const pad = (n: number): string => String(n).padStart(2, '0');
+const clock = (d: Date): string => `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+
+function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MB`;
+}
+
+/** Renders client events for people (text) or machines (one JSON object per line). */
+export class Ui {
+  private readonly c: ChalkInstance;
+  private readonly out: NodeJS.WritableStream;
+  private readonly err: NodeJS.WritableStream;
+
+  constructor(private readonly opts: UiOptions) {
+    this.c = new Chalk({ level: opts.color ? 1 : 0 });
+    this.out = opts.out ?? process.stdout;
+    this.err = opts.err ?? process.stderr;
+  }
+
+  private json(event: string, fields: Record<string, unknown>): void {
+    this.out.write(`${JSON.stringify({ time: new Date().toISOString(), event, ...fields })}\n`);
+  }
+
+  online(info: { url: string; target: string; server: string; rttMs: number; reconnected: boolean }): void {
+    if (this.opts.format === 'json') return this.json(info.reconnected ? 'reconnected' : 'online', info);
+    const c = this.c;
+    if (info.reconnected) {
+      this.out.write(`${c.green('back online')}  ${info.url} -> ${info.target}\n`);
+      return;
+    }
+    this.out.write(`${c.bold('ggrok')}  ${c.green('online')}\n`);
+    this.out.write(`Forwarding  ${c.cyan(info.url)} -> ${info.target}\n`);
+    this.out.write(`Relay       ${info.server}${info.rttMs >= 0 ? `  (${info.rttMs} ms)` : ''}\n`);
+    if (!this.opts.quiet) this.out.write('\n');
+  }
+
+  offline(reason: string, retryInMs: number): void {
+    if (this.opts.format === 'json') return this.json('offline', { reason, retryInMs });
+    this.err.write(`${this.c.yellow('reconnecting…')} ${reason}; next try in ${(retryInMs / 1000).toFixed(1)} s\n`);
+  }
+
+  request(x: Exchange): void {
+    if (this.opts.quiet) return;
+    if (this.opts.format === 'json') return this.json('request', { ...x });
+    const c = this.c;
+    const status = x.status;
+    const colour = status >= 500 ? c.red : status >= 400 ? c.yellow : status >= 300 ? c.cyan : c.green;
+    const line = [
+      c.dim(clock(new Date())),
+      x.method.padEnd(7),
+      x.target.length > 60 ? `${x.target.slice(0, 59)}…` : x.target.padEnd(30),
+      colour(String(status)),
+      `${x.durationMs} ms`.padStart(8),
+      x.upgrade ? 'channel' : formatBytes(x.bytes).padStart(9),
+      x.error ? c.red(x.error) : '',
+    ];
+    this.out.write(`${line.join(' ').trimEnd()}\n`);
+  }
+
+  /** An error that ends the command. */
+  fatal(message: string): void {
+    if (this.opts.format === 'json') return this.json('fatal', { message });
+    this.err.write(`${this.c.red('ggrok:')} ${message}\n`);
+  }
+}

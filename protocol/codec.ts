@@ -1,0 +1,356 @@
+// Encodes frames to msgpack and decodes + validates untrusted bytes back into frames.
+import { Packr, Unpackr } from 'msgpackr';
+import { GgrokError } from './errors.js';
+import {
+  BodyKind,
+  FrameType,
+  WIRE_LIMITS,
+  type BodyKindValue,
+  type FlowSettings,
+  type Frame,
+  type HeaderList,
+} from './frames.js';
+
+// Plain msgpack (no msgpackr records) so any msgpack decoder can read the wire format.
+const packr = new Packr({ useRecords: false, moreTypes: false });
+// Maps decode to Map (not plain objects), so hostile keys such as "__proto__" are inert.
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: false });
+
+/** A decoding or validation failure: the peer sent something that is not a valid frame. */
+export class FrameError extends GgrokError {
+  /** Stream the bad frame named, when it could be read; 0 when the whole frame is unreadable. */
+  readonly streamId: number;
+  constructor(message: string, streamId = 0) {
+    super('protocol_error', message);
+    this.name = 'FrameError';
+    this.streamId = streamId;
+  }
+}
+
+/** Encodes one frame to the bytes of one WebSocket binary message. */
+export function encodeFrame(frame: Frame): Buffer {
+  switch (frame.type) {
+    case FrameType.Hello:
+      return packr.pack([
+        frame.type,
+        {
+          version: frame.version,
+          token: frame.token,
+          name: frame.name,
+          agent: frame.agent,
+          clientId: frame.clientId,
+          flow: flowToWire(frame.flow),
+        },
+      ]);
+    case FrameType.Welcome:
+      return packr.pack([
+        frame.type,
+        {
+          name: frame.name,
+          url: frame.url,
+          flow: flowToWire(frame.flow),
+          heartbeatMs: frame.heartbeatMs,
+          maxStreams: frame.maxStreams,
+        },
+      ]);
+    case FrameType.Refuse:
+      return packr.pack([frame.type, frame.code, frame.message]);
+    case FrameType.Ping:
+    case FrameType.Pong:
+      return packr.pack([frame.type, frame.nonce]);
+    case FrameType.GoAway:
+      return packr.pack([frame.type, frame.code, frame.message, frame.reconnectAfterMs]);
+    case FrameType.Request:
+      return packr.pack([
+        frame.type,
+        frame.id,
+        frame.method,
+        frame.target,
+        frame.headers,
+        frame.body,
+        frame.upgrade,
+      ]);
+    case FrameType.Response:
+    case FrameType.Info:
+      return packr.pack([frame.type, frame.id, frame.status, frame.reason, frame.headers]);
+    case FrameType.Data:
+      return encodeData(frame.id, frame.data);
+    case FrameType.End:
+      return packr.pack([frame.type, frame.id, frame.trailers]);
+    case FrameType.Reset:
+      return packr.pack([frame.type, frame.id, frame.code, frame.message]);
+    case FrameType.Window:
+      return packr.pack([frame.type, frame.id, frame.increment]);
+  }
+}
+
+/**
+ * Encodes a Data frame by hand: [13, id, bin] with the smallest msgpack forms, exactly what msgpackr
+ * would produce, but with a single copy of the payload and no arena churn on the hot path.
+ */
+export function encodeData(id: number, data: Uint8Array): Buffer {
+  const idBytes = id < 0x80 ? 1 : id < 0x100 ? 2 : id < 0x10000 ? 3 : 5;
+  const len = data.length;
+  const binHeader = len < 0x100 ? 2 : len < 0x10000 ? 3 : 5;
+  const out = Buffer.allocUnsafe(2 + idBytes + binHeader + len);
+  out[0] = 0x93;
+  out[1] = FrameType.Data;
+  let at = 2;
+  if (idBytes === 1) out[at++] = id;
+  else if (idBytes === 2) {
+    out[at++] = 0xcc;
+    out[at++] = id;
+  } else if (idBytes === 3) {
+    out[at++] = 0xcd;
+    out.writeUInt16BE(id, at);
+    at += 2;
+  } else {
+    out[at++] = 0xce;
+    out.writeUInt32BE(id, at);
+    at += 4;
+  }
+  if (binHeader === 2) {
+    out[at++] = 0xc4;
+    out[at++] = len;
+  } else if (binHeader === 3) {
+    out[at++] = 0xc5;
+    out.writeUInt16BE(len, at);
+    at += 2;
+  } else {
+    out[at++] = 0xc6;
+    out.writeUInt32BE(len, at);
+    at += 4;
+  }
+  out.set(data, at);
+  return out;
+}
+
+/**
+ * Decodes and validates one message from the peer. Throws FrameError for anything that is not a
+ * well-formed frame of a known type; never returns a value of an unexpected shape.
+ */
+export function decodeFrame(bytes: Buffer): Frame {
+  if (bytes.length > WIRE_LIMITS.MAX_MESSAGE_BYTES) throw new FrameError('message too large');
+  const fast = decodeDataFast(bytes);
+  if (fast) return fast;
+  // Cheap pre-check before handing bytes to the general decoder: every frame is a short array.
+  const first = bytes[0];
+  if (first === undefined || first < 0x91 || first > 0x97) throw new FrameError('not a frame: expected an array');
+  let value: unknown;
+  try {
+    value = unpackr.unpack(bytes);
+  } catch (err) {
+    throw new FrameError(`undecodable message: ${(err as Error).message}`);
+  }
+  if (!Array.isArray(value)) throw new FrameError('not a frame: expected an array');
+  return validate(value);
+}
+
+/** Parses [13, id, bin] directly; returns undefined when the bytes do not have that exact shape. */
+function decodeDataFast(b: Buffer): Frame | undefined {
+  if (b.length < 4 || b[0] !== 0x93 || b[1] !== FrameType.Data) return undefined;
+  let at = 2;
+  let id: number;
+  const idTag = b[at++]!;
+  if (idTag < 0x80) id = idTag;
+  else if (idTag === 0xcc && b.length >= at + 1) id = b[at++]!;
+  else if (idTag === 0xcd && b.length >= at + 2) {
+    id = b.readUInt16BE(at);
+    at += 2;
+  } else if (idTag === 0xce && b.length >= at + 4) {
+    id = b.readUInt32BE(at);
+    at += 4;
+  } else return undefined;
+  const binTag = b[at++];
+  let len: number;
+  if (binTag === 0xc4 && b.length >= at + 1) len = b[at++]!;
+  else if (binTag === 0xc5 && b.length >= at + 2) {
+    len = b.readUInt16BE(at);
+    at += 2;
+  } else if (binTag === 0xc6 && b.length >= at + 4) {
+    len = b.readUInt32BE(at);
+    at += 4;
+  } else return undefined;
+  if (at + len !== b.length) throw new FrameError('data frame length mismatch', id);
+  if (id === 0) throw new FrameError('data frame on stream 0');
+  return { type: FrameType.Data, id, data: b.subarray(at) };
+}
+
+function validate(a: unknown[]): Frame {
+  const type = a[0];
+  switch (type) {
+    case FrameType.Hello: {
+      arity(a, 2);
+      const m = map(a[1], 'hello');
+      return {
+        type,
+        version: uint(m.get('version'), 'version', 0xffff),
+        token: str(m.get('token'), 'token'),
+        name: str(m.get('name'), 'name'),
+        agent: str(m.get('agent'), 'agent'),
+        clientId: str(m.get('clientId'), 'clientId'),
+        flow: flow(m.get('flow')),
+      };
+    }
+    case FrameType.Welcome: {
+      arity(a, 2);
+      const m = map(a[1], 'welcome');
+      return {
+        type,
+        name: str(m.get('name'), 'name'),
+        url: str(m.get('url'), 'url'),
+        flow: flow(m.get('flow')),
+        heartbeatMs: uint(m.get('heartbeatMs'), 'heartbeatMs', 3_600_000),
+        maxStreams: uint(m.get('maxStreams'), 'maxStreams', WIRE_LIMITS.MAX_STREAM_ID),
+      };
+    }
+    case FrameType.Refuse:
+      arity(a, 3);
+      return { type, code: str(a[1], 'code'), message: str(a[2], 'message') };
+    case FrameType.Ping:
+    case FrameType.Pong:
+      arity(a, 2);
+      return { type, nonce: uint(a[1], 'nonce', Number.MAX_SAFE_INTEGER) };
+    case FrameType.GoAway:
+      arity(a, 4);
+      return {
+        type,
+        code: str(a[1], 'code'),
+        message: str(a[2], 'message'),
+        reconnectAfterMs: uint(a[3], 'reconnectAfterMs', 3_600_000),
+      };
+    case FrameType.Request: {
+      arity(a, 7);
+      const id = streamId(a[1]);
+      const body = a[5];
+      if (body !== BodyKind.None && body !== BodyKind.Length && body !== BodyKind.Chunked)
+        throw new FrameError('bad body kind', id);
+      if (typeof a[6] !== 'boolean') throw new FrameError('bad upgrade flag', id);
+      return {
+        type,
+        id,
+        method: token(a[2], 'method', id),
+        target: target(a[3], id),
+        headers: headers(a[4], id),
+        body: body as BodyKindValue,
+        upgrade: a[6],
+      };
+    }
+    case FrameType.Response:
+    case FrameType.Info: {
+      arity(a, 5);
+      const id = streamId(a[1]);
+      const status = uint(a[2], 'status', 999, id);
+      const min = type === FrameType.Info ? 100 : 101;
+      const max = type === FrameType.Info ? 199 : 999;
+      if (status < min || status > max || (type === FrameType.Info && status === 101))
+        throw new FrameError(`bad status ${status}`, id);
+      return { type, id, status, reason: reason(a[3], id), headers: headers(a[4], id) };
+    }
+    case FrameType.Data: {
+      // Reached only for Data frames the fast path did not recognise (non-minimal encodings).
+      arity(a, 3);
+      const id = streamId(a[1]);
+      if (!(a[2] instanceof Uint8Array)) throw new FrameError('data payload must be binary', id);
+      return { type, id, data: Buffer.from(a[2].buffer, a[2].byteOffset, a[2].byteLength) };
+    }
+    case FrameType.End: {
+      arity(a, 3);
+      const id = streamId(a[1]);
+      return { type, id, trailers: headers(a[2], id) };
+    }
+    case FrameType.Reset: {
+      arity(a, 4);
+      const id = streamId(a[1]);
+      return { type, id, code: str(a[2], 'code', id), message: str(a[3], 'message', id) };
+    }
+    case FrameType.Window: {
+      arity(a, 3);
+      const id = uint(a[1], 'stream id', WIRE_LIMITS.MAX_STREAM_ID);
+      const increment = uint(a[2], 'increment', WIRE_LIMITS.MAX_WINDOW_BYTES, id);
+      if (increment === 0) throw new FrameError('zero window increment', id);
+      return { type, id, increment };
+    }
+    default:
+      throw new FrameError(`unknown frame type ${String(type)}`);
+  }
+}
+
+function arity(a: unknown[], n: number): void {
+  if (a.length !== n) throw new FrameError(`frame type ${String(a[0])} needs ${n} fields, got ${a.length}`);
+}
+
+function map(v: unknown, what: string): Map<unknown, unknown> {
+  if (!(v instanceof Map)) throw new FrameError(`${what} body must be a map`);
+  return v;
+}
+
+function uint(v: unknown, what: string, max: number, id = 0): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max)
+    throw new FrameError(`bad ${what}`, id);
+  return v;
+}
+
+function streamId(v: unknown): number {
+  const id = uint(v, 'stream id', WIRE_LIMITS.MAX_STREAM_ID);
+  if (id === 0) throw new FrameError('stream frame on stream 0');
+  return id;
+}
+
+function str(v: unknown, what: string, id = 0, max: number = WIRE_LIMITS.MAX_STRING_BYTES): string {
+  if (typeof v !== 'string' || v.length > max) throw new FrameError(`bad ${what}`, id);
+  return v;
+}
+
+// RFC 9110 token characters (method and header names).
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+// Field values and reason phrases: visible ASCII, obs-text, space and tab; never CR, LF or NUL.
+const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+// Request target: visible ASCII only (Node's parser already rejects the rest on the public side).
+const TARGET = /^[\x21-\x7e\x80-\xff]+$/;
+
+function token(v: unknown, what: string, id: number): string {
+  if (typeof v !== 'string' || v.length > 256 || !TOKEN.test(v)) throw new FrameError(`bad ${what}`, id);
+  return v;
+}
+
+function target(v: unknown, id: number): string {
+  if (typeof v !== 'string' || v.length > WIRE_LIMITS.MAX_TARGET_BYTES || !TARGET.test(v))
+    throw new FrameError('bad request target', id);
+  return v;
+}
+
+function reason(v: unknown, id: number): string {
+  if (typeof v !== 'string' || v.length > 1024 || !FIELD_VALUE.test(v)) throw new FrameError('bad reason phrase', id);
+  return v;
+}
+
+/** Validates a flat header list: token names, safe values, bounded size. */
+function headers(v: unknown, id: number): HeaderList {
+  if (!Array.isArray(v) || v.length % 2 !== 0 || v.length > WIRE_LIMITS.MAX_HEADER_LIST_ENTRIES)
+    throw new FrameError('bad header list', id);
+  let bytes = 0;
+  for (let i = 0; i < v.length; i += 2) {
+    const name: unknown = v[i];
+    const value: unknown = v[i + 1];
+    if (typeof name !== 'string' || !TOKEN.test(name)) throw new FrameError('bad header name', id);
+    if (typeof value !== 'string' || !FIELD_VALUE.test(value)) throw new FrameError(`bad value for header ${name}`, id);
+    bytes += name.length + value.length;
+  }
+  if (bytes > WIRE_LIMITS.MAX_HEADER_LIST_BYTES) throw new FrameError('header list too large', id);
+  return v as HeaderList;
+}
+
+function flowToWire(f: FlowSettings): Record<string, number> {
+  return { streamWindow: f.streamWindow, connWindow: f.connWindow, maxData: f.maxData };
+}
+
+function flow(v: unknown): FlowSettings {
+  const m = map(v, 'flow settings');
+  const streamWindow = uint(m.get('streamWindow'), 'streamWindow', WIRE_LIMITS.MAX_WINDOW_BYTES);
+  const connWindow = uint(m.get('connWindow'), 'connWindow', WIRE_LIMITS.MAX_WINDOW_BYTES);
+  const maxData = uint(m.get('maxData'), 'maxData', WIRE_LIMITS.MAX_DATA_BYTES);
+  if (maxData < WIRE_LIMITS.MIN_DATA_BYTES) throw new FrameError('maxData too small');
+  if (streamWindow < maxData || connWindow < maxData) throw new FrameError('window smaller than maxData');
+  return { streamWindow, connWindow, maxData };
+}

@@ -1,0 +1,196 @@
+// The one catalogue of ggrok frames: every message on the control WebSocket is one of these.
+
+/** Wire protocol version carried in Hello; bump on any incompatible change. */
+export const PROTOCOL_VERSION = 1;
+
+/** Numeric frame type, the first element of every encoded frame. Values are frozen by golden vectors. */
+export const FrameType = {
+  Hello: 1,
+  Welcome: 2,
+  Refuse: 3,
+  Ping: 4,
+  Pong: 5,
+  GoAway: 6,
+  Request: 10,
+  Response: 11,
+  Info: 12,
+  Data: 13,
+  End: 14,
+  Reset: 15,
+  Window: 16,
+} as const;
+export type FrameTypeValue = (typeof FrameType)[keyof typeof FrameType];
+
+/** Flat header list as in Node's rawHeaders: [name0, value0, name1, value1, …], case and order kept. */
+export type HeaderList = string[];
+
+/** How a request body is framed on the way to the local server. */
+export const BodyKind = {
+  None: 0,
+  Length: 1,
+  Chunked: 2,
+} as const;
+export type BodyKindValue = (typeof BodyKind)[keyof typeof BodyKind];
+
+/** Receive-side limits a peer announces; the other side must stay within them. */
+export interface FlowSettings {
+  /** Initial credit per stream, in bytes. */
+  streamWindow: number;
+  /** Initial credit for the whole connection, in bytes. */
+  connWindow: number;
+  /** Largest Data payload the peer accepts, in bytes. */
+  maxData: number;
+}
+
+/** Client -> relay, first frame: who I am and what I want. */
+export interface HelloFrame {
+  type: typeof FrameType.Hello;
+  version: number;
+  token: string;
+  /** Requested subdomain; empty for "pick one for me". */
+  name: string;
+  /** Free-form client identification, e.g. "ggrok/0.1.0 node/20". */
+  agent: string;
+  /** Random id of this client process, stable across its reconnects: a reconnect may replace its own stale tunnel. */
+  clientId: string;
+  flow: FlowSettings;
+}
+
+/** Relay -> client: the tunnel is up. */
+export interface WelcomeFrame {
+  type: typeof FrameType.Welcome;
+  name: string;
+  url: string;
+  flow: FlowSettings;
+  heartbeatMs: number;
+  maxStreams: number;
+}
+
+/** Relay -> client: the hello was refused; the socket closes after it. */
+export interface RefuseFrame {
+  type: typeof FrameType.Refuse;
+  code: string;
+  message: string;
+}
+
+export interface PingFrame {
+  type: typeof FrameType.Ping;
+  nonce: number;
+}
+
+export interface PongFrame {
+  type: typeof FrameType.Pong;
+  nonce: number;
+}
+
+/** Either side: I am going away, finish what you have and reconnect after the delay. */
+export interface GoAwayFrame {
+  type: typeof FrameType.GoAway;
+  code: string;
+  message: string;
+  reconnectAfterMs: number;
+}
+
+/** Relay -> client: a public request (or upgrade) opens stream `id`. */
+export interface RequestFrame {
+  type: typeof FrameType.Request;
+  id: number;
+  method: string;
+  /** Raw request target exactly as received (path and query, byte-exact). */
+  target: string;
+  headers: HeaderList;
+  body: BodyKindValue;
+  /** True when this is a protocol upgrade (e.g. WebSocket); the stream becomes a raw byte channel after 101. */
+  upgrade: boolean;
+}
+
+/** Client -> relay: the final response head for stream `id`. */
+export interface ResponseFrame {
+  type: typeof FrameType.Response;
+  id: number;
+  status: number;
+  reason: string;
+  headers: HeaderList;
+}
+
+/** Client -> relay: an informational (1xx, not 101) response for stream `id`. */
+export interface InfoFrame {
+  type: typeof FrameType.Info;
+  id: number;
+  status: number;
+  reason: string;
+  headers: HeaderList;
+}
+
+/** Either direction: body bytes (or raw channel bytes after an upgrade). */
+export interface DataFrame {
+  type: typeof FrameType.Data;
+  id: number;
+  data: Buffer;
+}
+
+/** Either direction: no more data from this side; optional trailers. */
+export interface EndFrame {
+  type: typeof FrameType.End;
+  id: number;
+  trailers: HeaderList;
+}
+
+/** Either direction: abandon the stream with a reason code. */
+export interface ResetFrame {
+  type: typeof FrameType.Reset;
+  id: number;
+  code: string;
+  message: string;
+}
+
+/** Either direction: grant more send credit. id 0 is the whole connection. */
+export interface WindowFrame {
+  type: typeof FrameType.Window;
+  id: number;
+  increment: number;
+}
+
+export type Frame =
+  | HelloFrame
+  | WelcomeFrame
+  | RefuseFrame
+  | PingFrame
+  | PongFrame
+  | GoAwayFrame
+  | RequestFrame
+  | ResponseFrame
+  | InfoFrame
+  | DataFrame
+  | EndFrame
+  | ResetFrame
+  | WindowFrame;
+
+/** Frames that belong to one stream. */
+export type StreamFrame = RequestFrame | ResponseFrame | InfoFrame | DataFrame | EndFrame | ResetFrame;
+
+/** Limits of the wire format itself (any peer, any version 1 session). */
+export const WIRE_LIMITS = {
+  /** Largest encoded message either side accepts (ws maxPayload). */
+  MAX_MESSAGE_BYTES: 256 * 1024,
+  /** Largest Data payload a peer may announce. */
+  MAX_DATA_BYTES: 128 * 1024,
+  /** Smallest Data payload a peer may announce. */
+  MIN_DATA_BYTES: 1024,
+  /** Total bytes of names and values in one header list. */
+  MAX_HEADER_LIST_BYTES: 128 * 1024,
+  /** Entries (name + value counts as 2) in one header list. */
+  MAX_HEADER_LIST_ENTRIES: 2 * 500,
+  MAX_TARGET_BYTES: 64 * 1024,
+  MAX_STRING_BYTES: 4096,
+  MAX_STREAM_ID: 0xffff_ffff,
+  /** Largest window (and window increment) either side may use: 2^31 - 1 as in HTTP/2. */
+  MAX_WINDOW_BYTES: 0x7fff_ffff,
+} as const;
+
+/** Default flow-control settings announced by both the relay and the client. */
+export const DEFAULT_FLOW: FlowSettings = {
+  streamWindow: 256 * 1024,
+  connWindow: 4 * 1024 * 1024,
+  maxData: 64 * 1024,
+};

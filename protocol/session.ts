@@ -1,0 +1,480 @@
+// One control WebSocket after the handshake: the single writer, flow control, heartbeats and routing by stream id.
+import type WebSocket from 'ws';
+import { decodeFrame, encodeData, encodeFrame, FrameError } from './codec.js';
+import { CloseCode, GgrokError, ResetCode } from './errors.js';
+import {
+  FrameType,
+  WIRE_LIMITS,
+  type FlowSettings,
+  type Frame,
+  type GoAwayFrame,
+  type HeaderList,
+  type InfoFrame,
+  type RequestFrame,
+  type ResponseFrame,
+} from './frames.js';
+import { TunnelStream, type StreamHost } from './stream.js';
+
+/** Bytes queued in the WebSocket (ours and the socket's) above which the writer waits for a flush. */
+const WS_HIGH_WATER_BYTES = 256 * 1024;
+/** Default: received-but-unconsumed bytes above which connection credit is returned only on consumption. */
+const DEFAULT_BUFFERED_SOFT_LIMIT_BYTES = 8 * 1024 * 1024;
+
+export interface SessionOptions {
+  role: 'relay' | 'client';
+  /** Limits we announced: what the peer may send us. */
+  localFlow: FlowSettings;
+  /** Limits the peer announced: what we may send. */
+  remoteFlow: FlowSettings;
+  /** How often to ping. */
+  heartbeatMs: number;
+  /** Close the session when nothing at all arrived for this long. */
+  deadAfterMs: number;
+  /** Most concurrent streams the peer may open towards us (client side). */
+  maxInboundStreams?: number;
+  /**
+   * Received bytes that may wait unconsumed (summed over streams) while connection credit is still
+   * returned on receipt. Above it, a stalled stream holds its share of the connection window, which bounds
+   * memory at this limit plus the connection window.
+   */
+  bufferedSoftLimit?: number;
+  /** A new stream opened by the peer (client side: a public request). */
+  onRequest?: (stream: TunnelStream, head: RequestFrame) => void;
+  onGoAway?: (frame: GoAwayFrame) => void;
+  /** The peer broke the protocol; `fatal` when the whole session is closed for it. */
+  onProtocolError?: (err: GgrokError, fatal: boolean) => void;
+  onClose?: (info: { code: number; reason: string }) => void;
+}
+
+/** A FIFO with O(1) push and shift, for the control and ready queues. */
+class Fifo<T> {
+  private items: (T | undefined)[] = [];
+  private head = 0;
+  get length(): number {
+    return this.items.length - this.head;
+  }
+  push(item: T): void {
+    this.items.push(item);
+  }
+  shift(): T | undefined {
+    if (this.head >= this.items.length) return undefined;
+    const item = this.items[this.head];
+    this.items[this.head++] = undefined;
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return item;
+  }
+}
+
+/**
+ * Multiplexes streams over one open, handshaken WebSocket. Owns the socket's only 'message' listener
+ * and is the only code that sends on it.
+ */
+export class Session implements StreamHost {
+  readonly streams = new Map<number, TunnelStream>();
+  /** Round-trip time of the last heartbeat, in ms; -1 before the first pong. */
+  rttMs = -1;
+  closed = false;
+  /** close() was called; inbound frames are ignored from now on. */
+  closing = false;
+  /** Counters for observability: payload bytes of Data frames each way. */
+  readonly stats = { dataBytesIn: 0, dataBytesOut: 0, streamsOpened: 0 };
+
+  private readonly control = new Fifo<Buffer>();
+  private readonly ready = new Fifo<TunnelStream>();
+  private sendCredit: number;
+  private recvCredit: number;
+  private connUnacked = 0;
+  private inboundBuffered = 0;
+  /** Highest stream id opened so far (by us on the relay, by the peer on the client). */
+  private highestId = 0;
+  private flushScheduled = false;
+  private awaitingDrain = false;
+  private lastReceivedAt = Date.now();
+  private lastPingAt = 0;
+  private readonly heartbeatTimer: NodeJS.Timeout;
+  private readonly softLimit: number;
+
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly opts: SessionOptions,
+  ) {
+    this.sendCredit = opts.remoteFlow.connWindow;
+    this.recvCredit = opts.localFlow.connWindow;
+    this.softLimit = opts.bufferedSoftLimit ?? DEFAULT_BUFFERED_SOFT_LIMIT_BYTES;
+    ws.on('message', (data: Buffer, isBinary: boolean) => this.onMessage(data, isBinary));
+    ws.on('close', (code: number, reason: Buffer) => this.finalize(code, reason.toString()));
+    ws.on('error', () => {}); // 'close' always follows; the close code tells the story.
+    const tick = Math.max(50, Math.floor(opts.heartbeatMs / 4));
+    this.heartbeatTimer = setInterval(() => this.heartbeat(), tick);
+    this.heartbeatTimer.unref();
+  }
+
+  /** Largest Data payload we may send. */
+  get maxData(): number {
+    return this.opts.remoteFlow.maxData;
+  }
+
+  /** Relay side: opens a stream for a public request. Returns the stream; its id is assigned here. */
+  openStream(head: Omit<RequestFrame, 'type' | 'id'>): TunnelStream {
+    const id = ++this.highestId;
+    const stream = this.createStream(id);
+    this.control.push(encodeFrame({ type: FrameType.Request, id, ...head }));
+    this.scheduleFlush();
+    return stream;
+  }
+
+  /** Sends a GoAway frame (graceful shutdown notice). */
+  goAway(code: string, message: string, reconnectAfterMs: number): void {
+    this.sendControl({ type: FrameType.GoAway, code, message, reconnectAfterMs });
+  }
+
+  /** Sends a ping now; the pong updates rttMs. */
+  ping(): void {
+    this.lastPingAt = Date.now();
+    this.sendControl({ type: FrameType.Ping, nonce: this.lastPingAt });
+  }
+
+  /** Closes the control socket after queued frames; every open stream is reset as tunnel_closed. */
+  close(code: number = CloseCode.Normal, reason = ''): void {
+    if (this.closed || this.closing) return;
+    this.flush();
+    this.closing = true;
+    this.ws.close(code, reason.slice(0, 120));
+    // A peer that never answers the close handshake must not hold us open.
+    setTimeout(() => this.ws.terminate(), 5000).unref();
+  }
+
+  /** Drops the socket at once (dead peer). */
+  terminate(): void {
+    this.ws.terminate();
+  }
+
+  // ---- StreamHost: called by TunnelStream ----
+
+  streamWrote(stream: TunnelStream): void {
+    if (!stream.queued && stream.sendCredit > 0) this.enqueueReady(stream);
+    this.scheduleFlush();
+  }
+
+  streamEnded(stream: TunnelStream, _trailers: HeaderList): void {
+    if (stream.outBytes === 0) this.sendEnd(stream);
+  }
+
+  streamReset(stream: TunnelStream, code: string, message: string): void {
+    this.sendControl({ type: FrameType.Reset, id: stream.id, code, message: message.slice(0, 1000) });
+    this.dispose(stream);
+  }
+
+  streamAcked(stream: TunnelStream, bytes: number): void {
+    const n = Math.min(bytes, stream.recvBuffered);
+    stream.recvBuffered -= n;
+    this.inboundBuffered -= n;
+    const owed = Math.min(n, stream.connOwed);
+    stream.connOwed -= owed;
+    this.returnConnCredit(owed);
+    if (stream.remoteEnded) return;
+    stream.recvUnacked += n;
+    if (stream.recvUnacked >= this.opts.localFlow.streamWindow / 4) {
+      stream.recvCredit += stream.recvUnacked;
+      this.sendControl({ type: FrameType.Window, id: stream.id, increment: stream.recvUnacked });
+      stream.recvUnacked = 0;
+    }
+  }
+
+  sendHead(_stream: TunnelStream, head: ResponseFrame | InfoFrame): void {
+    this.sendControl(head);
+  }
+
+  // ---- writer ----
+
+  private sendControl(frame: Frame): void {
+    if (this.closed) return;
+    this.control.push(encodeFrame(frame));
+    this.scheduleFlush();
+  }
+
+  private enqueueReady(stream: TunnelStream): void {
+    stream.queued = true;
+    this.ready.push(stream);
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled || this.closed) return;
+    this.flushScheduled = true;
+    queueMicrotask(this.flush);
+  }
+
+  /** Sends control frames first, then one Data frame per ready stream in turn, while the socket has room. */
+  private readonly flush = (): void => {
+    this.flushScheduled = false;
+    while (!this.closed && !this.awaitingDrain) {
+      const frame = this.control.shift() ?? this.nextDataFrame();
+      if (!frame) return;
+      this.send(frame);
+    }
+  };
+
+  private nextDataFrame(): Buffer | undefined {
+    while (this.sendCredit > 0) {
+      const stream = this.ready.shift();
+      if (!stream) return undefined;
+      stream.queued = false;
+      if (stream.closed || stream.outBytes === 0 || stream.sendCredit <= 0) continue;
+      return this.takeData(stream);
+    }
+    return undefined;
+  }
+
+  /** Cuts one Data frame off the stream's queue within both windows. */
+  private takeData(stream: TunnelStream): Buffer {
+    const head = stream.outQueue[0]!;
+    const n = Math.min(head.length, this.opts.remoteFlow.maxData, stream.sendCredit, this.sendCredit);
+    let chunk = head;
+    if (n === head.length) stream.outQueue.shift();
+    else {
+      chunk = head.subarray(0, n);
+      stream.outQueue[0] = head.subarray(n);
+    }
+    stream.outBytes -= n;
+    stream.sendCredit -= n;
+    this.sendCredit -= n;
+    this.stats.dataBytesOut += n;
+    const frame = encodeData(stream.id, chunk);
+    if (stream.outBytes > 0) {
+      if (stream.sendCredit > 0) this.enqueueReady(stream);
+    } else if (stream.endPending) {
+      this.sendEnd(stream);
+    }
+    if (stream.needDrain && stream.outBytes < this.opts.remoteFlow.maxData) {
+      stream.needDrain = false;
+      stream.onDrain();
+    }
+    return frame;
+  }
+
+  private send(frame: Buffer): void {
+    // Ask for a completion callback only on the frame that fills the socket: that is our 'drain'.
+    if (this.ws.bufferedAmount + frame.length >= WS_HIGH_WATER_BYTES) {
+      this.awaitingDrain = true;
+      this.ws.send(frame, { binary: true }, this.onDrained);
+    } else {
+      this.ws.send(frame, { binary: true });
+    }
+  }
+
+  private readonly onDrained = (err?: Error): void => {
+    this.awaitingDrain = false;
+    if (!err) this.flush();
+  };
+
+  private sendEnd(stream: TunnelStream): void {
+    if (stream.localEnded) return;
+    stream.localEnded = true;
+    this.sendControl({ type: FrameType.End, id: stream.id, trailers: stream.endTrailers });
+    this.maybeFinish(stream);
+  }
+
+  // ---- reader ----
+
+  private onMessage(data: Buffer, isBinary: boolean): void {
+    this.lastReceivedAt = Date.now();
+    if (this.closed || this.closing) return;
+    if (!isBinary) return this.fatal(new FrameError('text message on the control socket'));
+    let frame: Frame;
+    try {
+      frame = decodeFrame(data);
+    } catch (err) {
+      const e = err instanceof FrameError ? err : new FrameError(String(err));
+      const stream = e.streamId ? this.streams.get(e.streamId) : undefined;
+      if (stream) return this.streamProtocolError(stream, e.message);
+      return this.fatal(e);
+    }
+    this.dispatch(frame);
+  }
+
+  private dispatch(frame: Frame): void {
+    switch (frame.type) {
+      case FrameType.Ping:
+        return this.sendControl({ type: FrameType.Pong, nonce: frame.nonce });
+      case FrameType.Pong:
+        if (frame.nonce === this.lastPingAt) this.rttMs = Date.now() - frame.nonce;
+        return;
+      case FrameType.GoAway:
+        return this.opts.onGoAway?.(frame);
+      case FrameType.Window:
+        return this.onWindow(frame.id, frame.increment);
+      case FrameType.Request:
+        return this.onRequest(frame);
+      case FrameType.Response:
+      case FrameType.Info:
+        return this.onHead(frame);
+      case FrameType.Data:
+        return this.onData(frame.id, frame.data);
+      case FrameType.End: {
+        const stream = this.streamFor(frame.id);
+        if (!stream) return;
+        if (stream.remoteEnded) return this.streamProtocolError(stream, 'End after End');
+        if (this.opts.role === 'relay' && !stream.headDone) return this.streamProtocolError(stream, 'End before response');
+        stream.remoteEnded = true;
+        stream.onEnd(frame.trailers);
+        return this.maybeFinish(stream);
+      }
+      case FrameType.Reset: {
+        const stream = this.streamFor(frame.id);
+        if (!stream) return;
+        this.dispose(stream);
+        return stream.onReset(new GgrokError(frame.code, frame.message));
+      }
+      case FrameType.Hello:
+      case FrameType.Welcome:
+      case FrameType.Refuse:
+        return this.fatal(new FrameError('handshake frame after the handshake'));
+    }
+  }
+
+  private onWindow(id: number, increment: number): void {
+    if (id === 0) {
+      this.sendCredit += increment;
+      if (this.sendCredit > WIRE_LIMITS.MAX_WINDOW_BYTES) return this.fatal(new FrameError('connection window overflow'));
+      return this.scheduleFlush();
+    }
+    const stream = this.streamFor(id);
+    if (!stream) return;
+    stream.sendCredit += increment;
+    if (stream.sendCredit > WIRE_LIMITS.MAX_WINDOW_BYTES) return this.streamProtocolError(stream, 'stream window overflow');
+    if (stream.outBytes > 0 && !stream.queued) this.enqueueReady(stream);
+    this.scheduleFlush();
+  }
+
+  private onRequest(head: RequestFrame): void {
+    if (this.opts.role !== 'client') return this.fatal(new FrameError('only the relay opens streams'));
+    if (head.id <= this.highestId) return this.fatal(new FrameError(`stream id ${head.id} reused or out of order`));
+    this.highestId = head.id;
+    if (this.streams.size >= (this.opts.maxInboundStreams ?? Infinity)) {
+      this.sendControl({ type: FrameType.Reset, id: head.id, code: ResetCode.RefusedStream, message: 'too many streams' });
+      return;
+    }
+    const stream = this.createStream(head.id);
+    this.opts.onRequest?.(stream, head);
+  }
+
+  private onHead(head: ResponseFrame | InfoFrame): void {
+    if (this.opts.role !== 'relay') return this.fatal(new FrameError('only the client sends responses'));
+    const stream = this.streamFor(head.id);
+    if (!stream) return;
+    if (stream.headDone) return this.streamProtocolError(stream, 'response head after the response');
+    if (head.type === FrameType.Info) return stream.onInfo(head);
+    stream.headDone = true;
+    stream.onResponse(head);
+  }
+
+  private onData(id: number, data: Buffer): void {
+    const n = data.length;
+    if (n > this.opts.localFlow.maxData) return this.fatal(new FrameError(`data frame of ${n} bytes over the limit`));
+    this.recvCredit -= n;
+    if (this.recvCredit < 0) return this.fatal(new FrameError('connection window overrun'));
+    this.stats.dataBytesIn += n;
+    const stream = this.streamFor(id);
+    if (!stream) return this.returnConnCredit(n);
+    if (stream.remoteEnded) {
+      this.returnConnCredit(n);
+      return this.streamProtocolError(stream, 'Data after End');
+    }
+    if (this.opts.role === 'relay' && !stream.headDone) {
+      this.returnConnCredit(n);
+      return this.streamProtocolError(stream, 'Data before response');
+    }
+    stream.recvCredit -= n;
+    if (stream.recvCredit < 0) {
+      this.returnConnCredit(n);
+      return this.streamProtocolError(stream, 'stream window overrun');
+    }
+    stream.recvBuffered += n;
+    this.inboundBuffered += n;
+    if (this.inboundBuffered <= this.softLimit) this.returnConnCredit(n);
+    else stream.connOwed += n;
+    if (n > 0) stream.onData(data);
+  }
+
+  /** The open stream with this id; undefined (frame ignored) for streams already closed; fatal for never-opened ids. */
+  private streamFor(id: number): TunnelStream | undefined {
+    const stream = this.streams.get(id);
+    if (stream) return stream;
+    if (id > this.highestId) this.fatal(new FrameError(`frame for stream ${id}, which was never opened`));
+    return undefined;
+  }
+
+  private returnConnCredit(n: number): void {
+    if (n <= 0 || this.closed) return;
+    this.connUnacked += n;
+    if (this.connUnacked >= this.opts.localFlow.connWindow / 4) {
+      this.recvCredit += this.connUnacked;
+      this.sendControl({ type: FrameType.Window, id: 0, increment: this.connUnacked });
+      this.connUnacked = 0;
+    }
+  }
+
+  // ---- lifecycle ----
+
+  private createStream(id: number): TunnelStream {
+    const stream = new TunnelStream(id, this, this.opts.remoteFlow.streamWindow, this.opts.localFlow.streamWindow);
+    this.streams.set(id, stream);
+    this.stats.streamsOpened++;
+    return stream;
+  }
+
+  private maybeFinish(stream: TunnelStream): void {
+    if (stream.localEnded && stream.remoteEnded) this.dispose(stream);
+  }
+
+  /** Forgets a stream and gives back whatever connection credit and buffer accounting it held. */
+  private dispose(stream: TunnelStream): void {
+    if (stream.closed) return;
+    stream.closed = true;
+    this.streams.delete(stream.id);
+    stream.outQueue.length = 0;
+    stream.outBytes = 0;
+    this.inboundBuffered -= stream.recvBuffered;
+    stream.recvBuffered = 0;
+    this.returnConnCredit(stream.connOwed);
+    stream.connOwed = 0;
+  }
+
+  private streamProtocolError(stream: TunnelStream, message: string): void {
+    const err = new GgrokError(ResetCode.ProtocolError, `stream ${stream.id}: ${message}`);
+    this.opts.onProtocolError?.(err, false);
+    this.streamReset(stream, ResetCode.ProtocolError, message);
+    stream.onReset(err);
+  }
+
+  private fatal(err: GgrokError): void {
+    if (this.closed) return;
+    this.opts.onProtocolError?.(err, true);
+    this.close(CloseCode.ProtocolError, `protocol error: ${err.message}`);
+  }
+
+  private heartbeat(): void {
+    const now = Date.now();
+    if (now - this.lastReceivedAt > this.opts.deadAfterMs) {
+      this.terminate();
+      this.finalize(CloseCode.HeartbeatTimeout, 'heartbeat timeout');
+      return;
+    }
+    if (now - this.lastPingAt >= this.opts.heartbeatMs) this.ping();
+  }
+
+  private finalize(code: number, reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.heartbeatTimer);
+    const err = new GgrokError(ResetCode.TunnelClosed, `tunnel closed (${code}${reason ? ` ${reason}` : ''})`);
+    for (const stream of [...this.streams.values()]) {
+      this.dispose(stream);
+      stream.onReset(err);
+    }
+    this.opts.onClose?.({ code, reason });
+  }
+}

@@ -1,0 +1,157 @@
+// One exchange (an HTTP request/response or an upgraded raw channel) multiplexed on a session.
+import type { Readable, Writable } from 'node:stream';
+import { GgrokError, ResetCode } from './errors.js';
+import { FrameType, type HeaderList, type InfoFrame, type ResponseFrame } from './frames.js';
+
+/** What a stream needs from its session; implemented by Session so the two files stay decoupled. */
+export interface StreamHost {
+  readonly maxData: number;
+  streamWrote(stream: TunnelStream): void;
+  streamEnded(stream: TunnelStream, trailers: HeaderList): void;
+  streamReset(stream: TunnelStream, code: string, message: string): void;
+  streamAcked(stream: TunnelStream, bytes: number): void;
+  sendHead(stream: TunnelStream, head: ResponseFrame | InfoFrame): void;
+}
+
+/**
+ * A bidirectional stream with credit-based flow control.
+ * Outbound: write()/end()/reset(); write() returns false when the caller should pause until onDrain.
+ * Inbound: the owner sets the on* handlers and calls ack(n) once it has passed n received bytes on,
+ * which is what lets the peer send more.
+ */
+export class TunnelStream {
+  // Inbound handlers, set by whoever owns the stream.
+  onResponse: (head: ResponseFrame) => void = () => {};
+  onInfo: (head: InfoFrame) => void = () => {};
+  onData: (chunk: Buffer) => void = () => {};
+  onEnd: (trailers: HeaderList) => void = () => {};
+  onReset: (err: GgrokError) => void = () => {};
+  onDrain: () => void = () => {};
+
+  /** Bytes of send credit left on this stream. */
+  sendCredit: number;
+  /** Bytes the peer may still send before we grant more. */
+  recvCredit: number;
+  /** Queued outbound chunks not yet framed; bounded by OUT_HIGH_WATER through write()'s return value. */
+  readonly outQueue: Buffer[] = [];
+  outBytes = 0;
+  /** Set when write() returned false; onDrain fires when the queue drains below the mark. */
+  needDrain = false;
+  /** end() was called; End is sent once outQueue is empty. */
+  endPending = false;
+  endTrailers: HeaderList = [];
+  localEnded = false;
+  remoteEnded = false;
+  closed = false;
+  /** In the session's ready queue. */
+  queued = false;
+  /** Received bytes handed to onData and not acked yet. */
+  recvBuffered = 0;
+  /** Consumed bytes whose stream credit has not been returned yet (batched). */
+  recvUnacked = 0;
+  /** Received bytes whose connection credit is returned only when consumed (see Session). */
+  connOwed = 0;
+  /** Response head received (relay side) or sent (client side). */
+  headDone = false;
+
+  constructor(
+    readonly id: number,
+    private readonly host: StreamHost,
+    sendWindow: number,
+    recvWindow: number,
+  ) {
+    this.sendCredit = sendWindow;
+    this.recvCredit = recvWindow;
+  }
+
+  /** Queues bytes for the peer. Returns false when the caller should wait for onDrain. */
+  write(chunk: Buffer): boolean {
+    if (this.closed || this.endPending || chunk.length === 0) return !this.closed;
+    this.outQueue.push(chunk);
+    this.outBytes += chunk.length;
+    this.host.streamWrote(this);
+    if (this.outBytes >= this.host.maxData) this.needDrain = true;
+    return !this.needDrain;
+  }
+
+  /** Ends our side after all queued data, with optional trailers. */
+  end(trailers: HeaderList = []): void {
+    if (this.closed || this.endPending) return;
+    this.endPending = true;
+    this.endTrailers = trailers;
+    this.host.streamEnded(this, trailers);
+  }
+
+  /** Abandons the stream in both directions and tells the peer why. */
+  reset(code: string = ResetCode.Cancel, message = ''): void {
+    if (this.closed) return;
+    this.host.streamReset(this, code, message);
+  }
+
+  /** Sends the final response head (client side). */
+  sendResponse(status: number, reason: string, headers: HeaderList): void {
+    if (this.closed || this.headDone) return;
+    this.headDone = true;
+    this.host.sendHead(this, { type: FrameType.Response, id: this.id, status, reason, headers });
+  }
+
+  /** Sends an informational 1xx head (client side). */
+  sendInfo(status: number, reason: string, headers: HeaderList): void {
+    if (this.closed || this.headDone) return;
+    this.host.sendHead(this, { type: FrameType.Info, id: this.id, status, reason, headers });
+  }
+
+  /** Reports that `bytes` received bytes were passed on, so the peer may send that much more. */
+  ack(bytes: number): void {
+    if (bytes > 0 && !this.closed) this.host.streamAcked(this, bytes);
+  }
+}
+
+/**
+ * Sends everything a readable produces into the stream, pausing it while the stream is full.
+ * `onEnd` supplies trailers once the readable ended (e.g. IncomingMessage.rawTrailers).
+ * A readable that closes without ending resets the stream with `abortCode`.
+ */
+export function pipeIntoStream(
+  source: Readable,
+  stream: TunnelStream,
+  options: { trailers?: () => HeaderList; abortCode?: string; abortMessage?: () => string } = {},
+): void {
+  let ended = false;
+  stream.onDrain = () => source.resume();
+  source.on('data', (chunk: Buffer) => {
+    if (!stream.write(chunk)) source.pause();
+  });
+  source.on('end', () => {
+    ended = true;
+    stream.end(options.trailers?.() ?? []);
+  });
+  source.on('error', () => {}); // 'close' below decides; the error itself is reported by the owner.
+  source.on('close', () => {
+    if (!ended) stream.reset(options.abortCode ?? ResetCode.Cancel, options.abortMessage?.() ?? '');
+  });
+}
+
+/**
+ * Writes everything the stream receives into a writable, acknowledging bytes as the writable
+ * accepts them, so the peer never has more in flight than the stream window.
+ * Ending and resets are left to the caller (they differ for responses, requests and sockets).
+ */
+export function pipeStreamInto(stream: TunnelStream, sink: Writable): void {
+  let pending = 0;
+  let waiting = false;
+  const flushAck = (): void => {
+    waiting = false;
+    stream.ack(pending);
+    pending = 0;
+  };
+  stream.onData = (chunk) => {
+    pending += chunk.length;
+    if (sink.write(chunk)) {
+      if (!waiting) flushAck();
+    } else if (!waiting) {
+      waiting = true;
+      sink.once('drain', flushAck);
+    }
+  };
+}

@@ -1,0 +1,113 @@
+// `ggrok relay`: configuration from flags and environment, listening on $PORT, signals.
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { createRelay, generateToken, RELAY_VERSION, type RelayEvent } from './relay.js';
+
+interface RelayFlags {
+  port: number;
+  host?: string;
+  domain?: string;
+  token: string[];
+  trustProxy?: boolean;
+  logFormat: 'text' | 'json';
+}
+
+function parsePort(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n < 0 || n > 65535) throw new InvalidArgumentError('must be a port number 0-65535.');
+  return n;
+}
+
+const collect = (value: string, previous: string[] = []): string[] => [...previous, ...splitTokens(value)];
+const splitTokens = (value: string): string[] =>
+  value
+    .split(',')
+    .map((t) => t.trim())
+    .filter(Boolean);
+
+/** Platforms whose proxy sets X-Forwarded-* headers we can trust. */
+function behindPlatformProxy(): boolean {
+  return Boolean(process.env.DYNO || process.env.FLY_APP_NAME);
+}
+
+function formatEvent(e: RelayEvent, format: 'text' | 'json'): string {
+  const at = new Date().toISOString();
+  if (format === 'json') return JSON.stringify({ time: at, ...e });
+  const fields = Object.entries(e)
+    .filter(([k]) => k !== 'event')
+    .map(([k, v]) => `${k}=${typeof v === 'string' && /\s/.test(v) ? JSON.stringify(v) : String(v)}`);
+  return `${at} ${e.event} ${fields.join(' ')}`;
+}
+
+/** Builds the `relay` subcommand. */
+export function relayCommand(): Command {
+  return new Command('relay')
+    .description('run the public relay server that clients connect to')
+    .addOption(new Option('-p, --port <port>', 'port to listen on').env('PORT').argParser(parsePort).default(8080))
+    .addOption(new Option('--host <addr>', 'address to bind (default: all interfaces)').env('GGROK_HOST'))
+    .addOption(
+      new Option('-d, --domain <domain>', 'serve tunnels at <name>.<domain>; without it, one tunnel at the relay host').env(
+        'GGROK_DOMAIN',
+      ),
+    )
+    .addOption(
+      new Option('-t, --token <token>', 'client token (repeatable or comma-separated); generated when absent')
+        .env('GGROK_TOKEN')
+        .argParser(collect),
+    )
+    .addOption(
+      new Option('--trust-proxy', 'trust X-Forwarded-* from a proxy in front (on by default on Heroku and Fly)').env(
+        'GGROK_TRUST_PROXY',
+      ),
+    )
+    .addOption(new Option('--log-format <format>', 'log format').choices(['text', 'json']).env('GGROK_LOG_FORMAT').default('text'))
+    .action(async (flags: RelayFlags) => {
+      await runRelay(flags);
+    });
+}
+
+async function runRelay(flags: RelayFlags): Promise<void> {
+  const generated = !flags.token || flags.token.length === 0;
+  const tokens = generated ? [generateToken()] : flags.token;
+  const write = (line: string): void => void process.stdout.write(`${line}\n`);
+  const relay = createRelay({
+    domain: flags.domain,
+    tokens,
+    trustProxy: flags.trustProxy ?? behindPlatformProxy(),
+    log: (e) => write(formatEvent(e, flags.logFormat)),
+  });
+  let port: number;
+  try {
+    port = await relay.listen(flags.port, flags.host);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const why =
+      e.code === 'EADDRINUSE'
+        ? `port ${flags.port} is already in use; pass --port or set PORT`
+        : e.code === 'EACCES'
+          ? `no permission to listen on port ${flags.port}; use a port above 1023`
+          : e.message;
+    process.stderr.write(`ggrok relay: cannot listen: ${why}\n`);
+    process.exit(1);
+  }
+  const local = `http://localhost:${port}`;
+  write(`ggrok relay ${RELAY_VERSION} listening on ${flags.host ?? '0.0.0.0'}:${port}`);
+  write(
+    flags.domain
+      ? `mode: subdomains — tunnels at http://<name>.${flags.domain}:${port} (or https behind a TLS proxy)`
+      : 'mode: own-host — one tunnel served at this relay\'s own address',
+  );
+  if (generated) write(`token: ${tokens[0]} (generated; set GGROK_TOKEN to keep one across restarts)`);
+  write(`connect: ggrok http 3000 --server ${local}${generated ? ` --token ${tokens[0]}` : ' --token <token>'}`);
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) process.exit(1); // second signal: do not wait any longer
+    stopping = true;
+    write(formatEvent({ event: 'stopping', signal }, flags.logFormat));
+    relay.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}

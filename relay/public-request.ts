@@ -1,0 +1,173 @@
+// A public request (or upgrade) <-> one tunnel stream: headers out, body both ways, response or raw channel back.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { ResetCode, statusForReset, type GgrokError } from '../protocol/errors.js';
+import { BodyKind, type HeaderList, type InfoFrame, type ResponseFrame } from '../protocol/frames.js';
+import { addForwardedHeaders, stripHopByHop, toPairs } from '../protocol/headers.js';
+import type { Session } from '../protocol/session.js';
+import { pipeIntoStream, pipeStreamInto, type TunnelStream } from '../protocol/stream.js';
+import { sendErrorPage, writeRawErrorPage, type ErrorPage } from './pages.js';
+
+/** What the relay knows about how the public client reached it. */
+export interface PublicContext {
+  proto: string;
+  /** Host header as received (with port if any). */
+  host: string;
+  port: string;
+  trustProxy: boolean;
+}
+
+/** Called when the exchange is over, whatever the outcome. */
+type Done = () => void;
+
+function requestHeaders(req: IncomingMessage, ctx: PublicContext, upgrade: boolean): HeaderList {
+  const headers = stripHopByHop(req.rawHeaders, upgrade);
+  addForwardedHeaders(headers, {
+    // IPv4 clients of a dual-stack socket appear as ::ffff:a.b.c.d; forward the plain IPv4 form.
+    remoteAddress: (req.socket.remoteAddress ?? '').replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/, ''),
+    proto: ctx.proto,
+    host: ctx.host,
+    port: ctx.port,
+    trustProxy: ctx.trustProxy,
+  });
+  return headers;
+}
+
+function bodyKind(req: IncomingMessage): (typeof BodyKind)[keyof typeof BodyKind] {
+  if (req.headers['transfer-encoding'] !== undefined) return BodyKind.Chunked;
+  if (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0') return BodyKind.Length;
+  return BodyKind.None;
+}
+
+/** The page for a stream that failed before its response head. */
+export function resetPage(err: GgrokError): ErrorPage {
+  const status = statusForReset(err.code);
+  switch (err.code) {
+    case ResetCode.LocalUnreachable:
+      return {
+        status,
+        code: err.code,
+        title: 'Local service unreachable',
+        detail: `The ggrok client could not reach the local service: ${err.message}. Is your server running?`,
+      };
+    case ResetCode.RefusedStream:
+      return {
+        status,
+        code: err.code,
+        title: 'Tunnel busy',
+        detail: 'This tunnel has too many requests in progress. Try again shortly.',
+        retryAfterSeconds: 1,
+      };
+    case ResetCode.TunnelClosed:
+      return { status, code: err.code, title: 'Tunnel disconnected', detail: 'The tunnel client disconnected during the request.' };
+    default:
+      return { status, code: err.code, title: 'Bad gateway', detail: err.message || `The tunnel failed (${err.code}).` };
+  }
+}
+
+/** Relays one public HTTP request through the session and streams the answer back. */
+export function forwardRequest(session: Session, req: IncomingMessage, res: ServerResponse, ctx: PublicContext, done: Done): void {
+  const stream = session.openStream({
+    method: req.method ?? 'GET',
+    target: req.url ?? '/',
+    headers: requestHeaders(req, ctx, false),
+    body: bodyKind(req),
+    upgrade: false,
+  });
+  pipeIntoStream(req, stream, { trailers: () => req.rawTrailers });
+  res.on('close', () => {
+    // The public client went away before the whole response was written: stop the local side too.
+    if (!res.writableFinished) stream.reset(ResetCode.Cancel, 'public client went away');
+    done();
+  });
+  stream.onInfo = (head) => writeInformational(res, head);
+  stream.onResponse = (head) => {
+    try {
+      res.writeHead(head.status, head.reason, stripHopByHop(head.headers));
+    } catch (err) {
+      stream.reset(ResetCode.ProtocolError, 'response head rejected');
+      sendErrorPage(res, { status: 502, code: ResetCode.ProtocolError, title: 'Bad gateway', detail: `Invalid response from the local service: ${(err as Error).message}` });
+      return;
+    }
+    pipeStreamInto(stream, res);
+  };
+  stream.onEnd = (trailers) => {
+    if (trailers.length > 0) res.addTrailers(toPairs(trailers));
+    res.end();
+  };
+  stream.onReset = (err) => {
+    // The response is complete and the local side wants no more body: discard the rest, as a server would.
+    if (res.writableEnded) return void req.resume();
+    if (res.headersSent) res.destroy(); // cut, never end as if complete
+    else sendErrorPage(res, resetPage(err));
+  };
+}
+
+function writeInformational(res: ServerResponse, head: InfoFrame): void {
+  if (res.headersSent) return;
+  if (head.status === 100) res.writeContinue();
+  else if (head.status === 102) res.writeProcessing();
+  else if (head.status === 103) {
+    const hints: Record<string, string[]> = {};
+    for (let i = 0; i < head.headers.length; i += 2) (hints[head.headers[i]!.toLowerCase()] ??= []).push(head.headers[i + 1]!);
+    if (hints.link) res.writeEarlyHints(hints);
+  }
+}
+
+/** Serialises a response head for a raw socket. */
+function rawHead(head: ResponseFrame, headers: HeaderList): string {
+  let out = `HTTP/1.1 ${head.status} ${head.reason}\r\n`;
+  for (let i = 0; i < headers.length; i += 2) out += `${headers[i]}: ${headers[i + 1]}\r\n`;
+  return `${out}\r\n`;
+}
+
+/**
+ * Relays a public upgrade (WebSocket or any other protocol) through the session. The local server's answer
+ * comes back as it is; after a 101 the stream is a raw byte channel both ways, with half-close.
+ */
+export function forwardUpgrade(
+  session: Session,
+  req: IncomingMessage,
+  socket: Duplex,
+  head: Buffer,
+  ctx: PublicContext,
+  done: Done,
+): void {
+  const stream: TunnelStream = session.openStream({
+    method: req.method ?? 'GET',
+    target: req.url ?? '/',
+    headers: requestHeaders(req, ctx, true),
+    body: BodyKind.None,
+    upgrade: true,
+  });
+  let responded = false;
+  let finished = false;
+  const finish = (): void => {
+    if (finished) return;
+    finished = true;
+    done();
+  };
+  // Bytes the public client sent right after its request head belong to the new protocol: send them first.
+  if (head.length > 0) stream.write(head);
+  pipeIntoStream(socket, stream);
+  socket.on('error', () => {});
+  socket.on('close', () => {
+    stream.reset(ResetCode.Cancel, 'public client went away');
+    finish();
+  });
+  stream.onResponse = (resHead) => {
+    responded = true;
+    const upgraded = resHead.status === 101;
+    const headers = stripHopByHop(resHead.headers, upgraded);
+    if (!upgraded) headers.push('Connection', 'close');
+    socket.write(rawHead(resHead, headers));
+    pipeStreamInto(stream, socket);
+  };
+  // Half-close: the local side finished sending; the public side may still talk.
+  stream.onEnd = () => socket.end();
+  stream.onReset = (err) => {
+    if (responded) socket.destroy();
+    else writeRawErrorPage(socket, resetPage(err));
+    finish();
+  };
+}

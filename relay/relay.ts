@@ -1,0 +1,349 @@
+// The relay's one http.Server: routes public requests and upgrades by Host, and accepts control sockets.
+import { randomBytes } from 'node:crypto';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer } from 'ws';
+import { CloseCode, RefuseCode } from '../protocol/errors.js';
+import { DEFAULT_FLOW, WIRE_LIMITS, type FlowSettings, type HelloFrame } from '../protocol/frames.js';
+import { Session } from '../protocol/session.js';
+import { landingPage, sendErrorPage, sendJson, writeRawErrorPage, type ErrorPage } from './pages.js';
+import { forwardRequest, forwardUpgrade, type PublicContext } from './public-request.js';
+import { Registry } from './registry.js';
+import { acceptControlSocket, tokenId, tokenMatches, Tunnel, type HelloDecision } from './tunnel.js';
+
+import { VERSION as RELAY_VERSION } from '../protocol/version.js';
+
+export { RELAY_VERSION };
+
+/** Everything the relay can be configured with; main.ts fills it from flags and environment. */
+export interface RelayOptions {
+  /** Tunnels are served at <name>.<domain>; without it the relay serves one tunnel at its own host. */
+  domain?: string;
+  /** Accepted client tokens; at least one. */
+  tokens: string[];
+  /** Trust X-Forwarded-Proto/Host/Port from a proxy in front (Heroku router, Fly proxy, Caddy). */
+  trustProxy?: boolean;
+  heartbeatMs?: number;
+  deadAfterMs?: number;
+  handshakeTimeoutMs?: number;
+  /** How long a disconnected tunnel's name stays reserved for its owner. */
+  nameGraceMs?: number;
+  /** Concurrent streams (requests + channels) per tunnel. */
+  maxStreamsPerTunnel?: number;
+  flow?: FlowSettings;
+  /** Node server timeouts; defaults are chosen for tunnels behind platform routers. */
+  keepAliveTimeoutMs?: number;
+  headersTimeoutMs?: number;
+  /** Receives one structured event per notable thing (connect, disconnect, refusal, protocol error). */
+  log?: (event: RelayEvent) => void;
+}
+
+export interface RelayEvent {
+  event: string;
+  [key: string]: unknown;
+}
+
+/** Paths under this prefix on the relay's own host belong to the relay. */
+const RELAY_PATH_PREFIX = '/_ggrok/';
+const CONNECT_PATH = '/_ggrok/connect';
+const HEALTH_PATH = '/_ggrok/health';
+/** Name under which the single tunnel of own-host mode is registered. */
+const OWN_HOST_NAME = 'default';
+
+type Route =
+  | { kind: 'relay' }
+  | { kind: 'tunnel'; tunnel: Tunnel }
+  | { kind: 'missing'; page: ErrorPage };
+
+/** A running relay. Create with createRelay(), then listen(). */
+export class Relay {
+  readonly server: http.Server;
+  private readonly wss: WebSocketServer;
+  private readonly registry: Registry<Tunnel>;
+  private readonly opts: Required<Omit<RelayOptions, 'domain' | 'log'>> & Pick<RelayOptions, 'domain' | 'log'>;
+  private readonly startedAt = Date.now();
+  private shuttingDown = false;
+
+  constructor(options: RelayOptions) {
+    if (options.tokens.length === 0) throw new Error('at least one token is required');
+    this.opts = {
+      trustProxy: false,
+      heartbeatMs: 20_000,
+      deadAfterMs: 40_000,
+      handshakeTimeoutMs: 10_000,
+      nameGraceMs: 10 * 60_000,
+      maxStreamsPerTunnel: 10_000,
+      flow: DEFAULT_FLOW,
+      keepAliveTimeoutMs: 100_000,
+      headersTimeoutMs: 30_000,
+      ...options,
+      domain: options.domain?.toLowerCase().replace(/^\.+|\.+$/g, '') || undefined,
+    };
+    this.registry = new Registry(this.opts.nameGraceMs);
+    this.wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: WIRE_LIMITS.MAX_MESSAGE_BYTES });
+    this.server = http.createServer({
+      // Long uploads and long-lived responses are normal through a tunnel: no whole-request deadline.
+      requestTimeout: 0,
+      // Outlive the idle keep-alive of platform routers (Heroku keeps them 90 s).
+      keepAliveTimeout: this.opts.keepAliveTimeoutMs,
+      headersTimeout: this.opts.headersTimeoutMs,
+    });
+    this.server.on('request', (req, res) => this.onRequest(req, res));
+    // With a listener here Node does not answer 100 itself: the local service decides.
+    this.server.on('checkContinue', (req, res) => this.onRequest(req, res));
+    this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+      if (!socket.writable || err.code === 'ECONNRESET') {
+        socket.destroy();
+        return;
+      }
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+      socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    });
+  }
+
+  get mode(): 'domain' | 'own-host' {
+    return this.opts.domain ? 'domain' : 'own-host';
+  }
+
+  /** Number of connected tunnels. */
+  get tunnelCount(): number {
+    return this.registry.size;
+  }
+
+  /** Starts listening; resolves with the bound port. */
+  listen(port: number, host?: string): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        resolve((this.server.address() as AddressInfo).port);
+      });
+    });
+  }
+
+  /**
+   * Graceful stop: refuse new tunnels, tell clients to come back later, let in-flight requests finish
+   * until the deadline, then close everything.
+   */
+  async close(deadlineMs = 25_000): Promise<void> {
+    this.shuttingDown = true;
+    this.server.close();
+    for (const tunnel of this.registry.values())
+      tunnel.session.goAway(RefuseCode.RelayShuttingDown, 'relay is shutting down', 1000);
+    const until = Date.now() + deadlineMs;
+    while (Date.now() < until && [...this.registry.values()].some((t) => t.activeRequests > 0))
+      await new Promise((r) => setTimeout(r, 50));
+    for (const tunnel of this.registry.values()) tunnel.session.close(CloseCode.GoingAway, 'relay shutting down');
+    for (const ws of this.wss.clients) ws.terminate();
+    this.server.closeAllConnections();
+    this.log({ event: 'shutdown' });
+  }
+
+  private log(event: RelayEvent): void {
+    this.opts.log?.(event);
+  }
+
+  // ---- routing ----
+
+  private hostOf(req: IncomingMessage): { host: string; hostname: string; port: string } {
+    const host = req.headers.host ?? '';
+    const m = /^(\[[^\]]*\]|[^:]*)(?::(\d+))?$/.exec(host);
+    const hostname = (m?.[1] ?? '').toLowerCase().replace(/\.$/, '');
+    return { host, hostname, port: m?.[2] ?? '' };
+  }
+
+  private route(req: IncomingMessage): Route {
+    const path = (req.url ?? '/').split('?')[0]!;
+    const { hostname, host } = this.hostOf(req);
+    const domain = this.opts.domain;
+    if (!domain) {
+      if (path.startsWith(RELAY_PATH_PREFIX)) return { kind: 'relay' };
+      const tunnel = this.registry.get(OWN_HOST_NAME);
+      if (tunnel) return { kind: 'tunnel', tunnel };
+      return {
+        kind: 'missing',
+        page: {
+          status: 503,
+          code: 'tunnel_offline',
+          title: 'No tunnel connected',
+          detail: `No ggrok client is connected to this relay (${host}). Start one with: ggrok http <port> --server <this relay's URL>.`,
+          retryAfterSeconds: 5,
+        },
+      };
+    }
+    const suffix = `.${domain}`;
+    if (!hostname.endsWith(suffix)) return { kind: 'relay' };
+    const name = hostname.slice(0, -suffix.length);
+    const tunnel = name.includes('.') ? undefined : this.registry.get(name);
+    if (tunnel) return { kind: 'tunnel', tunnel };
+    if (!name.includes('.') && this.registry.isHeld(name))
+      return {
+        kind: 'missing',
+        page: {
+          status: 503,
+          code: 'tunnel_offline',
+          title: 'Tunnel offline',
+          detail: `The tunnel ${host} is not connected right now. Its client may be reconnecting; try again shortly.`,
+          retryAfterSeconds: 5,
+        },
+      };
+    return {
+      kind: 'missing',
+      page: { status: 404, code: 'tunnel_not_found', title: 'Tunnel not found', detail: `There is no tunnel at ${host}.` },
+    };
+  }
+
+  private publicContext(req: IncomingMessage): PublicContext {
+    const { host, port } = this.hostOf(req);
+    const proto = (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http';
+    return {
+      proto,
+      host,
+      port: port || (proto === 'https' ? '443' : '80'),
+      trustProxy: this.opts.trustProxy,
+    };
+  }
+
+  private onRequest(req: IncomingMessage, res: ServerResponse): void {
+    const route = this.route(req);
+    if (route.kind === 'missing') return sendErrorPage(res, route.page);
+    if (route.kind === 'relay') return this.onRelayRequest(req, res);
+    const tunnel = route.tunnel;
+    tunnel.activeRequests++;
+    forwardRequest(tunnel.session, req, res, this.publicContext(req), () => tunnel.activeRequests--);
+  }
+
+  private onRelayRequest(req: IncomingMessage, res: ServerResponse): void {
+    const path = (req.url ?? '/').split('?')[0]!;
+    if (path === HEALTH_PATH) {
+      return sendJson(res, 200, {
+        ok: true,
+        version: RELAY_VERSION,
+        mode: this.mode,
+        domain: this.opts.domain ?? null,
+        tunnels: this.registry.size,
+        uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
+        shuttingDown: this.shuttingDown,
+      });
+    }
+    if (path === CONNECT_PATH)
+      return sendErrorPage(res, { status: 426, code: 'upgrade_required', title: 'Upgrade Required', detail: 'This endpoint takes a WebSocket from the ggrok client.' });
+    if (path === '/' && (req.method === 'GET' || req.method === 'HEAD')) {
+      const { host } = this.hostOf(req);
+      const body = landingPage(`${this.connectProto(req)}://${host}`, this.mode === 'domain' ? `tunnels at *.${this.opts.domain}` : 'one tunnel at this host');
+      res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Length': Buffer.byteLength(body) });
+      return void res.end(body);
+    }
+    sendErrorPage(res, { status: 404, code: 'not_found', title: 'Not found', detail: `Nothing at ${path} on this relay.` });
+  }
+
+  private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    socket.on('error', () => {});
+    const route = this.route(req);
+    if (route.kind === 'missing') return writeRawErrorPage(socket, route.page);
+    if (route.kind === 'tunnel') {
+      const tunnel = route.tunnel;
+      tunnel.activeRequests++;
+      return forwardUpgrade(tunnel.session, req, socket, head, this.publicContext(req), () => tunnel.activeRequests--);
+    }
+    const path = (req.url ?? '/').split('?')[0]!;
+    if (path !== CONNECT_PATH || req.headers.upgrade?.toLowerCase() !== 'websocket')
+      return writeRawErrorPage(socket, { status: 404, code: 'not_found', title: 'Not Found', detail: `Nothing to upgrade at ${path}.` });
+    this.wss.handleUpgrade(req, socket, head, (ws) => {
+      acceptControlSocket(ws, this.opts.handshakeTimeoutMs, (hello) => this.onHello(hello, req, ws));
+    });
+  }
+
+  // ---- tunnels ----
+
+  private connectProto(req: IncomingMessage): string {
+    const forwarded = this.opts.trustProxy ? req.headers['x-forwarded-proto'] : undefined;
+    const first = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(',')[0]?.trim();
+    if (first === 'https' || first === 'http') return first;
+    return (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http';
+  }
+
+  /** The public URL of a tunnel: scheme and port follow how the client reached the relay. */
+  private tunnelUrl(req: IncomingMessage, name: string): string {
+    const proto = this.connectProto(req);
+    const { host, port } = this.hostOf(req);
+    if (!this.opts.domain) return `${proto}://${host}`;
+    return `${proto}://${name}.${this.opts.domain}${port ? `:${port}` : ''}`;
+  }
+
+  private onHello(hello: HelloFrame, req: IncomingMessage, ws: import('ws').WebSocket): HelloDecision {
+    const peer = req.socket.remoteAddress;
+    if (this.shuttingDown) return { refuse: RefuseCode.RelayShuttingDown, message: 'relay is shutting down' };
+    if (!tokenMatches(hello.token, this.opts.tokens)) {
+      this.log({ event: 'refused', reason: RefuseCode.BadToken, peer });
+      return { refuse: RefuseCode.BadToken, message: 'token rejected' };
+    }
+    const owner = tokenId(hello.token);
+    let name: string;
+    let replaces: Tunnel | undefined;
+    if (!this.opts.domain) {
+      name = OWN_HOST_NAME;
+      const current = this.registry.get(name);
+      if (current && !(current.owner === owner && current.clientId === hello.clientId)) {
+        this.log({ event: 'refused', reason: RefuseCode.NameInUse, peer });
+        return { refuse: RefuseCode.NameInUse, message: 'this relay already serves a tunnel (own-host mode serves one at a time)' };
+      }
+      replaces = current;
+    } else {
+      name = hello.name.toLowerCase() || this.registry.pickName();
+      const check = this.registry.check(name, owner, hello.clientId);
+      if (check.problem) {
+        const refusal = {
+          invalid: { refuse: RefuseCode.NameInvalid, message: `"${hello.name.slice(0, 80)}" is not a valid subdomain` },
+          reserved: { refuse: RefuseCode.NameReserved, message: `"${name}" is reserved` },
+          in_use: { refuse: RefuseCode.NameInUse, message: `subdomain "${name}" is in use by another client` },
+          held: { refuse: RefuseCode.NameInUse, message: `subdomain "${name}" is held for its previous owner` },
+        }[check.problem];
+        this.log({ event: 'refused', reason: refusal.refuse, name: name.slice(0, 80), peer });
+        return refusal;
+      }
+      replaces = check.replaces;
+    }
+    const url = this.tunnelUrl(req, name);
+    return {
+      welcome: {
+        name,
+        url,
+        flow: this.opts.flow,
+        heartbeatMs: this.opts.heartbeatMs,
+        maxStreams: this.opts.maxStreamsPerTunnel,
+      },
+      start: () => {
+        replaces?.session.close(CloseCode.Replaced, 'replaced by a new connection from the same client');
+        let tunnel: Tunnel | undefined;
+        const session = new Session(ws, {
+          role: 'relay',
+          localFlow: this.opts.flow,
+          remoteFlow: hello.flow,
+          heartbeatMs: this.opts.heartbeatMs,
+          deadAfterMs: this.opts.deadAfterMs,
+          onProtocolError: (err, fatal) => this.log({ event: 'protocol_error', name, code: err.code, message: err.message, fatal }),
+          onClose: ({ code, reason }) => {
+            if (tunnel) this.registry.remove(name, tunnel);
+            this.log({ event: 'disconnect', name, code, reason });
+          },
+        });
+        tunnel = new Tunnel(name, url, owner, hello.clientId, hello.agent, session);
+        this.registry.add(name, tunnel);
+        this.log({ event: 'connect', name, url, peer, agent: hello.agent.slice(0, 100) });
+      },
+    };
+  }
+}
+
+/** Creates a relay; call listen() on it. */
+export function createRelay(options: RelayOptions): Relay {
+  return new Relay(options);
+}
+
+/** A random token for relays started without one. */
+export function generateToken(): string {
+  return randomBytes(18).toString('base64url');
+}

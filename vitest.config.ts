@@ -1,0 +1,12 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+    // Two cores: keep parallelism modest so timing-sensitive e2e tests keep generous margins.
+    maxWorkers: 2,
+    pool: 'forks',
+  },
+});

@@ -48,6 +48,8 @@ export interface RelayEvent {
 const RELAY_PATH_PREFIX = '/_ggrok/';
 const CONNECT_PATH = '/_ggrok/connect';
 const HEALTH_PATH = '/_ggrok/health';
+/** Caddy's on-demand TLS asks here whether to issue a certificate for ?domain=. */
+const ASK_PATH = '/_ggrok/ask';
 /** Name under which the single tunnel of own-host mode is registered. */
 const OWN_HOST_NAME = 'default';
 
@@ -228,6 +230,12 @@ export class Relay {
         shuttingDown: this.shuttingDown,
       });
     }
+    if (path === ASK_PATH) {
+      const domain = new URL(req.url ?? '/', 'http://relay').searchParams.get('domain') ?? '';
+      const allowed = this.certificateAllowed(domain);
+      res.writeHead(allowed ? 200 : 404, { 'Content-Type': 'text/plain', 'Cache-Control': 'no-store' });
+      return void res.end(allowed ? 'ok\n' : 'no such tunnel\n');
+    }
     if (path === CONNECT_PATH)
       return sendErrorPage(res, { status: 426, code: 'upgrade_required', title: 'Upgrade Required', detail: 'This endpoint takes a WebSocket from the ggrok client.' });
     if (path === '/' && (req.method === 'GET' || req.method === 'HEAD')) {
@@ -237,6 +245,17 @@ export class Relay {
       return void res.end(body);
     }
     sendErrorPage(res, { status: 404, code: 'not_found', title: 'Not found', detail: `Nothing at ${path} on this relay.` });
+  }
+
+  /** Whether a TLS certificate may be issued for `host`: the relay's domain, or a live or held tunnel name. */
+  certificateAllowed(host: string): boolean {
+    const domain = this.opts.domain;
+    const h = host.toLowerCase().replace(/\.$/, '');
+    if (!domain || !h) return false;
+    if (h === domain) return true;
+    if (!h.endsWith(`.${domain}`)) return false;
+    const name = h.slice(0, -domain.length - 1);
+    return !name.includes('.') && (this.registry.get(name) !== undefined || this.registry.isHeld(name));
   }
 
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {

@@ -161,7 +161,6 @@ export class LocalForwarder {
       req.destroy();
       report(499, bytes, 'cancelled');
     };
-    let requestEnded = head.body === BodyKind.None;
     if (head.body === BodyKind.None) {
       // Nothing to stream: send the request now (and again, unchanged, if a stale pooled socket fails).
       stream.onData = (chunk) => stream.ack(chunk.length);
@@ -169,7 +168,6 @@ export class LocalForwarder {
     } else {
       pipeStreamInto(stream, req);
       stream.onEnd = (trailers) => {
-        requestEnded = true;
         if (trailers.length > 0) req.addTrailers(toPairs(trailers));
         req.end();
       };
@@ -186,10 +184,6 @@ export class LocalForwarder {
         trailers: () => res.rawTrailers,
         abortCode: ResetCode.LocalError,
         abortMessage: () => 'the local service closed the connection mid-response',
-      });
-      // Answered before the whole body arrived (e.g. 413): the relay may stop sending the rest.
-      res.on('end', () => {
-        if (!requestEnded) stream.reset(ResetCode.Cancel, 'response complete before the request body');
       });
     });
     req.on('error', (err: NodeJS.ErrnoException) => {

@@ -66,7 +66,8 @@ export class TunnelStream {
 
   /** Queues bytes for the peer. Returns false when the caller should wait for onDrain. */
   write(chunk: Buffer): boolean {
-    if (this.closed || this.endPending || chunk.length === 0) return !this.closed;
+    // A closed stream drops data but never asks the source to pause: a paused source would never resume.
+    if (this.closed || this.endPending || chunk.length === 0) return true;
     this.outQueue.push(chunk);
     this.outBytes += chunk.length;
     this.host.streamWrote(this);

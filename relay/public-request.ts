@@ -94,6 +94,12 @@ export function forwardRequest(session: Session, req: IncomingMessage, res: Serv
   stream.onEnd = (trailers) => {
     if (trailers.length > 0) res.addTrailers(toPairs(trailers));
     res.end();
+    // Answered before the whole request body arrived (e.g. 413 or 417): stop forwarding the rest and
+    // discard it, as a server that answers early does.
+    if (!req.complete) {
+      stream.reset(ResetCode.Cancel, 'response complete');
+      req.resume();
+    }
   };
   stream.onReset = (err) => {
     // The response is complete and the local side wants no more body: discard the rest, as a server would.

@@ -5,7 +5,12 @@ import tseslint from 'typescript-eslint';
 const boundary = (forbidden) => ({
   'no-restricted-imports': [
     'error',
-    { patterns: forbidden.map((dir) => ({ group: [`**/${dir}/*`], message: `Import from protocol/ instead of ${dir}/.` })) },
+    {
+      patterns: forbidden.map((dir) => ({
+        group: [`**/${dir}/*`],
+        message: `Import from protocol/ instead of ${dir}/.`,
+      })),
+    },
   ],
 });
 

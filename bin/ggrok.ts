@@ -18,6 +18,7 @@ for (const cmd of [program, ...program.commands]) cmd.exitOverride();
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
-  if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : err.exitCode === 1 ? 2 : err.exitCode);
+  if (err instanceof CommanderError)
+    process.exit(err.exitCode === 0 ? 0 : err.exitCode === 1 ? 2 : err.exitCode);
   throw err;
 }

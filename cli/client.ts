@@ -4,7 +4,13 @@ import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
 import { decodeFrame, encodeFrame } from '../protocol/codec.js';
 import { CloseCode, describeRefusal, GgrokError, isRetryableRefusal } from '../protocol/errors.js';
-import { DEFAULT_FLOW, FrameType, PROTOCOL_VERSION, WIRE_LIMITS, type WelcomeFrame } from '../protocol/frames.js';
+import {
+  DEFAULT_FLOW,
+  FrameType,
+  PROTOCOL_VERSION,
+  WIRE_LIMITS,
+  type WelcomeFrame,
+} from '../protocol/frames.js';
 import { Session } from '../protocol/session.js';
 import { VERSION } from '../protocol/version.js';
 import { LocalForwarder, type Exchange, type LocalTarget } from './local-request.js';
@@ -58,7 +64,12 @@ export function controlUrl(server: string): string {
   } catch {
     throw new GgrokError('bad_server_url', `"${server}" is not a valid relay URL`);
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:' && url.protocol !== 'ws:' && url.protocol !== 'wss:')
+  if (
+    url.protocol !== 'http:' &&
+    url.protocol !== 'https:' &&
+    url.protocol !== 'ws:' &&
+    url.protocol !== 'wss:'
+  )
     throw new GgrokError('bad_server_url', `"${server}": the relay URL must start with http:// or https://`);
   const secure = url.protocol === 'https:' || url.protocol === 'wss:';
   return `${secure ? 'wss' : 'ws'}://${url.host}${url.pathname.replace(/\/+$/, '')}/_ggrok/connect`;
@@ -163,10 +174,16 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
         welcomed = true;
         this.onWelcome(ws, frame);
       } else if (frame?.type === FrameType.Refuse) {
-        failure = { err: new GgrokError(frame.code, describeRefusal(frame.code, frame.message)), retryable: isRetryableRefusal(frame.code) };
+        failure = {
+          err: new GgrokError(frame.code, describeRefusal(frame.code, frame.message)),
+          retryable: isRetryableRefusal(frame.code),
+        };
       } else {
         failure = {
-          err: new GgrokError('protocol_error', 'the relay sent something other than a welcome; is --server a ggrok relay?'),
+          err: new GgrokError(
+            'protocol_error',
+            'the relay sent something other than a welcome; is --server a ggrok relay?',
+          ),
           retryable: false,
         };
       }
@@ -175,7 +192,13 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
       const status = res.statusCode ?? 0;
       failure =
         status >= 500
-          ? { err: new GgrokError('relay_unavailable', `the relay answered ${status}; it may be starting or overloaded`), retryable: true }
+          ? {
+              err: new GgrokError(
+                'relay_unavailable',
+                `the relay answered ${status}; it may be starting or overloaded`,
+              ),
+              retryable: true,
+            }
           : {
               err: new GgrokError(
                 'not_a_relay',
@@ -199,9 +222,13 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
         return;
       }
       failure = {
-        err: new GgrokError('relay_unreachable', `cannot reach the relay at ${this.opts.server} (${err.code ?? err.message})`, {
-          cause: err,
-        }),
+        err: new GgrokError(
+          'relay_unreachable',
+          `cannot reach the relay at ${this.opts.server} (${err.code ?? err.message})`,
+          {
+            cause: err,
+          },
+        ),
         retryable: true,
       };
     });
@@ -211,14 +238,21 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
       if (this.closing) return;
       if (!welcomed) {
         const { err, retryable } = failure ?? {
-          err: new GgrokError('relay_closed', `the relay closed the connection during the handshake (${code} ${reason.toString()})`),
+          err: new GgrokError(
+            'relay_closed',
+            `the relay closed the connection during the handshake (${code} ${reason.toString()})`,
+          ),
           retryable: true,
         };
         if (!retryable || (!this.everOnline && !this.opts.retryInitialConnect)) return this.fail(err);
         return this.scheduleReconnect(err.message);
       }
-      if (this.opts.noReconnect) return this.fail(new GgrokError('disconnected', `disconnected from the relay (${code})`));
-      const why = code === CloseCode.HeartbeatTimeout ? 'the relay stopped answering' : `connection lost (${code}${reason.length ? ` ${reason.toString()}` : ''})`;
+      if (this.opts.noReconnect)
+        return this.fail(new GgrokError('disconnected', `disconnected from the relay (${code})`));
+      const why =
+        code === CloseCode.HeartbeatTimeout
+          ? 'the relay stopped answering'
+          : `connection lost (${code}${reason.length ? ` ${reason.toString()}` : ''})`;
       this.scheduleReconnect(why);
     });
   }

@@ -3,7 +3,15 @@ import { GgrokError } from '../protocol/errors.js';
 import { TunnelClient, type ClientEvents, type OfflineInfo, type OnlineInfo } from './client.js';
 import { parseTarget, type Exchange, type LocalTarget } from './local-request.js';
 
-export { GgrokError, TunnelClient, type ClientEvents, type Exchange, type LocalTarget, type OfflineInfo, type OnlineInfo };
+export {
+  GgrokError,
+  TunnelClient,
+  type ClientEvents,
+  type Exchange,
+  type LocalTarget,
+  type OfflineInfo,
+  type OnlineInfo,
+};
 
 export interface ConnectOptions {
   /** Local port, "host:port" or URL to expose. */

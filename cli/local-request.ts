@@ -20,7 +20,8 @@ export interface LocalTarget {
 /** Parses `3000`, `host:port`, `[::1]:8080` or a full `http(s)://host:port` URL. Throws with a one-line reason. */
 export function parseTarget(spec: string, insecure = false): LocalTarget {
   const s = spec.trim();
-  if (/^\d+$/.test(s)) return { protocol: 'http:', host: 'localhost', port: checkPort(Number(s), spec), insecure };
+  if (/^\d+$/.test(s))
+    return { protocol: 'http:', host: 'localhost', port: checkPort(Number(s), spec), insecure };
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(s)) {
     let url: URL;
     try {
@@ -31,11 +32,21 @@ export function parseTarget(spec: string, insecure = false): LocalTarget {
     if (url.protocol !== 'http:' && url.protocol !== 'https:')
       throw new Error(`"${spec}": only http:// and https:// targets are supported`);
     const port = url.port ? Number(url.port) : url.protocol === 'https:' ? 443 : 80;
-    return { protocol: url.protocol, host: url.hostname.replace(/^\[|\]$/g, ''), port: checkPort(port, spec), insecure };
+    return {
+      protocol: url.protocol,
+      host: url.hostname.replace(/^\[|\]$/g, ''),
+      port: checkPort(port, spec),
+      insecure,
+    };
   }
   const m = /^(\[[^\]]+\]|[^:[\]]+):(\d+)$/.exec(s);
   if (!m) throw new Error(`"${spec}" is not a port, host:port or URL`);
-  return { protocol: 'http:', host: m[1]!.replace(/^\[|\]$/g, ''), port: checkPort(Number(m[2]), spec), insecure };
+  return {
+    protocol: 'http:',
+    host: m[1]!.replace(/^\[|\]$/g, ''),
+    port: checkPort(Number(m[2]), spec),
+    insecure,
+  };
 }
 
 function checkPort(port: number, spec: string): number {
@@ -58,20 +69,33 @@ const LOOPBACK = [
  * `localhost` means both loopback addresses: apps listen on 127.0.0.1 or on ::1, and resolvers disagree
  * on which comes first. With autoSelectFamily, Node tries both in turn.
  */
-const lookupLocalhost = ((hostname: string, options: dns.LookupOptions, callback: (...args: unknown[]) => void) => {
+const lookupLocalhost = ((
+  hostname: string,
+  options: dns.LookupOptions,
+  callback: (...args: unknown[]) => void,
+) => {
   if (hostname.toLowerCase() !== 'localhost') return dns.lookup(hostname, options, callback as never);
   if (options.all) return callback(null, LOOPBACK);
   return callback(null, LOOPBACK[0]!.address, 4);
 }) as unknown as LookupFunction;
 
-const CONNECT_FAILURES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ETIMEDOUT']);
+const CONNECT_FAILURES = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EADDRNOTAVAIL',
+  'ETIMEDOUT',
+]);
 
 /** One line saying why the local service failed, naming the address, e.g. "ECONNREFUSED 127.0.0.1:3000". */
 export function describeLocalError(err: unknown, target: LocalTarget): string {
   const e = err as NodeJS.ErrnoException & { address?: string; port?: number; errors?: unknown[] };
   if (Array.isArray(e.errors) && e.errors.length > 0)
     return e.errors.map((inner) => describeLocalError(inner, target)).join(', ');
-  if (e.code && e.address) return `${e.code} ${e.address.includes(':') ? `[${e.address}]` : e.address}:${e.port ?? target.port}`;
+  if (e.code && e.address)
+    return `${e.code} ${e.address.includes(':') ? `[${e.address}]` : e.address}:${e.port ?? target.port}`;
   if (e.code) return `${e.code} ${describeTarget(target)}`;
   return e.message || String(err);
 }
@@ -79,7 +103,10 @@ export function describeLocalError(err: unknown, target: LocalTarget): string {
 function isConnectFailure(err: unknown): boolean {
   const e = err as NodeJS.ErrnoException & { errors?: unknown[] };
   if (Array.isArray(e.errors)) return e.errors.every(isConnectFailure);
-  return CONNECT_FAILURES.has(e.code ?? '') || /^(ERR_TLS|CERT_|UNABLE_TO|DEPTH_ZERO|SELF_SIGNED)/.test(e.code ?? '');
+  return (
+    CONNECT_FAILURES.has(e.code ?? '') ||
+    /^(ERR_TLS|CERT_|UNABLE_TO|DEPTH_ZERO|SELF_SIGNED)/.test(e.code ?? '')
+  );
 }
 
 /** Summary of one finished exchange, for the terminal and the programmatic API. */
@@ -123,14 +150,23 @@ export class LocalForwarder {
     const report = (status: number, bytes: number, error?: string): void => {
       if (reported) return;
       reported = true;
-      this.onExchange({ method: head.method, target: head.target, status, durationMs: Date.now() - started, bytes, upgrade: head.upgrade, error });
+      this.onExchange({
+        method: head.method,
+        target: head.target,
+        status,
+        durationMs: Date.now() - started,
+        bytes,
+        upgrade: head.upgrade,
+        error,
+      });
     };
     if (head.upgrade) this.serveUpgrade(stream, head, report);
     else this.serveRequest(stream, head, report, 0);
   }
 
   private request(head: RequestFrame, upgrade: boolean): http.ClientRequest {
-    const headers = head.body === BodyKind.Chunked ? [...head.headers, 'Transfer-Encoding', 'chunked'] : head.headers;
+    const headers =
+      head.body === BodyKind.Chunked ? [...head.headers, 'Transfer-Encoding', 'chunked'] : head.headers;
     return this.mod.request({
       host: this.target.host,
       port: this.target.port,
@@ -147,7 +183,12 @@ export class LocalForwarder {
     } as http.RequestOptions);
   }
 
-  private serveRequest(stream: TunnelStream, head: RequestFrame, report: (s: number, b: number, e?: string) => void, attempt: number): void {
+  private serveRequest(
+    stream: TunnelStream,
+    head: RequestFrame,
+    report: (s: number, b: number, e?: string) => void,
+    attempt: number,
+  ): void {
     let req: http.ClientRequest;
     try {
       req = this.request(head, false);
@@ -173,7 +214,9 @@ export class LocalForwarder {
       };
       req.flushHeaders(); // let the local service see the request (and answer 100-continue) before the body
     }
-    req.on('information', (info: http.InformationEvent) => stream.sendInfo(info.statusCode, info.statusMessage, info.rawHeaders));
+    req.on('information', (info: http.InformationEvent) =>
+      stream.sendInfo(info.statusCode, info.statusMessage, info.rawHeaders),
+    );
     req.on('response', (res) => {
       responded = true;
       const status = res.statusCode ?? 502;
@@ -189,7 +232,13 @@ export class LocalForwarder {
     req.on('error', (err: NodeJS.ErrnoException) => {
       if (responded) return; // the response's own close handling resets the stream
       // A pooled keep-alive socket the local server had just closed: retry once on a fresh one (no body was sent).
-      if (attempt === 0 && req.reusedSocket && err.code === 'ECONNRESET' && head.body === BodyKind.None && !stream.closed)
+      if (
+        attempt === 0 &&
+        req.reusedSocket &&
+        err.code === 'ECONNRESET' &&
+        head.body === BodyKind.None &&
+        !stream.closed
+      )
         return this.serveRequest(stream, head, report, 1);
       const message = describeLocalError(err, this.target);
       stream.reset(isConnectFailure(err) ? ResetCode.LocalUnreachable : ResetCode.LocalError, message);
@@ -197,7 +246,11 @@ export class LocalForwarder {
     });
   }
 
-  private serveUpgrade(stream: TunnelStream, head: RequestFrame, report: (s: number, b: number, e?: string) => void): void {
+  private serveUpgrade(
+    stream: TunnelStream,
+    head: RequestFrame,
+    report: (s: number, b: number, e?: string) => void,
+  ): void {
     let req: http.ClientRequest;
     try {
       req = this.request(head, true);
@@ -219,10 +272,17 @@ export class LocalForwarder {
     req.on('upgrade', (res, socket: Socket, upgradeHead: Buffer) => {
       upgraded = socket;
       socket.on('error', () => {});
-      stream.sendResponse(101, res.statusMessage ?? 'Switching Protocols', stripHopByHop(res.rawHeaders, true));
+      stream.sendResponse(
+        101,
+        res.statusMessage ?? 'Switching Protocols',
+        stripHopByHop(res.rawHeaders, true),
+      );
       // Bytes the local server sent in the same packet as its 101 must not be lost.
       if (upgradeHead.length > 0) stream.write(upgradeHead);
-      pipeIntoStream(socket, stream, { abortCode: ResetCode.LocalError, abortMessage: () => 'the local service closed the channel' });
+      pipeIntoStream(socket, stream, {
+        abortCode: ResetCode.LocalError,
+        abortMessage: () => 'the local service closed the channel',
+      });
       pipeStreamInto(stream, socket);
       for (const chunk of early.splice(0)) stream.onData(chunk);
       stream.onEnd = () => socket.end();

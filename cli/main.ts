@@ -1,5 +1,5 @@
 // `ggrok http`: flags and environment -> a TunnelClient, with the terminal UI attached. Commander wiring only.
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
 import { TunnelClient } from './client.js';
 import { describeTarget, parseTarget, type LocalTarget } from './local-request.js';
 import { Ui } from './ui.js';
@@ -26,7 +26,9 @@ export function httpCommand(): Command {
       new Option('-s, --server <url>', 'relay URL').env('GGROK_SERVER').default('http://localhost:8080'),
     )
     .addOption(new Option('-t, --token <token>', 'relay token (printed by `ggrok relay`)').env('GGROK_TOKEN'))
-    .addOption(new Option('--subdomain <name>', 'ask for this name (<name>.<relay domain>)').env('GGROK_SUBDOMAIN'))
+    .addOption(
+      new Option('--subdomain <name>', 'ask for this name (<name>.<relay domain>)').env('GGROK_SUBDOMAIN'),
+    )
     .option('-k, --insecure', 'accept self-signed certificates from the relay and an https target')
     .addOption(new Option('--log-format <format>', 'output format').choices(['text', 'json']).default('text'))
     .option('-q, --quiet', 'do not print a line per request')
@@ -46,7 +48,11 @@ export function httpCommand(): Command {
     });
 }
 
-async function runHttp(target: LocalTarget, flags: HttpFlags & { token: string }, cmd: Command): Promise<void> {
+async function runHttp(
+  target: LocalTarget,
+  flags: HttpFlags & { token: string },
+  cmd: Command,
+): Promise<void> {
   const ui = new Ui({
     format: flags.logFormat,
     quiet: flags.quiet ?? false,

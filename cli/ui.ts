@@ -51,7 +51,9 @@ export class Ui {
 
   offline(reason: string, retryInMs: number): void {
     if (this.opts.format === 'json') return this.json('offline', { reason, retryInMs });
-    this.err.write(`${this.c.yellow('reconnecting…')} ${reason}; next try in ${(retryInMs / 1000).toFixed(1)} s\n`);
+    this.err.write(
+      `${this.c.yellow('reconnecting…')} ${reason}; next try in ${(retryInMs / 1000).toFixed(1)} s\n`,
+    );
   }
 
   request(x: Exchange): void {

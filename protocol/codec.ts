@@ -5,7 +5,6 @@ import {
   BodyKind,
   FrameType,
   WIRE_LIMITS,
-  type BodyKindValue,
   type FlowSettings,
   type Frame,
   type HeaderList,
@@ -135,7 +134,8 @@ export function decodeFrame(bytes: Buffer): Frame {
   if (fast) return fast;
   // Cheap pre-check before handing bytes to the general decoder: every frame is a short array.
   const first = bytes[0];
-  if (first === undefined || first < 0x91 || first > 0x97) throw new FrameError('not a frame: expected an array');
+  if (first === undefined || first < 0x91 || first > 0x97)
+    throw new FrameError('not a frame: expected an array');
   let value: unknown;
   try {
     value = unpackr.unpack(bytes);
@@ -232,7 +232,7 @@ function validate(a: unknown[]): Frame {
         method: token(a[2], 'method', id),
         target: target(a[3], id),
         headers: headers(a[4], id),
-        body: body as BodyKindValue,
+        body: body,
         upgrade: a[6],
       };
     }
@@ -321,7 +321,8 @@ function target(v: unknown, id: number): string {
 }
 
 function reason(v: unknown, id: number): string {
-  if (typeof v !== 'string' || v.length > 1024 || !FIELD_VALUE.test(v)) throw new FrameError('bad reason phrase', id);
+  if (typeof v !== 'string' || v.length > 1024 || !FIELD_VALUE.test(v))
+    throw new FrameError('bad reason phrase', id);
   return v;
 }
 
@@ -334,7 +335,8 @@ function headers(v: unknown, id: number): HeaderList {
     const name: unknown = v[i];
     const value: unknown = v[i + 1];
     if (typeof name !== 'string' || !TOKEN.test(name)) throw new FrameError('bad header name', id);
-    if (typeof value !== 'string' || !FIELD_VALUE.test(value)) throw new FrameError(`bad value for header ${name}`, id);
+    if (typeof value !== 'string' || !FIELD_VALUE.test(value))
+      throw new FrameError(`bad value for header ${name}`, id);
     bytes += name.length + value.length;
   }
   if (bytes > WIRE_LIMITS.MAX_HEADER_LIST_BYTES) throw new FrameError('header list too large', id);

@@ -73,7 +73,7 @@ export function hasHeader(headers: HeaderList, name: string): boolean {
 export function setHeader(headers: HeaderList, name: string, value: string): void {
   const lower = name.toLowerCase();
   let found = false;
-  for (let i = 0; i < headers.length; ) {
+  for (let i = 0; i < headers.length;) {
     if (headers[i]!.toLowerCase() !== lower) {
       i += 2;
       continue;

@@ -317,7 +317,8 @@ export class Session implements StreamHost {
         const stream = this.streamFor(frame.id);
         if (!stream) return;
         if (stream.remoteEnded) return this.streamProtocolError(stream, 'End after End');
-        if (this.opts.role === 'relay' && !stream.headDone) return this.streamProtocolError(stream, 'End before response');
+        if (this.opts.role === 'relay' && !stream.headDone)
+          return this.streamProtocolError(stream, 'End before response');
         stream.remoteEnded = true;
         stream.onEnd(frame.trailers);
         return this.maybeFinish(stream);
@@ -338,23 +339,31 @@ export class Session implements StreamHost {
   private onWindow(id: number, increment: number): void {
     if (id === 0) {
       this.sendCredit += increment;
-      if (this.sendCredit > WIRE_LIMITS.MAX_WINDOW_BYTES) return this.fatal(new FrameError('connection window overflow'));
+      if (this.sendCredit > WIRE_LIMITS.MAX_WINDOW_BYTES)
+        return this.fatal(new FrameError('connection window overflow'));
       return this.scheduleFlush();
     }
     const stream = this.streamFor(id);
     if (!stream) return;
     stream.sendCredit += increment;
-    if (stream.sendCredit > WIRE_LIMITS.MAX_WINDOW_BYTES) return this.streamProtocolError(stream, 'stream window overflow');
+    if (stream.sendCredit > WIRE_LIMITS.MAX_WINDOW_BYTES)
+      return this.streamProtocolError(stream, 'stream window overflow');
     if (stream.outBytes > 0 && !stream.queued) this.enqueueReady(stream);
     this.scheduleFlush();
   }
 
   private onRequest(head: RequestFrame): void {
     if (this.opts.role !== 'client') return this.fatal(new FrameError('only the relay opens streams'));
-    if (head.id <= this.highestId) return this.fatal(new FrameError(`stream id ${head.id} reused or out of order`));
+    if (head.id <= this.highestId)
+      return this.fatal(new FrameError(`stream id ${head.id} reused or out of order`));
     this.highestId = head.id;
     if (this.streams.size >= (this.opts.maxInboundStreams ?? Infinity)) {
-      this.sendControl({ type: FrameType.Reset, id: head.id, code: ResetCode.RefusedStream, message: 'too many streams' });
+      this.sendControl({
+        type: FrameType.Reset,
+        id: head.id,
+        code: ResetCode.RefusedStream,
+        message: 'too many streams',
+      });
       return;
     }
     const stream = this.createStream(head.id);
@@ -373,7 +382,8 @@ export class Session implements StreamHost {
 
   private onData(id: number, data: Buffer): void {
     const n = data.length;
-    if (n > this.opts.localFlow.maxData) return this.fatal(new FrameError(`data frame of ${n} bytes over the limit`));
+    if (n > this.opts.localFlow.maxData)
+      return this.fatal(new FrameError(`data frame of ${n} bytes over the limit`));
     this.recvCredit -= n;
     if (this.recvCredit < 0) return this.fatal(new FrameError('connection window overrun'));
     this.stats.dataBytesIn += n;
@@ -420,7 +430,12 @@ export class Session implements StreamHost {
   // ---- lifecycle ----
 
   private createStream(id: number): TunnelStream {
-    const stream = new TunnelStream(id, this, this.opts.remoteFlow.streamWindow, this.opts.localFlow.streamWindow);
+    const stream = new TunnelStream(
+      id,
+      this,
+      this.opts.remoteFlow.streamWindow,
+      this.opts.localFlow.streamWindow,
+    );
     this.streams.set(id, stream);
     this.stats.streamsOpened++;
     return stream;
@@ -470,7 +485,10 @@ export class Session implements StreamHost {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.heartbeatTimer);
-    const err = new GgrokError(ResetCode.TunnelClosed, `tunnel closed (${code}${reason ? ` ${reason}` : ''})`);
+    const err = new GgrokError(
+      ResetCode.TunnelClosed,
+      `tunnel closed (${code}${reason ? ` ${reason}` : ''})`,
+    );
     for (const stream of [...this.streams.values()]) {
       this.dispose(stream);
       stream.onReset(err);

@@ -13,7 +13,8 @@ interface RelayFlags {
 
 function parsePort(value: string): number {
   const n = Number(value);
-  if (!/^\d+$/.test(value) || n < 0 || n > 65535) throw new InvalidArgumentError('must be a port number 0-65535.');
+  if (!/^\d+$/.test(value) || n < 0 || n > 65535)
+    throw new InvalidArgumentError('must be a port number 0-65535.');
   return n;
 }
 
@@ -42,12 +43,15 @@ function formatEvent(e: RelayEvent, format: 'text' | 'json'): string {
 export function relayCommand(): Command {
   return new Command('relay')
     .description('run the public relay server that clients connect to')
-    .addOption(new Option('-p, --port <port>', 'port to listen on').env('PORT').argParser(parsePort).default(8080))
+    .addOption(
+      new Option('-p, --port <port>', 'port to listen on').env('PORT').argParser(parsePort).default(8080),
+    )
     .addOption(new Option('--host <addr>', 'address to bind (default: all interfaces)').env('GGROK_HOST'))
     .addOption(
-      new Option('-d, --domain <domain>', 'serve tunnels at <name>.<domain>; without it, one tunnel at the relay host').env(
-        'GGROK_DOMAIN',
-      ),
+      new Option(
+        '-d, --domain <domain>',
+        'serve tunnels at <name>.<domain>; without it, one tunnel at the relay host',
+      ).env('GGROK_DOMAIN'),
     )
     .addOption(
       new Option('-t, --token <token>', 'client token (repeatable or comma-separated); generated when absent')
@@ -55,11 +59,17 @@ export function relayCommand(): Command {
         .argParser(collect),
     )
     .addOption(
-      new Option('--trust-proxy', 'trust X-Forwarded-* from a proxy in front (on by default on Heroku and Fly)').env(
-        'GGROK_TRUST_PROXY',
-      ),
+      new Option(
+        '--trust-proxy',
+        'trust X-Forwarded-* from a proxy in front (on by default on Heroku and Fly)',
+      ).env('GGROK_TRUST_PROXY'),
     )
-    .addOption(new Option('--log-format <format>', 'log format').choices(['text', 'json']).env('GGROK_LOG_FORMAT').default('text'))
+    .addOption(
+      new Option('--log-format <format>', 'log format')
+        .choices(['text', 'json'])
+        .env('GGROK_LOG_FORMAT')
+        .default('text'),
+    )
     .action(async (flags: RelayFlags) => {
       await runRelay(flags);
     });
@@ -94,10 +104,12 @@ async function runRelay(flags: RelayFlags): Promise<void> {
   write(
     flags.domain
       ? `mode: subdomains — tunnels at http://<name>.${flags.domain}:${port} (or https behind a TLS proxy)`
-      : 'mode: own-host — one tunnel served at this relay\'s own address',
+      : "mode: own-host — one tunnel served at this relay's own address",
   );
   if (generated) write(`token: ${tokens[0]} (generated; set GGROK_TOKEN to keep one across restarts)`);
-  write(`connect: ggrok http 3000 --server ${local}${generated ? ` --token ${tokens[0]}` : ' --token <token>'}`);
+  write(
+    `connect: ggrok http 3000 --server ${local}${generated ? ` --token ${tokens[0]}` : ' --token <token>'}`,
+  );
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) process.exit(1); // second signal: do not wait any longer

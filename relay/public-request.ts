@@ -35,7 +35,8 @@ function requestHeaders(req: IncomingMessage, ctx: PublicContext, upgrade: boole
 
 function bodyKind(req: IncomingMessage): (typeof BodyKind)[keyof typeof BodyKind] {
   if (req.headers['transfer-encoding'] !== undefined) return BodyKind.Chunked;
-  if (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0') return BodyKind.Length;
+  if (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0')
+    return BodyKind.Length;
   return BodyKind.None;
 }
 
@@ -59,14 +60,30 @@ export function resetPage(err: GgrokError): ErrorPage {
         retryAfterSeconds: 1,
       };
     case ResetCode.TunnelClosed:
-      return { status, code: err.code, title: 'Tunnel disconnected', detail: 'The tunnel client disconnected during the request.' };
+      return {
+        status,
+        code: err.code,
+        title: 'Tunnel disconnected',
+        detail: 'The tunnel client disconnected during the request.',
+      };
     default:
-      return { status, code: err.code, title: 'Bad gateway', detail: err.message || `The tunnel failed (${err.code}).` };
+      return {
+        status,
+        code: err.code,
+        title: 'Bad gateway',
+        detail: err.message || `The tunnel failed (${err.code}).`,
+      };
   }
 }
 
 /** Relays one public HTTP request through the session and streams the answer back. */
-export function forwardRequest(session: Session, req: IncomingMessage, res: ServerResponse, ctx: PublicContext, done: Done): void {
+export function forwardRequest(
+  session: Session,
+  req: IncomingMessage,
+  res: ServerResponse,
+  ctx: PublicContext,
+  done: Done,
+): void {
   const stream = session.openStream({
     method: req.method ?? 'GET',
     target: req.url ?? '/',
@@ -86,7 +103,12 @@ export function forwardRequest(session: Session, req: IncomingMessage, res: Serv
       res.writeHead(head.status, head.reason, stripHopByHop(head.headers));
     } catch (err) {
       stream.reset(ResetCode.ProtocolError, 'response head rejected');
-      sendErrorPage(res, { status: 502, code: ResetCode.ProtocolError, title: 'Bad gateway', detail: `Invalid response from the local service: ${(err as Error).message}` });
+      sendErrorPage(res, {
+        status: 502,
+        code: ResetCode.ProtocolError,
+        title: 'Bad gateway',
+        detail: `Invalid response from the local service: ${(err as Error).message}`,
+      });
       return;
     }
     pipeStreamInto(stream, res);
@@ -104,7 +126,8 @@ export function forwardRequest(session: Session, req: IncomingMessage, res: Serv
   stream.onReset = (err) => {
     // The response is complete and the local side wants no more body: discard the rest, as a server would.
     if (res.writableEnded) return void req.resume();
-    if (res.headersSent) res.destroy(); // cut, never end as if complete
+    if (res.headersSent)
+      res.destroy(); // cut, never end as if complete
     else sendErrorPage(res, resetPage(err));
   };
 }
@@ -115,7 +138,8 @@ function writeInformational(res: ServerResponse, head: InfoFrame): void {
   else if (head.status === 102) res.writeProcessing();
   else if (head.status === 103) {
     const hints: Record<string, string[]> = {};
-    for (let i = 0; i < head.headers.length; i += 2) (hints[head.headers[i]!.toLowerCase()] ??= []).push(head.headers[i + 1]!);
+    for (let i = 0; i < head.headers.length; i += 2)
+      (hints[head.headers[i]!.toLowerCase()] ??= []).push(head.headers[i + 1]!);
     if (hints.link) res.writeEarlyHints(hints);
   }
 }

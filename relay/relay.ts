@@ -53,17 +53,15 @@ const ASK_PATH = '/_ggrok/ask';
 /** Name under which the single tunnel of own-host mode is registered. */
 const OWN_HOST_NAME = 'default';
 
-type Route =
-  | { kind: 'relay' }
-  | { kind: 'tunnel'; tunnel: Tunnel }
-  | { kind: 'missing'; page: ErrorPage };
+type Route = { kind: 'relay' } | { kind: 'tunnel'; tunnel: Tunnel } | { kind: 'missing'; page: ErrorPage };
 
 /** A running relay. Create with createRelay(), then listen(). */
 export class Relay {
   readonly server: http.Server;
   private readonly wss: WebSocketServer;
   private readonly registry: Registry<Tunnel>;
-  private readonly opts: Required<Omit<RelayOptions, 'domain' | 'log'>> & Pick<RelayOptions, 'domain' | 'log'>;
+  private readonly opts: Required<Omit<RelayOptions, 'domain' | 'log'>> &
+    Pick<RelayOptions, 'domain' | 'log'>;
   private readonly startedAt = Date.now();
   private shuttingDown = false;
 
@@ -83,7 +81,11 @@ export class Relay {
       domain: options.domain?.toLowerCase().replace(/^\.+|\.+$/g, '') || undefined,
     };
     this.registry = new Registry(this.opts.nameGraceMs);
-    this.wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: WIRE_LIMITS.MAX_MESSAGE_BYTES });
+    this.wss = new WebSocketServer({
+      noServer: true,
+      perMessageDeflate: false,
+      maxPayload: WIRE_LIMITS.MAX_MESSAGE_BYTES,
+    });
     this.server = http.createServer({
       // Long uploads and long-lived responses are normal through a tunnel: no whole-request deadline.
       requestTimeout: 0,
@@ -94,14 +96,19 @@ export class Relay {
     this.server.on('request', (req, res) => this.onRequest(req, res));
     // With a listener here Node does not answer 100 itself: the local service decides.
     this.server.on('checkContinue', (req, res) => this.onRequest(req, res));
-    this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
+    this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
+      this.onUpgrade(req, socket, head),
+    );
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       if (!socket.writable || err.code === 'ECONNRESET') {
         socket.destroy();
         return;
       }
-      const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-      socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      const status =
+        err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+      socket.end(
+        `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`,
+      );
     });
   }
 
@@ -137,7 +144,8 @@ export class Relay {
     const until = Date.now() + deadlineMs;
     while (Date.now() < until && [...this.registry.values()].some((t) => t.activeRequests > 0))
       await new Promise((r) => setTimeout(r, 50));
-    for (const tunnel of this.registry.values()) tunnel.session.close(CloseCode.GoingAway, 'relay shutting down');
+    for (const tunnel of this.registry.values())
+      tunnel.session.close(CloseCode.GoingAway, 'relay shutting down');
     for (const ws of this.wss.clients) ws.terminate();
     this.server.closeAllConnections();
     this.log({ event: 'shutdown' });
@@ -193,7 +201,12 @@ export class Relay {
       };
     return {
       kind: 'missing',
-      page: { status: 404, code: 'tunnel_not_found', title: 'Tunnel not found', detail: `There is no tunnel at ${host}.` },
+      page: {
+        status: 404,
+        code: 'tunnel_not_found',
+        title: 'Tunnel not found',
+        detail: `There is no tunnel at ${host}.`,
+      },
     };
   }
 
@@ -237,14 +250,30 @@ export class Relay {
       return void res.end(allowed ? 'ok\n' : 'no such tunnel\n');
     }
     if (path === CONNECT_PATH)
-      return sendErrorPage(res, { status: 426, code: 'upgrade_required', title: 'Upgrade Required', detail: 'This endpoint takes a WebSocket from the ggrok client.' });
+      return sendErrorPage(res, {
+        status: 426,
+        code: 'upgrade_required',
+        title: 'Upgrade Required',
+        detail: 'This endpoint takes a WebSocket from the ggrok client.',
+      });
     if (path === '/' && (req.method === 'GET' || req.method === 'HEAD')) {
       const { host } = this.hostOf(req);
-      const body = landingPage(`${this.connectProto(req)}://${host}`, this.mode === 'domain' ? `tunnels at *.${this.opts.domain}` : 'one tunnel at this host');
-      res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Length': Buffer.byteLength(body) });
+      const body = landingPage(
+        `${this.connectProto(req)}://${host}`,
+        this.mode === 'domain' ? `tunnels at *.${this.opts.domain}` : 'one tunnel at this host',
+      );
+      res.writeHead(200, {
+        'Content-Type': 'text/html; charset=utf-8',
+        'Content-Length': Buffer.byteLength(body),
+      });
       return void res.end(body);
     }
-    sendErrorPage(res, { status: 404, code: 'not_found', title: 'Not found', detail: `Nothing at ${path} on this relay.` });
+    sendErrorPage(res, {
+      status: 404,
+      code: 'not_found',
+      title: 'Not found',
+      detail: `Nothing at ${path} on this relay.`,
+    });
   }
 
   /** Whether a TLS certificate may be issued for `host`: the relay's domain, or a live or held tunnel name. */
@@ -265,11 +294,23 @@ export class Relay {
     if (route.kind === 'tunnel') {
       const tunnel = route.tunnel;
       tunnel.activeRequests++;
-      return forwardUpgrade(tunnel.session, req, socket, head, this.publicContext(req), () => tunnel.activeRequests--);
+      return forwardUpgrade(
+        tunnel.session,
+        req,
+        socket,
+        head,
+        this.publicContext(req),
+        () => tunnel.activeRequests--,
+      );
     }
     const path = (req.url ?? '/').split('?')[0]!;
     if (path !== CONNECT_PATH || req.headers.upgrade?.toLowerCase() !== 'websocket')
-      return writeRawErrorPage(socket, { status: 404, code: 'not_found', title: 'Not Found', detail: `Nothing to upgrade at ${path}.` });
+      return writeRawErrorPage(socket, {
+        status: 404,
+        code: 'not_found',
+        title: 'Not Found',
+        detail: `Nothing to upgrade at ${path}.`,
+      });
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       acceptControlSocket(ws, this.opts.handshakeTimeoutMs, (hello) => this.onHello(hello, req, ws));
     });
@@ -307,7 +348,10 @@ export class Relay {
       const current = this.registry.get(name);
       if (current && !(current.owner === owner && current.clientId === hello.clientId)) {
         this.log({ event: 'refused', reason: RefuseCode.NameInUse, peer });
-        return { refuse: RefuseCode.NameInUse, message: 'this relay already serves a tunnel (own-host mode serves one at a time)' };
+        return {
+          refuse: RefuseCode.NameInUse,
+          message: 'this relay already serves a tunnel (own-host mode serves one at a time)',
+        };
       }
       replaces = current;
     } else {
@@ -315,10 +359,19 @@ export class Relay {
       const check = this.registry.check(name, owner, hello.clientId);
       if (check.problem) {
         const refusal = {
-          invalid: { refuse: RefuseCode.NameInvalid, message: `"${hello.name.slice(0, 80)}" is not a valid subdomain` },
+          invalid: {
+            refuse: RefuseCode.NameInvalid,
+            message: `"${hello.name.slice(0, 80)}" is not a valid subdomain`,
+          },
           reserved: { refuse: RefuseCode.NameReserved, message: `"${name}" is reserved` },
-          in_use: { refuse: RefuseCode.NameInUse, message: `subdomain "${name}" is in use by another client` },
-          held: { refuse: RefuseCode.NameInUse, message: `subdomain "${name}" is held for its previous owner` },
+          in_use: {
+            refuse: RefuseCode.NameInUse,
+            message: `subdomain "${name}" is in use by another client`,
+          },
+          held: {
+            refuse: RefuseCode.NameInUse,
+            message: `subdomain "${name}" is held for its previous owner`,
+          },
         }[check.problem];
         this.log({ event: 'refused', reason: refusal.refuse, name: name.slice(0, 80), peer });
         return refusal;
@@ -336,20 +389,20 @@ export class Relay {
       },
       start: () => {
         replaces?.session.close(CloseCode.Replaced, 'replaced by a new connection from the same client');
-        let tunnel: Tunnel | undefined;
         const session = new Session(ws, {
           role: 'relay',
           localFlow: this.opts.flow,
           remoteFlow: hello.flow,
           heartbeatMs: this.opts.heartbeatMs,
           deadAfterMs: this.opts.deadAfterMs,
-          onProtocolError: (err, fatal) => this.log({ event: 'protocol_error', name, code: err.code, message: err.message, fatal }),
+          onProtocolError: (err, fatal) =>
+            this.log({ event: 'protocol_error', name, code: err.code, message: err.message, fatal }),
           onClose: ({ code, reason }) => {
-            if (tunnel) this.registry.remove(name, tunnel);
+            this.registry.remove(name, tunnel);
             this.log({ event: 'disconnect', name, code, reason });
           },
         });
-        tunnel = new Tunnel(name, url, owner, hello.clientId, hello.agent, session);
+        const tunnel = new Tunnel(name, url, owner, hello.clientId, hello.agent, session);
         this.registry.add(name, tunnel);
         this.log({ event: 'connect', name, url, peer, agent: hello.agent.slice(0, 100) });
       },

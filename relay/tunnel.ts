@@ -3,7 +3,13 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type WebSocket from 'ws';
 import { decodeFrame, encodeFrame } from '../protocol/codec.js';
 import { CloseCode, RefuseCode, type RefuseCodeValue } from '../protocol/errors.js';
-import { FrameType, PROTOCOL_VERSION, type Frame, type HelloFrame, type WelcomeFrame } from '../protocol/frames.js';
+import {
+  FrameType,
+  PROTOCOL_VERSION,
+  type Frame,
+  type HelloFrame,
+  type WelcomeFrame,
+} from '../protocol/frames.js';
 import { Session } from '../protocol/session.js';
 
 /** A live tunnel: a name, a public URL and the session that carries its streams. */
@@ -40,15 +46,18 @@ export function tokenMatches(presented: string, allowed: readonly string[]): boo
 
 /** How the relay answers a hello: refuse it, or welcome it and then start the tunnel. */
 export type HelloDecision =
-  | { refuse: RefuseCodeValue; message: string }
-  | { welcome: Omit<WelcomeFrame, 'type'>; start: () => void };
+  { refuse: RefuseCodeValue; message: string } | { welcome: Omit<WelcomeFrame, 'type'>; start: () => void };
 
 /**
  * Runs the relay side of the handshake on a freshly upgraded socket: waits for Hello (bounded in time),
  * asks `decide` what to do with it, then answers Welcome and calls `start`, or answers Refuse and closes.
  * Nothing about tunnels happens before `decide` has checked the token.
  */
-export function acceptControlSocket(ws: WebSocket, timeoutMs: number, decide: (hello: HelloFrame) => HelloDecision): void {
+export function acceptControlSocket(
+  ws: WebSocket,
+  timeoutMs: number,
+  decide: (hello: HelloFrame) => HelloDecision,
+): void {
   const timer = setTimeout(() => ws.close(CloseCode.HandshakeTimeout, 'no hello in time'), timeoutMs);
   timer.unref();
   ws.on('error', () => {});

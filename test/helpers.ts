@@ -56,7 +56,11 @@ export interface LocalServer {
 }
 
 /** A local HTTP server on 127.0.0.1 (or `host`) port 0. */
-export async function startLocal(cleanup: Cleanup, handler: RequestListener, host = '127.0.0.1'): Promise<LocalServer> {
+export async function startLocal(
+  cleanup: Cleanup,
+  handler: RequestListener,
+  host = '127.0.0.1',
+): Promise<LocalServer> {
   const requests: IncomingMessage[] = [];
   const server = http.createServer((req, res) => {
     requests.push(req);
@@ -109,7 +113,10 @@ export async function startTunnel(
 ): Promise<Tunnel> {
   const relay = await startRelay(cleanup, options.relay);
   const local = await startLocal(cleanup, handler);
-  const client = await startClient(cleanup, relay.url, local.port, { subdomain: options.subdomain ?? 'demo', ...options.client });
+  const client = await startClient(cleanup, relay.url, local.port, {
+    subdomain: options.subdomain ?? 'demo',
+    ...options.client,
+  });
   const host = new URL(client.url).host;
   return {
     relay,
@@ -170,7 +177,12 @@ export function rawRequest(o: RawRequestOptions): Promise<RawResponse> {
 }
 
 /** Writes raw bytes to 127.0.0.1:port and collects everything until the server closes or `until` matches. */
-export async function rawExchange(port: number, data: string | Buffer, until?: (text: string) => boolean, timeoutMs = 10_000): Promise<string> {
+export async function rawExchange(
+  port: number,
+  data: string | Buffer,
+  until?: (text: string) => boolean,
+  timeoutMs = 10_000,
+): Promise<string> {
   const socket = net.connect(port, '127.0.0.1');
   await once(socket, 'connect');
   socket.write(data);
@@ -198,7 +210,11 @@ export async function rawExchange(port: number, data: string | Buffer, until?: (
 }
 
 /** Waits until `check` returns true, polling; fails with `what` after `timeoutMs`. */
-export async function waitFor(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+export async function waitFor(
+  check: () => boolean | Promise<boolean>,
+  what: string,
+  timeoutMs = 10_000,
+): Promise<void> {
   const until = Date.now() + timeoutMs;
   while (!(await check())) {
     if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
@@ -219,16 +235,28 @@ export interface CliProcess {
 }
 
 /** Spawns the built `ggrok` binary with arguments and extra environment. */
-export function runCli(cleanup: Cleanup, args: string[], env: Record<string, string | undefined> = {}): CliProcess {
+export function runCli(
+  cleanup: Cleanup,
+  args: string[],
+  env: Record<string, string | undefined> = {},
+): CliProcess {
   const child = spawn(process.execPath, [BIN, ...args], {
     cwd: ROOT,
-    env: { ...process.env, NO_COLOR: '1', GGROK_TOKEN: undefined, GGROK_SERVER: undefined, GGROK_DOMAIN: undefined, PORT: undefined, ...env },
+    env: {
+      ...process.env,
+      NO_COLOR: '1',
+      GGROK_TOKEN: undefined,
+      GGROK_SERVER: undefined,
+      GGROK_DOMAIN: undefined,
+      PORT: undefined,
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
   let err = '';
-  child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
-  child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
+  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (err += c.toString()));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   cleanup.add(async () => {
     if (child.exitCode === null && child.signalCode === null) {
@@ -243,15 +271,25 @@ export function runCli(cleanup: Cleanup, args: string[], env: Record<string, str
     exited,
     waitForOutput: async (pattern, timeoutMs = 15_000) => {
       let match: RegExpMatchArray | null = null;
-      await waitFor(() => (match = (out + err).match(pattern)) !== null || child.exitCode !== null, `output ${pattern}`, timeoutMs);
-      if (!match) throw new Error(`process exited (${child.exitCode}) before printing ${pattern}:\n${out}\n${err}`);
+      await waitFor(
+        () => (match = (out + err).match(pattern)) !== null || child.exitCode !== null,
+        `output ${pattern}`,
+        timeoutMs,
+      );
+      if (!match)
+        throw new Error(`process exited (${child.exitCode}) before printing ${pattern}:\n${out}\n${err}`);
       return match;
     },
   };
 }
 
 /** Ends a response cleanly with a body (shorthand for local handlers). */
-export function reply(res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}): void {
+export function reply(
+  res: ServerResponse,
+  status: number,
+  body: string,
+  headers: Record<string, string> = {},
+): void {
   res.writeHead(status, { 'Content-Length': Buffer.byteLength(body), ...headers });
   res.end(body);
 }

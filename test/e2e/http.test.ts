@@ -47,8 +47,12 @@ describe('request fidelity', () => {
     expect(text).toMatch(/^HTTP\/1\.1 200 OK/);
     const got = t.local.requests[0]!.rawHeaders;
     // Connection belongs to the client's own hop to the local server, not to the public request.
-    expect(pairs(got, /^(x-forwarded-.*|connection)$/i)).toEqual(sent.filter(([k]) => k !== 'X-Forwarded-For'));
-    const forwarded = Object.fromEntries(pairs(got, /^(?!x-forwarded-)/i).map(([k, v]) => [k.toLowerCase(), v]));
+    expect(pairs(got, /^(x-forwarded-.*|connection)$/i)).toEqual(
+      sent.filter(([k]) => k !== 'X-Forwarded-For'),
+    );
+    const forwarded = Object.fromEntries(
+      pairs(got, /^(?!x-forwarded-)/i).map(([k, v]) => [k.toLowerCase(), v]),
+    );
     expect(forwarded['x-forwarded-for']).toBe('203.0.113.7, 127.0.0.1');
     expect(forwarded['x-forwarded-proto']).toBe('http');
     expect(forwarded['x-forwarded-host']).toBe(t.host);
@@ -63,7 +67,8 @@ describe('request fidelity', () => {
     await rawExchange(t.relay.port, head, (s) => s.includes('\r\n\r\nok'));
     const names = pairs(t.local.requests[0]!.rawHeaders).map(([k]) => k.toLowerCase());
     expect(names).toContain('x-kept');
-    for (const hop of ['x-secret', 'keep-alive', 'te', 'proxy-authorization', 'proxy-connection']) expect(names).not.toContain(hop);
+    for (const hop of ['x-secret', 'keep-alive', 'te', 'proxy-authorization', 'proxy-connection'])
+      expect(names).not.toContain(hop);
   });
 
   test('a request body of unknown length arrives chunked and intact, with its trailers', async () => {
@@ -71,13 +76,25 @@ describe('request fidelity', () => {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () =>
-        reply(res, 200, JSON.stringify({ te: req.headers['transfer-encoding'], body: Buffer.concat(chunks).toString(), trailers: req.rawTrailers })),
+        reply(
+          res,
+          200,
+          JSON.stringify({
+            te: req.headers['transfer-encoding'],
+            body: Buffer.concat(chunks).toString(),
+            trailers: req.rawTrailers,
+          }),
+        ),
       );
     });
     const head = `POST /up HTTP/1.1\r\nHost: ${t.host}\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\nConnection: close\r\n\r\n`;
     const body = '5\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 42\r\n\r\n';
     const text = await rawExchange(t.relay.port, head + body);
-    const json = JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4)) as { te: string; body: string; trailers: string[] };
+    const json = JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4)) as {
+      te: string;
+      body: string;
+      trailers: string[];
+    };
     expect(json).toEqual({ te: 'chunked', body: 'hello world', trailers: ['X-Sum', '42'] });
   });
 });
@@ -86,12 +103,18 @@ describe('response fidelity', () => {
   test('status code, reason phrase, header case, order and several Set-Cookie survive', async () => {
     const t = await startTunnel(cleanup, (_req, res) => {
       res.writeHead(299, 'Custom Thing', [
-        'Set-Cookie', 'a=1; Path=/',
-        'X-MiXeD-Case', 'v',
-        'set-cookie', 'b=2; HttpOnly',
-        'Content-Type', 'text/plain',
-        'Set-Cookie', 'c=3',
-        'Content-Length', '2',
+        'Set-Cookie',
+        'a=1; Path=/',
+        'X-MiXeD-Case',
+        'v',
+        'set-cookie',
+        'b=2; HttpOnly',
+        'Content-Type',
+        'text/plain',
+        'Set-Cookie',
+        'c=3',
+        'Content-Length',
+        '2',
       ]);
       res.end('ok');
     });
@@ -158,7 +181,14 @@ describe('response fidelity', () => {
     const send = (path: string): Promise<{ status: number; continued: boolean; body: string }> =>
       new Promise((resolve, reject) => {
         let continued = false;
-        const req = http.request({ host: '127.0.0.1', port: t.relay.port, path, method: 'POST', agent: false, headers: { Host: t.host, Expect: '100-continue', 'Content-Length': '4' } });
+        const req = http.request({
+          host: '127.0.0.1',
+          port: t.relay.port,
+          path,
+          method: 'POST',
+          agent: false,
+          headers: { Host: t.host, Expect: '100-continue', 'Content-Length': '4' },
+        });
         req.on('continue', () => {
           continued = true;
           req.end('body');
@@ -181,7 +211,12 @@ describe('response fidelity', () => {
     });
     const infos: number[] = [];
     const result = await new Promise<{ status: number; link: string | undefined }>((resolve, reject) => {
-      const req = http.request({ host: '127.0.0.1', port: t.relay.port, agent: false, headers: { Host: t.host } });
+      const req = http.request({
+        host: '127.0.0.1',
+        port: t.relay.port,
+        agent: false,
+        headers: { Host: t.host },
+      });
       let link: string | undefined;
       req.on('information', (info) => {
         infos.push(info.statusCode);
@@ -218,16 +253,19 @@ describe('streaming', () => {
     });
     const events: string[] = [];
     await new Promise<void>((resolve, reject) => {
-      const req = http.get({ host: '127.0.0.1', port: t.relay.port, agent: false, headers: { Host: t.host } }, (res) => {
-        expect(res.headers['content-type']).toBe('text/event-stream');
-        expect(res.headers['content-length']).toBeUndefined();
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => {
-          for (const block of chunk.split('\n\n').filter(Boolean)) events.push(block);
-          received = events.length;
-        });
-        res.on('end', resolve);
-      });
+      const req = http.get(
+        { host: '127.0.0.1', port: t.relay.port, agent: false, headers: { Host: t.host } },
+        (res) => {
+          expect(res.headers['content-type']).toBe('text/event-stream');
+          expect(res.headers['content-length']).toBeUndefined();
+          res.setEncoding('utf8');
+          res.on('data', (chunk: string) => {
+            for (const block of chunk.split('\n\n').filter(Boolean)) events.push(block);
+            received = events.length;
+          });
+          res.on('end', resolve);
+        },
+      );
       req.on('error', reject);
     });
     expect(events).toEqual([0, 1, 2, 3, 4].map((i) => `id: ${i}\ndata: event ${i}`));
@@ -252,14 +290,16 @@ describe('streaming', () => {
     const hash = createHash('sha256');
     let bytes = 0;
     await new Promise<void>((resolve, reject) => {
-      http.get({ host: '127.0.0.1', port: t.relay.port, agent: false, headers: { Host: t.host } }, (res) => {
-        res.on('data', (c: Buffer) => {
-          bytes += c.length;
-          hash.update(c);
-        });
-        res.on('end', resolve);
-        res.on('error', reject);
-      }).on('error', reject);
+      http
+        .get({ host: '127.0.0.1', port: t.relay.port, agent: false, headers: { Host: t.host } }, (res) => {
+          res.on('data', (c: Buffer) => {
+            bytes += c.length;
+            hash.update(c);
+          });
+          res.on('end', resolve);
+          res.on('error', reject);
+        })
+        .on('error', reject);
     });
     expect(bytes).toBe(100 * chunk.length);
     expect(hash.digest('hex')).toBe(expected.digest('hex'));
@@ -273,12 +313,20 @@ describe('streaming', () => {
         bytes += c.length;
         hash.update(c);
       });
-      req.on('end', () => reply(res, 200, `${bytes} ${hash.digest('hex')} ${req.headers['transfer-encoding']}`));
+      req.on('end', () =>
+        reply(res, 200, `${bytes} ${hash.digest('hex')} ${req.headers['transfer-encoding']}`),
+      );
     });
     const chunk = randomBytes(256 * 1024);
     const expected = createHash('sha256');
     const result = await new Promise<string>((resolve, reject) => {
-      const req = http.request({ host: '127.0.0.1', port: t.relay.port, method: 'POST', agent: false, headers: { Host: t.host, 'Transfer-Encoding': 'chunked' } });
+      const req = http.request({
+        host: '127.0.0.1',
+        port: t.relay.port,
+        method: 'POST',
+        agent: false,
+        headers: { Host: t.host, 'Transfer-Encoding': 'chunked' },
+      });
       req.on('response', (res) => {
         let body = '';
         res.on('data', (c: Buffer) => (body += c.toString()));
@@ -307,12 +355,22 @@ describe('concurrency', () => {
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
         // Answer in a scrambled order so responses interleave on the control socket.
-        setTimeout(() => reply(res, 200, `${req.url}|${Buffer.concat(chunks).toString('hex')}`), Math.random() * 50);
+        setTimeout(
+          () => reply(res, 200, `${req.url}|${Buffer.concat(chunks).toString('hex')}`),
+          Math.random() * 50,
+        );
       });
     });
     const bodies = Array.from({ length: 200 }, () => randomBytes(2000 + Math.floor(Math.random() * 30_000)));
     const results = await Promise.all(
-      bodies.map((body, i) => t.request({ method: 'POST', path: `/r/${i}`, body, headers: { Host: t.host, 'Content-Length': String(body.length) } })),
+      bodies.map((body, i) =>
+        t.request({
+          method: 'POST',
+          path: `/r/${i}`,
+          body,
+          headers: { Host: t.host, 'Content-Length': String(body.length) },
+        }),
+      ),
     );
     results.forEach((res, i) => expect(res.body.toString()).toBe(`/r/${i}|${bodies[i]!.toString('hex')}`));
   });
@@ -336,7 +394,13 @@ describe('concurrency', () => {
     const order: string[] = [];
     const slow = t.request({ path: '/slow' }).then((r) => order.push(r.body.toString()));
     // A public client that reads 1 MiB of an endless download and then stops reading.
-    const bigReq = http.get({ host: '127.0.0.1', port: t.relay.port, path: '/big', agent: false, headers: { Host: t.host } });
+    const bigReq = http.get({
+      host: '127.0.0.1',
+      port: t.relay.port,
+      path: '/big',
+      agent: false,
+      headers: { Host: t.host },
+    });
     const bigRes = (await once(bigReq, 'response'))[0] as http.IncomingMessage;
     let got = 0;
     bigRes.on('data', (c: Buffer) => {
@@ -377,12 +441,15 @@ describe('cancellation', () => {
         res.write('x'.repeat(1000), () => setTimeout(() => res.socket?.destroy(), 50));
       });
       const outcome = await new Promise<{ complete: boolean; bytes: number }>((resolve) => {
-        const req = http.get({ host: '127.0.0.1', port: t.relay.port, agent: false, headers: { Host: t.host } }, (res) => {
-          let bytes = 0;
-          res.on('data', (c: Buffer) => (bytes += c.length));
-          res.on('close', () => resolve({ complete: res.complete, bytes }));
-          res.on('error', () => {});
-        });
+        const req = http.get(
+          { host: '127.0.0.1', port: t.relay.port, agent: false, headers: { Host: t.host } },
+          (res) => {
+            let bytes = 0;
+            res.on('data', (c: Buffer) => (bytes += c.length));
+            res.on('close', () => resolve({ complete: res.complete, bytes }));
+            res.on('error', () => {});
+          },
+        );
         req.on('error', () => resolve({ complete: false, bytes: -1 }));
       });
       expect(outcome.complete).toBe(false);
@@ -411,13 +478,17 @@ describe('memory', () => {
     res.pause();
     // Wait until the local server can no longer write: the whole chain is pushing back.
     let last = -1;
-    await waitFor(async () => {
-      const before = written;
-      await new Promise((r) => setTimeout(r, 500));
-      const settled = before === written && written === last;
-      last = written;
-      return settled;
-    }, 'the local server to be stopped by backpressure', 30_000);
+    await waitFor(
+      async () => {
+        const before = written;
+        await new Promise((r) => setTimeout(r, 500));
+        const settled = before === written && written === last;
+        last = written;
+        return settled;
+      },
+      'the local server to be stopped by backpressure',
+      30_000,
+    );
     // Loopback socket buffers (a few MiB each) plus the 256 KiB stream window; unbounded buffering would be ~1 GiB.
     expect(written).toBeLessThan(48 * 1024 * 1024);
     const relayStream = [...t.relay.relay['registry'].get('demo')!.session.streams.values()][0]!;

@@ -3,7 +3,16 @@ import http from 'node:http';
 import net from 'node:net';
 import { afterEach, describe, expect, test } from 'vitest';
 import { GgrokError } from '../../protocol/errors.js';
-import { Cleanup, rawRequest, reply, startClient, startLocal, startRelay, startTunnel, waitFor } from '../helpers.js';
+import {
+  Cleanup,
+  rawRequest,
+  reply,
+  startClient,
+  startLocal,
+  startRelay,
+  startTunnel,
+  waitFor,
+} from '../helpers.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -66,7 +75,11 @@ describe('domain mode', () => {
     const t = await startTunnel(cleanup, (req, res) => reply(res, 200, `local ${req.url}`));
     const onTunnel = await t.request({ path: '/_ggrok/health' });
     expect(onTunnel.body.toString()).toBe('local /_ggrok/health');
-    const health = await rawRequest({ port: t.relay.port, path: '/_ggrok/health', headers: { Host: `localhost:${t.relay.port}` } });
+    const health = await rawRequest({
+      port: t.relay.port,
+      path: '/_ggrok/health',
+      headers: { Host: `localhost:${t.relay.port}` },
+    });
     expect(health.status).toBe(200);
     expect(JSON.parse(health.body.toString())).toMatchObject({ ok: true, mode: 'domain', tunnels: 1 });
   });
@@ -82,14 +95,22 @@ describe('domain mode', () => {
   test('refusals: bad token, name in use, invalid and reserved names', async () => {
     const r = await startRelay(cleanup);
     const local = await startLocal(cleanup, (_req, res) => reply(res, 200, 'ok'));
-    expect((await refusal(startClient(cleanup, r.url, local.port, { token: 'wrong' }))).code).toBe('bad_token');
+    expect((await refusal(startClient(cleanup, r.url, local.port, { token: 'wrong' }))).code).toBe(
+      'bad_token',
+    );
     await startClient(cleanup, r.url, local.port, { subdomain: 'taken' });
     const inUse = await refusal(startClient(cleanup, r.url, local.port, { subdomain: 'taken' }));
     expect(inUse.code).toBe('name_in_use');
     expect(inUse.message).toContain('taken');
-    expect((await refusal(startClient(cleanup, r.url, local.port, { subdomain: 'Bad_Name!' }))).code).toBe('name_invalid');
-    expect((await refusal(startClient(cleanup, r.url, local.port, { subdomain: '-x' }))).code).toBe('name_invalid');
-    expect((await refusal(startClient(cleanup, r.url, local.port, { subdomain: 'www' }))).code).toBe('name_reserved');
+    expect((await refusal(startClient(cleanup, r.url, local.port, { subdomain: 'Bad_Name!' }))).code).toBe(
+      'name_invalid',
+    );
+    expect((await refusal(startClient(cleanup, r.url, local.port, { subdomain: '-x' }))).code).toBe(
+      'name_invalid',
+    );
+    expect((await refusal(startClient(cleanup, r.url, local.port, { subdomain: 'www' }))).code).toBe(
+      'name_reserved',
+    );
     expect(r.events.filter((e) => e.event === 'refused').map((e) => e.reason)).toEqual([
       'bad_token',
       'name_in_use',
@@ -104,7 +125,9 @@ describe('domain mode', () => {
 describe('own-host mode', () => {
   test('one tunnel is served at the relay host itself; a second client is refused as in use', async () => {
     const r = await startRelay(cleanup, { domain: undefined });
-    const local = await startLocal(cleanup, (req, res) => reply(res, 200, `own ${req.headers.host} ${req.url}`));
+    const local = await startLocal(cleanup, (req, res) =>
+      reply(res, 200, `own ${req.headers.host} ${req.url}`),
+    );
     const before = await rawRequest({ port: r.port, headers: { Host: 'myrelay.herokuapp.com' } });
     expect(before.status).toBe(503);
     expect(before.headers['x-ggrok-error']).toBe('tunnel_offline');
@@ -112,7 +135,11 @@ describe('own-host mode', () => {
     expect(client.url).toBe(r.url);
     const res = await rawRequest({ port: r.port, path: '/x', headers: { Host: 'myrelay.herokuapp.com' } });
     expect(res.body.toString()).toBe('own myrelay.herokuapp.com /x');
-    const health = await rawRequest({ port: r.port, path: '/_ggrok/health', headers: { Host: 'myrelay.herokuapp.com' } });
+    const health = await rawRequest({
+      port: r.port,
+      path: '/_ggrok/health',
+      headers: { Host: 'myrelay.herokuapp.com' },
+    });
     expect(JSON.parse(health.body.toString())).toMatchObject({ ok: true, mode: 'own-host', tunnels: 1 });
     const second = await refusal(startClient(cleanup, r.url, local.port));
     expect(second.code).toBe('name_in_use');
@@ -169,7 +196,12 @@ describe('the relay server itself', () => {
   test('oversized request headers get 431, malformed requests 400, and the relay keeps serving', async () => {
     const t = await startTunnel(cleanup, (_req, res) => reply(res, 200, 'ok'));
     const big = await new Promise<number>((resolve) => {
-      const req = http.request({ host: '127.0.0.1', port: t.relay.port, agent: false, headers: { Host: t.host, 'X-Big': 'x'.repeat(20_000) } });
+      const req = http.request({
+        host: '127.0.0.1',
+        port: t.relay.port,
+        agent: false,
+        headers: { Host: t.host, 'X-Big': 'x'.repeat(20_000) },
+      });
       req.on('response', (res) => resolve(res.statusCode!));
       req.on('error', () => resolve(-1));
       req.end();

@@ -1,0 +1,189 @@
+// The built `ggrok` binary as users run it: real processes, exit codes, and what they print.
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { afterEach, describe, expect, test } from 'vitest';
+import { VERSION } from '../../protocol/version.js';
+import { Cleanup, rawRequest, reply, ROOT, runCli, startLocal, type CliProcess } from '../helpers.js';
+
+const cleanup = new Cleanup();
+afterEach(() => cleanup.run());
+
+/** Starts `ggrok relay` on a free port and returns it with its port and printed token. */
+async function startRelayProcess(
+  args: string[] = [],
+  env: Record<string, string> = {},
+): Promise<{ p: CliProcess; port: number; token?: string }> {
+  const p = runCli(cleanup, ['relay', '--port', '0', '--host', '127.0.0.1', ...args], env);
+  const port = Number((await p.waitForOutput(/listening on [^\s]+:(\d+)/))[1]);
+  const token = p.stdout().match(/token: (\S+)/)?.[1];
+  return { p, port, token };
+}
+
+async function expectUsageError(
+  args: string[],
+  pattern: RegExp,
+  env: Record<string, string> = {},
+): Promise<void> {
+  const p = runCli(cleanup, args, env);
+  expect(await p.exited).toBe(2);
+  expect(p.stderr()).toMatch(pattern);
+  expect(p.stderr()).not.toMatch(/\n\s+at /); // no stack trace
+}
+
+describe('usage', () => {
+  test('--version prints the package version', async () => {
+    const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
+    expect(VERSION).toBe(pkg.version);
+    const p = runCli(cleanup, ['--version']);
+    expect(await p.exited).toBe(0);
+    expect(p.stdout().trim()).toBe(pkg.version);
+  });
+
+  test('--help lists the commands and their flags', async () => {
+    const p = runCli(cleanup, ['--help']);
+    expect(await p.exited).toBe(0);
+    expect(p.stdout()).toMatch(/http \[options\] <target>/);
+    expect(p.stdout()).toMatch(/relay \[options\]/);
+    const h = runCli(cleanup, ['http', '--help']);
+    expect(await h.exited).toBe(0);
+    for (const flag of ['--server', '--token', '--subdomain', 'GGROK_SERVER', 'GGROK_TOKEN'])
+      expect(h.stdout()).toContain(flag);
+    const r = runCli(cleanup, ['relay', '--help']);
+    expect(await r.exited).toBe(0);
+    for (const flag of ['--port', '--host', '--domain', '--token', 'PORT', 'GGROK_DOMAIN', 'GGROK_TOKEN'])
+      expect(r.stdout()).toContain(flag);
+  });
+
+  test('usage errors exit 2 with one line and no stack trace', async () => {
+    await expectUsageError(['http'], /missing required argument 'target'/);
+    await expectUsageError(
+      ['http', 'notaport', '--token', 't'],
+      /"notaport" is not a port, host:port or URL/,
+    );
+    await expectUsageError(['http', '70000', '--token', 't'], /port must be 1-65535/);
+    await expectUsageError(['http', 'ftp://localhost:21', '--token', 't'], /only http:\/\/ and https:\/\//);
+    await expectUsageError(['http', '3000'], /no token/);
+    await expectUsageError(['http', '3000', '--token', 't', '--nope'], /unknown option '--nope'/);
+    await expectUsageError(['bogus'], /unknown command 'bogus'/);
+    await expectUsageError(['relay', '--port', 'abc'], /port/);
+  });
+});
+
+describe('relay and http processes', () => {
+  test('a relay without a token generates one; ggrok http with it serves a local port until SIGINT', async () => {
+    const relay = await startRelayProcess(['--domain', 'localhost']);
+    expect(relay.token).toMatch(/^[\w-]{20,}$/);
+    const local = await startLocal(cleanup, (req, res) => reply(res, 200, `hello ${req.url}`));
+    const client = runCli(
+      cleanup,
+      ['http', String(local.port), '--server', `http://127.0.0.1:${relay.port}`, '--subdomain', 'cli'],
+      {
+        GGROK_TOKEN: relay.token!,
+      },
+    );
+    const url = (await client.waitForOutput(/Forwarding\s+(\S+)/))[1];
+    expect(url).toBe(`http://cli.localhost:${relay.port}`);
+    const res = await rawRequest({
+      port: relay.port,
+      path: '/p?q=1',
+      headers: { Host: `cli.localhost:${relay.port}` },
+    });
+    expect(res.body.toString()).toBe('hello /p?q=1');
+    await client.waitForOutput(/GET\s+\/p\?q=1\s+200/);
+    client.child.kill('SIGINT');
+    expect(await client.exited).toBe(0);
+    relay.p.child.kill('SIGTERM');
+    expect(await relay.p.exited).toBe(0);
+    expect(relay.p.stdout()).toMatch(/connect name=cli/);
+    expect(relay.p.stdout()).toMatch(/disconnect name=cli/);
+  });
+
+  test('GGROK_* and PORT environment variables configure both commands', async () => {
+    const port = await new Promise<number>((resolve) => {
+      const s = net.createServer().listen(0, '127.0.0.1', () => {
+        const p = (s.address() as net.AddressInfo).port;
+        s.close(() => resolve(p));
+      });
+    });
+    const relay = runCli(cleanup, ['relay', '--host', '127.0.0.1'], {
+      PORT: String(port),
+      GGROK_DOMAIN: 'example.test',
+      GGROK_TOKEN: 'a,b',
+    });
+    await relay.waitForOutput(/listening on 127\.0\.0\.1:(\d+)/);
+    expect(relay.stdout()).not.toMatch(/token: /); // configured tokens are never printed
+    const local = await startLocal(cleanup, (_req, res) => reply(res, 200, 'env ok'));
+    const client = runCli(cleanup, ['http', `127.0.0.1:${local.port}`], {
+      GGROK_SERVER: `http://127.0.0.1:${port}`,
+      GGROK_TOKEN: 'b',
+      GGROK_SUBDOMAIN: 'envy',
+    });
+    expect((await client.waitForOutput(/Forwarding\s+(\S+)/))[1]).toBe(`http://envy.example.test:${port}`);
+    const res = await rawRequest({ port, headers: { Host: 'envy.example.test' } });
+    expect(res.body.toString()).toBe('env ok');
+  });
+
+  test('a rejected token exits 1 with a message saying so', async () => {
+    const relay = await startRelayProcess(['--token', 'right']);
+    const client = runCli(cleanup, [
+      'http',
+      '3000',
+      '--server',
+      `http://127.0.0.1:${relay.port}`,
+      '--token',
+      'wrong',
+    ]);
+    expect(await client.exited).toBe(1);
+    expect(client.stderr()).toMatch(/rejected the token/);
+    expect(client.stderr()).not.toMatch(/\n\s+at /);
+  });
+
+  test('own-host mode: a second client exits 1 saying the relay is in use', async () => {
+    const relay = await startRelayProcess(['--token', 't']);
+    const local = await startLocal(cleanup, (_req, res) => reply(res, 200, 'first'));
+    const first = runCli(cleanup, [
+      'http',
+      String(local.port),
+      '--server',
+      `http://127.0.0.1:${relay.port}`,
+      '--token',
+      't',
+    ]);
+    expect((await first.waitForOutput(/Forwarding\s+(\S+)/))[1]).toBe(`http://127.0.0.1:${relay.port}`);
+    const second = runCli(cleanup, [
+      'http',
+      String(local.port),
+      '--server',
+      `http://127.0.0.1:${relay.port}`,
+      '--token',
+      't',
+    ]);
+    expect(await second.exited).toBe(1);
+    expect(second.stderr()).toMatch(/already serves a tunnel/);
+    const res = await rawRequest({ port: relay.port, headers: { Host: 'anything.example' } });
+    expect(res.body.toString()).toBe('first');
+  });
+
+  test('an unreachable relay is retried with a clear line instead of exiting', async () => {
+    const port = await new Promise<number>((resolve) => {
+      const s = net.createServer().listen(0, '127.0.0.1', () => {
+        const p = (s.address() as net.AddressInfo).port;
+        s.close(() => resolve(p));
+      });
+    });
+    const client = runCli(cleanup, ['http', '3000', '--server', `http://127.0.0.1:${port}`, '--token', 't']);
+    await client.waitForOutput(
+      /reconnecting… cannot reach the relay at http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\); next try in/,
+    );
+    await client.waitForOutput(/reconnecting…[^\n]*\n[^\n]*reconnecting…/); // a second attempt happened
+    expect(client.child.exitCode).toBeNull();
+  });
+
+  test('a relay whose port is taken exits 1 naming the port', async () => {
+    const relay = await startRelayProcess();
+    const second = runCli(cleanup, ['relay', '--port', String(relay.port), '--host', '127.0.0.1']);
+    expect(await second.exited).toBe(1);
+    expect(second.stderr()).toContain(`port ${relay.port} is already in use`);
+  });
+});

@@ -29,6 +29,8 @@ export interface RelayOptions {
   handshakeTimeoutMs?: number;
   /** How long a disconnected tunnel's name stays reserved for its owner. */
   nameGraceMs?: number;
+  /** How long a public request waits for a tunnel whose client is reconnecting before the offline page. */
+  waitForClientMs?: number;
   /** Concurrent streams (requests + channels) per tunnel. */
   maxStreamsPerTunnel?: number;
   flow?: FlowSettings;
@@ -53,7 +55,14 @@ const ASK_PATH = '/_ggrok/ask';
 /** Name under which the single tunnel of own-host mode is registered. */
 const OWN_HOST_NAME = 'default';
 
-type Route = { kind: 'relay' } | { kind: 'tunnel'; tunnel: Tunnel } | { kind: 'missing'; page: ErrorPage };
+type Route =
+  | { kind: 'relay' }
+  | { kind: 'tunnel'; tunnel: Tunnel }
+  /** No live tunnel; `heldName` is set when its client is away and may come back. */
+  | { kind: 'missing'; page: ErrorPage; heldName?: string };
+
+/** Requests waiting for one reconnecting tunnel, at most; more get the offline page at once. */
+const MAX_WAITERS_PER_TUNNEL = 1000;
 
 /** A running relay. Create with createRelay(), then listen(). */
 export class Relay {
@@ -64,6 +73,8 @@ export class Relay {
     Pick<RelayOptions, 'domain' | 'log'>;
   private readonly startedAt = Date.now();
   private shuttingDown = false;
+  /** Public requests waiting for a reconnecting tunnel, by name. */
+  private readonly waiters = new Map<string, Set<(t?: Tunnel) => void>>();
 
   constructor(options: RelayOptions) {
     if (options.tokens.length === 0) throw new Error('at least one token is required');
@@ -73,6 +84,7 @@ export class Relay {
       deadAfterMs: 40_000,
       handshakeTimeoutMs: 10_000,
       nameGraceMs: 10 * 60_000,
+      waitForClientMs: 5000,
       maxStreamsPerTunnel: 10_000,
       flow: DEFAULT_FLOW,
       keepAliveTimeoutMs: 100_000,
@@ -139,6 +151,7 @@ export class Relay {
   async close(deadlineMs = 25_000): Promise<void> {
     this.shuttingDown = true;
     this.server.close();
+    for (const name of [...this.waiters.keys()]) this.releaseWaiters(name);
     for (const tunnel of this.registry.values())
       tunnel.session.goAway(RefuseCode.RelayShuttingDown, 'relay is shutting down', 1000);
     const until = Date.now() + deadlineMs;
@@ -174,6 +187,7 @@ export class Relay {
       if (tunnel) return { kind: 'tunnel', tunnel };
       return {
         kind: 'missing',
+        heldName: this.registry.isHeld(OWN_HOST_NAME) ? OWN_HOST_NAME : undefined,
         page: {
           status: 503,
           code: 'tunnel_offline',
@@ -191,6 +205,7 @@ export class Relay {
     if (!name.includes('.') && this.registry.isHeld(name))
       return {
         kind: 'missing',
+        heldName: name,
         page: {
           status: 503,
           code: 'tunnel_offline',
@@ -223,11 +238,51 @@ export class Relay {
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
     const route = this.route(req);
-    if (route.kind === 'missing') return sendErrorPage(res, route.page);
     if (route.kind === 'relay') return this.onRelayRequest(req, res);
-    const tunnel = route.tunnel;
+    if (route.kind === 'tunnel') return this.forward(route.tunnel, req, res);
+    if (!route.heldName) return sendErrorPage(res, route.page);
+    this.awaitTunnel(route.heldName, res, (tunnel) =>
+      tunnel ? this.forward(tunnel, req, res) : sendErrorPage(res, route.page),
+    );
+  }
+
+  private forward(tunnel: Tunnel, req: IncomingMessage, res: ServerResponse): void {
     tunnel.activeRequests++;
     forwardRequest(tunnel.session, req, res, this.publicContext(req), () => tunnel.activeRequests--);
+  }
+
+  /**
+   * Holds a public request while its tunnel's client is reconnecting (its name is held), for up to
+   * waitForClientMs. Calls back with the tunnel when it returns, or with undefined on timeout or shutdown;
+   * never calls back if the public client left first.
+   */
+  private awaitTunnel(
+    name: string,
+    publicSide: { once(event: 'close', fn: () => void): unknown },
+    callback: (t?: Tunnel) => void,
+  ): void {
+    let waiting = this.waiters.get(name);
+    if (!waiting) this.waiters.set(name, (waiting = new Set()));
+    if (this.shuttingDown || this.opts.waitForClientMs <= 0 || waiting.size >= MAX_WAITERS_PER_TUNNEL)
+      return callback();
+    const set = waiting;
+    const stop = (): void => {
+      clearTimeout(timer);
+      set.delete(waiter);
+      if (set.size === 0 && this.waiters.get(name) === set) this.waiters.delete(name);
+    };
+    const waiter = (tunnel?: Tunnel): void => {
+      stop();
+      callback(tunnel);
+    };
+    const timer = setTimeout(waiter, this.opts.waitForClientMs);
+    set.add(waiter);
+    publicSide.once('close', stop);
+  }
+
+  /** Releases requests waiting for `name` (with the tunnel when it is back, or none on shutdown). */
+  private releaseWaiters(name: string, tunnel?: Tunnel): void {
+    for (const waiter of [...(this.waiters.get(name) ?? [])]) waiter(tunnel);
   }
 
   private onRelayRequest(req: IncomingMessage, res: ServerResponse): void {
@@ -276,6 +331,11 @@ export class Relay {
     });
   }
 
+  private forwardUpgrade(tunnel: Tunnel, req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    tunnel.activeRequests++;
+    forwardUpgrade(tunnel.session, req, socket, head, this.publicContext(req), () => tunnel.activeRequests--);
+  }
+
   /** Whether a TLS certificate may be issued for `host`: the relay's domain, or a live or held tunnel name. */
   certificateAllowed(host: string): boolean {
     const domain = this.opts.domain;
@@ -290,19 +350,13 @@ export class Relay {
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => {});
     const route = this.route(req);
-    if (route.kind === 'missing') return writeRawErrorPage(socket, route.page);
-    if (route.kind === 'tunnel') {
-      const tunnel = route.tunnel;
-      tunnel.activeRequests++;
-      return forwardUpgrade(
-        tunnel.session,
-        req,
-        socket,
-        head,
-        this.publicContext(req),
-        () => tunnel.activeRequests--,
+    if (route.kind === 'missing') {
+      if (!route.heldName) return writeRawErrorPage(socket, route.page);
+      return this.awaitTunnel(route.heldName, socket, (tunnel) =>
+        tunnel ? this.forwardUpgrade(tunnel, req, socket, head) : writeRawErrorPage(socket, route.page),
       );
     }
+    if (route.kind === 'tunnel') return this.forwardUpgrade(route.tunnel, req, socket, head);
     const path = (req.url ?? '/').split('?')[0]!;
     if (path !== CONNECT_PATH || req.headers.upgrade?.toLowerCase() !== 'websocket')
       return writeRawErrorPage(socket, {
@@ -404,6 +458,7 @@ export class Relay {
         });
         const tunnel = new Tunnel(name, url, owner, hello.clientId, hello.agent, session);
         this.registry.add(name, tunnel);
+        this.releaseWaiters(name, tunnel);
         this.log({ event: 'connect', name, url, peer, agent: hello.agent.slice(0, 100) });
       },
     };

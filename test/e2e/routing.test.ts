@@ -62,7 +62,9 @@ describe('domain mode', () => {
   });
 
   test('a tunnel whose client left gets a 503 page while its name is held', async () => {
-    const t = await startTunnel(cleanup, (_req, res) => reply(res, 200, 'ok'));
+    const t = await startTunnel(cleanup, (_req, res) => reply(res, 200, 'ok'), {
+      relay: { waitForClientMs: 200 },
+    });
     await t.client.close();
     await waitFor(() => t.relay.relay.tunnelCount === 0, 'the relay to notice the disconnect');
     const res = await t.request();

@@ -8,6 +8,9 @@ interface RelayFlags {
   domain?: string;
   token: string[];
   trustProxy?: boolean;
+  maxRequests: number;
+  maxChannels: number;
+  waitForClient: number;
   logFormat: 'text' | 'json';
 }
 
@@ -16,6 +19,17 @@ function parsePort(value: string): number {
   if (!/^\d+$/.test(value) || n < 0 || n > 65535)
     throw new InvalidArgumentError('must be a port number 0-65535.');
   return n;
+}
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n < 1) throw new InvalidArgumentError('must be a whole number above 0.');
+  return n;
+}
+
+function nonNegativeInt(value: string): number {
+  if (!/^\d+$/.test(value)) throw new InvalidArgumentError('must be a whole number.');
+  return Number(value);
 }
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, ...splitTokens(value)];
@@ -65,6 +79,24 @@ export function relayCommand(): Command {
       ).env('GGROK_TRUST_PROXY'),
     )
     .addOption(
+      new Option('--max-requests <n>', 'concurrent HTTP requests per tunnel (more get 503)')
+        .env('GGROK_MAX_REQUESTS')
+        .argParser(positiveInt)
+        .default(1000),
+    )
+    .addOption(
+      new Option('--max-channels <n>', 'concurrent WebSocket/upgrade channels per tunnel (more get 503)')
+        .env('GGROK_MAX_CHANNELS')
+        .argParser(positiveInt)
+        .default(10_000),
+    )
+    .addOption(
+      new Option('--wait-for-client <ms>', 'how long requests wait for a reconnecting client before a 503')
+        .env('GGROK_WAIT_FOR_CLIENT_MS')
+        .argParser(nonNegativeInt)
+        .default(5000),
+    )
+    .addOption(
       new Option('--log-format <format>', 'log format')
         .choices(['text', 'json'])
         .env('GGROK_LOG_FORMAT')
@@ -83,6 +115,9 @@ async function runRelay(flags: RelayFlags): Promise<void> {
     domain: flags.domain,
     tokens,
     trustProxy: flags.trustProxy ?? behindPlatformProxy(),
+    maxRequestsPerTunnel: flags.maxRequests,
+    maxChannelsPerTunnel: flags.maxChannels,
+    waitForClientMs: flags.waitForClient,
     log: (e) => write(formatEvent(e, flags.logFormat)),
   });
   let port: number;

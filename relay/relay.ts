@@ -31,8 +31,10 @@ export interface RelayOptions {
   nameGraceMs?: number;
   /** How long a public request waits for a tunnel whose client is reconnecting before the offline page. */
   waitForClientMs?: number;
-  /** Concurrent streams (requests + channels) per tunnel. */
-  maxStreamsPerTunnel?: number;
+  /** Concurrent HTTP requests per tunnel; more get 503 with Retry-After. */
+  maxRequestsPerTunnel?: number;
+  /** Concurrent upgraded channels (WebSockets) per tunnel; more get 503 with Retry-After. */
+  maxChannelsPerTunnel?: number;
   flow?: FlowSettings;
   /** Node server timeouts; defaults are chosen for tunnels behind platform routers. */
   keepAliveTimeoutMs?: number;
@@ -64,6 +66,17 @@ type Route =
 /** Requests waiting for one reconnecting tunnel, at most; more get the offline page at once. */
 const MAX_WAITERS_PER_TUNNEL = 1000;
 
+/** The 503 answer when a tunnel is at its limit of concurrent requests or channels. */
+function busyPage(what: 'requests' | 'channels', limit: number): ErrorPage {
+  return {
+    status: 503,
+    code: 'tunnel_busy',
+    title: 'Tunnel busy',
+    detail: `This tunnel already has ${limit} ${what} open, its limit. Try again shortly.`,
+    retryAfterSeconds: 1,
+  };
+}
+
 /** A running relay. Create with createRelay(), then listen(). */
 export class Relay {
   readonly server: http.Server;
@@ -85,7 +98,8 @@ export class Relay {
       handshakeTimeoutMs: 10_000,
       nameGraceMs: 10 * 60_000,
       waitForClientMs: 5000,
-      maxStreamsPerTunnel: 10_000,
+      maxRequestsPerTunnel: 1000,
+      maxChannelsPerTunnel: 10_000,
       flow: DEFAULT_FLOW,
       keepAliveTimeoutMs: 100_000,
       headersTimeoutMs: 30_000,
@@ -155,6 +169,7 @@ export class Relay {
     for (const tunnel of this.registry.values())
       tunnel.session.goAway(RefuseCode.RelayShuttingDown, 'relay is shutting down', 1000);
     const until = Date.now() + deadlineMs;
+    // Channels (WebSockets) are long-lived by nature: only plain requests are waited for.
     while (Date.now() < until && [...this.registry.values()].some((t) => t.activeRequests > 0))
       await new Promise((r) => setTimeout(r, 50));
     for (const tunnel of this.registry.values())
@@ -247,6 +262,8 @@ export class Relay {
   }
 
   private forward(tunnel: Tunnel, req: IncomingMessage, res: ServerResponse): void {
+    if (tunnel.activeRequests >= this.opts.maxRequestsPerTunnel)
+      return sendErrorPage(res, busyPage('requests', this.opts.maxRequestsPerTunnel));
     tunnel.activeRequests++;
     forwardRequest(tunnel.session, req, res, this.publicContext(req), () => tunnel.activeRequests--);
   }
@@ -332,8 +349,10 @@ export class Relay {
   }
 
   private forwardUpgrade(tunnel: Tunnel, req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    tunnel.activeRequests++;
-    forwardUpgrade(tunnel.session, req, socket, head, this.publicContext(req), () => tunnel.activeRequests--);
+    if (tunnel.activeChannels >= this.opts.maxChannelsPerTunnel)
+      return writeRawErrorPage(socket, busyPage('channels', this.opts.maxChannelsPerTunnel));
+    tunnel.activeChannels++;
+    forwardUpgrade(tunnel.session, req, socket, head, this.publicContext(req), () => tunnel.activeChannels--);
   }
 
   /** Whether a TLS certificate may be issued for `host`: the relay's domain, or a live or held tunnel name. */
@@ -439,7 +458,7 @@ export class Relay {
         url,
         flow: this.opts.flow,
         heartbeatMs: this.opts.heartbeatMs,
-        maxStreams: this.opts.maxStreamsPerTunnel,
+        maxStreams: this.opts.maxRequestsPerTunnel + this.opts.maxChannelsPerTunnel,
       },
       start: () => {
         replaces?.session.close(CloseCode.Replaced, 'replaced by a new connection from the same client');

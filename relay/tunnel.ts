@@ -15,8 +15,10 @@ import { Session } from '../protocol/session.js';
 /** A live tunnel: a name, a public URL and the session that carries its streams. */
 export class Tunnel {
   readonly connectedAt = Date.now();
-  /** Public requests currently being served (for graceful shutdown). */
+  /** Public HTTP requests currently being served. */
   activeRequests = 0;
+  /** Open upgraded channels (WebSockets and other protocols). */
+  activeChannels = 0;
   constructor(
     readonly name: string,
     readonly url: string,

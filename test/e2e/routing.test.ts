@@ -194,6 +194,32 @@ describe('local service errors', () => {
   });
 });
 
+describe('limits', () => {
+  test('a tunnel at its limit of concurrent requests answers 503 with Retry-After, then recovers', async () => {
+    const held: (() => void)[] = [];
+    const t = await startTunnel(
+      cleanup,
+      (req, res) => {
+        if (req.url === '/hold') return void held.push(() => reply(res, 200, 'held'));
+        reply(res, 200, 'free');
+      },
+      { relay: { maxRequestsPerTunnel: 2 } },
+    );
+    const first = [t.request({ path: '/hold' }), t.request({ path: '/hold' })];
+    await waitFor(() => held.length === 2, 'two requests to be in progress');
+    const busy = await t.request({ path: '/third' });
+    expect([busy.status, busy.headers['x-ggrok-error'], busy.headers['retry-after']]).toEqual([
+      503,
+      'tunnel_busy',
+      '1',
+    ]);
+    held.forEach((release) => release());
+    expect((await Promise.all(first)).map((r) => r.body.toString())).toEqual(['held', 'held']);
+    expect((await t.request({ path: '/after' })).body.toString()).toBe('free');
+    expect(t.local.requests.map((r) => r.url)).toEqual(['/hold', '/hold', '/after']);
+  });
+});
+
 describe('the relay server itself', () => {
   test('oversized request headers get 431, malformed requests 400, and the relay keeps serving', async () => {
     const t = await startTunnel(cleanup, (_req, res) => reply(res, 200, 'ok'));

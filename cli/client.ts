@@ -9,11 +9,12 @@ import {
   FrameType,
   PROTOCOL_VERSION,
   WIRE_LIMITS,
+  type AccessRules,
   type WelcomeFrame,
 } from '../protocol/frames.js';
 import { Session } from '../protocol/session.js';
 import { VERSION } from '../protocol/version.js';
-import { LocalForwarder, type Exchange, type LocalTarget } from './local-request.js';
+import { LocalForwarder, type Exchange, type HeaderRules, type LocalTarget } from './local-request.js';
 
 export interface ClientOptions {
   /** Relay URL, e.g. https://relay.example.com or http://localhost:8080. */
@@ -24,6 +25,10 @@ export interface ClientOptions {
   target: LocalTarget;
   /** Accept a relay with a self-signed certificate. */
   insecure?: boolean;
+  /** Visitor restrictions the relay enforces (Basic auth, allowed addresses). */
+  access?: AccessRules;
+  /** Header edits applied by this client (Host rewrite, add/remove). */
+  headerRules?: HeaderRules;
   /** Keep retrying when the relay cannot be reached at first (the CLI does; the API rejects instead). */
   retryInitialConnect?: boolean;
   /** Give up and emit 'fatal' instead of reconnecting after a drop. */
@@ -100,7 +105,7 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
   constructor(private readonly opts: ClientOptions) {
     super();
     this.wsUrl = controlUrl(opts.server);
-    this.forwarder = new LocalForwarder(opts.target, (x) => this.emit('request', x));
+    this.forwarder = new LocalForwarder(opts.target, (x) => this.emit('request', x), opts.headerRules);
   }
 
   /** Connects; resolves with the public URL, rejects with a GgrokError that says what to do. */
@@ -160,6 +165,7 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
           agent: `ggrok/${VERSION} node/${process.versions.node}`,
           clientId: this.clientId,
           flow: DEFAULT_FLOW,
+          ...(this.opts.access ? { access: this.opts.access } : {}),
         }),
       );
     });

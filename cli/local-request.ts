@@ -4,8 +4,8 @@ import http from 'node:http';
 import https from 'node:https';
 import type { LookupFunction, Socket } from 'node:net';
 import { ResetCode } from '../protocol/errors.js';
-import { BodyKind, type RequestFrame } from '../protocol/frames.js';
-import { stripHopByHop, toPairs } from '../protocol/headers.js';
+import { BodyKind, type HeaderList, type RequestFrame } from '../protocol/frames.js';
+import { setHeader, stripHopByHop, toPairs, withoutHeader } from '../protocol/headers.js';
 import { pipeIntoStream, pipeStreamInto, type TunnelStream } from '../protocol/stream.js';
 
 /** Where public requests are replayed. */
@@ -109,6 +109,36 @@ function isConnectFailure(err: unknown): boolean {
   );
 }
 
+/** Header edits the client applies on the way to and from the local service. */
+export interface HeaderRules {
+  /** "rewrite": Host becomes the target's host:port (dev servers with host checks, e.g. Vite); another value replaces Host; absent keeps the public Host. */
+  hostHeader?: string;
+  requestAdd: HeaderList;
+  requestRemove: string[];
+  responseAdd: HeaderList;
+  responseRemove: string[];
+}
+
+export const NO_HEADER_RULES: HeaderRules = {
+  requestAdd: [],
+  requestRemove: [],
+  responseAdd: [],
+  responseRemove: [],
+};
+
+/** Parses "Name: value" (for --request-header-add and friends). Throws with a one-line reason. */
+export function parseHeaderArg(arg: string): [string, string] {
+  const m = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):\s*(.*)$/.exec(arg);
+  if (!m || /[\r\n\0]/.test(m[2]!)) throw new Error(`"${arg}" is not a header; use "Name: value"`);
+  return [m[1]!, m[2]!];
+}
+
+function edit(headers: HeaderList, remove: string[], add: HeaderList): HeaderList {
+  let out = headers;
+  for (const name of remove) out = withoutHeader(out, name);
+  return add.length > 0 ? [...out, ...add] : out;
+}
+
 /** Summary of one finished exchange, for the terminal and the programmatic API. */
 export interface Exchange {
   method: string;
@@ -129,6 +159,7 @@ export class LocalForwarder {
   constructor(
     readonly target: LocalTarget,
     private readonly onExchange: (x: Exchange) => void = () => {},
+    private readonly rules: HeaderRules = NO_HEADER_RULES,
   ) {
     this.mod = target.protocol === 'https:' ? https : http;
     const agentOptions = { keepAlive: true, maxFreeSockets: 64, scheduling: 'lifo' as const };
@@ -164,9 +195,25 @@ export class LocalForwarder {
     else this.serveRequest(stream, head, report, 0);
   }
 
+  /** The request headers as the local service should see them. */
+  private localHeaders(head: RequestFrame): HeaderList {
+    let headers = edit(head.headers, this.rules.requestRemove, this.rules.requestAdd);
+    const host = this.rules.hostHeader;
+    if (host) {
+      const value = host === 'rewrite' ? describeTarget(this.target).replace(/^https?:\/\//, '') : host;
+      headers = [...headers];
+      setHeader(headers, 'Host', value);
+    }
+    return head.body === BodyKind.Chunked ? [...headers, 'Transfer-Encoding', 'chunked'] : headers;
+  }
+
+  /** The response headers as the public client should see them. */
+  private publicHeaders(rawHeaders: string[], upgrade = false): HeaderList {
+    return edit(stripHopByHop(rawHeaders, upgrade), this.rules.responseRemove, this.rules.responseAdd);
+  }
+
   private request(head: RequestFrame, upgrade: boolean): http.ClientRequest {
-    const headers =
-      head.body === BodyKind.Chunked ? [...head.headers, 'Transfer-Encoding', 'chunked'] : head.headers;
+    const headers = this.localHeaders(head);
     return this.mod.request({
       host: this.target.host,
       port: this.target.port,
@@ -220,7 +267,7 @@ export class LocalForwarder {
     req.on('response', (res) => {
       responded = true;
       const status = res.statusCode ?? 502;
-      stream.sendResponse(status, res.statusMessage ?? '', stripHopByHop(res.rawHeaders));
+      stream.sendResponse(status, res.statusMessage ?? '', this.publicHeaders(res.rawHeaders));
       res.on('data', (chunk: Buffer) => (bytes += chunk.length));
       res.on('end', () => report(status, bytes));
       pipeIntoStream(res, stream, {
@@ -266,7 +313,7 @@ export class LocalForwarder {
     stream.onEnd = () => (earlyEnd = true);
     stream.onReset = () => {
       req.destroy();
-      upgraded?.destroy();
+      upgraded?.resetAndDestroy(); // the channel was cut: the local server must not see a clean end
       report(499, 0, 'cancelled');
     };
     req.on('upgrade', (res, socket: Socket, upgradeHead: Buffer) => {
@@ -275,7 +322,7 @@ export class LocalForwarder {
       stream.sendResponse(
         101,
         res.statusMessage ?? 'Switching Protocols',
-        stripHopByHop(res.rawHeaders, true),
+        this.publicHeaders(res.rawHeaders, true),
       );
       // Bytes the local server sent in the same packet as its 101 must not be lost.
       if (upgradeHead.length > 0) stream.write(upgradeHead);
@@ -292,7 +339,7 @@ export class LocalForwarder {
     req.on('response', (res) => {
       // The local server refused the upgrade: pass its answer back as it is.
       const status = res.statusCode ?? 502;
-      stream.sendResponse(status, res.statusMessage ?? '', stripHopByHop(res.rawHeaders));
+      stream.sendResponse(status, res.statusMessage ?? '', this.publicHeaders(res.rawHeaders));
       stream.onData = (chunk) => stream.ack(chunk.length);
       for (const chunk of early.splice(0)) stream.ack(chunk.length);
       pipeIntoStream(res, stream, { abortCode: ResetCode.LocalError });

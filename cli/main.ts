@@ -1,7 +1,14 @@
 // `ggrok http`: flags and environment -> a TunnelClient, with the terminal UI attached. Commander wiring only.
+import { isIP } from 'node:net';
 import { Command, Option } from 'commander';
 import { TunnelClient } from './client.js';
-import { describeTarget, parseTarget, type LocalTarget } from './local-request.js';
+import {
+  describeTarget,
+  parseHeaderArg,
+  parseTarget,
+  type HeaderRules,
+  type LocalTarget,
+} from './local-request.js';
 import { Ui } from './ui.js';
 
 interface HttpFlags {
@@ -11,6 +18,14 @@ interface HttpFlags {
   insecure?: boolean;
   logFormat: 'text' | 'json';
   quiet?: boolean;
+  basicAuth: string[];
+  allowIp: string[];
+  optionsWithoutAuth?: boolean;
+  hostHeader?: string;
+  requestHeaderAdd: string[];
+  requestHeaderRemove: string[];
+  responseHeaderAdd: string[];
+  responseHeaderRemove: string[];
 }
 
 /** Exit codes: 0 clean stop, 1 runtime failure (refused, unreachable for good), 2 usage error. */
@@ -32,10 +47,39 @@ export function httpCommand(): Command {
     .option('-k, --insecure', 'accept self-signed certificates from the relay and an https target')
     .addOption(new Option('--log-format <format>', 'output format').choices(['text', 'json']).default('text'))
     .option('-q, --quiet', 'do not print a line per request')
+    .option(
+      '--basic-auth <user:pass>',
+      'visitors must sign in with these credentials (repeatable)',
+      collect,
+      [],
+    )
+    .option('--allow-ip <cidr>', 'only these addresses or ranges may visit (repeatable)', collect, [])
+    .option('--options-without-auth', 'let OPTIONS requests (CORS preflights) through without --basic-auth')
+    .option(
+      '--host-header <rewrite|value>',
+      'Host sent to the local service: "rewrite" = the target host:port',
+    )
+    .option('--request-header-add <"Name: value">', 'add a header to requests (repeatable)', collect, [])
+    .option('--request-header-remove <name>', 'remove a header from requests (repeatable)', collect, [])
+    .option('--response-header-add <"Name: value">', 'add a header to responses (repeatable)', collect, [])
+    .option('--response-header-remove <name>', 'remove a header from responses (repeatable)', collect, [])
     .action(async (spec: string, flags: HttpFlags, cmd: Command) => {
       let target: LocalTarget;
+      let headerRules: HeaderRules;
       try {
         target = parseTarget(spec, flags.insecure ?? false);
+        headerRules = {
+          hostHeader: flags.hostHeader,
+          requestAdd: flags.requestHeaderAdd.flatMap(parseHeaderArg),
+          requestRemove: flags.requestHeaderRemove,
+          responseAdd: flags.responseHeaderAdd.flatMap(parseHeaderArg),
+          responseRemove: flags.responseHeaderRemove,
+        };
+        for (const pair of flags.basicAuth)
+          if (!/^[^:]+:.+$/.test(pair)) throw new Error(`--basic-auth "${pair}" must be user:password`);
+        for (const rule of flags.allowIp)
+          if (!isIP(rule.split('/')[0] ?? ''))
+            throw new Error(`--allow-ip "${rule}" is not an address or CIDR range`);
       } catch (err) {
         cmd.error(`error: ${(err as Error).message}`, { exitCode: EXIT_USAGE });
       }
@@ -44,12 +88,15 @@ export function httpCommand(): Command {
           'error: no token. Pass --token or set GGROK_TOKEN (the relay prints its token at start-up).',
           { exitCode: EXIT_USAGE },
         );
-      await runHttp(target, { ...flags, token: flags.token }, cmd);
+      await runHttp(target, headerRules, { ...flags, token: flags.token }, cmd);
     });
 }
 
+const collect = (value: string, previous: string[]): string[] => [...previous, value];
+
 async function runHttp(
   target: LocalTarget,
+  headerRules: HeaderRules,
   flags: HttpFlags & { token: string },
   cmd: Command,
 ): Promise<void> {
@@ -67,6 +114,15 @@ async function runHttp(
       target,
       insecure: flags.insecure,
       retryInitialConnect: true,
+      headerRules,
+      access:
+        flags.basicAuth.length > 0 || flags.allowIp.length > 0
+          ? {
+              basicAuth: flags.basicAuth,
+              allowIp: flags.allowIp,
+              optionsWithoutAuth: flags.optionsWithoutAuth ?? false,
+            }
+          : undefined,
     });
   } catch (err) {
     cmd.error(`error: ${(err as Error).message}`, { exitCode: EXIT_USAGE });

@@ -5,6 +5,7 @@ import {
   BodyKind,
   FrameType,
   WIRE_LIMITS,
+  type AccessRules,
   type FlowSettings,
   type Frame,
   type HeaderList,
@@ -29,18 +30,18 @@ export class FrameError extends GgrokError {
 /** Encodes one frame to the bytes of one WebSocket binary message. */
 export function encodeFrame(frame: Frame): Buffer {
   switch (frame.type) {
-    case FrameType.Hello:
-      return packr.pack([
-        frame.type,
-        {
-          version: frame.version,
-          token: frame.token,
-          name: frame.name,
-          agent: frame.agent,
-          clientId: frame.clientId,
-          flow: flowToWire(frame.flow),
-        },
-      ]);
+    case FrameType.Hello: {
+      const body: Record<string, unknown> = {
+        version: frame.version,
+        token: frame.token,
+        name: frame.name,
+        agent: frame.agent,
+        clientId: frame.clientId,
+        flow: flowToWire(frame.flow),
+      };
+      if (frame.access) body.access = { ...frame.access };
+      return packr.pack([frame.type, body]);
+    }
     case FrameType.Welcome:
       return packr.pack([
         frame.type,
@@ -190,6 +191,7 @@ function validate(a: unknown[]): Frame {
         agent: str(m.get('agent'), 'agent'),
         clientId: str(m.get('clientId'), 'clientId'),
         flow: flow(m.get('flow')),
+        ...(m.has('access') ? { access: access(m.get('access')) } : {}),
       };
     }
     case FrameType.Welcome: {
@@ -341,6 +343,22 @@ function headers(v: unknown, id: number): HeaderList {
   }
   if (bytes > WIRE_LIMITS.MAX_HEADER_LIST_BYTES) throw new FrameError('header list too large', id);
   return v as HeaderList;
+}
+
+function stringList(v: unknown, what: string): string[] {
+  if (!Array.isArray(v) || v.length > WIRE_LIMITS.MAX_ACCESS_RULES) throw new FrameError(`bad ${what}`);
+  return v.map((item) => str(item, what, 0, 512));
+}
+
+function access(v: unknown): AccessRules {
+  const m = map(v, 'access rules');
+  const optionsWithoutAuth = m.get('optionsWithoutAuth');
+  if (typeof optionsWithoutAuth !== 'boolean') throw new FrameError('bad optionsWithoutAuth');
+  return {
+    basicAuth: stringList(m.get('basicAuth'), 'basicAuth'),
+    allowIp: stringList(m.get('allowIp'), 'allowIp'),
+    optionsWithoutAuth,
+  };
 }
 
 function flowToWire(f: FlowSettings): Record<string, number> {

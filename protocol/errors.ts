@@ -19,6 +19,10 @@ export const RefuseCode = {
   UnsupportedVersion: 'unsupported_version',
   ProtocolError: 'protocol_error',
   RelayShuttingDown: 'relay_shutting_down',
+  /** The token already has as many tunnels open as the relay allows. */
+  TooManyTunnels: 'too_many_tunnels',
+  /** The access rules in the hello are malformed (bad CIDR, credentials without a password). */
+  AccessInvalid: 'access_invalid',
 } as const;
 export type RefuseCodeValue = (typeof RefuseCode)[keyof typeof RefuseCode];
 
@@ -37,6 +41,8 @@ export const ResetCode = {
   /** The control connection closed under the stream. */
   TunnelClosed: 'tunnel_closed',
   Internal: 'internal_error',
+  /** No data moved either way for the idle timeout. */
+  IdleTimeout: 'idle_timeout',
 } as const;
 export type ResetCodeValue = (typeof ResetCode)[keyof typeof ResetCode];
 
@@ -62,6 +68,8 @@ export function statusForReset(code: string): number {
       return 502;
     case ResetCode.RefusedStream:
       return 503;
+    case ResetCode.IdleTimeout:
+      return 504;
     default:
       return 502;
   }
@@ -82,6 +90,10 @@ export function describeRefusal(code: string, relayMessage: string): string {
       return `${relayMessage}. Upgrade ggrok on this machine or on the relay so both speak the same protocol.`;
     case RefuseCode.RelayShuttingDown:
       return 'The relay is shutting down. Try again in a few seconds.';
+    case RefuseCode.TooManyTunnels:
+      return `${relayMessage}. Close another tunnel that uses this token, or ask the relay's operator for a higher limit.`;
+    case RefuseCode.AccessInvalid:
+      return `Invalid access rule: ${relayMessage}.`;
     default:
       return relayMessage || `The relay refused the connection (${code}).`;
   }

@@ -42,6 +42,16 @@ export interface FlowSettings {
   maxData: number;
 }
 
+/** Who may reach a tunnel, chosen by its client and enforced by the relay before anything is forwarded. */
+export interface AccessRules {
+  /** "user:password" pairs; when any is set, visitors must send matching Basic credentials (consumed by the relay). */
+  basicAuth: string[];
+  /** Addresses or CIDR ranges (IPv4 or IPv6); when any is set, other visitors get 403. */
+  allowIp: string[];
+  /** Let OPTIONS requests (CORS preflights) through without Basic credentials. */
+  optionsWithoutAuth: boolean;
+}
+
 /** Client -> relay, first frame: who I am and what I want. */
 export interface HelloFrame {
   type: typeof FrameType.Hello;
@@ -54,6 +64,8 @@ export interface HelloFrame {
   /** Random id of this client process, stable across its reconnects: a reconnect may replace its own stale tunnel. */
   clientId: string;
   flow: FlowSettings;
+  /** Visitor restrictions; absent means open to everyone. Omitted from the wire when absent. */
+  access?: AccessRules;
 }
 
 /** Relay -> client: the tunnel is up. */
@@ -183,6 +195,8 @@ export const WIRE_LIMITS = {
   MAX_HEADER_LIST_ENTRIES: 2 * 500,
   MAX_TARGET_BYTES: 64 * 1024,
   MAX_STRING_BYTES: 4096,
+  /** Entries in each list of access rules. */
+  MAX_ACCESS_RULES: 100,
   MAX_STREAM_ID: 0xffff_ffff,
   /** Largest window (and window increment) either side may use: 2^31 - 1 as in HTTP/2. */
   MAX_WINDOW_BYTES: 0x7fff_ffff,

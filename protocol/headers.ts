@@ -61,6 +61,15 @@ export function getHeader(headers: HeaderList, name: string): string | undefined
   return undefined;
 }
 
+/** A copy of the list without any header of this name (case-insensitive). */
+export function withoutHeader(headers: HeaderList, name: string): HeaderList {
+  const lower = name.toLowerCase();
+  const out: HeaderList = [];
+  for (let i = 0; i < headers.length; i += 2)
+    if (headers[i]!.toLowerCase() !== lower) out.push(headers[i]!, headers[i + 1]!);
+  return out;
+}
+
 /** True if any header with this name is present. */
 export function hasHeader(headers: HeaderList, name: string): boolean {
   return getHeader(headers, name) !== undefined;

@@ -30,6 +30,8 @@ export interface SessionOptions {
   heartbeatMs: number;
   /** Close the session when nothing at all arrived for this long. */
   deadAfterMs: number;
+  /** Reset a stream that moved no data either way for this long (0 or absent = never). */
+  idleStreamMs?: number;
   /** Most concurrent streams the peer may open towards us (client side). */
   maxInboundStreams?: number;
   /**
@@ -239,6 +241,7 @@ export class Session implements StreamHost {
       stream.outQueue[0] = head.subarray(n);
     }
     stream.outBytes -= n;
+    stream.lastActivityAt = Date.now();
     stream.sendCredit -= n;
     this.sendCredit -= n;
     this.stats.dataBytesOut += n;
@@ -403,6 +406,7 @@ export class Session implements StreamHost {
       return this.streamProtocolError(stream, 'stream window overrun');
     }
     stream.recvBuffered += n;
+    stream.lastActivityAt = this.lastReceivedAt;
     this.inboundBuffered += n;
     if (this.inboundBuffered <= this.softLimit) this.returnConnCredit(n);
     else stream.connOwed += n;
@@ -479,6 +483,15 @@ export class Session implements StreamHost {
       return;
     }
     if (now - this.lastPingAt >= this.opts.heartbeatMs) this.ping();
+    const idleMs = this.opts.idleStreamMs ?? 0;
+    if (idleMs > 0) {
+      for (const stream of [...this.streams.values()]) {
+        if (now - stream.lastActivityAt < idleMs) continue;
+        const message = `no data for ${Math.round(idleMs / 1000)} s`;
+        this.streamReset(stream, ResetCode.IdleTimeout, message);
+        stream.onReset(new GgrokError(ResetCode.IdleTimeout, message));
+      }
+    }
   }
 
   private finalize(code: number, reason: string): void {

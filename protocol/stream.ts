@@ -53,6 +53,8 @@ export class TunnelStream {
   connOwed = 0;
   /** Response head received (relay side) or sent (client side). */
   headDone = false;
+  /** Last time data moved either way (ms since epoch), for idle timeouts. */
+  lastActivityAt = Date.now();
 
   constructor(
     readonly id: number,

@@ -1,4 +1,5 @@
 // `ggrok relay`: configuration from flags and environment, listening on $PORT, signals.
+import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { createRelay, generateToken, RELAY_VERSION, type RelayEvent } from './relay.js';
 
@@ -11,6 +12,13 @@ interface RelayFlags {
   maxRequests: number;
   maxChannels: number;
   waitForClient: number;
+  tokensFile?: string;
+  maxTunnelsPerToken: number;
+  rateLimit: number;
+  maxHeaderBytes: number;
+  idleTimeout: number;
+  tlsCert?: string;
+  tlsKey?: string;
   logFormat: 'text' | 'json';
 }
 
@@ -74,9 +82,11 @@ export function relayCommand(): Command {
     )
     .addOption(
       new Option(
-        '--trust-proxy',
-        'trust X-Forwarded-* from a proxy in front (on by default on Heroku and Fly)',
-      ).env('GGROK_TRUST_PROXY'),
+        '--trust-proxy [bool]',
+        'trust X-Forwarded-* from a proxy in front (on by default on Heroku and Fly; "false" turns it off)',
+      )
+        .env('GGROK_TRUST_PROXY')
+        .argParser((value: string) => !/^(0|false|no|off)$/i.test(value.trim())),
     )
     .addOption(
       new Option('--max-requests <n>', 'concurrent HTTP requests per tunnel (more get 503)')
@@ -97,6 +107,44 @@ export function relayCommand(): Command {
         .default(5000),
     )
     .addOption(
+      new Option('--tokens-file <path>', 'file with one client token per line (# comments allowed)').env(
+        'GGROK_TOKENS_FILE',
+      ),
+    )
+    .addOption(
+      new Option('--max-tunnels-per-token <n>', 'live tunnels one token may hold')
+        .env('GGROK_MAX_TUNNELS_PER_TOKEN')
+        .argParser(positiveInt)
+        .default(20),
+    )
+    .addOption(
+      new Option('--rate-limit <n>', 'new requests per second per tunnel (bursts of 2n); more get 429')
+        .env('GGROK_RATE_LIMIT')
+        .argParser(positiveInt)
+        .default(500),
+    )
+    .addOption(
+      new Option('--max-header-bytes <n>', 'largest public request head (431 beyond)')
+        .env('GGROK_MAX_HEADER_BYTES')
+        .argParser(positiveInt)
+        .default(16 * 1024),
+    )
+    .addOption(
+      new Option(
+        '--idle-timeout <s>',
+        'reset a request or channel with no data either way for this long (0: never)',
+      )
+        .env('GGROK_IDLE_TIMEOUT')
+        .argParser(nonNegativeInt)
+        .default(900),
+    )
+    .addOption(
+      new Option('--tls-cert <path>', 'PEM certificate chain: terminate TLS on the relay').env(
+        'GGROK_TLS_CERT',
+      ),
+    )
+    .addOption(new Option('--tls-key <path>', 'PEM private key for --tls-cert').env('GGROK_TLS_KEY'))
+    .addOption(
       new Option('--log-format <format>', 'log format')
         .choices(['text', 'json'])
         .env('GGROK_LOG_FORMAT')
@@ -107,38 +155,84 @@ export function relayCommand(): Command {
     });
 }
 
+/** Reads tokens from a file: one per line, blank lines and # comments ignored. */
+function readTokensFile(path: string): string[] {
+  return readFileSync(path, 'utf8')
+    .split(/\r?\n/)
+    .map((line) => line.replace(/#.*/, '').trim())
+    .filter(Boolean);
+}
+
+/** Prints a one-line configuration error and exits 2. */
+function configError(message: string): never {
+  process.stderr.write(`ggrok relay: ${message}\n`);
+  process.exit(2);
+}
+
 async function runRelay(flags: RelayFlags): Promise<void> {
-  const generated = !flags.token || flags.token.length === 0;
-  const tokens = generated ? [generateToken()] : flags.token;
+  const configured = [...(flags.token ?? [])];
+  if (flags.tokensFile) {
+    try {
+      configured.push(...readTokensFile(flags.tokensFile));
+    } catch (err) {
+      configError(
+        `cannot read --tokens-file ${flags.tokensFile}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+      );
+    }
+  }
+  const generated = configured.length === 0;
+  const tokens = generated ? [generateToken()] : configured;
+  if (Boolean(flags.tlsCert) !== Boolean(flags.tlsKey)) configError('--tls-cert and --tls-key go together');
+  let tls: { cert: Buffer; key: Buffer } | undefined;
+  if (flags.tlsCert && flags.tlsKey) {
+    try {
+      tls = { cert: readFileSync(flags.tlsCert), key: readFileSync(flags.tlsKey) };
+    } catch (err) {
+      configError(`cannot read the TLS certificate or key: ${(err as Error).message}`);
+    }
+  }
   const write = (line: string): void => void process.stdout.write(`${line}\n`);
-  const relay = createRelay({
-    domain: flags.domain,
-    tokens,
-    trustProxy: flags.trustProxy ?? behindPlatformProxy(),
-    maxRequestsPerTunnel: flags.maxRequests,
-    maxChannelsPerTunnel: flags.maxChannels,
-    waitForClientMs: flags.waitForClient,
-    log: (e) => write(formatEvent(e, flags.logFormat)),
-  });
+  let relay: ReturnType<typeof createRelay>;
+  try {
+    relay = createRelay({
+      tls,
+      maxTunnelsPerToken: flags.maxTunnelsPerToken,
+      streamsPerSecond: flags.rateLimit,
+      maxHeaderBytes: flags.maxHeaderBytes,
+      idleStreamMs: flags.idleTimeout * 1000,
+      domain: flags.domain,
+      tokens,
+      trustProxy: flags.trustProxy ?? behindPlatformProxy(),
+      maxRequestsPerTunnel: flags.maxRequests,
+      maxChannelsPerTunnel: flags.maxChannels,
+      waitForClientMs: flags.waitForClient,
+      log: (e) => write(formatEvent(e, flags.logFormat)),
+    });
+  } catch (err) {
+    configError(`cannot start: ${(err as Error).message}`);
+  }
   let port: number;
   try {
     port = await relay.listen(flags.port, flags.host);
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     const why =
-      e.code === 'EADDRINUSE'
-        ? `port ${flags.port} is already in use; pass --port or set PORT`
-        : e.code === 'EACCES'
-          ? `no permission to listen on port ${flags.port}; use a port above 1023`
-          : e.message;
+      e.code === 'ERR_OSSL_PEM_NO_START_LINE' || /key|certificate/i.test(e.message)
+        ? `bad TLS certificate or key: ${e.message}`
+        : e.code === 'EADDRINUSE'
+          ? `port ${flags.port} is already in use; pass --port or set PORT`
+          : e.code === 'EACCES'
+            ? `no permission to listen on port ${flags.port}; use a port above 1023`
+            : e.message;
     process.stderr.write(`ggrok relay: cannot listen: ${why}\n`);
     process.exit(1);
   }
-  const local = `http://localhost:${port}`;
+  const scheme = tls ? 'https' : 'http';
+  const local = `${scheme}://localhost:${port}`;
   write(`ggrok relay ${RELAY_VERSION} listening on ${flags.host ?? '0.0.0.0'}:${port}`);
   write(
     flags.domain
-      ? `mode: subdomains — tunnels at http://<name>.${flags.domain}:${port} (or https behind a TLS proxy)`
+      ? `mode: subdomains — tunnels at ${scheme}://<name>.${flags.domain}:${port}${tls ? '' : ' (or https behind a TLS proxy)'}`
       : "mode: own-host — one tunnel served at this relay's own address",
   );
   if (generated) write(`token: ${tokens[0]} (generated; set GGROK_TOKEN to keep one across restarts)`);

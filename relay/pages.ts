@@ -24,6 +24,8 @@ export interface ErrorPage {
   /** Plain text detail; escaped into the page. */
   detail: string;
   retryAfterSeconds?: number;
+  /** Extra response headers (e.g. WWW-Authenticate). */
+  headers?: Record<string, string>;
 }
 
 /** Sends an error page on a response that has not started yet. */
@@ -40,6 +42,7 @@ export function sendErrorPage(res: ServerResponse, p: ErrorPage): void {
     'X-Ggrok-Error': p.code,
   };
   if (p.retryAfterSeconds !== undefined) headers['Retry-After'] = p.retryAfterSeconds;
+  Object.assign(headers, p.headers);
   res.writeHead(p.status, headers);
   res.end(body);
 }
@@ -55,6 +58,7 @@ export function writeRawErrorPage(socket: Duplex, p: ErrorPage): void {
     'Connection: close',
   ];
   if (p.retryAfterSeconds !== undefined) lines.push(`Retry-After: ${p.retryAfterSeconds}`);
+  for (const [name, value] of Object.entries(p.headers ?? {})) lines.push(`${name}: ${value}`);
   if (socket.writable) socket.end(`${lines.join('\r\n')}\r\n\r\n${body}`);
   else socket.destroy();
 }

@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { ResetCode, statusForReset, type GgrokError } from '../protocol/errors.js';
 import { BodyKind, type HeaderList, type InfoFrame, type ResponseFrame } from '../protocol/frames.js';
-import { addForwardedHeaders, stripHopByHop, toPairs } from '../protocol/headers.js';
+import { addForwardedHeaders, stripHopByHop, toPairs, withoutHeader } from '../protocol/headers.js';
 import type { Session } from '../protocol/session.js';
 import { pipeIntoStream, pipeStreamInto, type TunnelStream } from '../protocol/stream.js';
 import { sendErrorPage, writeRawErrorPage, type ErrorPage } from './pages.js';
@@ -15,13 +15,16 @@ export interface PublicContext {
   host: string;
   port: string;
   trustProxy: boolean;
+  /** Remove Authorization: the relay consumed Basic credentials for the tunnel's own protection. */
+  dropAuthorization: boolean;
 }
 
 /** Called when the exchange is over, whatever the outcome. */
 type Done = () => void;
 
 function requestHeaders(req: IncomingMessage, ctx: PublicContext, upgrade: boolean): HeaderList {
-  const headers = stripHopByHop(req.rawHeaders, upgrade);
+  let headers = stripHopByHop(req.rawHeaders, upgrade);
+  if (ctx.dropAuthorization) headers = withoutHeader(headers, 'authorization');
   addForwardedHeaders(headers, {
     // IPv4 clients of a dual-stack socket appear as ::ffff:a.b.c.d; forward the plain IPv4 form.
     remoteAddress: (req.socket.remoteAddress ?? '').replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/, ''),
@@ -182,7 +185,9 @@ export function forwardUpgrade(
   pipeIntoStream(socket, stream);
   socket.on('error', () => {});
   socket.on('close', () => {
-    stream.reset(ResetCode.Cancel, 'public client went away');
+    // After a clean end each way, queued bytes and End may still be on their way to the local side:
+    // only an abrupt close cancels the channel.
+    if (!stream.endPending || !stream.remoteEnded) stream.reset(ResetCode.Cancel, 'public client went away');
     finish();
   });
   stream.onResponse = (resHead) => {
@@ -196,8 +201,16 @@ export function forwardUpgrade(
   // Half-close: the local side finished sending; the public side may still talk.
   stream.onEnd = () => socket.end();
   stream.onReset = (err) => {
-    if (responded) socket.destroy();
+    // A cut channel must not look like a clean end to the public client: reset the TCP connection.
+    if (responded) resetSocket(socket);
     else writeRawErrorPage(socket, resetPage(err));
     finish();
   };
+}
+
+/** Destroys a socket with a TCP RST where possible, so the peer sees an error rather than a clean end. */
+export function resetSocket(socket: Duplex): void {
+  const tcp = socket as Duplex & { resetAndDestroy?: () => void };
+  if (typeof tcp.resetAndDestroy === 'function') tcp.resetAndDestroy();
+  else socket.destroy();
 }

@@ -1,12 +1,14 @@
 // The relay's one http.Server: routes public requests and upgrades by Host, and accepts control sockets.
 import { randomBytes } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import { CloseCode, RefuseCode } from '../protocol/errors.js';
 import { DEFAULT_FLOW, WIRE_LIMITS, type FlowSettings, type HelloFrame } from '../protocol/frames.js';
 import { Session } from '../protocol/session.js';
+import { AccessPolicy, visitorAddress } from './access.js';
 import { landingPage, sendErrorPage, sendJson, writeRawErrorPage, type ErrorPage } from './pages.js';
 import { forwardRequest, forwardUpgrade, type PublicContext } from './public-request.js';
 import { Registry } from './registry.js';
@@ -31,6 +33,16 @@ export interface RelayOptions {
   nameGraceMs?: number;
   /** How long a public request waits for a tunnel whose client is reconnecting before the offline page. */
   waitForClientMs?: number;
+  /** New streams (requests + channels) per second per tunnel, sustained; above it 429. Burst is twice that. */
+  streamsPerSecond?: number;
+  /** Live tunnels one token may hold at once. */
+  maxTunnelsPerToken?: number;
+  /** Largest public request head in bytes (431 beyond). */
+  maxHeaderBytes?: number;
+  /** A stream with no data either way for this long is reset (0 = never). */
+  idleStreamMs?: number;
+  /** Terminate TLS on the relay itself (a VPS without a proxy in front): PEM certificate chain and key. */
+  tls?: { cert: string | Buffer; key: string | Buffer };
   /** Concurrent HTTP requests per tunnel; more get 503 with Retry-After. */
   maxRequestsPerTunnel?: number;
   /** Concurrent upgraded channels (WebSockets) per tunnel; more get 503 with Retry-After. */
@@ -82,8 +94,8 @@ export class Relay {
   readonly server: http.Server;
   private readonly wss: WebSocketServer;
   private readonly registry: Registry<Tunnel>;
-  private readonly opts: Required<Omit<RelayOptions, 'domain' | 'log'>> &
-    Pick<RelayOptions, 'domain' | 'log'>;
+  private readonly opts: Required<Omit<RelayOptions, 'domain' | 'log' | 'tls'>> &
+    Pick<RelayOptions, 'domain' | 'log' | 'tls'>;
   private readonly startedAt = Date.now();
   private shuttingDown = false;
   /** Public requests waiting for a reconnecting tunnel, by name. */
@@ -100,6 +112,10 @@ export class Relay {
       waitForClientMs: 5000,
       maxRequestsPerTunnel: 1000,
       maxChannelsPerTunnel: 10_000,
+      streamsPerSecond: 500,
+      maxTunnelsPerToken: 20,
+      maxHeaderBytes: 16 * 1024,
+      idleStreamMs: 15 * 60_000,
       flow: DEFAULT_FLOW,
       keepAliveTimeoutMs: 100_000,
       headersTimeoutMs: 30_000,
@@ -112,13 +128,17 @@ export class Relay {
       perMessageDeflate: false,
       maxPayload: WIRE_LIMITS.MAX_MESSAGE_BYTES,
     });
-    this.server = http.createServer({
+    const serverOptions: http.ServerOptions = {
       // Long uploads and long-lived responses are normal through a tunnel: no whole-request deadline.
       requestTimeout: 0,
       // Outlive the idle keep-alive of platform routers (Heroku keeps them 90 s).
       keepAliveTimeout: this.opts.keepAliveTimeoutMs,
       headersTimeout: this.opts.headersTimeoutMs,
-    });
+      maxHeaderSize: this.opts.maxHeaderBytes,
+    };
+    this.server = this.opts.tls
+      ? https.createServer({ ...serverOptions, cert: this.opts.tls.cert, key: this.opts.tls.key })
+      : http.createServer(serverOptions);
     this.server.on('request', (req, res) => this.onRequest(req, res));
     // With a listener here Node does not answer 100 itself: the local service decides.
     this.server.on('checkContinue', (req, res) => this.onRequest(req, res));
@@ -240,7 +260,7 @@ export class Relay {
     };
   }
 
-  private publicContext(req: IncomingMessage): PublicContext {
+  private publicContext(req: IncomingMessage, tunnel: Tunnel): PublicContext {
     const { host, port } = this.hostOf(req);
     const proto = (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http';
     return {
@@ -248,6 +268,8 @@ export class Relay {
       host,
       port: port || (proto === 'https' ? '443' : '80'),
       trustProxy: this.opts.trustProxy,
+      // Basic credentials are the relay's to check; the local service never sees them.
+      dropAuthorization: tunnel.access?.requiresAuth ?? false,
     };
   }
 
@@ -261,11 +283,39 @@ export class Relay {
     );
   }
 
+  /** The answer for a visitor who may not open a stream on this tunnel now, or undefined. */
+  private admission(
+    tunnel: Tunnel,
+    req: IncomingMessage,
+    open: number,
+    limit: number,
+    what: 'requests' | 'channels',
+  ): ErrorPage | undefined {
+    const denied = tunnel.access?.check(req, visitorAddress(req, this.opts.trustProxy));
+    if (denied) return denied;
+    if (open >= limit) return busyPage(what, limit);
+    if (!tunnel.allowNewStream())
+      return {
+        status: 429,
+        code: 'rate_limited',
+        title: 'Too Many Requests',
+        detail: `This tunnel receives more than ${this.opts.streamsPerSecond} requests per second, its limit.`,
+        retryAfterSeconds: 1,
+      };
+    return undefined;
+  }
+
   private forward(tunnel: Tunnel, req: IncomingMessage, res: ServerResponse): void {
-    if (tunnel.activeRequests >= this.opts.maxRequestsPerTunnel)
-      return sendErrorPage(res, busyPage('requests', this.opts.maxRequestsPerTunnel));
+    const refusal = this.admission(
+      tunnel,
+      req,
+      tunnel.activeRequests,
+      this.opts.maxRequestsPerTunnel,
+      'requests',
+    );
+    if (refusal) return sendErrorPage(res, refusal);
     tunnel.activeRequests++;
-    forwardRequest(tunnel.session, req, res, this.publicContext(req), () => tunnel.activeRequests--);
+    forwardRequest(tunnel.session, req, res, this.publicContext(req, tunnel), () => tunnel.activeRequests--);
   }
 
   /**
@@ -349,10 +399,23 @@ export class Relay {
   }
 
   private forwardUpgrade(tunnel: Tunnel, req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    if (tunnel.activeChannels >= this.opts.maxChannelsPerTunnel)
-      return writeRawErrorPage(socket, busyPage('channels', this.opts.maxChannelsPerTunnel));
+    const refusal = this.admission(
+      tunnel,
+      req,
+      tunnel.activeChannels,
+      this.opts.maxChannelsPerTunnel,
+      'channels',
+    );
+    if (refusal) return writeRawErrorPage(socket, refusal);
     tunnel.activeChannels++;
-    forwardUpgrade(tunnel.session, req, socket, head, this.publicContext(req), () => tunnel.activeChannels--);
+    forwardUpgrade(
+      tunnel.session,
+      req,
+      socket,
+      head,
+      this.publicContext(req, tunnel),
+      () => tunnel.activeChannels--,
+    );
   }
 
   /** Whether a TLS certificate may be issued for `host`: the relay's domain, or a live or held tunnel name. */
@@ -414,6 +477,12 @@ export class Relay {
       return { refuse: RefuseCode.BadToken, message: 'token rejected' };
     }
     const owner = tokenId(hello.token);
+    let access: AccessPolicy | undefined;
+    try {
+      access = hello.access ? new AccessPolicy(hello.access) : undefined;
+    } catch (err) {
+      return { refuse: RefuseCode.AccessInvalid, message: (err as Error).message };
+    }
     let name: string;
     let replaces: Tunnel | undefined;
     if (!this.opts.domain) {
@@ -451,6 +520,14 @@ export class Relay {
       }
       replaces = check.replaces;
     }
+    const held = [...this.registry.values()].filter((t) => t.owner === owner && t !== replaces).length;
+    if (held >= this.opts.maxTunnelsPerToken) {
+      this.log({ event: 'refused', reason: RefuseCode.TooManyTunnels, peer });
+      return {
+        refuse: RefuseCode.TooManyTunnels,
+        message: `this token already has ${held} tunnels open, the relay's limit`,
+      };
+    }
     const url = this.tunnelUrl(req, name);
     return {
       welcome: {
@@ -468,6 +545,7 @@ export class Relay {
           remoteFlow: hello.flow,
           heartbeatMs: this.opts.heartbeatMs,
           deadAfterMs: this.opts.deadAfterMs,
+          idleStreamMs: this.opts.idleStreamMs,
           onProtocolError: (err, fatal) =>
             this.log({ event: 'protocol_error', name, code: err.code, message: err.message, fatal }),
           onClose: ({ code, reason }) => {
@@ -475,7 +553,10 @@ export class Relay {
             this.log({ event: 'disconnect', name, code, reason });
           },
         });
-        const tunnel = new Tunnel(name, url, owner, hello.clientId, hello.agent, session);
+        const tunnel = new Tunnel(name, url, owner, hello.clientId, hello.agent, session, access, {
+          perSecond: this.opts.streamsPerSecond,
+          burst: this.opts.streamsPerSecond * 2,
+        });
         this.registry.add(name, tunnel);
         this.releaseWaiters(name, tunnel);
         this.log({ event: 'connect', name, url, peer, agent: hello.agent.slice(0, 100) });

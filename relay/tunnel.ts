@@ -10,7 +10,8 @@ import {
   type HelloFrame,
   type WelcomeFrame,
 } from '../protocol/frames.js';
-import { Session } from '../protocol/session.js';
+import type { Session } from '../protocol/session.js';
+import type { AccessPolicy } from './access.js';
 
 /** A live tunnel: a name, a public URL and the session that carries its streams. */
 export class Tunnel {
@@ -27,7 +28,28 @@ export class Tunnel {
     readonly clientId: string,
     readonly agent: string,
     readonly session: Session,
-  ) {}
+    /** Visitor restrictions the client asked for, if any. */
+    readonly access: AccessPolicy | undefined,
+    private readonly rate: { perSecond: number; burst: number },
+  ) {
+    this.tokens = rate.burst;
+  }
+
+  private tokens: number;
+  private refilledAt = Date.now();
+
+  /** Token bucket for new streams: false when the tunnel opens streams faster than its rate allows. */
+  allowNewStream(): boolean {
+    const now = Date.now();
+    this.tokens = Math.min(
+      this.rate.burst,
+      this.tokens + ((now - this.refilledAt) / 1000) * this.rate.perSecond,
+    );
+    this.refilledAt = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
 }
 
 /** Hashes a token; only hashes are kept in memory and compared. */

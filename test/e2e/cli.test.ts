@@ -16,6 +16,7 @@ async function startRelayProcess(
 ): Promise<{ p: CliProcess; port: number; token?: string }> {
   const p = runCli(cleanup, ['relay', '--port', '0', '--host', '127.0.0.1', ...args], env);
   const port = Number((await p.waitForOutput(/listening on [^\s]+:(\d+)/))[1]);
+  await p.waitForOutput(/^connect: /m); // the last start-up line: the token line, if any, came before it
   const token = p.stdout().match(/token: (\S+)/)?.[1];
   return { p, port, token };
 }

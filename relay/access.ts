@@ -1,0 +1,93 @@
+// Visitor checks a tunnel's client asked for (allowed addresses, Basic credentials), applied before anything is forwarded.
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import { BlockList, isIP } from 'node:net';
+import type { AccessRules } from '../protocol/frames.js';
+import type { ErrorPage } from './pages.js';
+
+const sha256 = (s: string): Buffer => createHash('sha256').update(s).digest();
+
+/** Strips the IPv4-mapped prefix Node reports for IPv4 peers on dual-stack sockets. */
+export function plainAddress(address: string): string {
+  return address.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, '');
+}
+
+/**
+ * The visitor's address: the socket peer, or behind a trusted proxy the address that proxy reports
+ * (Fly-Client-IP, else the right-most X-Forwarded-For entry, which the proxy itself appended).
+ */
+export function visitorAddress(req: IncomingMessage, trustProxy: boolean): string {
+  if (trustProxy) {
+    const fly = req.headers['fly-client-ip'];
+    if (typeof fly === 'string' && isIP(fly.trim())) return plainAddress(fly.trim());
+    const xff = req.headers['x-forwarded-for'];
+    const last = (Array.isArray(xff) ? xff.join(',') : (xff ?? '')).split(',').pop()?.trim() ?? '';
+    if (isIP(last)) return plainAddress(last);
+  }
+  return plainAddress(req.socket.remoteAddress ?? '');
+}
+
+/** Compiled access rules of one tunnel. */
+export class AccessPolicy {
+  private readonly allowList: BlockList | undefined;
+  private readonly credentials: Buffer[];
+  readonly requiresAuth: boolean;
+
+  /** Throws an Error naming the bad rule. */
+  constructor(private readonly rules: AccessRules) {
+    this.credentials = rules.basicAuth.map((pair) => {
+      if (!/^[^:]+:.+$/.test(pair))
+        throw new Error(`basic auth "${pair.split(':')[0]}:…" must be user:password`);
+      return sha256(pair);
+    });
+    this.requiresAuth = this.credentials.length > 0;
+    if (rules.allowIp.length > 0) {
+      this.allowList = new BlockList();
+      for (const rule of rules.allowIp) addRule(this.allowList, rule);
+    }
+  }
+
+  /** The page to answer with when the visitor may not pass, or undefined when it may. */
+  check(req: IncomingMessage, visitor: string): ErrorPage | undefined {
+    if (this.allowList) {
+      const type = isIP(visitor) === 6 ? 'ipv6' : 'ipv4';
+      if (!isIP(visitor) || !this.allowList.check(visitor, type))
+        return {
+          status: 403,
+          code: 'ip_not_allowed',
+          title: 'Forbidden',
+          detail: `Your address (${visitor}) may not use this tunnel.`,
+        };
+    }
+    if (!this.requiresAuth || (this.rules.optionsWithoutAuth && req.method === 'OPTIONS')) return undefined;
+    if (this.credentialsMatch(req.headers.authorization)) return undefined;
+    return {
+      status: 401,
+      code: 'auth_required',
+      title: 'Authentication required',
+      detail: 'This tunnel is protected; sign in with the username and password its owner gave you.',
+      headers: { 'WWW-Authenticate': 'Basic realm="ggrok", charset="UTF-8"' },
+    };
+  }
+
+  private credentialsMatch(header: string | undefined): boolean {
+    const m = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header ?? '');
+    if (!m) return false;
+    const presented = sha256(Buffer.from(m[1]!, 'base64').toString('utf8'));
+    let ok = false;
+    for (const c of this.credentials) ok = timingSafeEqual(presented, c) || ok;
+    return ok;
+  }
+}
+
+function addRule(list: BlockList, rule: string): void {
+  const [address = '', prefix, extra] = rule.trim().split('/');
+  const version = isIP(address);
+  if (!version || extra !== undefined) throw new Error(`"${rule}" is not an IP address or CIDR range`);
+  const type = version === 6 ? 'ipv6' : 'ipv4';
+  if (prefix === undefined) return list.addAddress(address, type);
+  const bits = Number(prefix);
+  if (!/^\d+$/.test(prefix) || bits > (version === 6 ? 128 : 32))
+    throw new Error(`"${rule}" has a bad prefix length`);
+  list.addSubnet(address, bits, type);
+}

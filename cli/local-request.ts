@@ -209,9 +209,9 @@ export class LocalForwarder {
 
   /** The response headers as the public client should see them. */
   private publicHeaders(rawHeaders: string[], upgrade = false): HeaderList {
+    // Node's parser caps the local response head (maxHeaderSize 64 KiB, 2000 headers), inside the wire limits.
     return edit(stripHopByHop(rawHeaders, upgrade), this.rules.responseRemove, this.rules.responseAdd);
   }
-
   private request(head: RequestFrame, upgrade: boolean): http.ClientRequest {
     const headers = this.localHeaders(head);
     return this.mod.request({

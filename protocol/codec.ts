@@ -14,7 +14,8 @@ import {
 // Plain msgpack (no msgpackr records) so any msgpack decoder can read the wire format.
 const packr = new Packr({ useRecords: false, moreTypes: false });
 // Maps decode to Map (not plain objects), so hostile keys such as "__proto__" are inert.
-const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: false });
+// 64-bit integers (which other msgpack encoders use for e.g. timestamps) decode to numbers; uint() range-checks them.
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: false, int64AsType: 'number' });
 
 /** A decoding or validation failure: the peer sent something that is not a valid frame. */
 export class FrameError extends GgrokError {
@@ -245,7 +246,12 @@ function validate(a: unknown[]): Frame {
       const status = uint(a[2], 'status', 999, id);
       const min = type === FrameType.Info ? 100 : 101;
       const max = type === FrameType.Info ? 199 : 999;
-      if (status < min || status > max || (type === FrameType.Info && status === 101))
+      if (
+        status < min ||
+        status > max ||
+        (type === FrameType.Info && status === 101) ||
+        (type === FrameType.Response && status < 200 && status !== 101)
+      )
         throw new FrameError(`bad status ${status}`, id);
       return { type, id, status, reason: reason(a[3], id), headers: headers(a[4], id) };
     }
@@ -253,8 +259,8 @@ function validate(a: unknown[]): Frame {
       // Reached only for Data frames the fast path did not recognise (non-minimal encodings).
       arity(a, 3);
       const id = streamId(a[1]);
-      if (!(a[2] instanceof Uint8Array)) throw new FrameError('data payload must be binary', id);
-      return { type, id, data: Buffer.from(a[2].buffer, a[2].byteOffset, a[2].byteLength) };
+      if (!Buffer.isBuffer(a[2])) throw new FrameError('data payload must be binary', id);
+      return { type, id, data: a[2] };
     }
     case FrameType.End: {
       arity(a, 3);
@@ -326,6 +332,14 @@ function reason(v: unknown, id: number): string {
   if (typeof v !== 'string' || v.length > 1024 || !FIELD_VALUE.test(v))
     throw new FrameError('bad reason phrase', id);
   return v;
+}
+
+/** Whether a header list fits the wire limits (count and bytes); senders check before building a frame. */
+export function headerListFits(list: HeaderList): boolean {
+  if (list.length > WIRE_LIMITS.MAX_HEADER_LIST_ENTRIES) return false;
+  let bytes = 0;
+  for (const item of list) bytes += item.length;
+  return bytes <= WIRE_LIMITS.MAX_HEADER_LIST_BYTES;
 }
 
 /** Validates a flat header list: token names, safe values, bounded size. */

@@ -191,8 +191,8 @@ export const WIRE_LIMITS = {
   MIN_DATA_BYTES: 1024,
   /** Total bytes of names and values in one header list. */
   MAX_HEADER_LIST_BYTES: 128 * 1024,
-  /** Entries (name + value counts as 2) in one header list. */
-  MAX_HEADER_LIST_ENTRIES: 2 * 500,
+  /** Entries (name + value counts as 2) in one header list: Node's default maxHeadersCount (2000) plus room for X-Forwarded-*. */
+  MAX_HEADER_LIST_ENTRIES: 2 * 2010,
   MAX_TARGET_BYTES: 64 * 1024,
   MAX_STRING_BYTES: 4096,
   /** Entries in each list of access rules. */

@@ -123,6 +123,12 @@ export class Session implements StreamHost {
   openStream(head: Omit<RequestFrame, 'type' | 'id'>): TunnelStream {
     const id = ++this.highestId;
     const stream = this.createStream(id);
+    if (this.closed || this.closing) {
+      // Too late: fail the stream the way every other stream of a closed session fails.
+      this.dispose(stream);
+      queueMicrotask(() => stream.onReset(new GgrokError(ResetCode.TunnelClosed, 'tunnel closed')));
+      return stream;
+    }
     this.control.push(encodeFrame({ type: FrameType.Request, id, ...head }));
     this.scheduleFlush();
     return stream;
@@ -293,6 +299,20 @@ export class Session implements StreamHost {
       const e = err instanceof FrameError ? err : new FrameError(String(err));
       const stream = e.streamId ? this.streams.get(e.streamId) : undefined;
       if (stream) return this.streamProtocolError(stream, e.message);
+      // A bad frame for a stream that already finished: drop it, as streamFor() drops valid ones.
+      if (e.streamId && e.streamId <= this.highestId) return;
+      // A request we cannot accept (e.g. too many headers): refuse that stream, not the whole session.
+      if (e.streamId && this.opts.role === 'client' && data[1] === FrameType.Request) {
+        this.highestId = e.streamId;
+        this.opts.onProtocolError?.(e, false);
+        this.sendControl({
+          type: FrameType.Reset,
+          id: e.streamId,
+          code: ResetCode.ProtocolError,
+          message: e.message,
+        });
+        return;
+      }
       return this.fatal(e);
     }
     this.dispatch(frame);

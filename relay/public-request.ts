@@ -1,6 +1,7 @@
 // A public request (or upgrade) <-> one tunnel stream: headers out, body both ways, response or raw channel back.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
+import { headerListFits } from '../protocol/codec.js';
 import { ResetCode, statusForReset, type GgrokError } from '../protocol/errors.js';
 import { BodyKind, type HeaderList, type InfoFrame, type ResponseFrame } from '../protocol/frames.js';
 import { addForwardedHeaders, stripHopByHop, toPairs, withoutHeader } from '../protocol/headers.js';
@@ -18,6 +19,14 @@ export interface PublicContext {
   /** Remove Authorization: the relay consumed Basic credentials for the tunnel's own protection. */
   dropAuthorization: boolean;
 }
+
+/** More headers (count or bytes) than one frame may carry. */
+const HEADERS_TOO_LARGE: ErrorPage = {
+  status: 431,
+  code: 'headers_too_large',
+  title: 'Request Header Fields Too Large',
+  detail: 'The request has more headers than the tunnel carries.',
+};
 
 /** Called when the exchange is over, whatever the outcome. */
 type Done = () => void;
@@ -87,10 +96,15 @@ export function forwardRequest(
   ctx: PublicContext,
   done: Done,
 ): void {
+  const headers = requestHeaders(req, ctx, false);
+  if (!headerListFits(headers)) {
+    sendErrorPage(res, HEADERS_TOO_LARGE);
+    return done();
+  }
   const stream = session.openStream({
     method: req.method ?? 'GET',
     target: req.url ?? '/',
-    headers: requestHeaders(req, ctx, false),
+    headers,
     body: bodyKind(req),
     upgrade: false,
   });
@@ -166,10 +180,15 @@ export function forwardUpgrade(
   ctx: PublicContext,
   done: Done,
 ): void {
+  const headers = requestHeaders(req, ctx, true);
+  if (!headerListFits(headers)) {
+    writeRawErrorPage(socket, HEADERS_TOO_LARGE);
+    return done();
+  }
   const stream: TunnelStream = session.openStream({
     method: req.method ?? 'GET',
     target: req.url ?? '/',
-    headers: requestHeaders(req, ctx, true),
+    headers,
     body: BodyKind.None,
     upgrade: true,
   });

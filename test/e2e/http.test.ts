@@ -59,6 +59,15 @@ describe('request fidelity', () => {
     expect(forwarded['x-forwarded-port']).toBe(String(t.relay.port));
   });
 
+  test('a request with 600 headers passes whole (and cannot close the tunnel)', async () => {
+    const t = await startTunnel(cleanup, (req, res) => reply(res, 200, String(req.rawHeaders.length / 2)));
+    const headers: string[] = ['Host', t.host];
+    for (let i = 0; i < 600; i++) headers.push(`X-H${i}`, String(i));
+    const res = await t.request({ headers });
+    expect(res.body.toString()).toBe(String(601 + 4 + 1)); // + X-Forwarded-* (4) + Connection of the local hop
+    expect((await t.request()).status).toBe(200);
+  });
+
   test('hop-by-hop headers are stripped, including those named by Connection', async () => {
     const t = await startTunnel(cleanup, (_req, res) => reply(res, 200, 'ok'));
     const head =

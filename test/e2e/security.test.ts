@@ -1,0 +1,382 @@
+// Access control, limits, TLS and hostile load: only owners get tunnels, protected tunnels stay protected,
+// and one misbehaving visitor or tunnel does not slow the others.
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, test } from 'vitest';
+import { GgrokError } from '../../protocol/errors.js';
+import {
+  Cleanup,
+  rawRequest,
+  reply,
+  runCli,
+  startClient,
+  startLocal,
+  startRelay,
+  startTunnel,
+  TOKEN,
+  waitFor,
+} from '../helpers.js';
+
+const cleanup = new Cleanup();
+afterEach(() => cleanup.run());
+
+const basic = (user: string, pass: string): string =>
+  `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`;
+
+async function refusal(promise: Promise<unknown>): Promise<GgrokError> {
+  try {
+    await promise;
+  } catch (err) {
+    if (err instanceof GgrokError) return err;
+    throw err;
+  }
+  throw new Error('expected a refusal');
+}
+
+describe('visitor protection', () => {
+  test('--basic-auth: 401 with WWW-Authenticate, credentials consumed by the relay', async () => {
+    const t = await startTunnel(
+      cleanup,
+      (req, res) => reply(res, 200, `auth=${req.headers.authorization ?? 'none'}`),
+      {
+        client: { access: { basicAuth: ['alice:s3cret', 'bob:pw'], allowIp: [], optionsWithoutAuth: false } },
+      },
+    );
+    const none = await t.request();
+    expect([none.status, none.headers['www-authenticate']]).toEqual([
+      401,
+      'Basic realm="ggrok", charset="UTF-8"',
+    ]);
+    const wrong = await t.request({ headers: { Host: t.host, Authorization: basic('alice', 'nope') } });
+    expect(wrong.status).toBe(401);
+    for (const [user, pass] of [
+      ['alice', 's3cret'],
+      ['bob', 'pw'],
+    ] as const) {
+      const ok = await t.request({ headers: { Host: t.host, Authorization: basic(user, pass) } });
+      expect([ok.status, ok.body.toString()]).toEqual([200, 'auth=none']);
+    }
+    const preflight = await t.request({ method: 'OPTIONS' });
+    expect(preflight.status).toBe(401);
+    expect(t.local.requests).toHaveLength(2); // refused visitors never reached the local service
+  });
+
+  test('--options-without-auth lets CORS preflights through', async () => {
+    const t = await startTunnel(cleanup, (req, res) => reply(res, 204, ''), {
+      client: { access: { basicAuth: ['a:b'], allowIp: [], optionsWithoutAuth: true } },
+    });
+    expect((await t.request({ method: 'OPTIONS' })).status).toBe(204);
+    expect((await t.request({ method: 'GET' })).status).toBe(401);
+  });
+
+  test('--allow-ip: other addresses get 403; behind a trusted proxy the proxy-reported address counts', async () => {
+    const denied = await startTunnel(cleanup, (_req, res) => reply(res, 200, 'in'), {
+      subdomain: 'denied',
+      client: {
+        access: { basicAuth: [], allowIp: ['10.0.0.0/8', '2001:db8::/32'], optionsWithoutAuth: false },
+      },
+    });
+    const no = await denied.request();
+    expect([no.status, no.headers['x-ggrok-error']]).toEqual([403, 'ip_not_allowed']);
+    expect(no.body.toString()).toContain('127.0.0.1');
+    const allowed = await startTunnel(cleanup, (_req, res) => reply(res, 200, 'in'), {
+      subdomain: 'allowed',
+      client: { access: { basicAuth: [], allowIp: ['127.0.0.0/8'], optionsWithoutAuth: false } },
+    });
+    expect((await allowed.request()).status).toBe(200);
+    const proxied = await startTunnel(cleanup, (_req, res) => reply(res, 200, 'in'), {
+      subdomain: 'proxied',
+      relay: { trustProxy: true },
+      client: { access: { basicAuth: [], allowIp: ['203.0.113.0/24'], optionsWithoutAuth: false } },
+    });
+    const viaProxy = await proxied.request({
+      headers: { Host: proxied.host, 'X-Forwarded-For': '198.51.100.1, 203.0.113.9' },
+    });
+    expect(viaProxy.status).toBe(200);
+    const spoofedLeft = await proxied.request({
+      headers: { Host: proxied.host, 'X-Forwarded-For': '203.0.113.9, 198.51.100.1' },
+    });
+    expect(spoofedLeft.status).toBe(403);
+  });
+
+  test('malformed access rules are refused at connect time', async () => {
+    const r = await startRelay(cleanup);
+    const local = await startLocal(cleanup, (_req, res) => reply(res, 200, 'x'));
+    const bad = await refusal(
+      startClient(cleanup, r.url, local.port, {
+        access: { basicAuth: [], allowIp: ['10.0.0.0/99'], optionsWithoutAuth: false },
+      }),
+    );
+    expect(bad.code).toBe('access_invalid');
+    expect(bad.message).toContain('10.0.0.0/99');
+  });
+
+  test('--host-header and header add/remove are applied on the way in and out', async () => {
+    const t = await startTunnel(
+      cleanup,
+      (req, res) => {
+        res.setHeader('X-Powered-By', 'secret-stack');
+        reply(
+          res,
+          200,
+          JSON.stringify({
+            host: req.headers.host,
+            added: req.headers['x-added'],
+            cookie: req.headers.cookie ?? null,
+          }),
+        );
+      },
+      {
+        client: {
+          headerRules: {
+            hostHeader: 'rewrite',
+            requestAdd: ['X-Added', 'yes'],
+            requestRemove: ['Cookie'],
+            responseAdd: ['X-Frame-Options', 'DENY'],
+            responseRemove: ['x-powered-by'],
+          },
+        },
+      },
+    );
+    const res = await t.request({ headers: { Host: t.host, Cookie: 'session=1' } });
+    expect(JSON.parse(res.body.toString())).toEqual({
+      host: `localhost:${t.local.port}`,
+      added: 'yes',
+      cookie: null,
+    });
+    expect(res.headers['x-frame-options']).toBe('DENY');
+    expect(res.headers['x-powered-by']).toBeUndefined();
+  });
+});
+
+describe('limits', () => {
+  test('tunnels per token are capped; a second token has its own budget', async () => {
+    const r = await startRelay(cleanup, { maxTunnelsPerToken: 2, tokens: [TOKEN, 'other-token'] });
+    const local = await startLocal(cleanup, (_req, res) => reply(res, 200, 'x'));
+    await startClient(cleanup, r.url, local.port, { subdomain: 'one' });
+    await startClient(cleanup, r.url, local.port, { subdomain: 'two' });
+    const third = await refusal(startClient(cleanup, r.url, local.port, { subdomain: 'three' }));
+    expect(third.code).toBe('too_many_tunnels');
+    await startClient(cleanup, r.url, local.port, { subdomain: 'three', token: 'other-token' });
+    expect(r.relay.tunnelCount).toBe(3);
+  });
+
+  test('new requests above the per-tunnel rate get 429 with Retry-After', async () => {
+    const t = await startTunnel(cleanup, (_req, res) => reply(res, 200, 'ok'), {
+      relay: { streamsPerSecond: 5 },
+    });
+    const statuses = await Promise.all(Array.from({ length: 40 }, () => t.request().then((r) => r)));
+    const ok = statuses.filter((r) => r.status === 200).length;
+    const limited = statuses.filter((r) => r.status === 429);
+    expect(ok).toBeGreaterThanOrEqual(10); // the burst
+    expect(ok).toBeLessThan(20);
+    expect(limited.length).toBe(40 - ok);
+    expect(limited[0]!.headers['retry-after']).toBe('1');
+    expect(limited[0]!.headers['x-ggrok-error']).toBe('rate_limited');
+  });
+
+  test('a stream with no data either way is reset after the idle timeout (504)', async () => {
+    const t = await startTunnel(cleanup, () => {}, { relay: { idleStreamMs: 300, heartbeatMs: 200 } });
+    const res = await t.request();
+    expect([res.status, res.headers['x-ggrok-error']]).toEqual([504, 'idle_timeout']);
+    await waitFor(() => t.local.requests[0]!.socket.destroyed, 'the local request to be aborted');
+  });
+
+  test('request heads over --max-header-bytes get 431', async () => {
+    const t = await startTunnel(cleanup, (_req, res) => reply(res, 200, 'ok'), {
+      relay: { maxHeaderBytes: 4096 },
+    });
+    const status = await new Promise<number>((resolve) => {
+      const req = http.request({
+        host: '127.0.0.1',
+        port: t.relay.port,
+        agent: false,
+        headers: { Host: t.host, 'X-Pad': 'x'.repeat(6000) },
+      });
+      req.on('response', (res) => resolve(res.statusCode!));
+      req.on('error', () => resolve(-1));
+      req.end();
+    });
+    expect(status).toBe(431);
+    expect((await t.request()).status).toBe(200);
+  });
+});
+
+describe('hostile load', () => {
+  test('300 slow-header connections do not delay a normal request', async () => {
+    const t = await startTunnel(cleanup, (_req, res) => reply(res, 200, 'fast'));
+    const sockets: net.Socket[] = [];
+    cleanup.add(() => sockets.forEach((s) => s.destroy()));
+    for (let i = 0; i < 300; i++) {
+      const s = net.connect(t.relay.port, '127.0.0.1');
+      s.on('error', () => {});
+      s.write(`GET / HTTP/1.1\r\nHost: ${t.host}\r\nX-Slow: `);
+      sockets.push(s);
+    }
+    await waitFor(() => sockets.every((s) => !s.connecting), 'the slow connections to open');
+    const started = Date.now();
+    const res = await t.request();
+    expect(res.body.toString()).toBe('fast');
+    expect(Date.now() - started).toBeLessThan(1000);
+  });
+
+  test('a 3 000-request flood on one tunnel leaves another tunnel answering in under a second', async () => {
+    // Relay, clients and the flood run as separate processes, as in production: the test process only
+    // hosts the quiet tunnel's local server and measures it.
+    const relay = runCli(cleanup, [
+      'relay',
+      '--port',
+      '0',
+      '--host',
+      '127.0.0.1',
+      '--domain',
+      'localhost',
+      '--token',
+      TOKEN,
+    ]);
+    const port = Number((await relay.waitForOutput(/listening on [^\s]+:(\d+)/))[1]);
+    const server = `http://127.0.0.1:${port}`;
+    const quietLocal = await startLocal(cleanup, (_req, res) => reply(res, 200, 'quiet ok'));
+    const floodLocal = spawnNode(
+      `require('http').createServer((q, s) => s.end('ok')).listen(0, '127.0.0.1', function () { console.log('port ' + this.address().port) })`,
+    );
+    const floodPort = Number((await floodLocal.waitForOutput(/port (\d+)/))[1]);
+    const flooded = runCli(cleanup, [
+      'http',
+      String(floodPort),
+      '--server',
+      server,
+      '--token',
+      TOKEN,
+      '--subdomain',
+      'flooded',
+      '-q',
+    ]);
+    const quiet = runCli(cleanup, [
+      'http',
+      String(quietLocal.port),
+      '--server',
+      server,
+      '--token',
+      TOKEN,
+      '--subdomain',
+      'quiet',
+      '-q',
+    ]);
+    await flooded.waitForOutput(/Forwarding/);
+    await quiet.waitForOutput(/Forwarding/);
+    const flood = spawnNode(`
+      const http = require('http');
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 200 });
+      const counts = {}; let done = 0;
+      for (let i = 0; i < 3000; i++) {
+        const req = http.get({ host: '127.0.0.1', port: ${port}, agent, headers: { Host: 'flooded.localhost:${port}' } }, (res) => {
+          res.resume();
+          res.on('end', () => { counts[res.statusCode] = (counts[res.statusCode] || 0) + 1; finish(); });
+        });
+        req.on('error', () => { counts.error = (counts.error || 0) + 1; finish(); });
+      }
+      function finish() { if (++done === 100) console.log('flooding'); if (done === 3000) { console.log('counts ' + JSON.stringify(counts)); process.exit(0); } }
+    `);
+    await flood.waitForOutput(/flooding/);
+    const times: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const started = Date.now();
+      const res = await rawRequest({ port, headers: { Host: `quiet.localhost:${port}` } });
+      times.push(Date.now() - started);
+      expect(res.body.toString()).toBe('quiet ok');
+    }
+    const counts = JSON.parse((await flood.waitForOutput(/counts (.*)/, 60_000))[1]!) as Record<
+      string,
+      number
+    >;
+    expect(Object.keys(counts).every((k) => k === '200' || k === '429')).toBe(true);
+    expect((counts['200'] ?? 0) + (counts['429'] ?? 0)).toBe(3000);
+    times.sort((a, b) => a - b);
+    expect(times[2]).toBeLessThan(1000); // the median quiet request during the flood
+  });
+});
+
+/** Runs a small node script as its own process, collecting its output. */
+function spawnNode(script: string): {
+  waitForOutput: (re: RegExp, timeoutMs?: number) => Promise<RegExpMatchArray>;
+} {
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (out += c.toString()));
+  cleanup.add(() => child.kill('SIGKILL'));
+  return {
+    waitForOutput: async (re, timeoutMs = 30_000) => {
+      await waitFor(() => re.test(out), `output ${re}`, timeoutMs);
+      return out.match(re)!;
+    },
+  };
+}
+
+describe('TLS', () => {
+  test('the relay terminates TLS; the client verifies certificates unless --insecure', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'ggrok-tls-'));
+    cleanup.add(() => rmSync(dir, { recursive: true, force: true }));
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-days',
+        '1',
+        '-keyout',
+        path.join(dir, 'key.pem'),
+        '-out',
+        path.join(dir, 'cert.pem'),
+        '-subj',
+        '/CN=localhost',
+        '-addext',
+        'subjectAltName=DNS:localhost,DNS:*.localhost,IP:127.0.0.1',
+      ],
+      { stdio: 'ignore' },
+    );
+    const tls = {
+      cert: readFileSync(path.join(dir, 'cert.pem')),
+      key: readFileSync(path.join(dir, 'key.pem')),
+    };
+    const r = await startRelay(cleanup, { tls });
+    const local = await startLocal(cleanup, (req, res) =>
+      reply(res, 200, `secure ${String(req.headers['x-forwarded-proto'])}`),
+    );
+    const server = `https://127.0.0.1:${r.port}`;
+    const untrusted = await refusal(startClient(cleanup, server, local.port, { subdomain: 'strict' }));
+    expect(untrusted.code).toBe('relay_tls');
+    expect(untrusted.message).toContain('--insecure');
+    const client = await startClient(cleanup, server, local.port, { subdomain: 'tls', insecure: true });
+    expect(client.url).toBe(`https://tls.localhost:${r.port}`);
+    const body = await new Promise<string>((resolve, reject) => {
+      https
+        .get(
+          {
+            host: '127.0.0.1',
+            port: r.port,
+            rejectUnauthorized: false,
+            headers: { Host: `tls.localhost:${r.port}` },
+          },
+          (res) => {
+            let text = '';
+            res.on('data', (c: Buffer) => (text += c.toString()));
+            res.on('end', () => resolve(text));
+          },
+        )
+        .on('error', reject);
+    });
+    expect(body).toBe('secure https');
+  });
+});

@@ -1,5 +1,6 @@
 // The built `ggrok` binary as users run it: real processes, exit codes, and what they print.
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
@@ -123,6 +124,32 @@ describe('relay and http processes', () => {
     expect((await client.waitForOutput(/Forwarding\s+(\S+)/))[1]).toBe(`http://envy.example.test:${port}`);
     const res = await rawRequest({ port, headers: { Host: 'envy.example.test' } });
     expect(res.body.toString()).toBe('env ok');
+  });
+
+  test('--tokens-file adds tokens (comments and blank lines ignored); a missing file is a clear error', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'ggrok-tokens-'));
+    cleanup.add(() => rmSync(dir, { recursive: true, force: true }));
+    const file = path.join(dir, 'tokens');
+    writeFileSync(file, '# team tokens\nalpha-token\n\n  beta-token  # laptop\n');
+    const relay = await startRelayProcess(['--tokens-file', file, '--domain', 'localhost']);
+    expect(relay.token).toBeUndefined(); // configured tokens are never printed
+    const local = await startLocal(cleanup, (_req, res) => reply(res, 200, 'from file'));
+    const client = runCli(cleanup, [
+      'http',
+      String(local.port),
+      '--server',
+      `http://127.0.0.1:${relay.port}`,
+      '--token',
+      'beta-token',
+      '--subdomain',
+      'beta',
+    ]);
+    await client.waitForOutput(/Forwarding/);
+    const res = await rawRequest({ port: relay.port, headers: { Host: `beta.localhost:${relay.port}` } });
+    expect(res.body.toString()).toBe('from file');
+    const missing = runCli(cleanup, ['relay', '--port', '0', '--tokens-file', path.join(dir, 'nope')]);
+    expect(await missing.exited).toBe(2);
+    expect(missing.stderr()).toMatch(/cannot read --tokens-file .*ENOENT/);
   });
 
   test('a rejected token exits 1 with a message saying so', async () => {

@@ -5,7 +5,7 @@ import { afterEach, expect, test } from 'vitest';
 import WebSocket from 'ws';
 import { encodeData, encodeFrame } from '../../protocol/codec.js';
 import { DEFAULT_FLOW, FrameType, PROTOCOL_VERSION, type Frame } from '../../protocol/frames.js';
-import { Cleanup, reply, startTunnel, TOKEN, waitFor, type Tunnel } from '../helpers.js';
+import { Cleanup, rawRequest, reply, startTunnel, TOKEN, waitFor, type Tunnel } from '../helpers.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -142,5 +142,36 @@ test('a client that overruns a stream window loses that stream, not its tunnel',
   expect(frames.find((f) => f.type === FrameType.Reset)).toMatchObject({ id, code: 'protocol_error' });
   expect(ws.readyState).toBe(WebSocket.OPEN);
   expect(t.relay.events.some((e) => e.event === 'protocol_error' && e.fatal === false)).toBe(true);
+  await stillServes(t);
+});
+
+test('a flood of resets and window updates for finished streams is shrugged off', async () => {
+  const t = await startTunnel(cleanup, (_req, res) => reply(res, 200, 'alive'));
+  const { ws, frames } = await rawControl(t.relay.port, { name: 'flooder' });
+  // Serve one real request so stream 1 exists and finishes; later frames for it are stale, not fatal.
+  const served = rawRequest({ port: t.relay.port, headers: { Host: `flooder.localhost:${t.relay.port}` } });
+  await waitFor(() => frames.some((f) => f.type === FrameType.Request), 'the request to arrive');
+  ws.send(
+    encodeFrame({
+      type: FrameType.Response,
+      id: 1,
+      status: 200,
+      reason: 'OK',
+      headers: ['Content-Length', '2'],
+    }),
+  );
+  ws.send(encodeData(1, Buffer.from('ok')));
+  ws.send(encodeFrame({ type: FrameType.End, id: 1, trailers: [] }));
+  expect((await served).body.toString()).toBe('ok');
+  for (let i = 0; i < 20_000; i++) {
+    ws.send(encodeFrame({ type: FrameType.Reset, id: 1, code: 'cancel', message: 'again' }));
+    ws.send(encodeFrame({ type: FrameType.Window, id: 1, increment: 1 }));
+  }
+  ws.send(encodeFrame({ type: FrameType.Ping, nonce: 42 }));
+  await waitFor(
+    () => frames.some((f) => f.type === FrameType.Pong && f.nonce === 42),
+    'the relay to get through the flood',
+  );
+  expect(ws.readyState).toBe(WebSocket.OPEN);
   await stillServes(t);
 });

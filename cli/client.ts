@@ -29,6 +29,8 @@ export interface ClientOptions {
   access?: AccessRules;
   /** Header edits applied by this client (Host rewrite, add/remove). */
   headerRules?: HeaderRules;
+  /** Further tunnels carried by the same control connection. */
+  more?: TunnelSpec[];
   /** Keep retrying when the relay cannot be reached at first (the CLI does; the API rejects instead). */
   retryInitialConnect?: boolean;
   /** Give up and emit 'fatal' instead of reconnecting after a drop. */
@@ -38,10 +40,20 @@ export interface ClientOptions {
   maxBackoffMs?: number;
 }
 
+/** One tunnel of a client: a name to ask for, a local target, and its own rules. */
+export interface TunnelSpec {
+  subdomain?: string;
+  target: LocalTarget;
+  access?: AccessRules;
+  headerRules?: HeaderRules;
+}
+
 /** What 'online' reports. */
 export interface OnlineInfo {
   url: string;
   name: string;
+  /** Every tunnel of the connection, the first one included, in order. */
+  tunnels: { name: string; url: string; target: LocalTarget }[];
   /** True for every connection after the first. */
   reconnected: boolean;
 }
@@ -92,7 +104,10 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
   }
 
   private readonly clientId = randomBytes(12).toString('base64url');
-  private readonly forwarder: LocalForwarder;
+  private readonly specs: TunnelSpec[];
+  private readonly forwarders: LocalForwarder[];
+  /** Names the relay gave each tunnel, reclaimed on reconnect. */
+  private names: string[] = [];
   private readonly wsUrl: string;
   private session: Session | undefined;
   private ws: WebSocket | undefined;
@@ -105,7 +120,18 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
   constructor(private readonly opts: ClientOptions) {
     super();
     this.wsUrl = controlUrl(opts.server);
-    this.forwarder = new LocalForwarder(opts.target, (x) => this.emit('request', x), opts.headerRules);
+    this.specs = [
+      { subdomain: opts.subdomain, target: opts.target, access: opts.access, headerRules: opts.headerRules },
+      ...(opts.more ?? []),
+    ];
+    this.forwarders = this.specs.map(
+      (spec, i) =>
+        new LocalForwarder(
+          spec.target,
+          (x) => this.emit('request', { ...x, tunnel: this.names[i] ?? '' }),
+          spec.headerRules,
+        ),
+    );
   }
 
   /** Connects; resolves with the public URL, rejects with a GgrokError that says what to do. */
@@ -131,7 +157,7 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
     this.closing = true;
     clearTimeout(this.retryTimer);
     const ws = this.ws;
-    this.forwarder.close();
+    for (const f of this.forwarders) f.close();
     if (ws && ws.readyState !== WebSocket.CLOSED) {
       const closed = new Promise<void>((r) => ws.once('close', () => r()));
       if (this.session) this.session.close(CloseCode.Normal, 'client closed');
@@ -161,11 +187,19 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
           type: FrameType.Hello,
           version: PROTOCOL_VERSION,
           token: this.opts.token,
-          name: this.name && this.name !== 'default' ? this.name : (this.opts.subdomain ?? ''),
+          name: this.wantedName(0),
           agent: `ggrok/${VERSION} node/${process.versions.node}`,
           clientId: this.clientId,
           flow: DEFAULT_FLOW,
           ...(this.opts.access ? { access: this.opts.access } : {}),
+          ...(this.specs.length > 1
+            ? {
+                more: this.specs.slice(1).map((spec, i) => ({
+                  name: this.wantedName(i + 1),
+                  ...(spec.access ? { access: spec.access } : {}),
+                })),
+              }
+            : {}),
         }),
       );
     });
@@ -273,15 +307,32 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
       heartbeatMs: welcome.heartbeatMs,
       deadAfterMs: welcome.heartbeatMs * 2,
       maxInboundStreams: welcome.maxStreams,
-      onRequest: (stream, head) => this.forwarder.serve(stream, head),
+      onRequest: (stream, head) => {
+        const forwarder = this.forwarders[head.tunnel];
+        if (forwarder) forwarder.serve(stream, head);
+        else stream.reset('protocol_error', `no tunnel ${head.tunnel} on this connection`);
+      },
       onGoAway: (frame) => (this.goAwayDelayMs = frame.reconnectAfterMs),
     });
     this.session.ping();
     this.url = welcome.url;
     this.name = welcome.name;
+    const more = welcome.more ?? [];
+    this.names = [welcome.name, ...more.map((t) => t.name)];
+    const tunnels = [{ name: welcome.name, url: welcome.url }, ...more].map((t, i) => ({
+      ...t,
+      target: this.specs[i]!.target,
+    }));
     const reconnected = this.everOnline;
     this.everOnline = true;
-    this.emit('online', { url: welcome.url, name: welcome.name, reconnected });
+    this.emit('online', { url: welcome.url, name: welcome.name, tunnels, reconnected });
+  }
+
+  /** The name to ask for: the one the relay gave last time (keeps URLs stable), else the configured one. */
+  private wantedName(index: number): string {
+    const got = this.names[index];
+    if (got && got !== 'default') return got;
+    return this.specs[index]?.subdomain ?? '';
   }
 
   /** Exponential backoff with jitter, from minBackoffMs (250 ms) to maxBackoffMs (30 s). */
@@ -298,7 +349,7 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
 
   private fail(err: GgrokError): void {
     this.closing = true;
-    this.forwarder.close();
+    for (const f of this.forwarders) f.close();
     this.emit('fatal', err);
   }
 }

@@ -141,6 +141,8 @@ function edit(headers: HeaderList, remove: string[], add: HeaderList): HeaderLis
 
 /** Summary of one finished exchange, for the terminal and the programmatic API. */
 export interface Exchange {
+  /** Name of the tunnel that carried it (filled in by the client). */
+  tunnel?: string;
   method: string;
   target: string;
   status: number;

@@ -41,6 +41,10 @@ export function encodeFrame(frame: Frame): Buffer {
         flow: flowToWire(frame.flow),
       };
       if (frame.access) body.access = { ...frame.access };
+      if (frame.more?.length)
+        body.more = frame.more.map((t) =>
+          t.access ? { name: t.name, access: { ...t.access } } : { name: t.name },
+        );
       return packr.pack([frame.type, body]);
     }
     case FrameType.Welcome:
@@ -52,6 +56,7 @@ export function encodeFrame(frame: Frame): Buffer {
           flow: flowToWire(frame.flow),
           heartbeatMs: frame.heartbeatMs,
           maxStreams: frame.maxStreams,
+          ...(frame.more?.length ? { more: frame.more.map((t) => ({ name: t.name, url: t.url })) } : {}),
         },
       ]);
     case FrameType.Refuse:
@@ -61,8 +66,8 @@ export function encodeFrame(frame: Frame): Buffer {
       return packr.pack([frame.type, frame.nonce]);
     case FrameType.GoAway:
       return packr.pack([frame.type, frame.code, frame.message, frame.reconnectAfterMs]);
-    case FrameType.Request:
-      return packr.pack([
+    case FrameType.Request: {
+      const fields = [
         frame.type,
         frame.id,
         frame.method,
@@ -70,7 +75,9 @@ export function encodeFrame(frame: Frame): Buffer {
         frame.headers,
         frame.body,
         frame.upgrade,
-      ]);
+      ];
+      return packr.pack(frame.tunnel ? [...fields, frame.tunnel] : fields);
+    }
     case FrameType.Response:
     case FrameType.Info:
       return packr.pack([frame.type, frame.id, frame.status, frame.reason, frame.headers]);
@@ -136,7 +143,7 @@ export function decodeFrame(bytes: Buffer): Frame {
   if (fast) return fast;
   // Cheap pre-check before handing bytes to the general decoder: every frame is a short array.
   const first = bytes[0];
-  if (first === undefined || first < 0x91 || first > 0x97)
+  if (first === undefined || first < 0x91 || first > 0x98)
     throw new FrameError('not a frame: expected an array');
   let value: unknown;
   try {
@@ -193,6 +200,14 @@ function validate(a: unknown[]): Frame {
         clientId: str(m.get('clientId'), 'clientId'),
         flow: flow(m.get('flow')),
         ...(m.has('access') ? { access: access(m.get('access')) } : {}),
+        ...(m.has('more')
+          ? {
+              more: tunnelList(m.get('more'), (t) => ({
+                name: str(t.get('name'), 'name'),
+                ...(t.has('access') ? { access: access(t.get('access')) } : {}),
+              })),
+            }
+          : {}),
       };
     }
     case FrameType.Welcome: {
@@ -205,6 +220,14 @@ function validate(a: unknown[]): Frame {
         flow: flow(m.get('flow')),
         heartbeatMs: uint(m.get('heartbeatMs'), 'heartbeatMs', 3_600_000),
         maxStreams: uint(m.get('maxStreams'), 'maxStreams', WIRE_LIMITS.MAX_STREAM_ID),
+        ...(m.has('more')
+          ? {
+              more: tunnelList(m.get('more'), (t) => ({
+                name: str(t.get('name'), 'name'),
+                url: str(t.get('url'), 'url'),
+              })),
+            }
+          : {}),
       };
     }
     case FrameType.Refuse:
@@ -223,7 +246,7 @@ function validate(a: unknown[]): Frame {
         reconnectAfterMs: uint(a[3], 'reconnectAfterMs', 3_600_000),
       };
     case FrameType.Request: {
-      arity(a, 7);
+      if (a.length !== 7 && a.length !== 8) arity(a, 7);
       const id = streamId(a[1]);
       const body = a[5];
       if (body !== BodyKind.None && body !== BodyKind.Length && body !== BodyKind.Chunked)
@@ -237,6 +260,8 @@ function validate(a: unknown[]): Frame {
         headers: headers(a[4], id),
         body: body,
         upgrade: a[6],
+        tunnel:
+          a.length === 8 ? uint(a[7], 'tunnel index', WIRE_LIMITS.MAX_TUNNELS_PER_CONNECTION - 1, id) : 0,
       };
     }
     case FrameType.Response:
@@ -373,6 +398,13 @@ function access(v: unknown): AccessRules {
     allowIp: stringList(m.get('allowIp'), 'allowIp'),
     optionsWithoutAuth,
   };
+}
+
+/** A bounded list of maps describing further tunnels. */
+function tunnelList<T>(v: unknown, read: (m: Map<unknown, unknown>) => T): T[] {
+  if (!Array.isArray(v) || v.length >= WIRE_LIMITS.MAX_TUNNELS_PER_CONNECTION)
+    throw new FrameError('bad tunnel list');
+  return v.map((item) => read(map(item, 'tunnel')));
 }
 
 function flowToWire(f: FlowSettings): Record<string, number> {

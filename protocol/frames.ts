@@ -66,6 +66,14 @@ export interface HelloFrame {
   flow: FlowSettings;
   /** Visitor restrictions; absent means open to everyone. Omitted from the wire when absent. */
   access?: AccessRules;
+  /** Further tunnels on the same connection (tunnel 1, 2, …; the fields above are tunnel 0). Omitted when empty. */
+  more?: TunnelRequest[];
+}
+
+/** One additional tunnel asked for in a Hello. */
+export interface TunnelRequest {
+  name: string;
+  access?: AccessRules;
 }
 
 /** Relay -> client: the tunnel is up. */
@@ -76,6 +84,8 @@ export interface WelcomeFrame {
   flow: FlowSettings;
   heartbeatMs: number;
   maxStreams: number;
+  /** Names and URLs of the further tunnels, in the order asked for. Omitted when empty. */
+  more?: { name: string; url: string }[];
 }
 
 /** Relay -> client: the hello was refused; the socket closes after it. */
@@ -114,6 +124,8 @@ export interface RequestFrame {
   body: BodyKindValue;
   /** True when this is a protocol upgrade (e.g. WebSocket); the stream becomes a raw byte channel after 101. */
   upgrade: boolean;
+  /** Which of the connection's tunnels the request is for (0 = the first; omitted on the wire when 0). */
+  tunnel: number;
 }
 
 /** Client -> relay: the final response head for stream `id`. */
@@ -197,6 +209,8 @@ export const WIRE_LIMITS = {
   MAX_STRING_BYTES: 4096,
   /** Entries in each list of access rules. */
   MAX_ACCESS_RULES: 100,
+  /** Tunnels one control connection may carry. */
+  MAX_TUNNELS_PER_CONNECTION: 32,
   MAX_STREAM_ID: 0xffff_ffff,
   /** Largest window (and window increment) either side may use: 2^31 - 1 as in HTTP/2. */
   MAX_WINDOW_BYTES: 0x7fff_ffff,

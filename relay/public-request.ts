@@ -90,7 +90,7 @@ export function resetPage(err: GgrokError): ErrorPage {
 
 /** Relays one public HTTP request through the session and streams the answer back. */
 export function forwardRequest(
-  session: Session,
+  tunnel: { session: Session; index: number },
   req: IncomingMessage,
   res: ServerResponse,
   ctx: PublicContext,
@@ -101,7 +101,8 @@ export function forwardRequest(
     sendErrorPage(res, HEADERS_TOO_LARGE);
     return done();
   }
-  const stream = session.openStream({
+  const stream = tunnel.session.openStream({
+    tunnel: tunnel.index,
     method: req.method ?? 'GET',
     target: req.url ?? '/',
     headers,
@@ -173,7 +174,7 @@ function rawHead(head: ResponseFrame, headers: HeaderList): string {
  * comes back as it is; after a 101 the stream is a raw byte channel both ways, with half-close.
  */
 export function forwardUpgrade(
-  session: Session,
+  tunnel: { session: Session; index: number },
   req: IncomingMessage,
   socket: Duplex,
   head: Buffer,
@@ -185,7 +186,8 @@ export function forwardUpgrade(
     writeRawErrorPage(socket, HEADERS_TOO_LARGE);
     return done();
   }
-  const stream: TunnelStream = session.openStream({
+  const stream: TunnelStream = tunnel.session.openStream({
+    tunnel: tunnel.index,
     method: req.method ?? 'GET',
     target: req.url ?? '/',
     headers,

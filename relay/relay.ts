@@ -5,8 +5,14 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
-import { CloseCode, RefuseCode } from '../protocol/errors.js';
-import { DEFAULT_FLOW, WIRE_LIMITS, type FlowSettings, type HelloFrame } from '../protocol/frames.js';
+import { CloseCode, RefuseCode, type RefuseCodeValue } from '../protocol/errors.js';
+import {
+  DEFAULT_FLOW,
+  WIRE_LIMITS,
+  type FlowSettings,
+  type HelloFrame,
+  type TunnelRequest,
+} from '../protocol/frames.js';
 import { Session } from '../protocol/session.js';
 import { AccessPolicy, visitorAddress } from './access.js';
 import { landingPage, sendErrorPage, sendJson, writeRawErrorPage, type ErrorPage } from './pages.js';
@@ -315,7 +321,7 @@ export class Relay {
     );
     if (refusal) return sendErrorPage(res, refusal);
     tunnel.activeRequests++;
-    forwardRequest(tunnel.session, req, res, this.publicContext(req, tunnel), () => tunnel.activeRequests--);
+    forwardRequest(tunnel, req, res, this.publicContext(req, tunnel), () => tunnel.activeRequests--);
   }
 
   /**
@@ -408,14 +414,7 @@ export class Relay {
     );
     if (refusal) return writeRawErrorPage(socket, refusal);
     tunnel.activeChannels++;
-    forwardUpgrade(
-      tunnel.session,
-      req,
-      socket,
-      head,
-      this.publicContext(req, tunnel),
-      () => tunnel.activeChannels--,
-    );
+    forwardUpgrade(tunnel, req, socket, head, this.publicContext(req, tunnel), () => tunnel.activeChannels--);
   }
 
   /** Whether a TLS certificate may be issued for `host`: the relay's domain, or a live or held tunnel name. */
@@ -477,68 +476,40 @@ export class Relay {
       return { refuse: RefuseCode.BadToken, message: 'token rejected' };
     }
     const owner = tokenId(hello.token);
-    let access: AccessPolicy | undefined;
-    try {
-      access = hello.access ? new AccessPolicy(hello.access) : undefined;
-    } catch (err) {
-      return { refuse: RefuseCode.AccessInvalid, message: (err as Error).message };
-    }
-    let name: string;
-    let replaces: Tunnel | undefined;
-    if (!this.opts.domain) {
-      name = OWN_HOST_NAME;
-      const current = this.registry.get(name);
-      if (current && !(current.owner === owner && current.clientId === hello.clientId)) {
-        this.log({ event: 'refused', reason: RefuseCode.NameInUse, peer });
-        return {
-          refuse: RefuseCode.NameInUse,
-          message: 'this relay already serves a tunnel (own-host mode serves one at a time)',
-        };
+    const wanted: TunnelRequest[] = [{ name: hello.name, access: hello.access }, ...(hello.more ?? [])];
+    if (!this.opts.domain && wanted.length > 1)
+      return { refuse: RefuseCode.NameInUse, message: 'this relay serves one tunnel (own-host mode)' };
+    const plans: { name: string; access?: AccessPolicy; replaces?: Tunnel }[] = [];
+    for (const tunnel of wanted) {
+      const plan = this.planTunnel(tunnel, owner, hello.clientId, plans);
+      if ('refuse' in plan) {
+        this.log({ event: 'refused', reason: plan.refuse, name: tunnel.name.slice(0, 80), peer });
+        return plan;
       }
-      replaces = current;
-    } else {
-      name = hello.name.toLowerCase() || this.registry.pickName();
-      const check = this.registry.check(name, owner, hello.clientId);
-      if (check.problem) {
-        const refusal = {
-          invalid: {
-            refuse: RefuseCode.NameInvalid,
-            message: `"${hello.name.slice(0, 80)}" is not a valid subdomain`,
-          },
-          reserved: { refuse: RefuseCode.NameReserved, message: `"${name}" is reserved` },
-          in_use: {
-            refuse: RefuseCode.NameInUse,
-            message: `subdomain "${name}" is in use by another client`,
-          },
-          held: {
-            refuse: RefuseCode.NameInUse,
-            message: `subdomain "${name}" is held for its previous owner`,
-          },
-        }[check.problem];
-        this.log({ event: 'refused', reason: refusal.refuse, name: name.slice(0, 80), peer });
-        return refusal;
-      }
-      replaces = check.replaces;
+      plans.push(plan);
     }
-    const held = [...this.registry.values()].filter((t) => t.owner === owner && t !== replaces).length;
-    if (held >= this.opts.maxTunnelsPerToken) {
+    const replaced = new Set(plans.map((p) => p.replaces).filter((t) => t !== undefined));
+    const held = [...this.registry.values()].filter((t) => t.owner === owner && !replaced.has(t)).length;
+    if (held + plans.length > this.opts.maxTunnelsPerToken) {
       this.log({ event: 'refused', reason: RefuseCode.TooManyTunnels, peer });
       return {
         refuse: RefuseCode.TooManyTunnels,
-        message: `this token already has ${held} tunnels open, the relay's limit`,
+        message: `this token already has ${held} tunnels open and the relay allows ${this.opts.maxTunnelsPerToken}`,
       };
     }
-    const url = this.tunnelUrl(req, name);
+    const urls = plans.map((p) => this.tunnelUrl(req, p.name));
     return {
       welcome: {
-        name,
-        url,
+        name: plans[0]!.name,
+        url: urls[0]!,
         flow: this.opts.flow,
         heartbeatMs: this.opts.heartbeatMs,
         maxStreams: this.opts.maxRequestsPerTunnel + this.opts.maxChannelsPerTunnel,
+        more: plans.slice(1).map((p, i) => ({ name: p.name, url: urls[i + 1]! })),
       },
       start: () => {
-        replaces?.session.close(CloseCode.Replaced, 'replaced by a new connection from the same client');
+        for (const old of replaced)
+          old.session.close(CloseCode.Replaced, 'replaced by a new connection from the same client');
         const session = new Session(ws, {
           role: 'relay',
           localFlow: this.opts.flow,
@@ -547,21 +518,97 @@ export class Relay {
           deadAfterMs: this.opts.deadAfterMs,
           idleStreamMs: this.opts.idleStreamMs,
           onProtocolError: (err, fatal) =>
-            this.log({ event: 'protocol_error', name, code: err.code, message: err.message, fatal }),
+            this.log({
+              event: 'protocol_error',
+              name: plans[0]!.name,
+              code: err.code,
+              message: err.message,
+              fatal,
+            }),
           onClose: ({ code, reason }) => {
-            this.registry.remove(name, tunnel);
-            this.log({ event: 'disconnect', name, code, reason });
+            for (const tunnel of tunnels) {
+              this.registry.remove(tunnel.name, tunnel);
+              this.log({ event: 'disconnect', name: tunnel.name, code, reason });
+            }
           },
         });
-        const tunnel = new Tunnel(name, url, owner, hello.clientId, hello.agent, session, access, {
-          perSecond: this.opts.streamsPerSecond,
-          burst: this.opts.streamsPerSecond * 2,
-        });
-        this.registry.add(name, tunnel);
-        this.releaseWaiters(name, tunnel);
-        this.log({ event: 'connect', name, url, peer, agent: hello.agent.slice(0, 100) });
+        const rate = { perSecond: this.opts.streamsPerSecond, burst: this.opts.streamsPerSecond * 2 };
+        const tunnels = plans.map(
+          (p, index) =>
+            new Tunnel(
+              p.name,
+              urls[index]!,
+              owner,
+              hello.clientId,
+              hello.agent,
+              session,
+              p.access,
+              rate,
+              index,
+            ),
+        );
+        for (const tunnel of tunnels) {
+          this.registry.add(tunnel.name, tunnel);
+          this.releaseWaiters(tunnel.name, tunnel);
+          this.log({
+            event: 'connect',
+            name: tunnel.name,
+            url: tunnel.url,
+            peer,
+            agent: hello.agent.slice(0, 100),
+          });
+        }
       },
     };
+  }
+
+  /** Checks one requested tunnel: its access rules and its name. */
+  private planTunnel(
+    wanted: TunnelRequest,
+    owner: string,
+    clientId: string,
+    planned: { name: string }[],
+  ):
+    | { name: string; access?: AccessPolicy; replaces?: Tunnel }
+    | { refuse: RefuseCodeValue; message: string } {
+    let access: AccessPolicy | undefined;
+    try {
+      access = wanted.access ? new AccessPolicy(wanted.access) : undefined;
+    } catch (err) {
+      return { refuse: RefuseCode.AccessInvalid, message: (err as Error).message };
+    }
+    if (!this.opts.domain) {
+      const current = this.registry.get(OWN_HOST_NAME);
+      if (current && !(current.owner === owner && current.clientId === clientId))
+        return {
+          refuse: RefuseCode.NameInUse,
+          message: 'this relay already serves a tunnel (own-host mode serves one at a time)',
+        };
+      return { name: OWN_HOST_NAME, access, replaces: current };
+    }
+    let name = wanted.name.toLowerCase();
+    while (!name || planned.some((p) => p.name === name && !wanted.name)) name = this.registry.pickName();
+    if (planned.some((p) => p.name === name))
+      return { refuse: RefuseCode.NameInUse, message: `subdomain "${name}" is asked for twice` };
+    const check = this.registry.check(name, owner, clientId);
+    switch (check.problem) {
+      case undefined:
+        return { name, access, replaces: check.replaces };
+      case 'invalid':
+        return {
+          refuse: RefuseCode.NameInvalid,
+          message: `"${wanted.name.slice(0, 80)}" is not a valid subdomain`,
+        };
+      case 'reserved':
+        return { refuse: RefuseCode.NameReserved, message: `"${name}" is reserved` };
+      case 'in_use':
+        return { refuse: RefuseCode.NameInUse, message: `subdomain "${name}" is in use by another client` };
+      case 'held':
+        return {
+          refuse: RefuseCode.NameInUse,
+          message: `subdomain "${name}" is held for its previous owner`,
+        };
+    }
   }
 }
 

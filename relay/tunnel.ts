@@ -31,6 +31,8 @@ export class Tunnel {
     /** Visitor restrictions the client asked for, if any. */
     readonly access: AccessPolicy | undefined,
     private readonly rate: { perSecond: number; burst: number },
+    /** Position of this tunnel among those its connection carries (sent in every Request). */
+    readonly index = 0,
   ) {
     this.tokens = rate.burst;
   }

@@ -96,6 +96,7 @@ test('protocol errors after the handshake close only the offending tunnel, with 
             headers: [],
             body: 0,
             upgrade: false,
+            tunnel: 0,
           }),
         ),
     },

@@ -2,6 +2,8 @@
 import http from 'node:http';
 import net from 'node:net';
 import { afterEach, describe, expect, test } from 'vitest';
+import type { OnlineInfo } from '../../cli/client.js';
+import { parseTarget } from '../../cli/local-request.js';
 import { GgrokError } from '../../protocol/errors.js';
 import {
   Cleanup,
@@ -121,6 +123,58 @@ describe('domain mode', () => {
       'name_reserved',
     ]);
     expect(JSON.stringify(r.events)).not.toContain('wrong');
+  });
+});
+
+describe('several tunnels on one connection', () => {
+  test('each name reaches its own local service; a drop and reconnect brings all of them back', async () => {
+    const r = await startRelay(cleanup);
+    const web = await startLocal(cleanup, (req, res) => reply(res, 200, `web ${req.url}`));
+    const api = await startLocal(cleanup, (req, res) => reply(res, 200, `api ${req.url}`));
+    const client = await startClient(cleanup, r.url, web.port, {
+      subdomain: 'web',
+      more: [
+        { subdomain: 'backend', target: parseTarget(String(api.port)) },
+        { target: parseTarget(String(api.port)) },
+      ],
+    });
+    const names = r.events.filter((e) => e.event === 'connect').map((e) => e.name as string);
+    expect(names.slice(0, 2)).toEqual(['web', 'backend']);
+    expect(names[2]).toMatch(/^[a-z]+-[a-z]+-\d{2}$/);
+    const get = (name: string): Promise<string> =>
+      rawRequest({ port: r.port, path: '/x', headers: { Host: `${name}.localhost:${r.port}` } }).then((res) =>
+        res.body.toString(),
+      );
+    expect(await Promise.all([get('web'), get('backend'), get(names[2]!)])).toEqual([
+      'web /x',
+      'api /x',
+      'api /x',
+    ]);
+    const seen: string[] = [];
+    client.on('request', (x) => seen.push(x.tunnel ?? '?'));
+    await get('backend');
+    await waitFor(() => seen.length === 1, 'the request event');
+    expect(seen).toEqual(['backend']);
+    const back = new Promise<OnlineInfo>((resolve) => client.once('online', resolve));
+    r.relay['registry'].get('web')!.session.terminate();
+    const info = await back;
+    expect(info.tunnels.map((t) => t.name)).toEqual(names);
+    expect(await get(names[2]!)).toBe('api /x');
+  });
+
+  test('a refused name refuses the whole connection, naming the problem', async () => {
+    const r = await startRelay(cleanup);
+    const local = await startLocal(cleanup, (_req, res) => reply(res, 200, 'x'));
+    await startClient(cleanup, r.url, local.port, { subdomain: 'taken' });
+    const err = await refusal(
+      startClient(cleanup, r.url, local.port, {
+        subdomain: 'free',
+        more: [{ subdomain: 'taken', target: parseTarget('1') }],
+      }),
+    );
+    expect(err.code).toBe('name_in_use');
+    expect(err.message).toContain('taken');
+    expect(r.relay.tunnelCount).toBe(1);
   });
 });
 

@@ -112,6 +112,7 @@ const GOLDEN: { name: string; frame: Frame; hex: string }[] = [
       headers: ['Host', 'demo.example.com', 'Accept', '*/*'],
       body: 0,
       upgrade: false,
+      tunnel: 0,
     },
     hex: `97 0a 01 a3 474554 a6 2f783f793d31
       94 a4 486f7374 b0 64656d6f2e6578616d706c652e636f6d a6 416363657074 a3 2a2f2a
@@ -127,10 +128,25 @@ const GOLDEN: { name: string; frame: Frame; hex: string }[] = [
       headers: ['Connection', 'Upgrade', 'Upgrade', 'websocket'],
       body: 0,
       upgrade: true,
+      tunnel: 0,
     },
     hex: `97 0a cd012c a3 474554 a3 2f7773
       94 aa 436f6e6e656374696f6e a7 55706772616465 a7 55706772616465 a9 776562736f636b6574
       00 c3`,
+  },
+  {
+    name: "Request (for the connection's third tunnel)",
+    frame: {
+      type: FrameType.Request,
+      id: 2,
+      method: 'GET',
+      target: '/',
+      headers: [],
+      body: 0,
+      upgrade: false,
+      tunnel: 2,
+    },
+    hex: '98 0a 02 a3 474554 a1 2f 90 00 c2 02',
   },
   {
     name: 'Response',
@@ -640,7 +656,8 @@ function shapeMatches(f: Frame): boolean {
       );
     case FrameType.Request:
       return (
-        hasKeys(f, ['id', 'method', 'target', 'headers', 'body', 'upgrade']) &&
+        hasKeys(f, ['id', 'method', 'target', 'headers', 'body', 'upgrade', 'tunnel']) &&
+        isUint(f.tunnel, 31) &&
         sid(f.id) &&
         /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(f.method) &&
         isStr(f.target) &&
@@ -768,6 +785,7 @@ const frameArb: fc.Arbitrary<Frame> = fc.oneof(
     headers: headersArb,
     body: fc.constantFrom(0 as const, 1 as const, 2 as const),
     upgrade: fc.boolean(),
+    tunnel: fc.integer({ min: 0, max: 31 }),
   }),
   fc.record({
     type: fc.constant(FrameType.Response),

@@ -167,6 +167,7 @@ const head = (target = '/', upgrade = false): Omit<RequestFrame, 'type' | 'id'> 
   headers: ['Host', 'demo.example.com'],
   body: upgrade ? BodyKind.None : BodyKind.Chunked,
   upgrade,
+  tunnel: 0,
 });
 
 /** A small deterministic PRNG, so chunk patterns are reproducible. */

@@ -10,11 +10,19 @@ import {
   PROTOCOL_VERSION,
   WIRE_LIMITS,
   type AccessRules,
+  type HeaderList,
+  type RequestFrame,
   type WelcomeFrame,
 } from '../protocol/frames.js';
 import { Session } from '../protocol/session.js';
 import { VERSION } from '../protocol/version.js';
-import { LocalForwarder, type Exchange, type HeaderRules, type LocalTarget } from './local-request.js';
+import {
+  LocalForwarder,
+  type Exchange,
+  type ExchangeObserver,
+  type HeaderRules,
+  type LocalTarget,
+} from './local-request.js';
 
 export interface ClientOptions {
   /** Relay URL, e.g. https://relay.example.com or http://localhost:8080. */
@@ -31,6 +39,8 @@ export interface ClientOptions {
   headerRules?: HeaderRules;
   /** Further tunnels carried by the same control connection. */
   more?: TunnelSpec[];
+  /** Lets an inspector watch every exchange (tunnel name, request head as the local service gets it). */
+  observe?: (tunnel: string, head: RequestFrame, localHeaders: HeaderList) => ExchangeObserver | undefined;
   /** Keep retrying when the relay cannot be reached at first (the CLI does; the API rejects instead). */
   retryInitialConnect?: boolean;
   /** Give up and emit 'fatal' instead of reconnecting after a drop. */
@@ -130,6 +140,7 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
           spec.target,
           (x) => this.emit('request', { ...x, tunnel: this.names[i] ?? '' }),
           spec.headerRules,
+          opts.observe && ((head, localHeaders) => opts.observe!(this.names[i] ?? '', head, localHeaders)),
         ),
     );
   }

@@ -69,7 +69,7 @@ const LOOPBACK = [
  * `localhost` means both loopback addresses: apps listen on 127.0.0.1 or on ::1, and resolvers disagree
  * on which comes first. With autoSelectFamily, Node tries both in turn.
  */
-const lookupLocalhost = ((
+export const lookupLocalhost = ((
   hostname: string,
   options: dns.LookupOptions,
   callback: (...args: unknown[]) => void,
@@ -139,6 +139,34 @@ function edit(headers: HeaderList, remove: string[], add: HeaderList): HeaderLis
   return add.length > 0 ? [...out, ...add] : out;
 }
 
+/**
+ * Watches one exchange for the inspector. Every method is optional and must be cheap: it runs on the
+ * data path. Chunks are the same Buffers the tunnel carries; copy what you keep.
+ */
+export interface ExchangeObserver {
+  requestData?(chunk: Buffer): void;
+  /** The response head as sent back to the public client (also the 101 of an upgrade). */
+  response?(status: number, reason: string, headers: HeaderList): void;
+  responseData?(chunk: Buffer): void;
+  /** Raw bytes of an upgraded channel: 'in' flows public -> local, 'out' local -> public. */
+  channelData?(direction: 'in' | 'out', chunk: Buffer): void;
+  /** The exchange is over (also for channels, when they close). */
+  end?(summary: Exchange): void;
+}
+
+/** Called at the start of each exchange with its request head (as the local service receives it). */
+export type Observe = (head: RequestFrame, localHeaders: HeaderList) => ExchangeObserver | undefined;
+
+/** Wraps a stream's onData so the observer sees each chunk first. */
+function tapData(stream: TunnelStream, see: ((chunk: Buffer) => void) | undefined): void {
+  if (!see) return;
+  const inner = stream.onData;
+  stream.onData = (chunk) => {
+    see(chunk);
+    inner(chunk);
+  };
+}
+
 /** Summary of one finished exchange, for the terminal and the programmatic API. */
 export interface Exchange {
   /** Name of the tunnel that carried it (filled in by the client). */
@@ -162,6 +190,7 @@ export class LocalForwarder {
     readonly target: LocalTarget,
     private readonly onExchange: (x: Exchange) => void = () => {},
     private readonly rules: HeaderRules = NO_HEADER_RULES,
+    private readonly observe?: Observe,
   ) {
     this.mod = target.protocol === 'https:' ? https : http;
     const agentOptions = { keepAlive: true, maxFreeSockets: 64, scheduling: 'lifo' as const };
@@ -180,10 +209,11 @@ export class LocalForwarder {
   serve(stream: TunnelStream, head: RequestFrame): void {
     const started = Date.now();
     let reported = false;
+    const observer = this.observe?.(head, this.localHeaders(head));
     const report = (status: number, bytes: number, error?: string): void => {
       if (reported) return;
       reported = true;
-      this.onExchange({
+      const summary: Exchange = {
         method: head.method,
         target: head.target,
         status,
@@ -191,10 +221,12 @@ export class LocalForwarder {
         bytes,
         upgrade: head.upgrade,
         error,
-      });
+      };
+      observer?.end?.(summary);
+      this.onExchange(summary);
     };
-    if (head.upgrade) this.serveUpgrade(stream, head, report);
-    else this.serveRequest(stream, head, report, 0);
+    if (head.upgrade) this.serveUpgrade(stream, head, report, observer);
+    else this.serveRequest(stream, head, report, 0, observer);
   }
 
   /** The request headers as the local service should see them. */
@@ -237,6 +269,7 @@ export class LocalForwarder {
     head: RequestFrame,
     report: (s: number, b: number, e?: string) => void,
     attempt: number,
+    observer?: ExchangeObserver,
   ): void {
     let req: http.ClientRequest;
     try {
@@ -257,6 +290,7 @@ export class LocalForwarder {
       req.end();
     } else {
       pipeStreamInto(stream, req);
+      if (attempt === 0) tapData(stream, observer?.requestData?.bind(observer));
       stream.onEnd = (trailers) => {
         if (trailers.length > 0) req.addTrailers(toPairs(trailers));
         req.end();
@@ -269,8 +303,13 @@ export class LocalForwarder {
     req.on('response', (res) => {
       responded = true;
       const status = res.statusCode ?? 502;
-      stream.sendResponse(status, res.statusMessage ?? '', this.publicHeaders(res.rawHeaders));
-      res.on('data', (chunk: Buffer) => (bytes += chunk.length));
+      const headers = this.publicHeaders(res.rawHeaders);
+      stream.sendResponse(status, res.statusMessage ?? '', headers);
+      observer?.response?.(status, res.statusMessage ?? '', headers);
+      res.on('data', (chunk: Buffer) => {
+        bytes += chunk.length;
+        observer?.responseData?.(chunk);
+      });
       res.on('end', () => report(status, bytes));
       pipeIntoStream(res, stream, {
         trailers: () => res.rawTrailers,
@@ -288,7 +327,7 @@ export class LocalForwarder {
         head.body === BodyKind.None &&
         !stream.closed
       )
-        return this.serveRequest(stream, head, report, 1);
+        return this.serveRequest(stream, head, report, 1, observer);
       const message = describeLocalError(err, this.target);
       stream.reset(isConnectFailure(err) ? ResetCode.LocalUnreachable : ResetCode.LocalError, message);
       report(502, 0, message);
@@ -299,6 +338,7 @@ export class LocalForwarder {
     stream: TunnelStream,
     head: RequestFrame,
     report: (s: number, b: number, e?: string) => void,
+    observer?: ExchangeObserver,
   ): void {
     let req: http.ClientRequest;
     try {
@@ -321,18 +361,21 @@ export class LocalForwarder {
     req.on('upgrade', (res, socket: Socket, upgradeHead: Buffer) => {
       upgraded = socket;
       socket.on('error', () => {});
-      stream.sendResponse(
-        101,
-        res.statusMessage ?? 'Switching Protocols',
-        this.publicHeaders(res.rawHeaders, true),
-      );
+      const headers = this.publicHeaders(res.rawHeaders, true);
+      stream.sendResponse(101, res.statusMessage ?? 'Switching Protocols', headers);
+      observer?.response?.(101, res.statusMessage ?? 'Switching Protocols', headers);
       // Bytes the local server sent in the same packet as its 101 must not be lost.
-      if (upgradeHead.length > 0) stream.write(upgradeHead);
+      if (upgradeHead.length > 0) {
+        observer?.channelData?.('out', upgradeHead);
+        stream.write(upgradeHead);
+      }
+      if (observer?.channelData) socket.on('data', (chunk: Buffer) => observer.channelData!('out', chunk));
       pipeIntoStream(socket, stream, {
         abortCode: ResetCode.LocalError,
         abortMessage: () => 'the local service closed the channel',
       });
       pipeStreamInto(stream, socket);
+      tapData(stream, observer?.channelData && ((chunk) => observer.channelData!('in', chunk)));
       for (const chunk of early.splice(0)) stream.onData(chunk);
       stream.onEnd = () => socket.end();
       if (earlyEnd) socket.end();
@@ -341,7 +384,10 @@ export class LocalForwarder {
     req.on('response', (res) => {
       // The local server refused the upgrade: pass its answer back as it is.
       const status = res.statusCode ?? 502;
-      stream.sendResponse(status, res.statusMessage ?? '', this.publicHeaders(res.rawHeaders));
+      const headers = this.publicHeaders(res.rawHeaders);
+      stream.sendResponse(status, res.statusMessage ?? '', headers);
+      observer?.response?.(status, res.statusMessage ?? '', headers);
+      if (observer?.responseData) res.on('data', (chunk: Buffer) => observer.responseData!(chunk));
       stream.onData = (chunk) => stream.ack(chunk.length);
       for (const chunk of early.splice(0)) stream.ack(chunk.length);
       pipeIntoStream(res, stream, { abortCode: ResetCode.LocalError });

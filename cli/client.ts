@@ -336,7 +336,15 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
     }));
     const reconnected = this.everOnline;
     this.everOnline = true;
-    this.emit('online', { url: welcome.url, name: welcome.name, tunnels, reconnected });
+    // Report online once the first heartbeat came back (so the header can show the latency), or after 1 s.
+    const session = this.session;
+    const since = Date.now();
+    const announce = (): void => {
+      if (this.session !== session || this.closing) return;
+      if (session.rttMs < 0 && Date.now() - since < 1000) return void setTimeout(announce, 2);
+      this.emit('online', { url: welcome.url, name: welcome.name, tunnels, reconnected });
+    };
+    announce();
   }
 
   /** The name to ask for: the one the relay gave last time (keeps URLs stable), else the configured one. */

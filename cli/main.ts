@@ -1,23 +1,31 @@
-// `ggrok http`: flags and environment -> a TunnelClient, with the terminal UI attached. Commander wiring only.
+// `ggrok http`, `ggrok start` and `ggrok config`: flags, environment and config file -> a TunnelClient with
+// the terminal UI attached. Commander wiring and option merging only.
 import { isIP } from 'node:net';
 import { Command, Option } from 'commander';
-import { TunnelClient } from './client.js';
-import {
-  describeTarget,
-  parseHeaderArg,
-  parseTarget,
-  type HeaderRules,
-  type LocalTarget,
-} from './local-request.js';
+import { TunnelClient, type TunnelSpec } from './client.js';
+import { defaultConfigPath, loadConfig, setConfigValue, type Config, type TunnelConfig } from './config.js';
+import { describeTarget, parseHeaderArg, parseTarget } from './local-request.js';
 import { Ui } from './ui.js';
 
-interface HttpFlags {
-  server: string;
+/** Exit codes: 0 clean stop, 1 runtime failure (refused, unreachable for good), 2 usage or config error. */
+export const EXIT_USAGE = 2;
+export const EXIT_FAILURE = 1;
+
+const DEFAULT_SERVER = 'http://localhost:8080';
+
+/** Options every tunnel command shares: where the relay is and how to show what happens. */
+interface ConnectionFlags {
+  server?: string;
   token?: string;
-  subdomain?: string;
+  config?: string;
   insecure?: boolean;
   logFormat: 'text' | 'json';
   quiet?: boolean;
+}
+
+/** Per-tunnel options of `ggrok http` (the config file has the same ones per tunnel). */
+interface TunnelFlags {
+  subdomain?: string;
   basicAuth: string[];
   allowIp: string[];
   optionsWithoutAuth?: boolean;
@@ -28,25 +36,44 @@ interface HttpFlags {
   responseHeaderRemove: string[];
 }
 
-/** Exit codes: 0 clean stop, 1 runtime failure (refused, unreachable for good), 2 usage error. */
-export const EXIT_USAGE = 2;
-export const EXIT_FAILURE = 1;
+const collect = (value: string, previous: string[]): string[] => [...previous, value];
+
+/** Adds the options shared by `http` and `start`. */
+function connectionOptions(cmd: Command): Command {
+  return cmd
+    .addOption(
+      new Option('-s, --server <url>', `relay URL (default: config file, else ${DEFAULT_SERVER})`).env(
+        'GGROK_SERVER',
+      ),
+    )
+    .addOption(
+      new Option('-t, --token <token>', 'relay token (printed by `ggrok relay`; default: config file)').env(
+        'GGROK_TOKEN',
+      ),
+    )
+    .addOption(
+      new Option('--config <path>', 'config file (default: the platform config directory)').env(
+        'GGROK_CONFIG',
+      ),
+    )
+    .option('-k, --insecure', 'accept self-signed certificates from the relay and https targets')
+    .addOption(new Option('--log-format <format>', 'output format').choices(['text', 'json']).default('text'))
+    .option('-q, --quiet', 'do not print a line per request');
+}
 
 /** Builds the `http` subcommand. */
 export function httpCommand(): Command {
-  return new Command('http')
-    .description('share a local HTTP server through a relay')
-    .argument('<target>', 'local port (3000), host:port (192.168.1.5:8080) or URL (https://localhost:8443)')
-    .addOption(
-      new Option('-s, --server <url>', 'relay URL').env('GGROK_SERVER').default('http://localhost:8080'),
-    )
-    .addOption(new Option('-t, --token <token>', 'relay token (printed by `ggrok relay`)').env('GGROK_TOKEN'))
+  return connectionOptions(
+    new Command('http')
+      .description('share a local HTTP server through a relay')
+      .argument(
+        '<target>',
+        'local port (3000), host:port (192.168.1.5:8080) or URL (https://localhost:8443)',
+      ),
+  )
     .addOption(
       new Option('--subdomain <name>', 'ask for this name (<name>.<relay domain>)').env('GGROK_SUBDOMAIN'),
     )
-    .option('-k, --insecure', 'accept self-signed certificates from the relay and an https target')
-    .addOption(new Option('--log-format <format>', 'output format').choices(['text', 'json']).default('text'))
-    .option('-q, --quiet', 'do not print a line per request')
     .option(
       '--basic-auth <user:pass>',
       'visitors must sign in with these credentials (repeatable)',
@@ -63,75 +90,202 @@ export function httpCommand(): Command {
     .option('--request-header-remove <name>', 'remove a header from requests (repeatable)', collect, [])
     .option('--response-header-add <"Name: value">', 'add a header to responses (repeatable)', collect, [])
     .option('--response-header-remove <name>', 'remove a header from responses (repeatable)', collect, [])
-    .action(async (spec: string, flags: HttpFlags, cmd: Command) => {
-      let target: LocalTarget;
-      let headerRules: HeaderRules;
-      try {
-        target = parseTarget(spec, flags.insecure ?? false);
-        headerRules = {
-          hostHeader: flags.hostHeader,
-          requestAdd: flags.requestHeaderAdd.flatMap(parseHeaderArg),
-          requestRemove: flags.requestHeaderRemove,
-          responseAdd: flags.responseHeaderAdd.flatMap(parseHeaderArg),
-          responseRemove: flags.responseHeaderRemove,
-        };
-        for (const pair of flags.basicAuth)
-          if (!/^[^:]+:.+$/.test(pair)) throw new Error(`--basic-auth "${pair}" must be user:password`);
-        for (const rule of flags.allowIp)
-          if (!isIP(rule.split('/')[0] ?? ''))
-            throw new Error(`--allow-ip "${rule}" is not an address or CIDR range`);
-      } catch (err) {
-        cmd.error(`error: ${(err as Error).message}`, { exitCode: EXIT_USAGE });
-      }
-      if (!flags.token)
-        cmd.error(
-          'error: no token. Pass --token or set GGROK_TOKEN (the relay prints its token at start-up).',
-          { exitCode: EXIT_USAGE },
-        );
-      await runHttp(target, headerRules, { ...flags, token: flags.token }, cmd);
+    .action(async (addr: string, flags: ConnectionFlags & TunnelFlags, cmd: Command) => {
+      const spec = usage(cmd, () =>
+        tunnelSpec(
+          {
+            name: 'http',
+            addr,
+            subdomain: flags.subdomain,
+            basicAuth: flags.basicAuth,
+            allowIp: flags.allowIp,
+            optionsWithoutAuth: flags.optionsWithoutAuth ?? false,
+            hostHeader: flags.hostHeader,
+            requestHeaderAdd: flags.requestHeaderAdd,
+            requestHeaderRemove: flags.requestHeaderRemove,
+            responseHeaderAdd: flags.responseHeaderAdd,
+            responseHeaderRemove: flags.responseHeaderRemove,
+            insecure: flags.insecure ?? false,
+          },
+          '--',
+        ),
+      );
+      await runTunnels([spec], flags, cmd);
     });
 }
 
-const collect = (value: string, previous: string[]): string[] => [...previous, value];
+/** Builds the `start` subcommand: named tunnels from the config file, over one connection. */
+export function startCommand(): Command {
+  return connectionOptions(
+    new Command('start')
+      .description('start tunnels named in the config file, all over one connection to the relay')
+      .argument('[names...]', 'tunnel names from the config file'),
+  )
+    .option('--all', 'start every tunnel in the config file')
+    .action(async (names: string[], flags: ConnectionFlags & { all?: boolean }, cmd: Command) => {
+      const config = usage(cmd, () => loadConfig(flags.config ?? defaultConfigPath()));
+      if (config.tunnels.length === 0)
+        cmd.error(
+          `error: no tunnels in ${config.path}. Add some under "tunnels:" (see ggrok config --help).`,
+          {
+            exitCode: EXIT_USAGE,
+          },
+        );
+      if (flags.all && names.length > 0)
+        cmd.error('error: pass tunnel names or --all, not both', { exitCode: EXIT_USAGE });
+      if (!flags.all && names.length === 0)
+        cmd.error(
+          `error: name the tunnels to start (${config.tunnels.map((t) => t.name).join(', ')}) or pass --all`,
+          {
+            exitCode: EXIT_USAGE,
+          },
+        );
+      const chosen = flags.all
+        ? config.tunnels
+        : names.map((name) => {
+            const found = config.tunnels.find((t) => t.name === name);
+            if (!found)
+              cmd.error(
+                `error: no tunnel "${name}" in ${config.path} (have: ${config.tunnels.map((t) => t.name).join(', ')})`,
+                {
+                  exitCode: EXIT_USAGE,
+                },
+              );
+            return found;
+          });
+      const specs = usage(cmd, () =>
+        chosen.map((t) =>
+          tunnelSpec({ ...t, insecure: t.insecure || (flags.insecure ?? false) }, `tunnels.${t.name}.`),
+        ),
+      );
+      await runTunnels(specs, flags, cmd, config);
+    });
+}
 
-async function runHttp(
-  target: LocalTarget,
-  headerRules: HeaderRules,
-  flags: HttpFlags & { token: string },
+/** Builds the `config` subcommand. */
+export function configCommand(): Command {
+  const config = new Command('config').description('read and edit the config file (YAML)');
+  config
+    .command('add-token')
+    .description('save the relay token in the config file')
+    .argument('<token>', 'the token the relay printed or its operator gave you')
+    .addOption(new Option('--config <path>', 'config file').env('GGROK_CONFIG'))
+    .action((token: string, flags: { config?: string }, cmd: Command) => {
+      const file = flags.config ?? defaultConfigPath();
+      usage(cmd, () => setConfigValue(file, 'token', token));
+      process.stdout.write(`Token saved to ${file}\n`);
+    });
+  config
+    .command('add-server')
+    .description('save the relay URL in the config file')
+    .argument('<url>', 'e.g. https://relay.example.com')
+    .addOption(new Option('--config <path>', 'config file').env('GGROK_CONFIG'))
+    .action((url: string, flags: { config?: string }, cmd: Command) => {
+      const file = flags.config ?? defaultConfigPath();
+      usage(cmd, () => setConfigValue(file, 'server', url));
+      process.stdout.write(`Relay saved to ${file}\n`);
+    });
+  config
+    .command('check')
+    .description('validate the config file and list its tunnels')
+    .addOption(new Option('--config <path>', 'config file').env('GGROK_CONFIG'))
+    .action((flags: { config?: string }, cmd: Command) => {
+      const loaded = usage(cmd, () => loadConfig(flags.config ?? defaultConfigPath()));
+      for (const t of loaded.tunnels) usage(cmd, () => tunnelSpec(t, `tunnels.${t.name}.`));
+      process.stdout.write(`${loaded.path}: ok\n`);
+      process.stdout.write(`server: ${loaded.server ?? `(none; default ${DEFAULT_SERVER})`}\n`);
+      process.stdout.write(`token: ${loaded.token ? '(set)' : '(none)'}\n`);
+      for (const t of loaded.tunnels)
+        process.stdout.write(`tunnel ${t.name}: ${t.addr}${t.subdomain ? ` as ${t.subdomain}` : ''}\n`);
+    });
+  config
+    .command('path')
+    .description('print where the config file is read from')
+    .action(() => void process.stdout.write(`${defaultConfigPath()}\n`));
+  return config;
+}
+
+/** Runs `fn`; any error it throws becomes a one-line usage error (exit 2). */
+function usage<T>(cmd: Command, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    cmd.error(`error: ${(err as Error).message}`, { exitCode: EXIT_USAGE });
+  }
+}
+
+/** Turns one tunnel's settings (flags or config file) into a TunnelSpec; throws with the offending option named. */
+function tunnelSpec(t: TunnelConfig, prefix: string): TunnelSpec {
+  const flag = (name: string): string =>
+    prefix === '--' ? `--${name}` : `${prefix}${name.replace(/-/g, '_')}`;
+  for (const pair of t.basicAuth)
+    if (!/^[^:]+:.+$/.test(pair))
+      throw new Error(`${flag('basic-auth')} "${pair.split(':')[0]}:…" must be user:password`);
+  for (const rule of t.allowIp)
+    if (!isIP(rule.split('/')[0] ?? ''))
+      throw new Error(`${flag('allow-ip')} "${rule}" is not an address or CIDR range`);
+  const access =
+    t.basicAuth.length > 0 || t.allowIp.length > 0
+      ? { basicAuth: t.basicAuth, allowIp: t.allowIp, optionsWithoutAuth: t.optionsWithoutAuth }
+      : undefined;
+  return {
+    subdomain: t.subdomain,
+    target: parseTarget(t.addr, t.insecure),
+    access,
+    headerRules: {
+      hostHeader: t.hostHeader,
+      requestAdd: t.requestHeaderAdd.flatMap(parseHeaderArg),
+      requestRemove: t.requestHeaderRemove,
+      responseAdd: t.responseHeaderAdd.flatMap(parseHeaderArg),
+      responseRemove: t.responseHeaderRemove,
+    },
+  };
+}
+
+/** Connects the tunnels and keeps them up until Ctrl-C, printing what happens. */
+async function runTunnels(
+  specs: TunnelSpec[],
+  flags: ConnectionFlags,
   cmd: Command,
+  loaded?: Config,
 ): Promise<void> {
+  const config = loaded ?? usage(cmd, () => loadConfig(flags.config ?? defaultConfigPath()));
+  // Precedence: flag, then environment (commander merges both), then the config file, then the default.
+  const server = flags.server ?? config.server ?? DEFAULT_SERVER;
+  const token = flags.token ?? config.token;
+  if (!token)
+    cmd.error(
+      'error: no token. Pass --token, set GGROK_TOKEN, or run `ggrok config add-token <token>` (the relay prints its token at start-up).',
+      { exitCode: EXIT_USAGE },
+    );
   const ui = new Ui({
     format: flags.logFormat,
     quiet: flags.quiet ?? false,
     color: Boolean(process.stdout.isTTY) && !process.env.NO_COLOR,
   });
-  let client: TunnelClient;
-  try {
-    client = new TunnelClient({
-      server: flags.server,
-      token: flags.token,
-      subdomain: flags.subdomain,
-      target,
-      insecure: flags.insecure,
-      retryInitialConnect: true,
-      headerRules,
-      access:
-        flags.basicAuth.length > 0 || flags.allowIp.length > 0
-          ? {
-              basicAuth: flags.basicAuth,
-              allowIp: flags.allowIp,
-              optionsWithoutAuth: flags.optionsWithoutAuth ?? false,
-            }
-          : undefined,
-    });
-  } catch (err) {
-    cmd.error(`error: ${(err as Error).message}`, { exitCode: EXIT_USAGE });
-  }
+  const [first, ...more] = specs as [TunnelSpec, ...TunnelSpec[]];
+  const client = usage(
+    cmd,
+    () =>
+      new TunnelClient({
+        server,
+        token,
+        ...first,
+        more,
+        insecure: flags.insecure,
+        retryInitialConnect: true,
+      }),
+  );
   client.on('online', (info) =>
-    ui.online({ ...info, target: describeTarget(target), server: flags.server, rttMs: client.rttMs }),
+    ui.online({
+      tunnels: info.tunnels.map((t) => ({ url: t.url, target: describeTarget(t.target) })),
+      server,
+      rttMs: client.rttMs,
+      reconnected: info.reconnected,
+    }),
   );
   client.on('offline', (info) => ui.offline(info.reason, info.retryInMs));
-  client.on('request', (x) => ui.request(x));
+  client.on('request', (x) => ui.request(x, specs.length > 1));
   client.on('fatal', (err) => {
     ui.fatal(err.message);
     process.exitCode = EXIT_FAILURE;

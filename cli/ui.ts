@@ -36,15 +36,20 @@ export class Ui {
     this.out.write(`${JSON.stringify({ time: new Date().toISOString(), event, ...fields })}\n`);
   }
 
-  online(info: { url: string; target: string; server: string; rttMs: number; reconnected: boolean }): void {
+  online(info: {
+    tunnels: { url: string; target: string }[];
+    server: string;
+    rttMs: number;
+    reconnected: boolean;
+  }): void {
     if (this.opts.format === 'json') return this.json(info.reconnected ? 'reconnected' : 'online', info);
     const c = this.c;
     if (info.reconnected) {
-      this.out.write(`${c.green('back online')}  ${info.url} -> ${info.target}\n`);
+      for (const t of info.tunnels) this.out.write(`${c.green('back online')}  ${t.url} -> ${t.target}\n`);
       return;
     }
     this.out.write(`${c.bold('ggrok')}  ${c.green('online')}\n`);
-    this.out.write(`Forwarding  ${c.cyan(info.url)} -> ${info.target}\n`);
+    for (const t of info.tunnels) this.out.write(`Forwarding  ${c.cyan(t.url)} -> ${t.target}\n`);
     this.out.write(`Relay       ${info.server}${info.rttMs >= 0 ? `  (${info.rttMs} ms)` : ''}\n`);
     if (!this.opts.quiet) this.out.write('\n');
   }
@@ -56,7 +61,8 @@ export class Ui {
     );
   }
 
-  request(x: Exchange): void {
+  /** One line per finished exchange; with several tunnels the line names the tunnel. */
+  request(x: Exchange, showTunnel = false): void {
     if (this.opts.quiet) return;
     if (this.opts.format === 'json') return this.json('request', { ...x });
     const c = this.c;
@@ -64,6 +70,7 @@ export class Ui {
     const colour = status >= 500 ? c.red : status >= 400 ? c.yellow : status >= 300 ? c.cyan : c.green;
     const line = [
       c.dim(clock(new Date())),
+      ...(showTunnel ? [c.magenta((x.tunnel ?? '').padEnd(12))] : []),
       x.method.padEnd(7),
       x.target.length > 60 ? `${x.target.slice(0, 59)}…` : x.target.padEnd(30),
       colour(String(status)),

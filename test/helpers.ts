@@ -249,6 +249,8 @@ export function runCli(
       GGROK_SERVER: undefined,
       GGROK_DOMAIN: undefined,
       PORT: undefined,
+      // Never read the developer's own config file.
+      GGROK_CONFIG: path.join(ROOT, 'test', 'no-such-config.yml'),
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -214,4 +214,50 @@ describe('relay and http processes', () => {
     expect(await second.exited).toBe(1);
     expect(second.stderr()).toContain(`port ${relay.port} is already in use`);
   });
+
+  test('config add-token + start --all: tunnels from the config file over one connection', async () => {
+    const relay = await startRelayProcess(['--token', 'cfg-token', '--domain', 'localhost']);
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'ggrok-cfg-'));
+    cleanup.add(() => rmSync(dir, { recursive: true, force: true }));
+    const file = path.join(dir, 'ggrok.yml');
+    const web = await startLocal(cleanup, (req, res) => reply(res, 200, `web ${req.url}`));
+    const api = await startLocal(cleanup, (req, res) => reply(res, 200, `api ${req.headers['x-from']}`));
+    writeFileSync(
+      file,
+      `server: http://127.0.0.1:${relay.port}\ntunnels:\n  web: ${web.port}\n  backend:\n    addr: ${api.port}\n    subdomain: backend\n    request_header: { add: ["X-From: config"] }\n`,
+    );
+    const add = runCli(cleanup, ['config', 'add-token', 'cfg-token', '--config', file]);
+    expect(await add.exited).toBe(0);
+    expect(add.stdout()).toContain(`Token saved to ${file}`);
+    const check = runCli(cleanup, ['config', 'check', '--config', file]);
+    expect(await check.exited).toBe(0);
+    expect(check.stdout()).toMatch(/tunnel web: \d+\ntunnel backend: \d+ as backend/);
+    const start = runCli(cleanup, ['start', '--all', '--config', file]);
+    await start.waitForOutput(/Forwarding[^\n]*\n[^\n]*Forwarding\s+(\S+)/);
+    const urls = [...start.stdout().matchAll(/Forwarding\s+(\S+)/g)].map((m) => m[1]);
+    expect(urls[1]).toBe(`http://backend.localhost:${relay.port}`);
+    const webHost = new URL(urls[0]!).host;
+    expect(
+      (await rawRequest({ port: relay.port, path: '/w', headers: { Host: webHost } })).body.toString(),
+    ).toBe('web /w');
+    expect(
+      (
+        await rawRequest({ port: relay.port, headers: { Host: `backend.localhost:${relay.port}` } })
+      ).body.toString(),
+    ).toBe('api config');
+    // One control connection carried both: the relay logged two connects from one peer.
+    expect(relay.p.stdout().match(/connect name=/g)).toHaveLength(2);
+  });
+
+  test('start: unknown names, no tunnels and a broken file are usage errors naming the problem', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'ggrok-cfg-'));
+    cleanup.add(() => rmSync(dir, { recursive: true, force: true }));
+    const file = path.join(dir, 'ggrok.yml');
+    await expectUsageError(['start', '--all', '--config', file], /no tunnels in/);
+    writeFileSync(file, 'token: t\ntunnels:\n  web: 3000\n');
+    await expectUsageError(['start', 'nope', '--config', file], /no tunnel "nope" .*\(have: web\)/);
+    await expectUsageError(['start', '--config', file], /name the tunnels to start \(web\) or pass --all/);
+    writeFileSync(file, 'tunnels:\n  web:\n    port: 3000\n');
+    await expectUsageError(['start', '--all', '--config', file], /ggrok\.yml:3: unknown key "port"/);
+  });
 });

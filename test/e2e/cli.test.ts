@@ -221,7 +221,7 @@ describe('relay and http processes', () => {
     cleanup.add(() => rmSync(dir, { recursive: true, force: true }));
     const file = path.join(dir, 'ggrok.yml');
     const web = await startLocal(cleanup, (req, res) => reply(res, 200, `web ${req.url}`));
-    const api = await startLocal(cleanup, (req, res) => reply(res, 200, `api ${req.headers['x-from']}`));
+    const api = await startLocal(cleanup, (req, res) => reply(res, 200, `api ${String(req.headers['x-from'])}`));
     writeFileSync(
       file,
       `server: http://127.0.0.1:${relay.port}\ntunnels:\n  web: ${web.port}\n  backend:\n    addr: ${api.port}\n    subdomain: backend\n    request_header: { add: ["X-From: config"] }\n`,

@@ -1,5 +1,6 @@
 // ESLint flat config: type-aware rules plus the module boundaries (cli/ and relay/ meet only in protocol/).
 import js from '@eslint/js';
+import globals from 'globals';
 import tseslint from 'typescript-eslint';
 
 const boundary = (forbidden) => ({
@@ -27,6 +28,16 @@ export default tseslint.config(
       '@typescript-eslint/no-misused-promises': 'error',
       '@typescript-eslint/switch-exhaustiveness-check': 'error',
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+    },
+  },
+  {
+    // Plain JavaScript (bench scripts): no type information, Node globals.
+    files: ['**/*.js', '**/*.mjs'],
+    ...tseslint.configs.disableTypeChecked,
+    languageOptions: {
+      ...tseslint.configs.disableTypeChecked.languageOptions,
+      globals: globals.node,
+      sourceType: 'module',
     },
   },
   { files: ['cli/**/*.ts'], rules: boundary(['relay']) },

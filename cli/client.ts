@@ -183,6 +183,9 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
     const ws = new WebSocket(this.wsUrl, {
       perMessageDeflate: false,
       maxPayload: WIRE_LIMITS.MAX_MESSAGE_BYTES,
+      // An all-zero mask makes ws skip masking and unmasking (two passes over every byte sent). Masking guards
+      // browsers' sockets against cache poisoning by page scripts; this client runs no untrusted code.
+      generateMask: (mask: Buffer) => void mask.fill(0),
       handshakeTimeout: 15_000,
       rejectUnauthorized: !this.opts.insecure,
       headers: { 'User-Agent': `ggrok/${VERSION}` },

@@ -3,6 +3,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import http from 'node:http';
 import { afterEach, describe, expect, test } from 'vitest';
+import { DEFAULT_FLOW } from '../../protocol/frames.js';
 import { Cleanup, rawExchange, reply, startTunnel, waitFor } from '../helpers.js';
 
 const cleanup = new Cleanup();
@@ -501,7 +502,7 @@ describe('memory', () => {
     // Loopback socket buffers (a few MiB each) plus the 256 KiB stream window; unbounded buffering would be ~1 GiB.
     expect(written).toBeLessThan(48 * 1024 * 1024);
     const relayStream = [...t.relay.relay['registry'].get('demo')!.session.streams.values()][0]!;
-    expect(relayStream.recvBuffered).toBeLessThanOrEqual(256 * 1024);
+    expect(relayStream.recvBuffered).toBeLessThanOrEqual(DEFAULT_FLOW.streamWindow);
     req.destroy();
   });
 });

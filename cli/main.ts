@@ -4,6 +4,7 @@ import { isIP } from 'node:net';
 import { Command, Option } from 'commander';
 import { TunnelClient, type TunnelSpec } from './client.js';
 import { defaultConfigPath, loadConfig, setConfigValue, type Config, type TunnelConfig } from './config.js';
+import { parseInspectAddress, startInspector, type Inspector } from './inspector/index.js';
 import { describeTarget, parseHeaderArg, parseTarget } from './local-request.js';
 import { Ui } from './ui.js';
 
@@ -21,6 +22,8 @@ interface ConnectionFlags {
   insecure?: boolean;
   logFormat: 'text' | 'json';
   quiet?: boolean;
+  /** Where to serve the inspector; false with --no-inspect. */
+  inspect?: string | false;
 }
 
 /** Per-tunnel options of `ggrok http` (the config file has the same ones per tunnel). */
@@ -58,7 +61,32 @@ function connectionOptions(cmd: Command): Command {
     )
     .option('-k, --insecure', 'accept self-signed certificates from the relay and https targets')
     .addOption(new Option('--log-format <format>', 'output format').choices(['text', 'json']).default('text'))
-    .option('-q, --quiet', 'do not print a line per request');
+    .option('-q, --quiet', 'do not print a line per request')
+    .addOption(
+      new Option(
+        '--inspect <host:port>',
+        'serve the request inspector here (default 127.0.0.1:4040, or the next free port; "off" disables)',
+      ).env('GGROK_INSPECT'),
+    )
+    .option('--no-inspect', 'do not start the request inspector');
+}
+
+/**
+ * Starts the inspector unless turned off. A port the user chose is not silently replaced; when the default
+ * range is all taken the tunnel still runs, without an inspector.
+ */
+async function maybeInspector(flags: ConnectionFlags, cmd: Command, ui: Ui): Promise<Inspector | undefined> {
+  const spec = flags.inspect;
+  if (spec === false || (typeof spec === 'string' && /^(off|false|no|0)$/i.test(spec))) return undefined;
+  const explicit = typeof spec === 'string';
+  const addr = usage(cmd, () => parseInspectAddress(explicit ? spec : '127.0.0.1:4040'));
+  try {
+    return await startInspector({ ...addr, portAttempts: explicit ? 0 : 20 });
+  } catch (err) {
+    if (explicit) cmd.error(`error: --inspect ${spec}: ${(err as Error).message}`, { exitCode: EXIT_USAGE });
+    ui.warn(`inspector not started: ${(err as Error).message}`);
+    return undefined;
+  }
 }
 
 /** Builds the `http` subcommand. */
@@ -263,6 +291,7 @@ async function runTunnels(
     quiet: flags.quiet ?? false,
     color: Boolean(process.stdout.isTTY) && !process.env.NO_COLOR,
   });
+  const inspector = await maybeInspector(flags, cmd, ui);
   const [first, ...more] = specs as [TunnelSpec, ...TunnelSpec[]];
   const client = usage(
     cmd,
@@ -274,16 +303,19 @@ async function runTunnels(
         more,
         insecure: flags.insecure,
         retryInitialConnect: true,
+        observe: inspector?.observe,
       }),
   );
-  client.on('online', (info) =>
+  client.on('online', (info) => {
+    inspector?.setTunnels(info.tunnels);
     ui.online({
       tunnels: info.tunnels.map((t) => ({ url: t.url, target: describeTarget(t.target) })),
       server,
       rttMs: client.rttMs,
       reconnected: info.reconnected,
-    }),
-  );
+      inspector: inspector?.url,
+    });
+  });
   client.on('offline', (info) => ui.offline(info.reason, info.retryInMs));
   client.on('request', (x) => ui.request(x, specs.length > 1));
   client.on('fatal', (err) => {
@@ -291,7 +323,7 @@ async function runTunnels(
     process.exitCode = EXIT_FAILURE;
   });
   const stop = (): void => {
-    client.close().then(
+    Promise.all([client.close(), inspector?.close()]).then(
       () => process.exit(process.exitCode ?? 0),
       () => process.exit(EXIT_FAILURE),
     );

@@ -41,6 +41,7 @@ export class Ui {
     server: string;
     rttMs: number;
     reconnected: boolean;
+    inspector?: string;
   }): void {
     if (this.opts.format === 'json') return this.json(info.reconnected ? 'reconnected' : 'online', info);
     const c = this.c;
@@ -51,6 +52,7 @@ export class Ui {
     this.out.write(`${c.bold('ggrok')}  ${c.green('online')}\n`);
     for (const t of info.tunnels) this.out.write(`Forwarding  ${c.cyan(t.url)} -> ${t.target}\n`);
     this.out.write(`Relay       ${info.server}${info.rttMs >= 0 ? `  (${info.rttMs} ms)` : ''}\n`);
+    if (info.inspector) this.out.write(`Inspector   ${info.inspector}\n`);
     if (!this.opts.quiet) this.out.write('\n');
   }
 
@@ -79,6 +81,12 @@ export class Ui {
       x.error ? c.red(x.error) : '',
     ];
     this.out.write(`${line.join(' ').trimEnd()}\n`);
+  }
+
+  /** Something the user should know that does not stop the command. */
+  warn(message: string): void {
+    if (this.opts.format === 'json') return this.json('warning', { message });
+    this.err.write(`${this.c.yellow('warning:')} ${message}\n`);
   }
 
   /** An error that ends the command. */

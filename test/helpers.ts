@@ -251,6 +251,8 @@ export function runCli(
       PORT: undefined,
       // Never read the developer's own config file.
       GGROK_CONFIG: path.join(ROOT, 'test', 'no-such-config.yml'),
+      // No inspector on 127.0.0.1:4040 unless a test asks for one.
+      GGROK_INSPECT: 'off',
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

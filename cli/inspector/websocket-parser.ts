@@ -89,6 +89,8 @@ export interface PendingInflate {
   out: Collector;
   /** Compressed bytes seen. */
   wire: number;
+  /** The message is complete and its flush is queued. */
+  flushing: boolean;
   done: boolean;
 }
 
@@ -96,6 +98,8 @@ export interface PendingInflate {
 interface InflateContext {
   stream: zlib.InflateRaw;
   pending: PendingInflate[];
+  /** No more messages come: free the context once the pending ones are out. */
+  closing: boolean;
 }
 
 /** Inflates the messages of one direction in order, on one zlib context (or a fresh one per message). */
@@ -112,10 +116,21 @@ class MessageInflater {
 
   /** Starts a message; payload() and finish() follow. */
   begin(seq: number, type: WsMessageType): PendingInflate {
-    const entry: PendingInflate = { seq, type, out: new Collector(this.maxMessageBytes), wire: 0, done: false };
+    const entry: PendingInflate = {
+      seq,
+      type,
+      out: new Collector(this.maxMessageBytes),
+      wire: 0,
+      flushing: false,
+      done: false,
+    };
     if (this.dead) return entry;
     if (!this.context) {
-      const context: InflateContext = { stream: zlib.createInflateRaw({ windowBits: 15 }), pending: [] };
+      const context: InflateContext = {
+        stream: zlib.createInflateRaw({ windowBits: 15 }),
+        pending: [],
+        closing: false,
+      };
       context.stream.on('data', (chunk: Buffer) => {
         const current = context.pending[0];
         if (!current) return;
@@ -143,12 +158,15 @@ class MessageInflater {
   finish(entry: PendingInflate): void {
     const context = this.context;
     if (this.dead || !context) return this.deliverFailed(entry);
+    entry.flushing = true;
     context.stream.write(DEFLATE_TAIL);
     // zlib pushes a write's output before its callback runs, so this message's output is complete here.
     context.stream.flush(zlib.constants.Z_SYNC_FLUSH, () => {
       if (entry.done || context.pending[0] !== entry) return;
       context.pending.shift();
       entry.done = true;
+      // An inflate stream is destroyed, never end()ed: zlib would call a sync-flushed stream truncated.
+      if (context.closing && context.pending.length === 0) this.release(context);
       this.deliver(
         {
           type: entry.type,
@@ -163,8 +181,13 @@ class MessageInflater {
     if (this.noContextTakeover) {
       // Every message is a deflate stream of its own: the next one gets a fresh context.
       this.context = undefined;
-      context.stream.end();
+      context.closing = true;
     }
+  }
+
+  private release(context: InflateContext): void {
+    this.live.delete(context);
+    context.stream.destroy();
   }
 
   private deliverFailed(entry: PendingInflate): void {
@@ -195,6 +218,21 @@ class MessageInflater {
     }
   }
 
+  /** No more messages: let queued ones finish inflating, then free the contexts. */
+  end(): void {
+    for (const c of [...this.live]) {
+      c.closing = true;
+      // A message the channel ended in the middle of never completes: drop it.
+      const last = c.pending[c.pending.length - 1];
+      if (last && !last.flushing) {
+        c.pending.pop();
+        last.done = true;
+      }
+      if (c.pending.length === 0) this.release(c);
+    }
+    this.context = undefined;
+  }
+
   close(): void {
     this.dead ??= 'closed';
     for (const c of this.live) c.stream.destroy();
@@ -210,6 +248,7 @@ class MessageInflater {
  */
 export class WsFrameParser {
   private failed = false;
+  private ended = false;
   private readonly head = Buffer.alloc(14);
   private headLen = 0;
   private headNeed = 2;
@@ -223,15 +262,18 @@ export class WsFrameParser {
   private payloadPos = 0;
   // Current data message (may span frames) and control frame.
   private message:
-    | { type: WsMessageType; body: Collector; inflating: PendingInflate | undefined }
-    | undefined;
+    { type: WsMessageType; body: Collector; inflating: PendingInflate | undefined } | undefined;
   private control: { type: WsMessageType; body: Collector } | undefined;
   private seq = 0;
   private readonly inflater: MessageInflater | undefined;
 
   constructor(private readonly opts: WsParserOptions) {
     if (opts.deflate)
-      this.inflater = new MessageInflater(opts.deflate.noContextTakeover, opts.maxMessageBytes, opts.onMessage);
+      this.inflater = new MessageInflater(
+        opts.deflate.noContextTakeover,
+        opts.maxMessageBytes,
+        opts.onMessage,
+      );
   }
 
   /** True once the bytes turned out not to be WebSocket frames. */
@@ -241,7 +283,7 @@ export class WsFrameParser {
 
   push(chunk: Buffer): void {
     let at = 0;
-    while (!this.failed && at < chunk.length) {
+    while (!this.failed && !this.ended && at < chunk.length) {
       if (!this.inPayload) {
         const take = Math.min(this.headNeed - this.headLen, chunk.length - at);
         chunk.copy(this.head, this.headLen, at, at + take);
@@ -257,7 +299,13 @@ export class WsFrameParser {
     }
   }
 
-  /** Frees the zlib context. */
+  /** The channel ended: messages still inflating are delivered, then the zlib context is freed. */
+  end(): void {
+    this.ended = true;
+    this.inflater?.end();
+  }
+
+  /** Frees the zlib context now (messages still inflating are dropped). */
   close(): void {
     this.inflater?.close();
   }

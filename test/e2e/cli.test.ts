@@ -5,7 +5,16 @@ import net from 'node:net';
 import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
 import { VERSION } from '../../protocol/version.js';
-import { Cleanup, rawRequest, reply, ROOT, runCli, startLocal, type CliProcess } from '../helpers.js';
+import {
+  Cleanup,
+  rawRequest,
+  reply,
+  ROOT,
+  runCli,
+  startLocal,
+  waitFor,
+  type CliProcess,
+} from '../helpers.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -221,7 +230,9 @@ describe('relay and http processes', () => {
     cleanup.add(() => rmSync(dir, { recursive: true, force: true }));
     const file = path.join(dir, 'ggrok.yml');
     const web = await startLocal(cleanup, (req, res) => reply(res, 200, `web ${req.url}`));
-    const api = await startLocal(cleanup, (req, res) => reply(res, 200, `api ${String(req.headers['x-from'])}`));
+    const api = await startLocal(cleanup, (req, res) =>
+      reply(res, 200, `api ${String(req.headers['x-from'])}`),
+    );
     writeFileSync(
       file,
       `server: http://127.0.0.1:${relay.port}\ntunnels:\n  web: ${web.port}\n  backend:\n    addr: ${api.port}\n    subdomain: backend\n    request_header: { add: ["X-From: config"] }\n`,
@@ -260,4 +271,49 @@ describe('relay and http processes', () => {
     writeFileSync(file, 'tunnels:\n  web:\n    port: 3000\n');
     await expectUsageError(['start', '--all', '--config', file], /ggrok\.yml:3: unknown key "port"/);
   });
+
+  test('--inspect serves the inspector: the header names it and requests appear in it', async () => {
+    const relay = await startRelayProcess(['--token', 't', '--domain', 'localhost']);
+    const local = await startLocal(cleanup, (_req, res) =>
+      reply(res, 200, '{"hello":"inspector"}', { 'Content-Type': 'application/json' }),
+    );
+    const port = await freePort();
+    const client = runCli(cleanup, [
+      'http',
+      String(local.port),
+      '--server',
+      `http://127.0.0.1:${relay.port}`,
+      '--token',
+      't',
+      '--subdomain',
+      'insp',
+      '--inspect',
+      `127.0.0.1:${port}`,
+    ]);
+    expect((await client.waitForOutput(/Inspector\s+(\S+)/))[1]).toBe(`http://127.0.0.1:${port}`);
+    await rawRequest({
+      port: relay.port,
+      path: '/seen?x=1',
+      headers: { Host: `insp.localhost:${relay.port}` },
+    });
+    let list: { target: string; status?: number }[] = [];
+    await waitFor(async () => {
+      const res = await rawRequest({ port, path: '/api/exchanges', headers: { Host: `127.0.0.1:${port}` } });
+      list = (JSON.parse(res.body.toString()) as { exchanges: typeof list }).exchanges;
+      return list.some((x) => x.target === '/seen?x=1' && x.status === 200);
+    }, 'the request to show in the inspector');
+    // A port the user chose that is taken is an error, not a silent move.
+    const second = runCli(cleanup, ['http', '3000', '--token', 't', '--inspect', `127.0.0.1:${port}`]);
+    expect(await second.exited).toBe(2);
+    expect(second.stderr()).toMatch(/--inspect 127\.0\.0\.1:\d+/);
+  });
 });
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+}

@@ -74,10 +74,22 @@ export interface OfflineInfo {
   retryInMs: number;
 }
 
+/** A tunnel's traffic as the relay counts it (sent every few seconds while something changes). */
+export interface TunnelStats {
+  name: string;
+  requests: number;
+  bytesIn: number;
+  bytesOut: number;
+  channels: number;
+  lastActivityMs: number;
+}
+
 export interface ClientEvents {
   online: [OnlineInfo];
   offline: [OfflineInfo];
   request: [Exchange];
+  /** Relay-side traffic counters of one tunnel. */
+  stats: [TunnelStats];
   /** An error retrying cannot fix (bad token, name taken, …); the client has stopped. */
   fatal: [GgrokError];
   closed: [];
@@ -112,6 +124,9 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
   get rttMs(): number {
     return this.session?.rttMs ?? -1;
   }
+
+  /** Latest relay-side counters per tunnel index. */
+  readonly stats = new Map<number, TunnelStats>();
 
   private readonly clientId = randomBytes(12).toString('base64url');
   private readonly specs: TunnelSpec[];
@@ -327,6 +342,12 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
         else stream.reset('protocol_error', `no tunnel ${head.tunnel} on this connection`);
       },
       onGoAway: (frame) => (this.goAwayDelayMs = frame.reconnectAfterMs),
+      onStats: (frame) => {
+        const { type: _type, tunnel, ...counters } = frame;
+        const stats = { name: this.names[tunnel] ?? '', ...counters };
+        this.stats.set(tunnel, stats);
+        this.emit('stats', stats);
+      },
     });
     this.session.ping();
     this.url = welcome.url;

@@ -318,11 +318,13 @@ async function runTunnels(
   });
   client.on('offline', (info) => ui.offline(info.reason, info.retryInMs));
   client.on('request', (x) => ui.request(x, specs.length > 1));
+  client.on('stats', (stats) => ui.stats(stats));
   client.on('fatal', (err) => {
     ui.fatal(err.message);
     process.exitCode = EXIT_FAILURE;
   });
   const stop = (): void => {
+    ui.summary([...client.stats.values()]);
     Promise.all([client.close(), inspector?.close()]).then(
       () => process.exit(process.exitCode ?? 0),
       () => process.exit(EXIT_FAILURE),

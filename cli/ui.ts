@@ -83,6 +83,26 @@ export class Ui {
     this.out.write(`${line.join(' ').trimEnd()}\n`);
   }
 
+  /** Relay-side traffic counters (only in JSON output; the text output prints a summary on exit). */
+  stats(stats: {
+    name: string;
+    requests: number;
+    bytesIn: number;
+    bytesOut: number;
+    channels: number;
+  }): void {
+    if (this.opts.format === 'json') this.json('stats', { ...stats });
+  }
+
+  /** The closing line: what went through the tunnels, as the relay counted it. */
+  summary(all: { name: string; requests: number; bytesIn: number; bytesOut: number }[]): void {
+    if (this.opts.format === 'json' || all.length === 0) return;
+    for (const t of all)
+      this.out.write(
+        `${t.name}: ${t.requests} requests, ${formatBytes(t.bytesIn)} in, ${formatBytes(t.bytesOut)} out\n`,
+      );
+  }
+
   /** Something the user should know that does not stop the command. */
   warn(message: string): void {
     if (this.opts.format === 'json') return this.json('warning', { message });

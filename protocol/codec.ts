@@ -89,6 +89,18 @@ export function encodeFrame(frame: Frame): Buffer {
       return packr.pack([frame.type, frame.id, frame.code, frame.message]);
     case FrameType.Window:
       return packr.pack([frame.type, frame.id, frame.increment]);
+    case FrameType.Stats:
+      return packr.pack([
+        frame.type,
+        {
+          requests: frame.requests,
+          bytesIn: frame.bytesIn,
+          bytesOut: frame.bytesOut,
+          channels: frame.channels,
+          lastActivityMs: frame.lastActivityMs,
+          tunnel: frame.tunnel,
+        },
+      ]);
   }
 }
 
@@ -303,6 +315,21 @@ function validate(a: unknown[]): Frame {
       const increment = uint(a[2], 'increment', WIRE_LIMITS.MAX_WINDOW_BYTES, id);
       if (increment === 0) throw new FrameError('zero window increment', id);
       return { type, id, increment };
+    }
+    case FrameType.Stats: {
+      arity(a, 2);
+      const m = map(a[1], 'stats');
+      const count = (key: string, max: number = Number.MAX_SAFE_INTEGER): number =>
+        uint(m.get(key), key, max);
+      return {
+        type,
+        requests: count('requests'),
+        bytesIn: count('bytesIn'),
+        bytesOut: count('bytesOut'),
+        channels: count('channels', WIRE_LIMITS.MAX_STREAM_ID),
+        lastActivityMs: count('lastActivityMs'),
+        tunnel: count('tunnel', WIRE_LIMITS.MAX_TUNNELS_PER_CONNECTION - 1),
+      };
     }
     default:
       throw new FrameError(`unknown frame type ${String(type)}`);

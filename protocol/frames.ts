@@ -18,6 +18,7 @@ export const FrameType = {
   End: 14,
   Reset: 15,
   Window: 16,
+  Stats: 17,
 } as const;
 export type FrameTypeValue = (typeof FrameType)[keyof typeof FrameType];
 
@@ -175,6 +176,26 @@ export interface WindowFrame {
   increment: number;
 }
 
+/**
+ * Relay -> client: traffic counters of one of the connection's tunnels since it connected, so the owner sees
+ * what the relay sees. Sent at most every few seconds, and only when something changed; never to the relay.
+ */
+export interface StatsFrame {
+  type: typeof FrameType.Stats;
+  /** Public requests and upgrades answered, whatever the status (relay refusals included). */
+  requests: number;
+  /** Body bytes from visitors into the tunnel (request bodies, channel bytes towards the local service). */
+  bytesIn: number;
+  /** Body bytes from the tunnel back to visitors (response bodies, channel bytes from the local service). */
+  bytesOut: number;
+  /** Upgraded channels (WebSockets) open right now. */
+  channels: number;
+  /** When a request or body byte last moved (ms since the epoch, relay clock); 0 before any. */
+  lastActivityMs: number;
+  /** Which of the connection's tunnels the counters are for (0 = the first). */
+  tunnel: number;
+}
+
 export type Frame =
   | HelloFrame
   | WelcomeFrame
@@ -188,7 +209,8 @@ export type Frame =
   | DataFrame
   | EndFrame
   | ResetFrame
-  | WindowFrame;
+  | WindowFrame
+  | StatsFrame;
 
 /** Frames that belong to one stream. */
 export type StreamFrame = RequestFrame | ResponseFrame | InfoFrame | DataFrame | EndFrame | ResetFrame;
@@ -218,7 +240,7 @@ export const WIRE_LIMITS = {
 
 /** Default flow-control settings announced by both the relay and the client. */
 export const DEFAULT_FLOW: FlowSettings = {
-  streamWindow: 256 * 1024,
-  connWindow: 4 * 1024 * 1024,
-  maxData: 64 * 1024,
+  streamWindow: 1024 * 1024,
+  connWindow: 16 * 1024 * 1024,
+  maxData: 128 * 1024,
 };

@@ -3,6 +3,7 @@ import type WebSocket from 'ws';
 import { decodeFrame, encodeData, encodeFrame, FrameError } from './codec.js';
 import { CloseCode, GgrokError, ResetCode } from './errors.js';
 import {
+  BodyKind,
   FrameType,
   WIRE_LIMITS,
   type FlowSettings,
@@ -12,6 +13,7 @@ import {
   type InfoFrame,
   type RequestFrame,
   type ResponseFrame,
+  type StatsFrame,
 } from './frames.js';
 import { TunnelStream, type StreamHost } from './stream.js';
 
@@ -43,6 +45,10 @@ export interface SessionOptions {
   /** A new stream opened by the peer (client side: a public request). */
   onRequest?: (stream: TunnelStream, head: RequestFrame) => void;
   onGoAway?: (frame: GoAwayFrame) => void;
+  /** Client side: the relay's traffic counters for one of this connection's tunnels. */
+  onStats?: (frame: StatsFrame) => void;
+  /** Our writer ran out of credit with data still queued: a stream's window, or the whole connection's. */
+  onFlowStall?: (scope: 'stream' | 'connection') => void;
   /** The peer broke the protocol; `fatal` when the whole session is closed for it. */
   onProtocolError?: (err: GgrokError, fatal: boolean) => void;
   onClose?: (info: { code: number; reason: string }) => void;
@@ -81,8 +87,8 @@ export class Session implements StreamHost {
   closed = false;
   /** close() was called; inbound frames are ignored from now on. */
   closing = false;
-  /** Counters for observability: payload bytes of Data frames each way. */
-  readonly stats = { dataBytesIn: 0, dataBytesOut: 0, streamsOpened: 0 };
+  /** Counters for observability: payload bytes of Data frames each way; times our writer waited for credit. */
+  readonly stats = { dataBytesIn: 0, dataBytesOut: 0, streamsOpened: 0, streamStalls: 0, connStalls: 0 };
 
   private readonly control = new Fifo<Buffer>();
   private readonly ready = new Fifo<TunnelStream>();
@@ -93,9 +99,12 @@ export class Session implements StreamHost {
   /** Highest stream id opened so far (by us on the relay, by the peer on the client). */
   private highestId = 0;
   private flushScheduled = false;
+  private corked = false;
   private awaitingDrain = false;
   private lastReceivedAt = Date.now();
   private lastPingAt = 0;
+  /** The connection window ran out with data queued, and no Window(0) has arrived since (a stall counted once). */
+  private connStalled = false;
   private readonly heartbeatTimer: NodeJS.Timeout;
   private readonly softLimit: number;
 
@@ -123,6 +132,8 @@ export class Session implements StreamHost {
   openStream(head: Omit<RequestFrame, 'type' | 'id'>): TunnelStream {
     const id = ++this.highestId;
     const stream = this.createStream(id);
+    // A request without a body has nothing to end: the Request frame itself implies End (saves a frame).
+    if (!head.upgrade && head.body === BodyKind.None) stream.endPending = stream.localEnded = true;
     if (this.closed || this.closing) {
       // Too late: fail the stream the way every other stream of a closed session fails.
       this.dispose(stream);
@@ -137,6 +148,12 @@ export class Session implements StreamHost {
   /** Sends a GoAway frame (graceful shutdown notice). */
   goAway(code: string, message: string, reconnectAfterMs: number): void {
     this.sendControl({ type: FrameType.GoAway, code, message, reconnectAfterMs });
+  }
+
+  /** Relay side: sends a tunnel's traffic counters to the client. */
+  sendStats(stats: Omit<StatsFrame, 'type'>): void {
+    if (this.closing) return;
+    this.sendControl({ type: FrameType.Stats, ...stats });
   }
 
   /** Sends a ping now; the pong updates rttMs. */
@@ -164,6 +181,9 @@ export class Session implements StreamHost {
 
   streamWrote(stream: TunnelStream): void {
     if (!stream.queued && stream.sendCredit > 0) this.enqueueReady(stream);
+    // Data queued on an empty queue with no credit left: the writer must wait (counted once per stall).
+    else if (stream.sendCredit <= 0 && stream.outQueue.length === 1) this.stalled('stream');
+    if (this.sendCredit <= 0 && !this.connStalled) this.stalled('connection');
     this.scheduleFlush();
   }
 
@@ -209,6 +229,23 @@ export class Session implements StreamHost {
     this.ready.push(stream);
   }
 
+  /**
+   * Holds the control socket's writes until the end of this turn of the event loop, so the frames of many
+   * streams (a request's Response, Data and End, say) leave in one write instead of one system call each.
+   * `cork()` is part of every Node Writable, TLS sockets included; `_socket` is ws's own reference to it.
+   */
+  private cork(): void {
+    if (this.corked) return;
+    const socket = (this.ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket;
+    if (!socket) return;
+    this.corked = true;
+    socket.cork();
+    setImmediate(() => {
+      this.corked = false;
+      socket.uncork();
+    });
+  }
+
   private scheduleFlush(): void {
     if (this.flushScheduled || this.closed) return;
     this.flushScheduled = true;
@@ -252,8 +289,11 @@ export class Session implements StreamHost {
     this.sendCredit -= n;
     this.stats.dataBytesOut += n;
     const frame = encodeData(stream.id, chunk);
+    if (this.sendCredit <= 0 && !this.connStalled && (stream.outBytes > 0 || this.ready.length > 0))
+      this.stalled('connection');
     if (stream.outBytes > 0) {
       if (stream.sendCredit > 0) this.enqueueReady(stream);
+      else this.stalled('stream');
     } else if (stream.endPending) {
       this.sendEnd(stream);
     }
@@ -264,7 +304,17 @@ export class Session implements StreamHost {
     return frame;
   }
 
+  private stalled(scope: 'stream' | 'connection'): void {
+    if (scope === 'stream') this.stats.streamStalls++;
+    else {
+      this.connStalled = true;
+      this.stats.connStalls++;
+    }
+    this.opts.onFlowStall?.(scope);
+  }
+
   private send(frame: Buffer): void {
+    this.cork();
     // Ask for a completion callback only on the frame that fills the socket: that is our 'drain'.
     if (this.ws.bufferedAmount + frame.length >= WS_HIGH_WATER_BYTES) {
       this.awaitingDrain = true;
@@ -327,6 +377,9 @@ export class Session implements StreamHost {
         return;
       case FrameType.GoAway:
         return this.opts.onGoAway?.(frame);
+      case FrameType.Stats:
+        if (this.opts.role !== 'client') return this.fatal(new FrameError('only the relay sends stats'));
+        return this.opts.onStats?.(frame);
       case FrameType.Window:
         return this.onWindow(frame.id, frame.increment);
       case FrameType.Request:
@@ -361,6 +414,7 @@ export class Session implements StreamHost {
 
   private onWindow(id: number, increment: number): void {
     if (id === 0) {
+      this.connStalled = false;
       this.sendCredit += increment;
       if (this.sendCredit > WIRE_LIMITS.MAX_WINDOW_BYTES)
         return this.fatal(new FrameError('connection window overflow'));
@@ -390,6 +444,7 @@ export class Session implements StreamHost {
       return;
     }
     const stream = this.createStream(head.id);
+    if (!head.upgrade && head.body === BodyKind.None) stream.remoteEnded = true; // implied End, see openStream
     this.opts.onRequest?.(stream, head);
   }
 

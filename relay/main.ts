@@ -1,7 +1,8 @@
 // `ggrok relay`: configuration from flags and environment, listening on $PORT, signals.
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { createRelay, generateToken, RELAY_VERSION, type RelayEvent } from './relay.js';
+import { formatEvent, LOG_FORMATS, type LogFormat, type RelayEvent } from './log.js';
+import { createRelay, generateToken, RELAY_VERSION } from './relay.js';
 
 interface RelayFlags {
   port: number;
@@ -12,6 +13,7 @@ interface RelayFlags {
   maxRequests: number;
   maxChannels: number;
   waitForClient: number;
+  startupGrace: number;
   tokensFile?: string;
   maxTunnelsPerToken: number;
   rateLimit: number;
@@ -19,7 +21,12 @@ interface RelayFlags {
   idleTimeout: number;
   tlsCert?: string;
   tlsKey?: string;
-  logFormat: 'text' | 'json';
+  logFormat: LogFormat;
+  accessLog?: boolean;
+  metricsToken?: string;
+  metricsPerTunnel?: boolean;
+  webhook?: string;
+  webhookSecret?: string;
 }
 
 function parsePort(value: string): number {
@@ -52,14 +59,8 @@ function behindPlatformProxy(): boolean {
   return Boolean(process.env.DYNO || process.env.FLY_APP_NAME);
 }
 
-function formatEvent(e: RelayEvent, format: 'text' | 'json'): string {
-  const at = new Date().toISOString();
-  if (format === 'json') return JSON.stringify({ time: at, ...e });
-  const fields = Object.entries(e)
-    .filter(([k]) => k !== 'event')
-    .map(([k, v]) => `${k}=${typeof v === 'string' && /\s/.test(v) ? JSON.stringify(v) : String(v)}`);
-  return `${at} ${e.event} ${fields.join(' ')}`;
-}
+/** A yes/no flag that also reads "false", "0", "no" and "off" (from the environment, for instance). */
+const booleanFlag = (value: string): boolean => !/^(0|false|no|off)$/i.test(value.trim());
 
 /** Builds the `relay` subcommand. */
 export function relayCommand(): Command {
@@ -107,6 +108,15 @@ export function relayCommand(): Command {
         .default(5000),
     )
     .addOption(
+      new Option(
+        '--startup-grace <ms>',
+        'after start, requests for unknown names wait for their client this long',
+      )
+        .env('GGROK_STARTUP_GRACE_MS')
+        .argParser(nonNegativeInt)
+        .default(30_000),
+    )
+    .addOption(
       new Option('--tokens-file <path>', 'file with one client token per line (# comments allowed)').env(
         'GGROK_TOKENS_FILE',
       ),
@@ -145,10 +155,40 @@ export function relayCommand(): Command {
     )
     .addOption(new Option('--tls-key <path>', 'PEM private key for --tls-cert').env('GGROK_TLS_KEY'))
     .addOption(
-      new Option('--log-format <format>', 'log format')
-        .choices(['text', 'json'])
+      new Option('--log-format <format>', 'log format: one line per event')
+        .choices(LOG_FORMATS)
         .env('GGROK_LOG_FORMAT')
         .default('text'),
+    )
+    .addOption(
+      new Option(
+        '--access-log [bool]',
+        'log one line per public request (method, host, path without query, status, ms, bytes)',
+      )
+        .env('GGROK_ACCESS_LOG')
+        .argParser(booleanFlag),
+    )
+    .addOption(
+      new Option(
+        '--metrics-token <token>',
+        'the only token /_ggrok/metrics and /_ggrok/status accept (default: any client token)',
+      ).env('GGROK_METRICS_TOKEN'),
+    )
+    .addOption(
+      new Option('--metrics-per-tunnel [bool]', 'add per-tunnel request and byte series to the metrics')
+        .env('GGROK_METRICS_PER_TUNNEL')
+        .argParser(booleanFlag),
+    )
+    .addOption(
+      new Option('--webhook <url>', 'POST tunnel connect/disconnect events (JSON) to this URL').env(
+        'GGROK_WEBHOOK_URL',
+      ),
+    )
+    .addOption(
+      new Option(
+        '--webhook-secret <secret>',
+        'sign webhook bodies: X-Ggrok-Signature: sha256=<HMAC-SHA256>',
+      ).env('GGROK_WEBHOOK_SECRET'),
     )
     .action(async (flags: RelayFlags) => {
       await runRelay(flags);
@@ -192,6 +232,19 @@ async function runRelay(flags: RelayFlags): Promise<void> {
     }
   }
   const write = (line: string): void => void process.stdout.write(`${line}\n`);
+  const structured = flags.logFormat !== 'text';
+  const logEvent = (e: RelayEvent): void => write(formatEvent(e, flags.logFormat));
+  if (flags.webhook) {
+    let url: URL | undefined;
+    try {
+      url = new URL(flags.webhook);
+    } catch {
+      url = undefined;
+    }
+    if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:'))
+      configError('--webhook must be an http:// or https:// URL');
+  }
+  if (flags.webhookSecret && !flags.webhook) configError('--webhook-secret needs --webhook');
   let relay: ReturnType<typeof createRelay>;
   try {
     relay = createRelay({
@@ -206,7 +259,12 @@ async function runRelay(flags: RelayFlags): Promise<void> {
       maxRequestsPerTunnel: flags.maxRequests,
       maxChannelsPerTunnel: flags.maxChannels,
       waitForClientMs: flags.waitForClient,
-      log: (e) => write(formatEvent(e, flags.logFormat)),
+      startupGraceMs: flags.startupGrace,
+      log: logEvent,
+      accessLog: flags.accessLog ?? false,
+      metricsToken: flags.metricsToken || undefined,
+      metricsPerTunnel: flags.metricsPerTunnel ?? false,
+      webhook: flags.webhook ? { url: flags.webhook, secret: flags.webhookSecret || undefined } : undefined,
     });
   } catch (err) {
     configError(`cannot start: ${(err as Error).message}`);
@@ -229,21 +287,43 @@ async function runRelay(flags: RelayFlags): Promise<void> {
   }
   const scheme = tls ? 'https' : 'http';
   const local = `${scheme}://localhost:${port}`;
-  write(`ggrok relay ${RELAY_VERSION} listening on ${flags.host ?? '0.0.0.0'}:${port}`);
-  write(
-    flags.domain
-      ? `mode: subdomains — tunnels at ${scheme}://<name>.${flags.domain}:${port}${tls ? '' : ' (or https behind a TLS proxy)'}`
-      : "mode: own-host — one tunnel served at this relay's own address",
-  );
-  if (generated) write(`token: ${tokens[0]} (generated; set GGROK_TOKEN to keep one across restarts)`);
-  write(
-    `connect: ggrok http 3000 --server ${local}${generated ? ` --token ${tokens[0]}` : ' --token <token>'}`,
-  );
+  if (structured) {
+    // Machine-readable logs: start-up is events too, so every line parses.
+    logEvent({
+      event: 'listening',
+      version: RELAY_VERSION,
+      host: flags.host ?? '0.0.0.0',
+      port,
+      mode: flags.domain ? 'domain' : 'own-host',
+      domain: flags.domain ?? null,
+      tls: Boolean(tls),
+    });
+    // Printed once on purpose (the operator needs it): the one field the formatter is told not to redact.
+    if (generated)
+      write(
+        formatEvent(
+          { event: 'generated_token', token: tokens[0], note: 'set GGROK_TOKEN to keep one across restarts' },
+          flags.logFormat,
+          { reveal: ['token'] },
+        ),
+      );
+  } else {
+    write(`ggrok relay ${RELAY_VERSION} listening on ${flags.host ?? '0.0.0.0'}:${port}`);
+    write(
+      flags.domain
+        ? `mode: subdomains — tunnels at ${scheme}://<name>.${flags.domain}:${port}${tls ? '' : ' (or https behind a TLS proxy)'}`
+        : "mode: own-host — one tunnel served at this relay's own address",
+    );
+    if (generated) write(`token: ${tokens[0]} (generated; set GGROK_TOKEN to keep one across restarts)`);
+    write(
+      `connect: ggrok http 3000 --server ${local}${generated ? ` --token ${tokens[0]}` : ' --token <token>'}`,
+    );
+  }
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) process.exit(1); // second signal: do not wait any longer
     stopping = true;
-    write(formatEvent({ event: 'stopping', signal }, flags.logFormat));
+    logEvent({ event: 'stopping', signal });
     relay.close().then(
       () => process.exit(0),
       () => process.exit(1),

@@ -83,3 +83,94 @@ export function landingPage(connectUrl: string, mode: string): string {
       `<code>ggrok http 3000 --server ${escapeHtml(connectUrl)} --token &lt;token&gt;</code>.`,
   );
 }
+
+/** One tunnel as the status page and its JSON show it. */
+export interface TunnelStatus {
+  name: string;
+  url: string;
+  /** The owner's token label; never the token. */
+  owner: string;
+  agent: string;
+  connectedAt: string;
+  uptimeSeconds: number;
+  requests: number;
+  bytesIn: number;
+  bytesOut: number;
+  activeRequests: number;
+  channels: number;
+  /** ISO time, or null before any activity. */
+  lastActivityAt: string | null;
+  rttMs: number;
+}
+
+export interface RelayStatus {
+  version: string;
+  mode: string;
+  domain: string | null;
+  uptimeSeconds: number;
+  shuttingDown: boolean;
+  tunnels: TunnelStatus[];
+}
+
+function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = n;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${n} B` : `${value.toFixed(1)} ${units[unit]}`;
+}
+
+function formatDuration(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
+  return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
+}
+
+/** The relay's status page for people: every value escaped, no scripts, links that send no Referer. */
+export function statusPage(status: RelayStatus, now = Date.now()): string {
+  const rows = status.tunnels
+    .map((t) => {
+      const last = t.lastActivityAt
+        ? `${formatDuration((now - Date.parse(t.lastActivityAt)) / 1000)} ago`
+        : '—';
+      const cells = [
+        `<td>${escapeHtml(t.name)}</td>`,
+        `<td><a href="${escapeHtml(t.url)}" rel="noreferrer noopener">${escapeHtml(t.url)}</a></td>`,
+        `<td>${escapeHtml(t.owner)}</td>`,
+        `<td>${escapeHtml(t.agent)}</td>`,
+        `<td>${formatDuration(t.uptimeSeconds)}</td>`,
+        `<td class="n">${t.requests}</td>`,
+        `<td class="n">${formatBytes(t.bytesIn)}</td>`,
+        `<td class="n">${formatBytes(t.bytesOut)}</td>`,
+        `<td class="n">${t.channels}</td>`,
+        `<td>${escapeHtml(last)}</td>`,
+      ];
+      return `<tr>${cells.join('')}</tr>`;
+    })
+    .join('\n');
+  const empty = '<tr><td colspan="10">No tunnel is connected.</td></tr>';
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<title>Status · ggrok relay</title>
+<style>body{font:15px/1.5 system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222}
+h1{font-size:1.4rem}table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.3rem .6rem;
+border-bottom:1px solid #ddd;vertical-align:top}td.n{text-align:right;font-variant-numeric:tabular-nums}
+small{color:#777}</style></head>
+<body><h1>ggrok relay ${escapeHtml(status.version)}</h1>
+<p>${escapeHtml(status.mode === 'domain' ? `Tunnels at *.${status.domain ?? ''}` : 'One tunnel at this host')} ·
+up ${formatDuration(status.uptimeSeconds)} · ${status.tunnels.length} tunnel${status.tunnels.length === 1 ? '' : 's'}${status.shuttingDown ? ' · shutting down' : ''}</p>
+<table><thead><tr><th>Name</th><th>URL</th><th>Owner</th><th>Client</th><th>Up</th><th>Requests</th>
+<th>In</th><th>Out</th><th>Channels</th><th>Last activity</th></tr></thead>
+<tbody>
+${rows || empty}
+</tbody></table>
+<p><small>JSON: add <code>?format=json</code> or send <code>Accept: application/json</code>.</small></p>
+</body></html>
+`;
+}

@@ -31,6 +31,40 @@ const HEADERS_TOO_LARGE: ErrorPage = {
 /** Called when the exchange is over, whatever the outcome. */
 type Done = () => void;
 
+/** Counts what crosses one exchange, for metrics, Stats and the access log. */
+export interface Meter {
+  /** Body bytes from the visitor that went into the tunnel. */
+  in(bytes: number): void;
+  /** Body bytes from the tunnel that went to the visitor. */
+  out(bytes: number): void;
+  /** The status the relay answered an upgrade with (plain requests have res.statusCode). */
+  status(code: number): void;
+}
+
+const NO_METER: Meter = { in: () => {}, out: () => {}, status: () => {} };
+
+/** Counts the bytes the stream hands to its sink (call after pipeStreamInto). */
+function meterOutbound(stream: TunnelStream, meter: Meter): void {
+  if (meter === NO_METER) return;
+  const write = stream.onData;
+  stream.onData = (chunk) => {
+    meter.out(chunk.length);
+    write(chunk);
+  };
+}
+
+/** Counts the bytes a visitor sends while the stream still takes them. */
+function meterInbound(
+  source: { on(event: 'data', fn: (chunk: Buffer) => void): unknown },
+  stream: TunnelStream,
+  meter: Meter,
+): void {
+  if (meter === NO_METER) return;
+  source.on('data', (chunk: Buffer) => {
+    if (!stream.closed) meter.in(chunk.length);
+  });
+}
+
 function requestHeaders(req: IncomingMessage, ctx: PublicContext, upgrade: boolean): HeaderList {
   let headers = stripHopByHop(req.rawHeaders, upgrade);
   if (ctx.dropAuthorization) headers = withoutHeader(headers, 'authorization');
@@ -95,6 +129,7 @@ export function forwardRequest(
   res: ServerResponse,
   ctx: PublicContext,
   done: Done,
+  meter: Meter = NO_METER,
 ): void {
   const headers = requestHeaders(req, ctx, false);
   if (!headerListFits(headers)) {
@@ -109,6 +144,7 @@ export function forwardRequest(
     body: bodyKind(req),
     upgrade: false,
   });
+  meterInbound(req, stream, meter);
   pipeIntoStream(req, stream, { trailers: () => req.rawTrailers });
   res.on('close', () => {
     // The public client went away before the whole response was written: stop the local side too.
@@ -130,6 +166,7 @@ export function forwardRequest(
       return;
     }
     pipeStreamInto(stream, res);
+    meterOutbound(stream, meter);
   };
   stream.onEnd = (trailers) => {
     if (trailers.length > 0) res.addTrailers(toPairs(trailers));
@@ -180,9 +217,11 @@ export function forwardUpgrade(
   head: Buffer,
   ctx: PublicContext,
   done: Done,
+  meter: Meter = NO_METER,
 ): void {
   const headers = requestHeaders(req, ctx, true);
   if (!headerListFits(headers)) {
+    meter.status(HEADERS_TOO_LARGE.status);
     writeRawErrorPage(socket, HEADERS_TOO_LARGE);
     return done();
   }
@@ -202,7 +241,11 @@ export function forwardUpgrade(
     done();
   };
   // Bytes the public client sent right after its request head belong to the new protocol: send them first.
-  if (head.length > 0) stream.write(head);
+  if (head.length > 0) {
+    meter.in(head.length);
+    stream.write(head);
+  }
+  meterInbound(socket, stream, meter);
   pipeIntoStream(socket, stream);
   socket.on('error', () => {});
   socket.on('close', () => {
@@ -213,18 +256,24 @@ export function forwardUpgrade(
   });
   stream.onResponse = (resHead) => {
     responded = true;
+    meter.status(resHead.status);
     const upgraded = resHead.status === 101;
     const headers = stripHopByHop(resHead.headers, upgraded);
     if (!upgraded) headers.push('Connection', 'close');
     socket.write(rawHead(resHead, headers));
     pipeStreamInto(stream, socket);
+    meterOutbound(stream, meter);
   };
   // Half-close: the local side finished sending; the public side may still talk.
   stream.onEnd = () => socket.end();
   stream.onReset = (err) => {
     // A cut channel must not look like a clean end to the public client: reset the TCP connection.
     if (responded) resetSocket(socket);
-    else writeRawErrorPage(socket, resetPage(err));
+    else {
+      const page = resetPage(err);
+      meter.status(page.status);
+      writeRawErrorPage(socket, page);
+    }
     finish();
   };
 }

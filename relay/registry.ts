@@ -139,6 +139,11 @@ export class Registry<T extends { owner: string; clientId: string }> {
     return this.held.has(name);
   }
 
+  /** The owner a disconnected tunnel's name is still held for, if any. */
+  heldFor(name: string): string | undefined {
+    return this.isHeld(name) ? this.held.get(name)?.owner : undefined;
+  }
+
   /**
    * Checks whether `owner` (from the same client process `clientId`) may take `name`.
    * The same client process may take over its own live tunnel (a reconnect racing the old socket's close).

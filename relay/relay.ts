@@ -15,20 +15,39 @@ import {
 } from '../protocol/frames.js';
 import { Session } from '../protocol/session.js';
 import { AccessPolicy, visitorAddress } from './access.js';
-import { landingPage, sendErrorPage, sendJson, writeRawErrorPage, type ErrorPage } from './pages.js';
-import { forwardRequest, forwardUpgrade, type PublicContext } from './public-request.js';
-import { Registry } from './registry.js';
-import { acceptControlSocket, tokenId, tokenMatches, Tunnel, type HelloDecision } from './tunnel.js';
+import { WebhookSender, type HookEvent } from './hooks.js';
+import type { RelayEvent } from './log.js';
+import { RelayMetrics } from './metrics.js';
+import {
+  landingPage,
+  sendErrorPage,
+  sendJson,
+  statusPage,
+  writeRawErrorPage,
+  type ErrorPage,
+  type RelayStatus,
+} from './pages.js';
+import { forwardRequest, forwardUpgrade, type Meter, type PublicContext } from './public-request.js';
+import { isValidName, Registry } from './registry.js';
+import {
+  acceptControlSocket,
+  matchToken,
+  parseTokens,
+  tokenMatches,
+  Tunnel,
+  type HelloDecision,
+  type TokenEntry,
+} from './tunnel.js';
 
 import { VERSION as RELAY_VERSION } from '../protocol/version.js';
 
-export { RELAY_VERSION };
+export { RELAY_VERSION, type RelayEvent };
 
 /** Everything the relay can be configured with; main.ts fills it from flags and environment. */
 export interface RelayOptions {
   /** Tunnels are served at <name>.<domain>; without it the relay serves one tunnel at its own host. */
   domain?: string;
-  /** Accepted client tokens; at least one. */
+  /** Accepted client tokens; at least one. `label=token` gives a token a label people see instead of it. */
   tokens: string[];
   /** Trust X-Forwarded-Proto/Host/Port from a proxy in front (Heroku router, Fly proxy, Caddy). */
   trustProxy?: boolean;
@@ -39,6 +58,11 @@ export interface RelayOptions {
   nameGraceMs?: number;
   /** How long a public request waits for a tunnel whose client is reconnecting before the offline page. */
   waitForClientMs?: number;
+  /**
+   * After start, requests for names the relay does not know yet also wait (waitForClientMs) for their client:
+   * after a restart (Heroku restarts dynos daily) clients are still reconnecting. Default 30 s.
+   */
+  startupGraceMs?: number;
   /** New streams (requests + channels) per second per tunnel, sustained; above it 429. Burst is twice that. */
   streamsPerSecond?: number;
   /** Live tunnels one token may hold at once. */
@@ -59,11 +83,16 @@ export interface RelayOptions {
   headersTimeoutMs?: number;
   /** Receives one structured event per notable thing (connect, disconnect, refusal, protocol error). */
   log?: (event: RelayEvent) => void;
-}
-
-export interface RelayEvent {
-  event: string;
-  [key: string]: unknown;
+  /** Also log one `request` event per public request or upgrade (method, host, path without query, status…). */
+  accessLog?: boolean;
+  /** The only token /_ggrok/metrics and /_ggrok/status accept; without it, any client token does. */
+  metricsToken?: string;
+  /** Add per-tunnel-name request and byte series to the metrics. */
+  metricsPerTunnel?: boolean;
+  /** POST tunnel connect and disconnect events here (JSON, signed with `secret` when set). */
+  webhook?: { url: string; secret?: string; timeoutMs?: number; maxPending?: number };
+  /** How often changed traffic counters go to clients as Stats frames (0 = never). */
+  statsIntervalMs?: number;
 }
 
 /** Paths under this prefix on the relay's own host belong to the relay. */
@@ -72,6 +101,10 @@ const CONNECT_PATH = '/_ggrok/connect';
 const HEALTH_PATH = '/_ggrok/health';
 /** Caddy's on-demand TLS asks here whether to issue a certificate for ?domain=. */
 const ASK_PATH = '/_ggrok/ask';
+const METRICS_PATH = '/_ggrok/metrics';
+const STATUS_PATH = '/_ggrok/status';
+/** The status logged and counted for a visitor who left before any response head (nginx's convention). */
+const CLIENT_CLOSED_STATUS = 499;
 /** Name under which the single tunnel of own-host mode is registered. */
 const OWN_HOST_NAME = 'default';
 
@@ -83,6 +116,31 @@ type Route =
 
 /** Requests waiting for one reconnecting tunnel, at most; more get the offline page at once. */
 const MAX_WAITERS_PER_TUNNEL = 1000;
+/** Requests waiting for any tunnel, at most. */
+const MAX_WAITERS_TOTAL = 10_000;
+
+/** One public request or upgrade, followed from arrival to its end for metrics, Stats and the access log. */
+interface Exchange {
+  /** performance.now() at arrival. */
+  startedAt: number;
+  upgrade: boolean;
+  tunnel?: Tunnel;
+  bytesIn: number;
+  bytesOut: number;
+  /** Status answered to an upgrade; 0 until known. */
+  status: number;
+}
+
+/** Words for the control socket's close codes, for logs and webhooks. */
+const CLOSE_REASONS: Record<number, string> = {
+  [CloseCode.Normal]: 'closed by the client',
+  [CloseCode.GoingAway]: 'going away',
+  1005: 'closed',
+  1006: 'connection lost',
+  [CloseCode.ProtocolError]: 'protocol error',
+  [CloseCode.HeartbeatTimeout]: 'heartbeat timeout',
+  [CloseCode.Replaced]: 'replaced by a new connection',
+};
 
 /** The 503 answer when a tunnel is at its limit of concurrent requests or channels. */
 function busyPage(what: 'requests' | 'channels', limit: number): ErrorPage {
@@ -95,15 +153,32 @@ function busyPage(what: 'requests' | 'channels', limit: number): ErrorPage {
   };
 }
 
+/** One tunnel a hello may open: its name, rules, and whether it takes over from its owner's earlier one. */
+interface TunnelPlan {
+  name: string;
+  access?: AccessPolicy;
+  replaces?: Tunnel;
+  /** The name was held for this owner, or this client's own stale tunnel is replaced. */
+  reconnect: boolean;
+}
+
 /** A running relay. Create with createRelay(), then listen(). */
 export class Relay {
   readonly server: http.Server;
   private readonly wss: WebSocketServer;
   private readonly registry: Registry<Tunnel>;
-  private readonly opts: Required<Omit<RelayOptions, 'domain' | 'log' | 'tls'>> &
-    Pick<RelayOptions, 'domain' | 'log' | 'tls'>;
+  private readonly opts: Required<Omit<RelayOptions, 'domain' | 'log' | 'tls' | 'metricsToken' | 'webhook'>> &
+    Pick<RelayOptions, 'domain' | 'log' | 'tls' | 'metricsToken' | 'webhook'>;
   private readonly startedAt = Date.now();
+  private readonly tokenEntries: TokenEntry[];
+  /** Strings /_ggrok/metrics and /_ggrok/status accept as a bearer token. */
+  private readonly observerTokens: string[];
+  readonly metrics: RelayMetrics;
+  private readonly hooks: WebhookSender | undefined;
+  private readonly statsTimer: NodeJS.Timeout | undefined;
   private shuttingDown = false;
+  /** Public requests waiting, over all names. */
+  private waiting = 0;
   /** Public requests waiting for a reconnecting tunnel, by name. */
   private readonly waiters = new Map<string, Set<(t?: Tunnel) => void>>();
 
@@ -116,6 +191,7 @@ export class Relay {
       handshakeTimeoutMs: 10_000,
       nameGraceMs: 10 * 60_000,
       waitForClientMs: 5000,
+      startupGraceMs: 30_000,
       maxRequestsPerTunnel: 1000,
       maxChannelsPerTunnel: 10_000,
       streamsPerSecond: 500,
@@ -125,10 +201,38 @@ export class Relay {
       flow: DEFAULT_FLOW,
       keepAliveTimeoutMs: 100_000,
       headersTimeoutMs: 30_000,
+      accessLog: false,
+      metricsPerTunnel: false,
+      statsIntervalMs: 5000,
       ...options,
       domain: options.domain?.toLowerCase().replace(/^\.+|\.+$/g, '') || undefined,
     };
+    this.tokenEntries = parseTokens(this.opts.tokens);
+    this.observerTokens = this.opts.metricsToken
+      ? [this.opts.metricsToken]
+      : this.tokenEntries.flatMap((t) => t.accepted);
     this.registry = new Registry(this.opts.nameGraceMs);
+    if (this.opts.webhook) {
+      const url = new URL(this.opts.webhook.url); // throws on a malformed URL
+      if (url.protocol !== 'http:' && url.protocol !== 'https:')
+        throw new Error('the webhook URL must be http:// or https://');
+      this.hooks = new WebhookSender({ ...this.opts.webhook, log: (e) => this.log(e) });
+    }
+    const hooks = this.hooks;
+    this.metrics = new RelayMetrics(
+      {
+        tunnels: () => this.registry.values(),
+        controlSockets: () => this.wss.clients.size,
+        nameKnown: (name) => this.registry.get(name) !== undefined || this.registry.isHeld(name),
+        mode: this.mode,
+        webhooks: hooks ? () => hooks : undefined,
+      },
+      this.opts.metricsPerTunnel,
+    );
+    if (this.opts.statsIntervalMs > 0) {
+      this.statsTimer = setInterval(() => this.sendStats(), this.opts.statsIntervalMs);
+      this.statsTimer.unref();
+    }
     this.wss = new WebSocketServer({
       noServer: true,
       perMessageDeflate: false,
@@ -190,6 +294,7 @@ export class Relay {
    */
   async close(deadlineMs = 25_000): Promise<void> {
     this.shuttingDown = true;
+    clearInterval(this.statsTimer);
     this.server.close();
     for (const name of [...this.waiters.keys()]) this.releaseWaiters(name);
     for (const tunnel of this.registry.values())
@@ -202,6 +307,12 @@ export class Relay {
       tunnel.session.close(CloseCode.GoingAway, 'relay shutting down');
     for (const ws of this.wss.clients) ws.terminate();
     this.server.closeAllConnections();
+    if (this.hooks) {
+      // Give the disconnect webhooks a moment to go out: sessions report their close a tick later.
+      const until = Date.now() + Math.min(3000, deadlineMs);
+      while (Date.now() < until && this.registry.size > 0) await new Promise((r) => setTimeout(r, 10));
+      await this.hooks.drain(until - Date.now());
+    }
     this.log({ event: 'shutdown' });
   }
 
@@ -228,7 +339,7 @@ export class Relay {
       if (tunnel) return { kind: 'tunnel', tunnel };
       return {
         kind: 'missing',
-        heldName: this.registry.isHeld(OWN_HOST_NAME) ? OWN_HOST_NAME : undefined,
+        heldName: this.registry.isHeld(OWN_HOST_NAME) || this.justStarted() ? OWN_HOST_NAME : undefined,
         page: {
           status: 503,
           code: 'tunnel_offline',
@@ -257,6 +368,8 @@ export class Relay {
       };
     return {
       kind: 'missing',
+      // Just after a restart the relay has not met its clients yet: give them time to reconnect.
+      heldName: !name.includes('.') && this.justStarted() && isValidName(name) ? name : undefined,
       page: {
         status: 404,
         code: 'tunnel_not_found',
@@ -264,6 +377,11 @@ export class Relay {
         detail: `There is no tunnel at ${host}.`,
       },
     };
+  }
+
+  /** True during startupGraceMs after start: clients of the previous process may still be reconnecting. */
+  private justStarted(): boolean {
+    return Date.now() - this.startedAt < this.opts.startupGraceMs;
   }
 
   private publicContext(req: IncomingMessage, tunnel: Tunnel): PublicContext {
@@ -282,15 +400,201 @@ export class Relay {
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
     const route = this.route(req);
     if (route.kind === 'relay') return this.onRelayRequest(req, res);
-    if (route.kind === 'tunnel') return this.forward(route.tunnel, req, res);
+    const x = this.startExchange(false);
+    res.once('close', () =>
+      this.finishExchange(req, x, res.headersSent ? res.statusCode : CLIENT_CLOSED_STATUS),
+    );
+    if (route.kind === 'tunnel') return this.forward(route.tunnel, req, res, x);
     if (!route.heldName) return sendErrorPage(res, route.page);
     this.awaitTunnel(route.heldName, res, (tunnel) =>
-      tunnel ? this.forward(tunnel, req, res) : sendErrorPage(res, route.page),
+      tunnel ? this.forward(tunnel, req, res, x) : sendErrorPage(res, route.page),
     );
+  }
+
+  // ---- observability ----
+
+  private startExchange(upgrade: boolean): Exchange {
+    return { startedAt: performance.now(), upgrade, bytesIn: 0, bytesOut: 0, status: 0 };
+  }
+
+  /** Counts an exchange's bytes on the exchange and its tunnel as they pass. */
+  private meter(x: Exchange, tunnel: Tunnel): Meter {
+    x.tunnel = tunnel;
+    return {
+      in: (n) => {
+        x.bytesIn += n;
+        tunnel.countIn(n);
+      },
+      out: (n) => {
+        x.bytesOut += n;
+        tunnel.countOut(n);
+      },
+      status: (code) => (x.status = code),
+    };
+  }
+
+  /** Records a finished public request or upgrade: metrics, the tunnel's counters, the access log. */
+  private finishExchange(req: IncomingMessage, x: Exchange, status: number): void {
+    const seconds = (performance.now() - x.startedAt) / 1000;
+    x.tunnel?.countRequest();
+    this.metrics.requestDone(status, x.upgrade ? undefined : seconds, x.tunnel);
+    if (!this.opts.accessLog) return;
+    this.log({
+      event: 'request',
+      method: req.method,
+      host: (req.headers.host ?? '').slice(0, 255),
+      // The query string often carries secrets (tokens, signed URLs): never logged.
+      path: (req.url ?? '/').split('?')[0]!,
+      status,
+      durationMs: Math.round(seconds * 1000),
+      bytesIn: x.bytesIn,
+      bytesOut: x.bytesOut,
+      tunnel: x.tunnel?.name ?? null,
+      ...(x.upgrade ? { upgrade: true } : {}),
+    });
+  }
+
+  /** Whether a request may read metrics or status: a bearer token (or ?token= where allowed) that matches. */
+  private observerAllowed(req: IncomingMessage, allowQuery: boolean): boolean {
+    const header = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '')?.[1];
+    const query = allowQuery
+      ? (new URL(req.url ?? '/', 'http://relay').searchParams.get('token') ?? undefined)
+      : undefined;
+    const presented = header ?? query;
+    return presented !== undefined && tokenMatches(presented, this.observerTokens);
+  }
+
+  private serveMetrics(req: IncomingMessage, res: ServerResponse): void {
+    if (!this.observerAllowed(req, false)) {
+      res.writeHead(401, {
+        'Content-Type': 'text/plain; charset=utf-8',
+        'WWW-Authenticate': 'Bearer realm="ggrok"',
+        'Cache-Control': 'no-store',
+      });
+      return void res.end('401 Unauthorized: send Authorization: Bearer <token>\n');
+    }
+    this.metrics.render().then(
+      ({ contentType, body }) => {
+        res.writeHead(200, {
+          'Content-Type': contentType,
+          'Content-Length': Buffer.byteLength(body),
+          'Cache-Control': 'no-store',
+        });
+        res.end(body);
+      },
+      (err: Error) =>
+        sendErrorPage(res, {
+          status: 500,
+          code: 'metrics_failed',
+          title: 'Metrics failed',
+          detail: err.message,
+        }),
+    );
+  }
+
+  /** What /_ggrok/status shows; never a token, only its label. */
+  statusReport(): RelayStatus {
+    const now = Date.now();
+    return {
+      version: RELAY_VERSION,
+      mode: this.mode,
+      domain: this.opts.domain ?? null,
+      uptimeSeconds: Math.round((now - this.startedAt) / 1000),
+      shuttingDown: this.shuttingDown,
+      tunnels: [...this.registry.values()].map((t) => ({
+        name: t.name,
+        url: t.url,
+        owner: t.ownerLabel,
+        agent: t.agent.slice(0, 200),
+        connectedAt: new Date(t.connectedAt).toISOString(),
+        uptimeSeconds: Math.round((now - t.connectedAt) / 1000),
+        requests: t.requests,
+        bytesIn: t.bytesIn,
+        bytesOut: t.bytesOut,
+        activeRequests: t.activeRequests,
+        channels: t.activeChannels,
+        lastActivityAt: t.lastActivityAt ? new Date(t.lastActivityAt).toISOString() : null,
+        rttMs: t.session.rttMs,
+      })),
+    };
+  }
+
+  private serveStatus(req: IncomingMessage, res: ServerResponse): void {
+    const format = new URL(req.url ?? '/', 'http://relay').searchParams.get('format');
+    const json =
+      format === 'json' || (format !== 'html' && /\bapplication\/json\b/i.test(req.headers.accept ?? ''));
+    if (!this.observerAllowed(req, true)) {
+      if (json) return sendJson(res, 401, { error: 'unauthorized' });
+      return sendErrorPage(res, {
+        status: 401,
+        code: 'unauthorized',
+        title: 'Unauthorized',
+        detail:
+          "This page needs the relay's token: add ?token=<token> to the address, or send Authorization: Bearer <token>.",
+      });
+    }
+    if (json) return sendJson(res, 200, this.statusReport());
+    const body = statusPage(this.statusReport());
+    res.writeHead(200, {
+      'Content-Type': 'text/html; charset=utf-8',
+      'Content-Length': Buffer.byteLength(body),
+      'Cache-Control': 'no-store',
+      // The address may hold ?token=: never send it along to the tunnels the page links to.
+      'Referrer-Policy': 'no-referrer',
+      'Content-Security-Policy': "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+      'X-Content-Type-Options': 'nosniff',
+    });
+    res.end(body);
+  }
+
+  /** Sends each tunnel whose counters changed since the last time a Stats frame. */
+  private sendStats(): void {
+    for (const tunnel of this.registry.values()) {
+      const stats = {
+        requests: tunnel.requests,
+        bytesIn: tunnel.bytesIn,
+        bytesOut: tunnel.bytesOut,
+        channels: tunnel.activeChannels,
+        lastActivityMs: tunnel.lastActivityAt,
+        tunnel: tunnel.index,
+      };
+      const key = `${stats.requests}/${stats.bytesIn}/${stats.bytesOut}/${stats.channels}/${stats.lastActivityMs}`;
+      if (key === tunnel.statsSent) continue;
+      tunnel.statsSent = key;
+      tunnel.session.sendStats(stats);
+    }
+  }
+
+  private refusal(reason: string, fields: Record<string, unknown>): void {
+    this.metrics.refused(reason);
+    this.log({ event: 'refused', reason, ...fields });
+  }
+
+  private hook(event: HookEvent['event'], tunnel: Tunnel, reason?: string): void {
+    this.hooks?.send({
+      event,
+      name: tunnel.name,
+      url: tunnel.url,
+      at: new Date().toISOString(),
+      ...(reason === undefined ? {} : { reason }),
+      owner: tunnel.ownerLabel,
+    });
   }
 
   /** The answer for a visitor who may not open a stream on this tunnel now, or undefined. */
   private admission(
+    tunnel: Tunnel,
+    req: IncomingMessage,
+    open: number,
+    limit: number,
+    what: 'requests' | 'channels',
+  ): ErrorPage | undefined {
+    const refusal = this.admissionCheck(tunnel, req, open, limit, what);
+    if (refusal) this.metrics.refused(refusal.code);
+    return refusal;
+  }
+
+  private admissionCheck(
     tunnel: Tunnel,
     req: IncomingMessage,
     open: number,
@@ -311,7 +615,8 @@ export class Relay {
     return undefined;
   }
 
-  private forward(tunnel: Tunnel, req: IncomingMessage, res: ServerResponse): void {
+  private forward(tunnel: Tunnel, req: IncomingMessage, res: ServerResponse, x: Exchange): void {
+    x.tunnel = tunnel;
     const refusal = this.admission(
       tunnel,
       req,
@@ -321,7 +626,14 @@ export class Relay {
     );
     if (refusal) return sendErrorPage(res, refusal);
     tunnel.activeRequests++;
-    forwardRequest(tunnel, req, res, this.publicContext(req, tunnel), () => tunnel.activeRequests--);
+    forwardRequest(
+      tunnel,
+      req,
+      res,
+      this.publicContext(req, tunnel),
+      () => tunnel.activeRequests--,
+      this.meter(x, tunnel),
+    );
   }
 
   /**
@@ -334,14 +646,21 @@ export class Relay {
     publicSide: { once(event: 'close', fn: () => void): unknown },
     callback: (t?: Tunnel) => void,
   ): void {
-    let waiting = this.waiters.get(name);
-    if (!waiting) this.waiters.set(name, (waiting = new Set()));
-    if (this.shuttingDown || this.opts.waitForClientMs <= 0 || waiting.size >= MAX_WAITERS_PER_TUNNEL)
+    const existing = this.waiters.get(name);
+    if (
+      this.shuttingDown ||
+      this.opts.waitForClientMs <= 0 ||
+      (existing?.size ?? 0) >= MAX_WAITERS_PER_TUNNEL ||
+      this.waiting >= MAX_WAITERS_TOTAL
+    )
       return callback();
-    const set = waiting;
+    const set = existing ?? new Set<(t?: Tunnel) => void>();
+    this.waiters.set(name, set);
+    this.waiting++;
     const stop = (): void => {
+      if (!set.delete(waiter)) return;
       clearTimeout(timer);
-      set.delete(waiter);
+      this.waiting--;
       if (set.size === 0 && this.waiters.get(name) === set) this.waiters.delete(name);
     };
     const waiter = (tunnel?: Tunnel): void => {
@@ -377,6 +696,8 @@ export class Relay {
       res.writeHead(allowed ? 200 : 404, { 'Content-Type': 'text/plain', 'Cache-Control': 'no-store' });
       return void res.end(allowed ? 'ok\n' : 'no such tunnel\n');
     }
+    if (path === METRICS_PATH) return this.serveMetrics(req, res);
+    if (path === STATUS_PATH) return this.serveStatus(req, res);
     if (path === CONNECT_PATH)
       return sendErrorPage(res, {
         status: 426,
@@ -404,7 +725,14 @@ export class Relay {
     });
   }
 
-  private forwardUpgrade(tunnel: Tunnel, req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  private forwardUpgrade(
+    tunnel: Tunnel,
+    req: IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    x: Exchange,
+  ): void {
+    x.tunnel = tunnel;
     const refusal = this.admission(
       tunnel,
       req,
@@ -412,9 +740,22 @@ export class Relay {
       this.opts.maxChannelsPerTunnel,
       'channels',
     );
-    if (refusal) return writeRawErrorPage(socket, refusal);
+    if (refusal) return this.rawErrorPage(socket, refusal, x);
     tunnel.activeChannels++;
-    forwardUpgrade(tunnel, req, socket, head, this.publicContext(req, tunnel), () => tunnel.activeChannels--);
+    forwardUpgrade(
+      tunnel,
+      req,
+      socket,
+      head,
+      this.publicContext(req, tunnel),
+      () => tunnel.activeChannels--,
+      this.meter(x, tunnel),
+    );
+  }
+
+  private rawErrorPage(socket: Duplex, page: ErrorPage, x: Exchange): void {
+    x.status = page.status;
+    writeRawErrorPage(socket, page);
   }
 
   /** Whether a TLS certificate may be issued for `host`: the relay's domain, or a live or held tunnel name. */
@@ -431,13 +772,15 @@ export class Relay {
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => {});
     const route = this.route(req);
-    if (route.kind === 'missing') {
-      if (!route.heldName) return writeRawErrorPage(socket, route.page);
+    if (route.kind !== 'relay') {
+      const x = this.startExchange(true);
+      socket.once('close', () => this.finishExchange(req, x, x.status || CLIENT_CLOSED_STATUS));
+      if (route.kind === 'tunnel') return this.forwardUpgrade(route.tunnel, req, socket, head, x);
+      if (!route.heldName) return this.rawErrorPage(socket, route.page, x);
       return this.awaitTunnel(route.heldName, socket, (tunnel) =>
-        tunnel ? this.forwardUpgrade(tunnel, req, socket, head) : writeRawErrorPage(socket, route.page),
+        tunnel ? this.forwardUpgrade(tunnel, req, socket, head, x) : this.rawErrorPage(socket, route.page, x),
       );
     }
-    if (route.kind === 'tunnel') return this.forwardUpgrade(route.tunnel, req, socket, head);
     const path = (req.url ?? '/').split('?')[0]!;
     if (path !== CONNECT_PATH || req.headers.upgrade?.toLowerCase() !== 'websocket')
       return writeRawErrorPage(socket, {
@@ -447,7 +790,12 @@ export class Relay {
         detail: `Nothing to upgrade at ${path}.`,
       });
     this.wss.handleUpgrade(req, socket, head, (ws) => {
-      acceptControlSocket(ws, this.opts.handshakeTimeoutMs, (hello) => this.onHello(hello, req, ws));
+      acceptControlSocket(
+        ws,
+        this.opts.handshakeTimeoutMs,
+        (hello) => this.onHello(hello, req, ws),
+        (reason) => this.refusal(reason, { peer: req.socket.remoteAddress }),
+      );
     });
   }
 
@@ -470,20 +818,26 @@ export class Relay {
 
   private onHello(hello: HelloFrame, req: IncomingMessage, ws: import('ws').WebSocket): HelloDecision {
     const peer = req.socket.remoteAddress;
-    if (this.shuttingDown) return { refuse: RefuseCode.RelayShuttingDown, message: 'relay is shutting down' };
-    if (!tokenMatches(hello.token, this.opts.tokens)) {
-      this.log({ event: 'refused', reason: RefuseCode.BadToken, peer });
+    if (this.shuttingDown) {
+      this.refusal(RefuseCode.RelayShuttingDown, { peer });
+      return { refuse: RefuseCode.RelayShuttingDown, message: 'relay is shutting down' };
+    }
+    const token = matchToken(hello.token, this.tokenEntries);
+    if (!token) {
+      this.refusal(RefuseCode.BadToken, { peer });
       return { refuse: RefuseCode.BadToken, message: 'token rejected' };
     }
-    const owner = tokenId(hello.token);
+    const owner = token.owner;
     const wanted: TunnelRequest[] = [{ name: hello.name, access: hello.access }, ...(hello.more ?? [])];
-    if (!this.opts.domain && wanted.length > 1)
+    if (!this.opts.domain && wanted.length > 1) {
+      this.refusal(RefuseCode.NameInUse, { peer, owner: token.label });
       return { refuse: RefuseCode.NameInUse, message: 'this relay serves one tunnel (own-host mode)' };
-    const plans: { name: string; access?: AccessPolicy; replaces?: Tunnel }[] = [];
+    }
+    const plans: TunnelPlan[] = [];
     for (const tunnel of wanted) {
       const plan = this.planTunnel(tunnel, owner, hello.clientId, plans);
       if ('refuse' in plan) {
-        this.log({ event: 'refused', reason: plan.refuse, name: tunnel.name.slice(0, 80), peer });
+        this.refusal(plan.refuse, { name: tunnel.name.slice(0, 80), peer, owner: token.label });
         return plan;
       }
       plans.push(plan);
@@ -491,7 +845,7 @@ export class Relay {
     const replaced = new Set(plans.map((p) => p.replaces).filter((t) => t !== undefined));
     const held = [...this.registry.values()].filter((t) => t.owner === owner && !replaced.has(t)).length;
     if (held + plans.length > this.opts.maxTunnelsPerToken) {
-      this.log({ event: 'refused', reason: RefuseCode.TooManyTunnels, peer });
+      this.refusal(RefuseCode.TooManyTunnels, { peer, owner: token.label });
       return {
         refuse: RefuseCode.TooManyTunnels,
         message: `this token already has ${held} tunnels open and the relay allows ${this.opts.maxTunnelsPerToken}`,
@@ -517,18 +871,32 @@ export class Relay {
           heartbeatMs: this.opts.heartbeatMs,
           deadAfterMs: this.opts.deadAfterMs,
           idleStreamMs: this.opts.idleStreamMs,
-          onProtocolError: (err, fatal) =>
+          onProtocolError: (err, fatal) => {
+            this.metrics.protocolError(err.code, fatal);
             this.log({
               event: 'protocol_error',
               name: plans[0]!.name,
               code: err.code,
               message: err.message,
               fatal,
-            }),
+            });
+          },
+          onFlowStall: (scope) => this.metrics.flowStall(scope),
           onClose: ({ code, reason }) => {
+            const why = `${reason || CLOSE_REASONS[code] || 'closed'} (${code})`;
             for (const tunnel of tunnels) {
               this.registry.remove(tunnel.name, tunnel);
-              this.log({ event: 'disconnect', name: tunnel.name, code, reason });
+              this.log({
+                event: 'disconnect',
+                name: tunnel.name,
+                code,
+                reason,
+                requests: tunnel.requests,
+                bytesIn: tunnel.bytesIn,
+                bytesOut: tunnel.bytesOut,
+                uptimeSeconds: Math.round((Date.now() - tunnel.connectedAt) / 1000),
+              });
+              this.hook('disconnect', tunnel, why);
             }
           },
         });
@@ -547,7 +915,11 @@ export class Relay {
               index,
             ),
         );
-        for (const tunnel of tunnels) {
+        for (const [index, tunnel] of tunnels.entries()) {
+          tunnel.ownerLabel = token.label;
+          this.metrics.attach(tunnel);
+          const reconnect = plans[index]!.reconnect;
+          if (reconnect) this.metrics.reconnected();
           this.registry.add(tunnel.name, tunnel);
           this.releaseWaiters(tunnel.name, tunnel);
           this.log({
@@ -556,7 +928,10 @@ export class Relay {
             url: tunnel.url,
             peer,
             agent: hello.agent.slice(0, 100),
+            owner: token.label,
+            ...(reconnect ? { reconnect: true } : {}),
           });
+          this.hook('connect', tunnel);
         }
       },
     };
@@ -568,9 +943,7 @@ export class Relay {
     owner: string,
     clientId: string,
     planned: { name: string }[],
-  ):
-    | { name: string; access?: AccessPolicy; replaces?: Tunnel }
-    | { refuse: RefuseCodeValue; message: string } {
+  ): TunnelPlan | { refuse: RefuseCodeValue; message: string } {
     let access: AccessPolicy | undefined;
     try {
       access = wanted.access ? new AccessPolicy(wanted.access) : undefined;
@@ -584,7 +957,8 @@ export class Relay {
           refuse: RefuseCode.NameInUse,
           message: 'this relay already serves a tunnel (own-host mode serves one at a time)',
         };
-      return { name: OWN_HOST_NAME, access, replaces: current };
+      const reconnect = current !== undefined || this.registry.heldFor(OWN_HOST_NAME) === owner;
+      return { name: OWN_HOST_NAME, access, replaces: current, reconnect };
     }
     let name = wanted.name.toLowerCase();
     while (!name || planned.some((p) => p.name === name && !wanted.name)) name = this.registry.pickName();
@@ -592,8 +966,10 @@ export class Relay {
       return { refuse: RefuseCode.NameInUse, message: `subdomain "${name}" is asked for twice` };
     const check = this.registry.check(name, owner, clientId);
     switch (check.problem) {
-      case undefined:
-        return { name, access, replaces: check.replaces };
+      case undefined: {
+        const reconnect = check.replaces !== undefined || this.registry.heldFor(name) === owner;
+        return { name, access, replaces: check.replaces, reconnect };
+      }
       case 'invalid':
         return {
           refuse: RefuseCode.NameInvalid,

@@ -42,7 +42,14 @@ export interface TestRelay {
 
 export async function startRelay(cleanup: Cleanup, options: Partial<RelayOptions> = {}): Promise<TestRelay> {
   const events: RelayEvent[] = [];
-  const relay = createRelay({ tokens: [TOKEN], domain: 'localhost', log: (e) => events.push(e), ...options });
+  const relay = createRelay({
+    tokens: [TOKEN],
+    domain: 'localhost',
+    // Unknown names get their 404 at once (the restart grace has its own test).
+    startupGraceMs: 0,
+    log: (e) => events.push(e),
+    ...options,
+  });
   const port = await relay.listen(0, '127.0.0.1');
   cleanup.add(() => relay.close(0));
   return { relay, port, url: `http://127.0.0.1:${port}`, events };

@@ -53,3 +53,25 @@ test('connect() rejects with a GgrokError whose code says why', async () => {
     'bad_server_url',
   );
 });
+
+test("the relay's traffic counters reach the client as 'stats' events", async () => {
+  const r = await startRelay(cleanup, { statsIntervalMs: 100 });
+  const local = await startLocal(cleanup, (_req, res) => reply(res, 200, 'twelve bytes'));
+  const tunnel = await connect({ port: local.port, server: r.url, token: TOKEN, subdomain: 'counted' });
+  cleanup.add(() => tunnel.close());
+  for (let i = 0; i < 3; i++)
+    await rawRequest({
+      port: r.port,
+      method: 'POST',
+      body: 'abcd',
+      headers: { Host: `counted.localhost:${r.port}`, 'Content-Length': '4' },
+    });
+  await waitFor(() => tunnel.stats.get(0)?.requests === 3, 'stats for three requests', 10_000);
+  expect(tunnel.stats.get(0)).toMatchObject({
+    name: 'counted',
+    requests: 3,
+    bytesIn: 12,
+    bytesOut: 36,
+    channels: 0,
+  });
+});

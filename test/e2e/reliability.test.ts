@@ -60,6 +60,27 @@ describe('reconnects', () => {
     expect(res.body.toString()).toBe('after restart');
   });
 
+  test('just after a relay restart, requests for a name it has not seen yet wait for its client', async () => {
+    const r = await startRelay(cleanup);
+    const local = await startLocal(cleanup, (_req, res) => reply(res, 200, 'waited for'));
+    await startClient(cleanup, r.url, local.port, {
+      subdomain: 'comeback',
+      minBackoffMs: 300,
+      maxBackoffMs: 300,
+    });
+    await r.relay.close(0);
+    const again = createRelay({ tokens: [TOKEN], domain: 'localhost', startupGraceMs: 10_000 });
+    await again.listen(r.port, '127.0.0.1');
+    cleanup.add(() => again.close(0));
+    // Sent before the client is back (its next try is ~300 ms away): it waits instead of getting a 404.
+    expect(again.tunnelCount).toBe(0);
+    const res = await rawRequest({ port: r.port, headers: { Host: `comeback.localhost:${r.port}` } });
+    expect([res.status, res.body.toString()]).toEqual([200, 'waited for']);
+    // A name nobody reconnects with still ends in a 404, after the wait.
+    const unknown = await rawRequest({ port: r.port, headers: { Host: `nobody.localhost:${r.port}` } });
+    expect(unknown.status).toBe(404);
+  });
+
   test('requests in flight on a dropped control socket fail at once with 502, never hang', async () => {
     const t = await startTunnel(cleanup, () => {
       /* never answers */

@@ -189,6 +189,26 @@ const GOLDEN: { name: string; frame: Frame; hex: string }[] = [
     frame: { type: FrameType.Window, id: 70000, increment: 300 },
     hex: '93 10 ce00011170 cd012c',
   },
+  {
+    // Relay -> client traffic counters: a map16 like Hello and Welcome; a Date.now() value is a float64.
+    name: 'Stats',
+    frame: {
+      type: FrameType.Stats,
+      requests: 10,
+      bytesIn: 2048,
+      bytesOut: 70000,
+      channels: 1,
+      lastActivityMs: 1700000000000,
+      tunnel: 0,
+    },
+    hex: `92 11 de0006
+      a8 7265717565737473 0a
+      a7 6279746573496e cd0800
+      a8 62797465734f7574 ce00011170
+      a8 6368616e6e656c73 01
+      ae 6c61737441637469766974794d73 cb4278bcfe56800000
+      a6 74756e6e656c 00`,
+  },
 ];
 
 /** Decodes and returns the FrameError, failing the test if anything else happens. */
@@ -698,6 +718,15 @@ function shapeMatches(f: Frame): boolean {
         isUint(f.increment, WIRE_LIMITS.MAX_WINDOW_BYTES) &&
         f.increment > 0
       );
+    case FrameType.Stats:
+      return (
+        hasKeys(f, ['requests', 'bytesIn', 'bytesOut', 'channels', 'lastActivityMs', 'tunnel']) &&
+        [f.requests, f.bytesIn, f.bytesOut, f.lastActivityMs].every((n) =>
+          isUint(n, Number.MAX_SAFE_INTEGER),
+        ) &&
+        isUint(f.channels, WIRE_LIMITS.MAX_STREAM_ID) &&
+        isUint(f.tunnel, WIRE_LIMITS.MAX_TUNNELS_PER_CONNECTION - 1)
+      );
     default:
       return false;
   }
@@ -813,6 +842,15 @@ const frameArb: fc.Arbitrary<Frame> = fc.oneof(
     id: fc.oneof(fc.constant(0), idArb),
     increment: fc.integer({ min: 1, max: WIRE_LIMITS.MAX_WINDOW_BYTES }),
   }),
+  fc.record({
+    type: fc.constant(FrameType.Stats),
+    requests: fc.maxSafeNat(),
+    bytesIn: fc.maxSafeNat(),
+    bytesOut: fc.maxSafeNat(),
+    channels: fc.integer({ min: 0, max: WIRE_LIMITS.MAX_STREAM_ID }),
+    lastActivityMs: fc.maxSafeNat(),
+    tunnel: fc.integer({ min: 0, max: WIRE_LIMITS.MAX_TUNNELS_PER_CONNECTION - 1 }),
+  }),
 );
 
 type Mutation =
@@ -909,5 +947,33 @@ describe('fuzz', () => {
       }),
       { numRuns: 5_000 },
     );
+  });
+});
+
+describe('Stats frame', () => {
+  const stats = { requests: 1, bytesIn: 2, bytesOut: 3, channels: 0, lastActivityMs: 0, tunnel: 0 };
+
+  it('ignores unknown keys and accepts 64-bit counters up to 2^53-1', () => {
+    const big = { ...stats, bytesOut: Number.MAX_SAFE_INTEGER, extra: 'x' };
+    expect(decodeFrame(raw.pack([FrameType.Stats, big]))).toEqual({
+      type: FrameType.Stats,
+      ...stats,
+      bytesOut: Number.MAX_SAFE_INTEGER,
+    });
+  });
+
+  it('rejects missing, negative, fractional or out-of-range fields, and a non-map body', () => {
+    for (const key of Object.keys(stats)) {
+      const missing: Record<string, unknown> = { ...stats };
+      delete missing[key];
+      rejects(raw.pack([FrameType.Stats, missing]), 0);
+      rejects(raw.pack([FrameType.Stats, { ...stats, [key]: -1 }]), 0);
+      rejects(raw.pack([FrameType.Stats, { ...stats, [key]: 1.5 }]), 0);
+      rejects(raw.pack([FrameType.Stats, { ...stats, [key]: '1' }]), 0);
+    }
+    rejects(raw.pack([FrameType.Stats, { ...stats, tunnel: WIRE_LIMITS.MAX_TUNNELS_PER_CONNECTION }]), 0);
+    rejects(raw.pack([FrameType.Stats, { ...stats, channels: 2 ** 32 }]), 0);
+    rejects(raw.pack([FrameType.Stats, [1, 2, 3, 4, 5, 6]]), 0);
+    rejects(raw.pack([FrameType.Stats, stats, 1]), 0);
   });
 });

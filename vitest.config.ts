@@ -3,6 +3,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // Load tests run alone afterwards (vitest.load.config.ts): they measure latency under load.
+    exclude: ['test/load/**', 'node_modules/**'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     // Two cores: keep parallelism modest so timing-sensitive e2e tests keep generous margins.

@@ -72,6 +72,7 @@ const client = spawnNode('client', [
   '--subdomain',
   'ws',
   '-q',
+  '--no-inspect',
 ]);
 await waitForLine(client, /Forwarding/);
 const direct = { url: `ws://127.0.0.1:${localPort}/` };

@@ -259,6 +259,8 @@ export class LocalForwarder {
       allowHalfOpen: upgrade,
       lookup: lookupLocalhost,
       autoSelectFamily: true,
+      // Loopback connects succeed or fail at once; Node's 250 ms default abandons good ones when the loop lags.
+      autoSelectFamilyAttemptTimeout: this.target.host.toLowerCase() === 'localhost' ? 5000 : undefined,
       rejectUnauthorized: !this.target.insecure,
       maxHeaderSize: 64 * 1024,
     } as http.RequestOptions);

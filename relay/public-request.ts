@@ -180,7 +180,9 @@ export function forwardRequest(
   };
   stream.onReset = (err) => {
     // The response is complete and the local side wants no more body: discard the rest, as a server would.
-    if (res.writableEnded) return void req.resume();
+    // The public request may be paused by flow control: drain it, or its keep-alive connection stays stuck.
+    req.resume();
+    if (res.writableEnded) return;
     if (res.headersSent)
       res.destroy(); // cut, never end as if complete
     else sendErrorPage(res, resetPage(err));

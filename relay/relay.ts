@@ -301,8 +301,10 @@ export class Relay {
       tunnel.session.goAway(RefuseCode.RelayShuttingDown, 'relay is shutting down', 1000);
     const until = Date.now() + deadlineMs;
     // Channels (WebSockets) are long-lived by nature: only plain requests are waited for.
-    while (Date.now() < until && [...this.registry.values()].some((t) => t.activeRequests > 0))
+    while (Date.now() < until && [...this.registry.values()].some((t) => t.activeRequests > 0)) {
+      this.server.closeIdleConnections();
       await new Promise((r) => setTimeout(r, 50));
+    }
     for (const tunnel of this.registry.values())
       tunnel.session.close(CloseCode.GoingAway, 'relay shutting down');
     for (const ws of this.wss.clients) ws.terminate();
@@ -398,6 +400,8 @@ export class Relay {
   }
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
+    // While shutting down, answer what arrives but let keep-alive connections close after it.
+    if (this.shuttingDown) res.shouldKeepAlive = false;
     const route = this.route(req);
     if (route.kind === 'relay') return this.onRelayRequest(req, res);
     const x = this.startExchange(false);

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TunnelClient, type ClientOptions } from '../cli/client.js';
 import { parseTarget } from '../cli/local-request.js';
+import { GgrokError } from '../protocol/errors.js';
 import { createRelay, type Relay, type RelayEvent, type RelayOptions } from '../relay/relay.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -292,6 +293,17 @@ export function runCli(
       return match;
     },
   };
+}
+
+/** The GgrokError a connection attempt was refused with; fails if it was not refused. */
+export async function refusal(promise: Promise<unknown>): Promise<GgrokError> {
+  try {
+    await promise;
+  } catch (err) {
+    if (err instanceof GgrokError) return err;
+    throw err;
+  }
+  throw new Error('expected the connection to be refused');
 }
 
 /** Ends a response cleanly with a body (shorthand for local handlers). */

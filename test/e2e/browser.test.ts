@@ -1,16 +1,13 @@
 // A real browser (Debian's Chromium through playwright-core) loads a page through the tunnel and talks WebSocket to its own origin.
-import { existsSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { chromium, type Browser } from 'playwright-core';
 import { afterEach, expect, test } from 'vitest';
 import { WebSocketServer, type RawData } from 'ws';
+import { launchChromium } from '../browser.js';
 import { Cleanup, reply, startTunnel } from '../helpers.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
-
-const CHROMIUM = '/usr/bin/chromium';
 
 const PAGE = `<!doctype html>
 <meta charset="utf-8">
@@ -32,29 +29,6 @@ const PAGE = `<!doctype html>
   ws.onerror = () => (out.textContent = 'websocket error');
   ws.onclose = (e) => { if (replies.length < 2) out.textContent = 'closed early: ' + e.code; };
 </script>`;
-
-async function launch(): Promise<Browser> {
-  if (!existsSync(CHROMIUM))
-    throw new Error(
-      `${CHROMIUM} is missing: run scripts/install-test-deps.sh (npm run test:setup) to install Debian's chromium.`,
-    );
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-    timeout: 20_000,
-  });
-  cleanup.add(() => browser.close());
-  return browser;
-}
 
 test('a page loaded through the tunnel opens a WebSocket to its own origin and gets its echo', async () => {
   const t = await startTunnel(cleanup, (req, res) => {
@@ -88,7 +62,7 @@ test('a page loaded through the tunnel opens a WebSocket to its own origin and g
     });
   });
 
-  const browser = await launch();
+  const browser = await launchChromium(cleanup);
   const page = await browser.newPage();
   const url = `${t.client.url}/`; // http://demo.localhost:<relay port>/ — Chromium maps *.localhost to loopback itself
   expect(new URL(url).hostname).toBe('demo.localhost');

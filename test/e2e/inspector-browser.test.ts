@@ -1,39 +1,13 @@
 // The inspector page in a real Chromium (playwright-core): a tunnelled request appears live, shows, and replays.
-import { existsSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { chromium, type Browser } from 'playwright-core';
 import { afterEach, expect, test } from 'vitest';
 import { startInspector } from '../../cli/inspector/index.js';
 import { parseTarget } from '../../cli/local-request.js';
+import { launchChromium } from '../browser.js';
 import { Cleanup, startTunnel, waitFor } from '../helpers.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
-
-const CHROMIUM = '/usr/bin/chromium';
-
-async function launch(): Promise<Browser> {
-  if (!existsSync(CHROMIUM))
-    throw new Error(
-      `${CHROMIUM} is missing: run scripts/install-test-deps.sh (npm run test:setup) to install Debian's chromium.`,
-    );
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-    timeout: 20_000,
-  });
-  cleanup.add(() => browser.close());
-  return browser;
-}
 
 interface Seen {
   method: string;
@@ -68,7 +42,7 @@ test('a request through the tunnel appears live; its details show; Replay and Ed
     { name: t.client.name, url: t.client.url, target: parseTarget(String(t.local.port)) },
   ]);
 
-  const browser = await launch();
+  const browser = await launchChromium(cleanup);
   const page = await browser.newPage();
   const problems: string[] = [];
   page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));

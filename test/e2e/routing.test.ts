@@ -4,10 +4,10 @@ import net from 'node:net';
 import { afterEach, describe, expect, test } from 'vitest';
 import type { OnlineInfo } from '../../cli/client.js';
 import { parseTarget } from '../../cli/local-request.js';
-import { GgrokError } from '../../protocol/errors.js';
 import {
   Cleanup,
   rawRequest,
+  refusal,
   reply,
   startClient,
   startLocal,
@@ -18,16 +18,6 @@ import {
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
-
-async function refusal(promise: Promise<unknown>): Promise<GgrokError> {
-  try {
-    await promise;
-  } catch (err) {
-    if (err instanceof GgrokError) return err;
-    throw err;
-  }
-  throw new Error('expected the connection to be refused');
-}
 
 /** A port with nothing listening on it. */
 async function closedPort(): Promise<number> {

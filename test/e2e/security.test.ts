@@ -7,9 +7,9 @@ import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
-import { GgrokError } from '../../protocol/errors.js';
 import {
   Cleanup,
+  refusal,
   reply,
   startClient,
   startLocal,
@@ -24,16 +24,6 @@ afterEach(() => cleanup.run());
 
 const basic = (user: string, pass: string): string =>
   `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`;
-
-async function refusal(promise: Promise<unknown>): Promise<GgrokError> {
-  try {
-    await promise;
-  } catch (err) {
-    if (err instanceof GgrokError) return err;
-    throw err;
-  }
-  throw new Error('expected a refusal');
-}
 
 describe('visitor protection', () => {
   test('--basic-auth: 401 with WWW-Authenticate, credentials consumed by the relay', async () => {

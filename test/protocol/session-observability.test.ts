@@ -7,6 +7,7 @@ import WebSocket, { WebSocketServer } from 'ws';
 import { CloseCode } from '../../protocol/errors.js';
 import {
   BodyKind,
+  type RequestFrame,
   FrameType,
   WIRE_LIMITS,
   type FlowSettings,
@@ -55,14 +56,14 @@ async function pair(
   return { relay, client, inbound, clientWs };
 }
 
-const request = {
+const request: Omit<RequestFrame, 'type' | 'id'> = {
   method: 'POST',
   target: '/',
   headers: [],
   body: BodyKind.Chunked,
   upgrade: false,
   tunnel: 0,
-} as const;
+};
 
 const stats: Omit<StatsFrame, 'type'> = {
   requests: 3,

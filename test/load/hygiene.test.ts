@@ -53,6 +53,8 @@ const connections = () =>
 async function report(gc) {
   if (gc) for (let i = 0; i < 4; i++) { globalThis.gc(); await new Promise((r) => setImmediate(r)); }
   const tunnels = [...relay.registry.values()];
+  // One session may carry several tunnels: count each once.
+  const sessions = [...new Set(tunnels.map((t) => t.session))];
   const resources = process.getActiveResourcesInfo();
   const byType = {};
   for (const r of resources) byType[r] = (byType[r] ?? 0) + 1;
@@ -65,7 +67,7 @@ async function report(gc) {
     tunnels: relay.tunnelCount,
     activeRequests: tunnels.reduce((n, t) => n + t.activeRequests, 0),
     activeChannels: tunnels.reduce((n, t) => n + t.activeChannels, 0),
-    streams: tunnels.reduce((n, t) => n + t.session.streams.size, 0),
+    streams: sessions.reduce((n, s) => n + s.streams.size, 0),
     waiters: relay.waiters.size,
     wsClients: relay.wss.clients.size,
     connections: await connections(),
@@ -144,6 +146,14 @@ async function startRelayProcess(): Promise<RelayProcess> {
 
 const MiB = 1024 * 1024;
 
+/** Status line, error code and detail of a raw relay answer, for failure messages. */
+function describeAnswer(raw: string): string {
+  const status = raw.split('\r\n')[0] ?? '';
+  const code = /x-ggrok-error: (\S+)/i.exec(raw)?.[1] ?? '';
+  const detail = /<p>(.*?)<\/p>/.exec(raw)?.[1] ?? '';
+  return `${status} ${code} ${detail}`.trim();
+}
+
 test('after 1 000 connect/disconnect cycles and 10 000 aborted streams, relay memory and handles return to their baseline', async () => {
   const t0 = Date.now();
   const relay = await startRelayProcess();
@@ -166,14 +176,19 @@ test('after 1 000 connect/disconnect cycles and 10 000 aborted streams, relay me
     res.end(`cycle ${url}`);
   });
 
-  // One long-lived tunnel receives every aborted stream.
-  const abortClient = await startClient(cleanup, relay.url, local.port, { subdomain: 'abort' });
+  // One long-lived tunnel receives every aborted stream. Its target is 127.0.0.1, not `localhost`: the
+  // latter goes through Node's happy-eyeballs timer, which a busy machine can trip (see the soak test).
+  const abortClient = await startClient(cleanup, relay.url, `127.0.0.1:${local.port}`, {
+    subdomain: 'abort',
+  });
   const abortHost = `abort.localhost:${relay.port}`;
 
   /** Opens `count` public requests, waits until each reached the local service, then aborts them all. */
   let nextId = 0;
   async function abortBatch(count: number): Promise<void> {
     const sockets: net.Socket[] = [];
+    /** Whatever went wrong with a request: a socket error or an unexpected answer. */
+    const problems = new Map<string, string>();
     let ready = 0;
     const wanted: string[] = [];
     for (let k = 0; k < count; k++) {
@@ -182,25 +197,30 @@ test('after 1 000 connect/disconnect cycles and 10 000 aborted streams, relay me
       const url = `/${slow ? 'slow' : 'hang'}/${id}`;
       wanted.push(url);
       const socket = net.connect(relay.port, '127.0.0.1');
-      socket.on('error', () => {});
+      socket.on('error', (err: NodeJS.ErrnoException) => problems.set(url, err.code ?? err.message));
       socket.write(`GET ${url} HTTP/1.1\r\nHost: ${abortHost}\r\n\r\n`);
       let seen: string | undefined = '';
-      if (slow)
-        socket.on('data', (c: Buffer) => {
-          if (seen === undefined) return;
-          seen += c.toString('latin1');
-          if (seen.includes(`first-chunk ${url}\n`)) {
-            seen = undefined; // counted once
-            ready++;
-          }
-        });
+      socket.on('data', (c: Buffer) => {
+        if (seen === undefined) return;
+        seen += c.toString('latin1');
+        if (slow && seen.includes(`first-chunk ${url}\n`)) {
+          seen = undefined; // counted once
+          ready++;
+        } else if (!slow || /^HTTP\/1\.1 [^2]/.test(seen)) problems.set(url, describeAnswer(seen));
+      });
       sockets.push(socket);
     }
     await waitFor(
       () => ready === count / 2 && wanted.every((u) => arrived.has(u)),
       `a batch of ${count} requests to reach the local service`,
       30_000,
-    );
+    ).catch((err: Error) => {
+      const missing = wanted.filter((u) => !arrived.has(u));
+      throw new Error(
+        `${err.message}: ${ready}/${count / 2} first chunks, ${missing.length} missing ` +
+          `(${missing.slice(0, 5).join(' ')} …), problems ${JSON.stringify(Object.fromEntries([...problems].slice(0, 5)))} (${problems.size})`,
+      );
+    });
     // Half leave with a FIN, half with a TCP reset.
     sockets.forEach((s, k) => (k % 4 < 2 ? s.destroy() : s.resetAndDestroy()));
   }
@@ -219,7 +239,7 @@ test('after 1 000 connect/disconnect cycles and 10 000 aborted streams, relay me
             token: TOKEN,
             // Names rotate so a name is never reclaimed while the relay may still be closing its last owner.
             subdomain: `cycle-${w}-${i % 8}`,
-            target: parseTarget(String(local.port)),
+            target: parseTarget(`127.0.0.1:${local.port}`),
             minBackoffMs: 50,
             maxBackoffMs: 500,
           });
@@ -317,7 +337,7 @@ test('after 1 000 connect/disconnect cycles and 10 000 aborted streams, relay me
   expect(localClosed).toBe(10_500);
   // Nothing is left behind.
   expect(abortClient['session']!.streams.size).toBe(0);
-  expect(Object.keys(abortClient['forwarder']['agent'].sockets)).toEqual([]);
+  expect(Object.keys(abortClient['forwarders'][0]!['agent'].sockets)).toEqual([]);
   expect(after).toMatchObject({
     tunnels: baseline.tunnels,
     activeRequests: 0,
@@ -328,7 +348,8 @@ test('after 1 000 connect/disconnect cycles and 10 000 aborted streams, relay me
     connections: baseline.connections,
   });
   expect(Math.abs(after.handles - baseline.handles)).toBeLessThanOrEqual(2);
-  expect(after.heapUsed - baseline.heapUsed).toBeLessThan(8 * MiB);
+  // Measured: under 1 MiB, and flat over four times the work; a leak of a few hundred bytes per stream shows.
+  expect(after.heapUsed - baseline.heapUsed).toBeLessThan(4 * MiB);
   // The abort tunnel still works.
   const res = await rawRequest({ port: relay.port, path: '/final', headers: { Host: abortHost } });
   expect(`${res.status} ${res.body.toString()}`).toBe('200 cycle /final');

@@ -144,6 +144,7 @@ async function startTunnel(localPort, token, profile) {
     '--subdomain',
     SUBDOMAIN,
     '-q',
+    '--no-inspect', // measure the data path; the inspector records bodies on top of it
   ]);
   await waitForLine(client, /Forwarding\s+\S+/);
   const host = `${SUBDOMAIN}.localhost:${relayPort}`;

@@ -19,6 +19,8 @@ import { TunnelStream, type StreamHost } from './stream.js';
 
 /** Bytes queued in the WebSocket (ours and the socket's) above which the writer waits for a flush. */
 const WS_HIGH_WATER_BYTES = 256 * 1024;
+/** Frames at least this large are written at once instead of waiting for the end of the turn. */
+const CORK_MAX_FRAME_BYTES = 16 * 1024;
 /** Default: received-but-unconsumed bytes above which connection credit is returned only on consumption. */
 const DEFAULT_BUFFERED_SOFT_LIMIT_BYTES = 8 * 1024 * 1024;
 
@@ -240,11 +242,15 @@ export class Session implements StreamHost {
     if (!socket) return;
     this.corked = true;
     socket.cork();
-    setImmediate(() => {
-      this.corked = false;
-      socket.uncork();
-    });
+    setImmediate(this.uncork);
   }
+
+  /** Lets corked frames go (at the end of the turn, or at once before a large frame). */
+  private readonly uncork = (): void => {
+    if (!this.corked) return;
+    this.corked = false;
+    (this.ws as unknown as { _socket?: { uncork(): void } })._socket?.uncork();
+  };
 
   private scheduleFlush(): void {
     if (this.flushScheduled || this.closed) return;
@@ -314,7 +320,10 @@ export class Session implements StreamHost {
   }
 
   private send(frame: Buffer): void {
-    this.cork();
+    // Small frames wait for the end of the turn to leave together; a large one has nothing to gain from
+    // waiting and would stall bulk transfers, so it goes at once with whatever is queued before it.
+    const large = frame.length >= CORK_MAX_FRAME_BYTES;
+    if (!large) this.cork();
     // Ask for a completion callback only on the frame that fills the socket: that is our 'drain'.
     if (this.ws.bufferedAmount + frame.length >= WS_HIGH_WATER_BYTES) {
       this.awaitingDrain = true;
@@ -322,6 +331,7 @@ export class Session implements StreamHost {
     } else {
       this.ws.send(frame, { binary: true });
     }
+    if (large) this.uncork();
   }
 
   private readonly onDrained = (err?: Error): void => {

@@ -14,6 +14,7 @@ interface RelayFlags {
   maxChannels: number;
   waitForClient: number;
   startupGrace: number;
+  headersTimeout: number;
   tokensFile?: string;
   maxTunnelsPerToken: number;
   rateLimit: number;
@@ -106,6 +107,12 @@ export function relayCommand(): Command {
         .env('GGROK_WAIT_FOR_CLIENT_MS')
         .argParser(nonNegativeInt)
         .default(5000),
+    )
+    .addOption(
+      new Option('--headers-timeout <ms>', 'time a visitor has to send a complete request head (408 after)')
+        .env('GGROK_HEADERS_TIMEOUT_MS')
+        .argParser(positiveInt)
+        .default(30_000),
     )
     .addOption(
       new Option(
@@ -260,6 +267,7 @@ async function runRelay(flags: RelayFlags): Promise<void> {
       maxChannelsPerTunnel: flags.maxChannels,
       waitForClientMs: flags.waitForClient,
       startupGraceMs: flags.startupGrace,
+      headersTimeoutMs: flags.headersTimeout,
       log: logEvent,
       accessLog: flags.accessLog ?? false,
       metricsToken: flags.metricsToken || undefined,

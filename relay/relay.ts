@@ -244,6 +244,11 @@ export class Relay {
       // Outlive the idle keep-alive of platform routers (Heroku keeps them 90 s).
       keepAliveTimeout: this.opts.keepAliveTimeoutMs,
       headersTimeout: this.opts.headersTimeoutMs,
+      // Node enforces headersTimeout only when it sweeps connections (every 30 s by default).
+      connectionsCheckingInterval: Math.min(
+        30_000,
+        Math.max(250, Math.floor(this.opts.headersTimeoutMs / 4)),
+      ),
       maxHeaderSize: this.opts.maxHeaderBytes,
     };
     this.server = this.opts.tls

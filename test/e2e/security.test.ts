@@ -7,8 +7,11 @@ import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
+import { parseTarget } from '../../cli/local-request.js';
 import {
   Cleanup,
+  rawExchange,
+  rawRequest,
   refusal,
   reply,
   startClient,
@@ -174,6 +177,20 @@ describe('limits', () => {
     await waitFor(() => t.local.requests[0]!.socket.destroyed, 'the local request to be aborted');
   });
 
+  test('a request head that does not complete within --headers-timeout gets 408 and the connection closes', async () => {
+    const t = await startTunnel(cleanup, (_req, res) => reply(res, 200, 'ok'), {
+      relay: { headersTimeoutMs: 500 },
+    });
+    const answer = await rawExchange(
+      t.relay.port,
+      `GET / HTTP/1.1\r\nHost: ${t.host}\r\nX-Slow: `,
+      undefined,
+      10_000,
+    );
+    expect(answer).toMatch(/^HTTP\/1\.1 408 /);
+    expect(t.local.requests).toHaveLength(0);
+  });
+
   test('request heads over --max-header-bytes get 431', async () => {
     const t = await startTunnel(cleanup, (_req, res) => reply(res, 200, 'ok'), {
       relay: { maxHeaderBytes: 4096 },
@@ -195,6 +212,54 @@ describe('limits', () => {
 });
 
 describe('TLS', () => {
+  test('an https local target works with --insecure for a self-signed certificate, and is refused without it', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'ggrok-tls-'));
+    cleanup.add(() => rmSync(dir, { recursive: true, force: true }));
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-days',
+        '1',
+        '-keyout',
+        path.join(dir, 'key.pem'),
+        '-out',
+        path.join(dir, 'cert.pem'),
+        '-subj',
+        '/CN=localhost',
+        '-addext',
+        'subjectAltName=DNS:localhost,IP:127.0.0.1',
+      ],
+      { stdio: 'ignore' },
+    );
+    const server = https.createServer(
+      { cert: readFileSync(path.join(dir, 'cert.pem')), key: readFileSync(path.join(dir, 'key.pem')) },
+      (req, res) => reply(res, 200, `over tls ${req.url}`),
+    );
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanup.add(() => new Promise((r) => server.close(r)));
+    const port = (server.address() as { port: number }).port;
+    const r = await startRelay(cleanup);
+    const loose = await startClient(cleanup, r.url, `https://localhost:${port}`, {
+      subdomain: 'loose',
+      target: parseTarget(`https://localhost:${port}`, true),
+    });
+    const ok = await rawRequest({ port: r.port, path: '/x', headers: { Host: new URL(loose.url).host } });
+    expect(ok.body.toString()).toBe('over tls /x');
+    const strict = await startClient(cleanup, r.url, `https://localhost:${port}`, {
+      subdomain: 'strict-target',
+    });
+    const refused = await rawRequest({ port: r.port, headers: { Host: new URL(strict.url).host } });
+    expect([refused.status, refused.headers['x-ggrok-error']]).toEqual([502, 'local_unreachable']);
+    expect(refused.body.toString()).toMatch(/SELF_SIGNED|CERT|self-signed/i);
+  });
+
   test('the relay terminates TLS; the client verifies certificates unless --insecure', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'ggrok-tls-'));
     cleanup.add(() => rmSync(dir, { recursive: true, force: true }));

@@ -318,7 +318,10 @@ async function runTunnels(
   });
   client.on('offline', (info) => ui.offline(info.reason, info.retryInMs));
   client.on('request', (x) => ui.request(x, specs.length > 1));
-  client.on('stats', (stats) => ui.stats(stats));
+  client.on('stats', (stats) => {
+    inspector?.setStats(stats);
+    ui.stats(stats);
+  });
   client.on('fatal', (err) => {
     ui.fatal(err.message);
     process.exitCode = EXIT_FAILURE;

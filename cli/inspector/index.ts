@@ -30,7 +30,18 @@ export interface Inspector {
   observe: (tunnel: string, head: RequestFrame, localHeaders: HeaderList) => ExchangeObserver;
   /** Call on every 'online': public URLs (for curl and HAR) and local targets (for replay). */
   setTunnels(tunnels: { name: string; url: string; target: LocalTarget }[]): void;
+  /** Call on every 'stats' event: the relay's traffic counters for one tunnel, shown in the page header. */
+  setStats(stats: TunnelTraffic): void;
   close(): Promise<void>;
+}
+
+/** A tunnel's traffic as the relay counts it. */
+export interface TunnelTraffic {
+  name: string;
+  requests: number;
+  bytesIn: number;
+  bytesOut: number;
+  channels: number;
 }
 
 export const DEFAULT_INSPECTOR_PORT = 4040;
@@ -81,10 +92,12 @@ export async function startInspector(options: InspectorOptions = {}): Promise<In
     ...(options.maxTotalBytes !== undefined ? { maxTotalBytes: options.maxTotalBytes } : {}),
   });
   let tunnels = new Map<string, TunnelInfo>();
+  const traffic = new Map<string, TunnelTraffic>();
   let port = 0;
   const { server, close: closeServer } = createInspectorServer({
     store,
     tunnels: () => tunnels,
+    traffic: () => traffic,
     host,
     port: () => port,
   });
@@ -139,6 +152,10 @@ export async function startInspector(options: InspectorOptions = {}): Promise<In
     },
     setTunnels(list) {
       tunnels = new Map(list.map((t) => [t.name, { name: t.name, url: t.url, target: t.target }]));
+    },
+    setStats(stats) {
+      const { name, requests, bytesIn, bytesOut, channels } = stats;
+      traffic.set(name, { name, requests, bytesIn, bytesOut, channels });
     },
     close() {
       closed ??= new Promise<void>((resolve) => {

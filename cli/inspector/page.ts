@@ -259,12 +259,18 @@ const PAGE = String.raw`<!doctype html>
     });
   }
 
+  var tunnelsTimer = null;
+
   function loadTunnels() {
     api('/api/tunnels').then(function (data) {
       var t = document.getElementById('tunnels');
       t.textContent = data.tunnels.map(function (x) {
         var target = x.target.protocol + '//' + (x.target.host.indexOf(':') >= 0 ? '[' + x.target.host + ']' : x.target.host) + ':' + x.target.port;
-        return x.url + ' \u2192 ' + target;
+        var traffic = x.traffic
+          ? ' \u00b7 ' + x.traffic.requests + ' req, ' + fmtBytes(x.traffic.bytesIn) + ' in, ' + fmtBytes(x.traffic.bytesOut) + ' out' +
+            (x.traffic.channels ? ', ' + x.traffic.channels + ' channels' : '')
+          : '';
+        return x.url + ' \u2192 ' + target + traffic;
       }).join('   ') || 'no tunnel online yet';
     }).catch(function () {});
   }
@@ -545,6 +551,8 @@ const PAGE = String.raw`<!doctype html>
       loadTunnels();
     });
     es.addEventListener('exchange', function (e) { upsert(JSON.parse(e.data)); });
+    // The relay's counters change as traffic flows: refresh the header now and then.
+    if (!tunnelsTimer) tunnelsTimer = setInterval(loadTunnels, 5000);
     es.addEventListener('evict', function (e) { removeIds(JSON.parse(e.data)); });
     es.addEventListener('clear', function () {
       removeIds(Array.from(summaries.keys()));

@@ -14,6 +14,11 @@ import type { ExchangeRecord, InspectorStore, StoreEvent, WsMessage } from './st
 export interface ServerContext {
   store: InspectorStore;
   tunnels: () => ReadonlyMap<string, TunnelInfo>;
+  /** The relay's traffic counters per tunnel name (empty until the relay reports). */
+  traffic?: () => ReadonlyMap<
+    string,
+    { requests: number; bytesIn: number; bytesOut: number; channels: number }
+  >;
   /** The address the server is bound to (its own name is an accepted Host). */
   host: string;
   /** The port it listens on, once known. */
@@ -335,7 +340,12 @@ export function createInspectorServer(ctx: ServerContext): {
     if (path === '/api/exchanges') return sendJson(res, 200, { exchanges: store.list().map(summarize) });
     if (path === '/api/events') return events(req, res);
     if (path === '/api/tunnels') {
-      const list = [...ctx.tunnels().values()].map((t) => ({ name: t.name, url: t.url, target: t.target }));
+      const list = [...ctx.tunnels().values()].map((t) => ({
+        name: t.name,
+        url: t.url,
+        target: t.target,
+        traffic: ctx.traffic?.().get(t.name) ?? null,
+      }));
       return sendJson(res, 200, { tunnels: list });
     }
     if (path === '/api/har') {

@@ -211,37 +211,32 @@ describe('limits', () => {
   });
 });
 
+/** A throwaway self-signed certificate for localhost, *.localhost and 127.0.0.1 (made with openssl). */
+function selfSignedCertificate(): { cert: Buffer; key: Buffer } {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'ggrok-tls-'));
+  cleanup.add(() => rmSync(dir, { recursive: true, force: true }));
+  const [key, cert] = [path.join(dir, 'key.pem'), path.join(dir, 'cert.pem')];
+  const subject = [
+    '-subj',
+    '/CN=localhost',
+    '-addext',
+    'subjectAltName=DNS:localhost,DNS:*.localhost,IP:127.0.0.1',
+  ];
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1'];
+  execFileSync(
+    'openssl',
+    ['req', '-x509', ...ec, '-nodes', '-days', '1', '-keyout', key, '-out', cert, ...subject],
+    {
+      stdio: 'ignore',
+    },
+  );
+  return { cert: readFileSync(cert), key: readFileSync(key) };
+}
+
 describe('TLS', () => {
   test('an https local target works with --insecure for a self-signed certificate, and is refused without it', async () => {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'ggrok-tls-'));
-    cleanup.add(() => rmSync(dir, { recursive: true, force: true }));
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-days',
-        '1',
-        '-keyout',
-        path.join(dir, 'key.pem'),
-        '-out',
-        path.join(dir, 'cert.pem'),
-        '-subj',
-        '/CN=localhost',
-        '-addext',
-        'subjectAltName=DNS:localhost,IP:127.0.0.1',
-      ],
-      { stdio: 'ignore' },
-    );
-    const server = https.createServer(
-      { cert: readFileSync(path.join(dir, 'cert.pem')), key: readFileSync(path.join(dir, 'key.pem')) },
-      (req, res) => reply(res, 200, `over tls ${req.url}`),
-    );
+    const tls = selfSignedCertificate();
+    const server = https.createServer(tls, (req, res) => reply(res, 200, `over tls ${req.url}`));
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     cleanup.add(() => new Promise((r) => server.close(r)));
     const port = (server.address() as { port: number }).port;
@@ -261,35 +256,7 @@ describe('TLS', () => {
   });
 
   test('the relay terminates TLS; the client verifies certificates unless --insecure', async () => {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'ggrok-tls-'));
-    cleanup.add(() => rmSync(dir, { recursive: true, force: true }));
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-days',
-        '1',
-        '-keyout',
-        path.join(dir, 'key.pem'),
-        '-out',
-        path.join(dir, 'cert.pem'),
-        '-subj',
-        '/CN=localhost',
-        '-addext',
-        'subjectAltName=DNS:localhost,DNS:*.localhost,IP:127.0.0.1',
-      ],
-      { stdio: 'ignore' },
-    );
-    const tls = {
-      cert: readFileSync(path.join(dir, 'cert.pem')),
-      key: readFileSync(path.join(dir, 'key.pem')),
-    };
+    const tls = selfSignedCertificate();
     const r = await startRelay(cleanup, { tls });
     const local = await startLocal(cleanup, (req, res) =>
       reply(res, 200, `secure ${String(req.headers['x-forwarded-proto'])}`),

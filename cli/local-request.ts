@@ -167,6 +167,16 @@ function tapData(stream: TunnelStream, see: ((chunk: Buffer) => void) | undefine
   };
 }
 
+/** One exchange being served: its stream, request head, the headers the local service gets, and its reporting. */
+interface Job {
+  stream: TunnelStream;
+  head: RequestFrame;
+  /** Request headers as the local service receives them (computed once; the observer sees the same list). */
+  headers: HeaderList;
+  report: (status: number, bytes: number, error?: string) => void;
+  observer?: ExchangeObserver;
+}
+
 /** Summary of one finished exchange, for the terminal and the programmatic API. */
 export interface Exchange {
   /** Name of the tunnel that carried it (filled in by the client). */
@@ -209,7 +219,8 @@ export class LocalForwarder {
   serve(stream: TunnelStream, head: RequestFrame): void {
     const started = Date.now();
     let reported = false;
-    const observer = this.observe?.(head, this.localHeaders(head));
+    const headers = this.localHeaders(head);
+    const observer = this.observe?.(head, headers);
     const report = (status: number, bytes: number, error?: string): void => {
       if (reported) return;
       reported = true;
@@ -225,8 +236,9 @@ export class LocalForwarder {
       observer?.end?.(summary);
       this.onExchange(summary);
     };
-    if (head.upgrade) this.serveUpgrade(stream, head, report, observer);
-    else this.serveRequest(stream, head, report, 0, observer);
+    const job: Job = { stream, head, headers, report, observer };
+    if (head.upgrade) this.serveUpgrade(job);
+    else this.serveRequest(job, 0);
   }
 
   /** The request headers as the local service should see them. */
@@ -246,8 +258,25 @@ export class LocalForwarder {
     // Node's parser caps the local response head (maxHeaderSize 64 KiB, 2000 headers), inside the wire limits.
     return edit(stripHopByHop(rawHeaders, upgrade), this.rules.responseRemove, this.rules.responseAdd);
   }
-  private request(head: RequestFrame, upgrade: boolean): http.ClientRequest {
-    const headers = this.localHeaders(head);
+  /** Opens the request to the local service; on a synchronous failure, fails the job and returns undefined. */
+  private start(job: Job, upgrade: boolean): http.ClientRequest | undefined {
+    try {
+      return this.request(job, upgrade);
+    } catch (err) {
+      job.stream.reset(ResetCode.LocalError, (err as Error).message);
+      job.report(502, 0, (err as Error).message);
+      return undefined;
+    }
+  }
+
+  /** The local service could not be reached or failed before answering: reset the stream with why. */
+  private fail(job: Job, err: unknown): void {
+    const message = describeLocalError(err, this.target);
+    job.stream.reset(isConnectFailure(err) ? ResetCode.LocalUnreachable : ResetCode.LocalError, message);
+    job.report(502, 0, message);
+  }
+
+  private request({ head, headers }: Job, upgrade: boolean): http.ClientRequest {
     return this.mod.request({
       host: this.target.host,
       port: this.target.port,
@@ -266,20 +295,10 @@ export class LocalForwarder {
     } as http.RequestOptions);
   }
 
-  private serveRequest(
-    stream: TunnelStream,
-    head: RequestFrame,
-    report: (s: number, b: number, e?: string) => void,
-    attempt: number,
-    observer?: ExchangeObserver,
-  ): void {
-    let req: http.ClientRequest;
-    try {
-      req = this.request(head, false);
-    } catch (err) {
-      stream.reset(ResetCode.LocalError, (err as Error).message);
-      return report(502, 0, (err as Error).message);
-    }
+  private serveRequest(job: Job, attempt: number): void {
+    const { stream, head, report, observer } = job;
+    const req = this.start(job, false);
+    if (!req) return;
     let responded = false;
     let bytes = 0;
     stream.onReset = () => {
@@ -329,26 +348,15 @@ export class LocalForwarder {
         head.body === BodyKind.None &&
         !stream.closed
       )
-        return this.serveRequest(stream, head, report, 1, observer);
-      const message = describeLocalError(err, this.target);
-      stream.reset(isConnectFailure(err) ? ResetCode.LocalUnreachable : ResetCode.LocalError, message);
-      report(502, 0, message);
+        return this.serveRequest(job, 1);
+      this.fail(job, err);
     });
   }
 
-  private serveUpgrade(
-    stream: TunnelStream,
-    head: RequestFrame,
-    report: (s: number, b: number, e?: string) => void,
-    observer?: ExchangeObserver,
-  ): void {
-    let req: http.ClientRequest;
-    try {
-      req = this.request(head, true);
-    } catch (err) {
-      stream.reset(ResetCode.LocalError, (err as Error).message);
-      return report(502, 0, (err as Error).message);
-    }
+  private serveUpgrade(job: Job): void {
+    const { stream, report, observer } = job;
+    const req = this.start(job, true);
+    if (!req) return;
     // Bytes the public client sent before the switch wait here (unacknowledged, so bounded by the window).
     const early: Buffer[] = [];
     let earlyEnd = false;
@@ -396,10 +404,7 @@ export class LocalForwarder {
       res.on('end', () => report(status, 0));
     });
     req.on('error', (err) => {
-      if (upgraded) return;
-      const message = describeLocalError(err, this.target);
-      stream.reset(isConnectFailure(err) ? ResetCode.LocalUnreachable : ResetCode.LocalError, message);
-      report(502, 0, message);
+      if (!upgraded) this.fail(job, err);
     });
     req.end();
   }

@@ -7,6 +7,7 @@ import { BodyKind, type HeaderList, type InfoFrame, type ResponseFrame } from '.
 import { addForwardedHeaders, stripHopByHop, toPairs, withoutHeader } from '../protocol/headers.js';
 import type { Session } from '../protocol/session.js';
 import { pipeIntoStream, pipeStreamInto, type TunnelStream } from '../protocol/stream.js';
+import { plainAddress } from './access.js';
 import { sendErrorPage, writeRawErrorPage, type ErrorPage } from './pages.js';
 
 /** What the relay knows about how the public client reached it. */
@@ -69,8 +70,7 @@ function requestHeaders(req: IncomingMessage, ctx: PublicContext, upgrade: boole
   let headers = stripHopByHop(req.rawHeaders, upgrade);
   if (ctx.dropAuthorization) headers = withoutHeader(headers, 'authorization');
   addForwardedHeaders(headers, {
-    // IPv4 clients of a dual-stack socket appear as ::ffff:a.b.c.d; forward the plain IPv4 form.
-    remoteAddress: (req.socket.remoteAddress ?? '').replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/, ''),
+    remoteAddress: plainAddress(req.socket.remoteAddress ?? ''),
     proto: ctx.proto,
     host: ctx.host,
     port: ctx.port,
@@ -179,8 +179,8 @@ export function forwardRequest(
     }
   };
   stream.onReset = (err) => {
-    // The response is complete and the local side wants no more body: discard the rest, as a server would.
-    // The public request may be paused by flow control: drain it, or its keep-alive connection stays stuck.
+    // Whatever is left of the request body is not wanted any more. Drain it (it may be paused by flow
+    // control), or the keep-alive connection never reads its next request.
     req.resume();
     if (res.writableEnded) return;
     if (res.headersSent)

@@ -108,6 +108,13 @@ const CLIENT_CLOSED_STATUS = 499;
 /** Name under which the single tunnel of own-host mode is registered. */
 const OWN_HOST_NAME = 'default';
 
+/** A Host header taken apart: as received, lowercased name without port, and the port. */
+interface HostParts {
+  host: string;
+  hostname: string;
+  port: string;
+}
+
 type Route =
   | { kind: 'relay' }
   | { kind: 'tunnel'; tunnel: Tunnel }
@@ -124,6 +131,8 @@ interface Exchange {
   /** performance.now() at arrival. */
   startedAt: number;
   upgrade: boolean;
+  /** The request's Host, parsed once when it was routed. */
+  at: HostParts;
   tunnel?: Tunnel;
   bytesIn: number;
   bytesOut: number;
@@ -329,16 +338,16 @@ export class Relay {
 
   // ---- routing ----
 
-  private hostOf(req: IncomingMessage): { host: string; hostname: string; port: string } {
+  private hostOf(req: IncomingMessage): HostParts {
     const host = req.headers.host ?? '';
     const m = /^(\[[^\]]*\]|[^:]*)(?::(\d+))?$/.exec(host);
     const hostname = (m?.[1] ?? '').toLowerCase().replace(/\.$/, '');
     return { host, hostname, port: m?.[2] ?? '' };
   }
 
-  private route(req: IncomingMessage): Route {
+  private route(req: IncomingMessage, at: HostParts): Route {
     const path = (req.url ?? '/').split('?')[0]!;
-    const { hostname, host } = this.hostOf(req);
+    const { hostname, host } = at;
     const domain = this.opts.domain;
     if (!domain) {
       if (path.startsWith(RELAY_PATH_PREFIX)) return { kind: 'relay' };
@@ -391,8 +400,8 @@ export class Relay {
     return Date.now() - this.startedAt < this.opts.startupGraceMs;
   }
 
-  private publicContext(req: IncomingMessage, tunnel: Tunnel): PublicContext {
-    const { host, port } = this.hostOf(req);
+  private publicContext(req: IncomingMessage, tunnel: Tunnel, at: HostParts): PublicContext {
+    const { host, port } = at;
     const proto = (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http';
     return {
       proto,
@@ -407,9 +416,10 @@ export class Relay {
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
     // While shutting down, answer what arrives but let keep-alive connections close after it.
     if (this.shuttingDown) res.shouldKeepAlive = false;
-    const route = this.route(req);
+    const at = this.hostOf(req);
+    const route = this.route(req, at);
     if (route.kind === 'relay') return this.onRelayRequest(req, res);
-    const x = this.startExchange(false);
+    const x = this.startExchange(false, at);
     res.once('close', () =>
       this.finishExchange(req, x, res.headersSent ? res.statusCode : CLIENT_CLOSED_STATUS),
     );
@@ -422,8 +432,8 @@ export class Relay {
 
   // ---- observability ----
 
-  private startExchange(upgrade: boolean): Exchange {
-    return { startedAt: performance.now(), upgrade, bytesIn: 0, bytesOut: 0, status: 0 };
+  private startExchange(upgrade: boolean, at: HostParts): Exchange {
+    return { startedAt: performance.now(), upgrade, at, bytesIn: 0, bytesOut: 0, status: 0 };
   }
 
   /** Counts an exchange's bytes on the exchange and its tunnel as they pass. */
@@ -639,7 +649,7 @@ export class Relay {
       tunnel,
       req,
       res,
-      this.publicContext(req, tunnel),
+      this.publicContext(req, tunnel, x.at),
       () => tunnel.activeRequests--,
       this.meter(x, tunnel),
     );
@@ -756,7 +766,7 @@ export class Relay {
       req,
       socket,
       head,
-      this.publicContext(req, tunnel),
+      this.publicContext(req, tunnel, x.at),
       () => tunnel.activeChannels--,
       this.meter(x, tunnel),
     );
@@ -780,9 +790,10 @@ export class Relay {
 
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => {});
-    const route = this.route(req);
+    const at = this.hostOf(req);
+    const route = this.route(req, at);
     if (route.kind !== 'relay') {
-      const x = this.startExchange(true);
+      const x = this.startExchange(true, at);
       socket.once('close', () => this.finishExchange(req, x, x.status || CLIENT_CLOSED_STATUS));
       if (route.kind === 'tunnel') return this.forwardUpgrade(route.tunnel, req, socket, head, x);
       if (!route.heldName) return this.rawErrorPage(socket, route.page, x);

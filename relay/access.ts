@@ -1,11 +1,9 @@
 // Visitor checks a tunnel's client asked for (allowed addresses, Basic credentials), applied before anything is forwarded.
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { BlockList, isIP } from 'node:net';
 import type { AccessRules } from '../protocol/frames.js';
 import type { ErrorPage } from './pages.js';
-
-const sha256 = (s: string): Buffer => createHash('sha256').update(s).digest();
+import { findSecret, hashSecret } from './secrets.js';
 
 /** Strips the IPv4-mapped prefix Node reports for IPv4 peers on dual-stack sockets. */
 export function plainAddress(address: string): string {
@@ -38,7 +36,7 @@ export class AccessPolicy {
     this.credentials = rules.basicAuth.map((pair) => {
       if (!/^[^:]+:.+$/.test(pair))
         throw new Error(`basic auth "${pair.split(':')[0]}:…" must be user:password`);
-      return sha256(pair);
+      return hashSecret(pair);
     });
     this.requiresAuth = this.credentials.length > 0;
     if (rules.allowIp.length > 0) {
@@ -73,10 +71,7 @@ export class AccessPolicy {
   private credentialsMatch(header: string | undefined): boolean {
     const m = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header ?? '');
     if (!m) return false;
-    const presented = sha256(Buffer.from(m[1]!, 'base64').toString('utf8'));
-    let ok = false;
-    for (const c of this.credentials) ok = timingSafeEqual(presented, c) || ok;
-    return ok;
+    return findSecret(Buffer.from(m[1]!, 'base64').toString('utf8'), this.credentials) >= 0;
   }
 }
 

@@ -1,5 +1,4 @@
 // One connected client: the handshake on its control socket, then its session and bookkeeping.
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type WebSocket from 'ws';
 import { decodeFrame, encodeFrame } from '../protocol/codec.js';
 import { CloseCode, RefuseCode, type RefuseCodeValue } from '../protocol/errors.js';
@@ -12,6 +11,7 @@ import {
 } from '../protocol/frames.js';
 import type { Session } from '../protocol/session.js';
 import type { AccessPolicy } from './access.js';
+import { findSecret, hashSecret } from './secrets.js';
 
 /** Running totals of public body bytes: a relay's whole traffic, or one tunnel name's across reconnects. */
 export interface TrafficTotals {
@@ -95,7 +95,7 @@ export class Tunnel {
 
 /** Hashes a token; only hashes are kept in memory and compared. */
 export function tokenId(token: string): string {
-  return createHash('sha256').update(token).digest('hex');
+  return hashSecret(token).toString('hex');
 }
 
 /** One accepted client token: the secret, and the label people see instead of it. */
@@ -128,25 +128,14 @@ export function parseTokens(tokens: readonly string[]): TokenEntry[] {
 
 /** The configured token a presented one matches, compared in constant time against every entry. */
 export function matchToken(presented: string, entries: readonly TokenEntry[]): TokenEntry | undefined {
-  const p = createHash('sha256').update(presented).digest();
-  let found: TokenEntry | undefined;
-  for (const entry of entries)
-    for (const candidate of entry.accepted) {
-      const equal = timingSafeEqual(p, createHash('sha256').update(candidate).digest());
-      if (equal && !found) found = entry;
-    }
-  return found;
+  const owners = entries.flatMap((entry) => entry.accepted.map(() => entry));
+  const hashes = entries.flatMap((entry) => entry.accepted.map(hashSecret));
+  return owners[findSecret(presented, hashes)];
 }
 
 /** Constant-time check of a presented token against the configured ones. */
 export function tokenMatches(presented: string, allowed: readonly string[]): boolean {
-  const p = createHash('sha256').update(presented).digest();
-  let ok = false;
-  for (const token of allowed) {
-    const a = createHash('sha256').update(token).digest();
-    ok = timingSafeEqual(p, a) || ok;
-  }
-  return ok;
+  return findSecret(presented, allowed.map(hashSecret)) >= 0;
 }
 
 /** How the relay answers a hello: refuse it, or welcome it and then start the tunnel. */

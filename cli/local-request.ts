@@ -1,21 +1,13 @@
 // One tunnel stream <-> one request to the local service (plain HTTP, or an upgrade that becomes a raw channel).
-import dns from 'node:dns';
-import http from 'node:http';
-import https from 'node:https';
-import type { LookupFunction, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { ResetCode } from '../protocol/errors.js';
 import { BodyKind, type HeaderList, type RequestFrame } from '../protocol/frames.js';
-import { setHeader, stripHopByHop, toPairs, withoutHeader } from '../protocol/headers.js';
+import { setHeader, stripHopByHop, withoutHeader } from '../protocol/headers.js';
 import { pipeIntoStream, pipeStreamInto, type TunnelStream } from '../protocol/stream.js';
+import { ResponseParseError } from './http1-response.js';
+import { LocalPool, type ConnectionUser, type LocalConnection, type LocalTarget } from './local-pool.js';
 
-/** Where public requests are replayed. */
-export interface LocalTarget {
-  protocol: 'http:' | 'https:';
-  host: string;
-  port: number;
-  /** Accept a self-signed certificate on an https target. */
-  insecure: boolean;
-}
+export { lookupLocalhost, type LocalTarget } from './local-pool.js';
 
 /** Parses `3000`, `host:port`, `[::1]:8080` or a full `http(s)://host:port` URL. Throws with a one-line reason. */
 export function parseTarget(spec: string, insecure = false): LocalTarget {
@@ -60,25 +52,6 @@ export function describeTarget(t: LocalTarget): string {
   return `${t.protocol}//${host}:${t.port}`;
 }
 
-const LOOPBACK = [
-  { address: '127.0.0.1', family: 4 },
-  { address: '::1', family: 6 },
-];
-
-/**
- * `localhost` means both loopback addresses: apps listen on 127.0.0.1 or on ::1, and resolvers disagree
- * on which comes first. With autoSelectFamily, Node tries both in turn.
- */
-export const lookupLocalhost = ((
-  hostname: string,
-  options: dns.LookupOptions,
-  callback: (...args: unknown[]) => void,
-) => {
-  if (hostname.toLowerCase() !== 'localhost') return dns.lookup(hostname, options, callback as never);
-  if (options.all) return callback(null, LOOPBACK);
-  return callback(null, LOOPBACK[0]!.address, 4);
-}) as unknown as LookupFunction;
-
 const CONNECT_FAILURES = new Set([
   'ECONNREFUSED',
   'ENOTFOUND',
@@ -91,6 +64,8 @@ const CONNECT_FAILURES = new Set([
 
 /** One line saying why the local service failed, naming the address, e.g. "ECONNREFUSED 127.0.0.1:3000". */
 export function describeLocalError(err: unknown, target: LocalTarget): string {
+  if (err instanceof ResponseParseError)
+    return `invalid response from ${describeTarget(target)}: ${err.message}`;
   const e = err as NodeJS.ErrnoException & { address?: string; port?: number; errors?: unknown[] };
   if (Array.isArray(e.errors) && e.errors.length > 0)
     return e.errors.map((inner) => describeLocalError(inner, target)).join(', ');
@@ -129,7 +104,8 @@ export const NO_HEADER_RULES: HeaderRules = {
 /** Parses "Name: value" (for --request-header-add and friends). Throws with a one-line reason. */
 export function parseHeaderArg(arg: string): [string, string] {
   const m = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):\s*(.*)$/.exec(arg);
-  if (!m || /[\r\n\0]/.test(m[2]!)) throw new Error(`"${arg}" is not a header; use "Name: value"`);
+  if (!m || /[^\t\x20-\x7e\x80-\xff]/.test(m[2]!))
+    throw new Error(`"${arg}" is not a header; use "Name: value"`);
   return [m[1]!, m[2]!];
 }
 
@@ -167,16 +143,6 @@ function tapData(stream: TunnelStream, see: ((chunk: Buffer) => void) | undefine
   };
 }
 
-/** One exchange being served: its stream, request head, the headers the local service gets, and its reporting. */
-interface Job {
-  stream: TunnelStream;
-  head: RequestFrame;
-  /** Request headers as the local service receives them (computed once; the observer sees the same list). */
-  headers: HeaderList;
-  report: (status: number, bytes: number, error?: string) => void;
-  observer?: ExchangeObserver;
-}
-
 /** Summary of one finished exchange, for the terminal and the programmatic API. */
 export interface Exchange {
   /** Name of the tunnel that carried it (filled in by the client). */
@@ -191,10 +157,23 @@ export interface Exchange {
   error?: string;
 }
 
-/** Replays tunnel streams against the local target. One per client; holds the keep-alive pool. */
+/** The request head as bytes for the local service (latin1: header values carry the public request's raw bytes). */
+function requestHead(head: RequestFrame, headers: HeaderList): string {
+  let text = `${head.method} ${head.target} HTTP/1.1\r\n`;
+  for (let i = 0; i < headers.length; i += 2) text += `${headers[i]!}: ${headers[i + 1]!}\r\n`;
+  return `${text}\r\n`;
+}
+
+/** The last chunk of a chunked body, with its trailers. */
+function lastChunk(trailers: HeaderList): string {
+  let text = '0\r\n';
+  for (let i = 0; i < trailers.length; i += 2) text += `${trailers[i]!}: ${trailers[i + 1]!}\r\n`;
+  return `${text}\r\n`;
+}
+
+/** Replays tunnel streams against the local target. One per tunnel; holds the keep-alive pool. */
 export class LocalForwarder {
-  private readonly agent: http.Agent;
-  private readonly mod: typeof http | typeof https;
+  private readonly pool: LocalPool;
 
   constructor(
     readonly target: LocalTarget,
@@ -202,43 +181,20 @@ export class LocalForwarder {
     private readonly rules: HeaderRules = NO_HEADER_RULES,
     private readonly observe?: Observe,
   ) {
-    this.mod = target.protocol === 'https:' ? https : http;
-    const agentOptions = { keepAlive: true, maxFreeSockets: 64, scheduling: 'lifo' as const };
-    this.agent =
-      target.protocol === 'https:'
-        ? new https.Agent({ ...agentOptions, rejectUnauthorized: !target.insecure })
-        : new http.Agent(agentOptions);
+    this.pool = new LocalPool(target);
   }
 
   /** Frees pooled connections. */
   close(): void {
-    this.agent.destroy();
+    this.pool.close();
   }
 
   /** Serves one stream opened by the relay. */
   serve(stream: TunnelStream, head: RequestFrame): void {
-    const started = Date.now();
-    let reported = false;
     const headers = this.localHeaders(head);
     const observer = this.observe?.(head, headers);
-    const report = (status: number, bytes: number, error?: string): void => {
-      if (reported) return;
-      reported = true;
-      const summary: Exchange = {
-        method: head.method,
-        target: head.target,
-        status,
-        durationMs: Date.now() - started,
-        bytes,
-        upgrade: head.upgrade,
-        error,
-      };
-      observer?.end?.(summary);
-      this.onExchange(summary);
-    };
-    const job: Job = { stream, head, headers, report, observer };
-    if (head.upgrade) this.serveUpgrade(job);
-    else this.serveRequest(job, 0);
+    if (head.upgrade) new UpgradeExchange(this, stream, head, headers, observer).start();
+    else new PlainExchange(this, stream, head, headers, observer).start();
   }
 
   /** The request headers as the local service should see them. */
@@ -254,158 +210,287 @@ export class LocalForwarder {
   }
 
   /** The response headers as the public client should see them. */
-  private publicHeaders(rawHeaders: string[], upgrade = false): HeaderList {
-    // Node's parser caps the local response head (maxHeaderSize 64 KiB, 2000 headers), inside the wire limits.
+  publicHeaders(rawHeaders: HeaderList, upgrade = false): HeaderList {
+    // The parser caps the local response head (64 KiB, 2000 headers), inside the wire limits.
     return edit(stripHopByHop(rawHeaders, upgrade), this.rules.responseRemove, this.rules.responseAdd);
   }
-  /** Opens the request to the local service; on a synchronous failure, fails the job and returns undefined. */
-  private start(job: Job, upgrade: boolean): http.ClientRequest | undefined {
-    try {
-      return this.request(job, upgrade);
-    } catch (err) {
-      job.stream.reset(ResetCode.LocalError, (err as Error).message);
-      job.report(502, 0, (err as Error).message);
-      return undefined;
-    }
+
+  /** An idle keep-alive connection, or a new one. */
+  connection(): LocalConnection {
+    return this.pool.take() ?? this.pool.open(false);
+  }
+
+  /** A fresh connection of its own (upgrades; retries after a stale keep-alive socket). */
+  freshConnection(upgrade: boolean): LocalConnection {
+    return this.pool.open(upgrade);
+  }
+
+  /** Reports a finished exchange to the terminal/API and to its observer. */
+  finished(summary: Exchange, observer: ExchangeObserver | undefined): void {
+    observer?.end?.(summary);
+    this.onExchange(summary);
+  }
+}
+
+/** What both kinds of exchange share: the stream, the head, reporting once, failing before a response. */
+abstract class BaseExchange implements ConnectionUser {
+  protected conn: LocalConnection | undefined;
+  protected status = 0;
+  /** Response body bytes passed back. */
+  protected bytes = 0;
+  private readonly started = Date.now();
+  private reported = false;
+
+  constructor(
+    protected readonly fwd: LocalForwarder,
+    protected readonly stream: TunnelStream,
+    protected readonly head: RequestFrame,
+    protected readonly headers: HeaderList,
+    protected readonly observer: ExchangeObserver | undefined,
+  ) {}
+
+  abstract start(): void;
+  abstract onHead(status: number, reason: string, headers: HeaderList, info: boolean): void;
+  abstract onBody(chunk: Buffer): void;
+  abstract onDone(trailers: HeaderList): void;
+  abstract onUpgrade(rest: Buffer): void;
+  abstract onConnectionLost(err: Error): void;
+  abstract onWritable(): void;
+
+  /** Opens the exchange on `conn` by writing the request head. */
+  protected send(conn: LocalConnection): void {
+    this.conn = conn;
+    conn.begin(this, this.head.method, this.head.upgrade);
+    conn.socket.write(requestHead(this.head, this.headers), 'latin1');
+  }
+
+  /** Sends a final or informational head back to the public client. */
+  protected passHead(status: number, reason: string, headers: HeaderList, info: boolean): void {
+    if (info) return this.stream.sendInfo(status, reason, headers);
+    this.status = status;
+    const out = this.fwd.publicHeaders(headers, status === 101);
+    this.stream.sendResponse(status, reason, out);
+    this.observer?.response?.(status, reason, out);
   }
 
   /** The local service could not be reached or failed before answering: reset the stream with why. */
-  private fail(job: Job, err: unknown): void {
-    const message = describeLocalError(err, this.target);
-    job.stream.reset(isConnectFailure(err) ? ResetCode.LocalUnreachable : ResetCode.LocalError, message);
-    job.report(502, 0, message);
+  protected fail(err: unknown): void {
+    const message = describeLocalError(err, this.fwd.target);
+    this.stream.reset(isConnectFailure(err) ? ResetCode.LocalUnreachable : ResetCode.LocalError, message);
+    this.report(502, message);
   }
 
-  private request({ head, headers }: Job, upgrade: boolean): http.ClientRequest {
-    return this.mod.request({
-      host: this.target.host,
-      port: this.target.port,
-      method: head.method,
-      path: head.target,
-      headers,
-      // Upgraded connections leave the pool; they get their own socket that may half-close.
-      agent: upgrade ? false : this.agent,
-      allowHalfOpen: upgrade,
-      lookup: lookupLocalhost,
-      autoSelectFamily: true,
-      // Loopback connects succeed or fail at once; Node's 250 ms default abandons good ones when the loop lags.
-      autoSelectFamilyAttemptTimeout: this.target.host.toLowerCase() === 'localhost' ? 5000 : undefined,
-      rejectUnauthorized: !this.target.insecure,
-      maxHeaderSize: 64 * 1024,
-    } as http.RequestOptions);
+  /** The public side went away (or the relay reset the stream): drop the connection, it is mid-exchange. */
+  protected cancel(): void {
+    const conn = this.conn;
+    this.conn = undefined;
+    conn?.discard();
+    this.report(499, 'cancelled');
   }
 
-  private serveRequest(job: Job, attempt: number): void {
-    const { stream, head, report, observer } = job;
-    const req = this.start(job, false);
-    if (!req) return;
-    let responded = false;
-    let bytes = 0;
-    stream.onReset = () => {
-      req.destroy();
-      report(499, bytes, 'cancelled');
+  protected report(status: number, error?: string): void {
+    if (this.reported) return;
+    this.reported = true;
+    const summary: Exchange = {
+      method: this.head.method,
+      target: this.head.target,
+      status,
+      durationMs: Date.now() - this.started,
+      bytes: this.bytes,
+      upgrade: this.head.upgrade,
+      error,
     };
+    this.fwd.finished(summary, this.observer);
+  }
+}
+
+/** A plain HTTP request: head and body out, 1xx heads, final head, body and trailers back. */
+class PlainExchange extends BaseExchange {
+  private responded = false;
+  private responseDone = false;
+  private requestDone = false;
+  private retried = false;
+  /** Body bytes written to the socket but not yet acknowledged to the relay (waiting for 'drain'). */
+  private unacked = 0;
+  private waitingDrain = false;
+
+  start(): void {
+    const { stream, head } = this;
+    stream.onReset = () => this.cancel();
     if (head.body === BodyKind.None) {
-      // Nothing to stream: send the request now (and again, unchanged, if a stale pooled socket fails).
+      this.requestDone = true;
       stream.onData = (chunk) => stream.ack(chunk.length);
-      req.end();
     } else {
-      pipeStreamInto(stream, req);
-      if (attempt === 0) tapData(stream, observer?.requestData?.bind(observer));
-      stream.onEnd = (trailers) => {
-        if (trailers.length > 0) req.addTrailers(toPairs(trailers));
-        req.end();
+      const see = this.observer?.requestData?.bind(this.observer);
+      stream.onData = (chunk) => {
+        see?.(chunk);
+        this.writeBody(chunk);
       };
-      req.flushHeaders(); // let the local service see the request (and answer 100-continue) before the body
+      stream.onEnd = (trailers) => this.endBody(trailers);
     }
-    req.on('information', (info: http.InformationEvent) =>
-      stream.sendInfo(info.statusCode, info.statusMessage, info.rawHeaders),
-    );
-    req.on('response', (res) => {
-      responded = true;
-      const status = res.statusCode ?? 502;
-      const headers = this.publicHeaders(res.rawHeaders);
-      stream.sendResponse(status, res.statusMessage ?? '', headers);
-      observer?.response?.(status, res.statusMessage ?? '', headers);
-      res.on('data', (chunk: Buffer) => {
-        bytes += chunk.length;
-        observer?.responseData?.(chunk);
-      });
-      res.on('end', () => report(status, bytes));
-      pipeIntoStream(res, stream, {
-        trailers: () => res.rawTrailers,
-        abortCode: ResetCode.LocalError,
-        abortMessage: () => 'the local service closed the connection mid-response',
-      });
-    });
-    req.on('error', (err: NodeJS.ErrnoException) => {
-      if (responded) return; // the response's own close handling resets the stream
-      // A pooled keep-alive socket the local server had just closed: retry once on a fresh one (no body was sent).
-      if (
-        attempt === 0 &&
-        req.reusedSocket &&
-        err.code === 'ECONNRESET' &&
-        head.body === BodyKind.None &&
-        !stream.closed
-      )
-        return this.serveRequest(job, 1);
-      this.fail(job, err);
-    });
+    stream.onDrain = () => this.conn?.socket.resume();
+    this.send(this.fwd.connection());
   }
 
-  private serveUpgrade(job: Job): void {
-    const { stream, report, observer } = job;
-    const req = this.start(job, true);
-    if (!req) return;
-    // Bytes the public client sent before the switch wait here (unacknowledged, so bounded by the window).
-    const early: Buffer[] = [];
-    let earlyEnd = false;
-    let upgraded: Socket | undefined;
-    stream.onData = (chunk) => early.push(chunk);
-    stream.onEnd = () => (earlyEnd = true);
-    stream.onReset = () => {
-      req.destroy();
-      upgraded?.resetAndDestroy(); // the channel was cut: the local server must not see a clean end
-      report(499, 0, 'cancelled');
-    };
-    req.on('upgrade', (res, socket: Socket, upgradeHead: Buffer) => {
-      upgraded = socket;
-      socket.on('error', () => {});
-      const headers = this.publicHeaders(res.rawHeaders, true);
-      stream.sendResponse(101, res.statusMessage ?? 'Switching Protocols', headers);
-      observer?.response?.(101, res.statusMessage ?? 'Switching Protocols', headers);
-      // Bytes the local server sent in the same packet as its 101 must not be lost.
-      if (upgradeHead.length > 0) {
-        observer?.channelData?.('out', upgradeHead);
-        stream.write(upgradeHead);
-      }
-      if (observer?.channelData) socket.on('data', (chunk: Buffer) => observer.channelData!('out', chunk));
-      pipeIntoStream(socket, stream, {
-        abortCode: ResetCode.LocalError,
-        abortMessage: () => 'the local service closed the channel',
-      });
-      pipeStreamInto(stream, socket);
-      tapData(stream, observer?.channelData && ((chunk) => observer.channelData!('in', chunk)));
-      for (const chunk of early.splice(0)) stream.onData(chunk);
-      stream.onEnd = () => socket.end();
-      if (earlyEnd) socket.end();
-      socket.on('close', () => report(101, 0));
-    });
-    req.on('response', (res) => {
-      // The local server refused the upgrade: pass its answer back as it is.
-      const status = res.statusCode ?? 502;
-      const headers = this.publicHeaders(res.rawHeaders);
-      stream.sendResponse(status, res.statusMessage ?? '', headers);
-      observer?.response?.(status, res.statusMessage ?? '', headers);
-      if (observer?.responseData) res.on('data', (chunk: Buffer) => observer.responseData!(chunk));
-      stream.onData = (chunk) => stream.ack(chunk.length);
-      for (const chunk of early.splice(0)) stream.ack(chunk.length);
-      pipeIntoStream(res, stream, { abortCode: ResetCode.LocalError });
-      res.on('end', () => report(status, 0));
-    });
-    req.on('error', (err) => {
-      if (!upgraded) this.fail(job, err);
-    });
-    req.end();
+  private writeBody(chunk: Buffer): void {
+    const socket = this.conn?.socket;
+    if (!socket || socket.destroyed) return this.stream.ack(chunk.length); // nowhere to go: keep the flow moving
+    let ok: boolean;
+    if (this.head.body === BodyKind.Chunked) {
+      socket.cork();
+      socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
+      socket.write(chunk);
+      ok = socket.write('\r\n', 'latin1');
+      socket.uncork();
+    } else {
+      ok = socket.write(chunk);
+    }
+    this.unacked += chunk.length;
+    if (ok && !this.waitingDrain) this.onWritable();
+    else this.waitingDrain = true;
   }
+
+  onWritable(): void {
+    this.waitingDrain = false;
+    const n = this.unacked;
+    this.unacked = 0;
+    this.stream.ack(n);
+  }
+
+  private endBody(trailers: HeaderList): void {
+    const socket = this.conn?.socket;
+    if (socket && !socket.destroyed && this.head.body === BodyKind.Chunked)
+      socket.write(lastChunk(trailers), 'latin1');
+    this.requestDone = true;
+    this.maybeRelease();
+  }
+
+  onHead(status: number, reason: string, headers: HeaderList, info: boolean): void {
+    if (!info) this.responded = true;
+    this.passHead(status, reason, headers, info);
+  }
+
+  onBody(chunk: Buffer): void {
+    this.bytes += chunk.length;
+    this.observer?.responseData?.(chunk);
+    if (!this.stream.write(chunk)) this.conn?.socket.pause();
+  }
+
+  onDone(trailers: HeaderList): void {
+    this.responseDone = true;
+    this.stream.end(trailers);
+    this.report(this.status);
+    this.maybeRelease();
+  }
+
+  onUpgrade(): void {} // the parser only switches when an upgrade was asked for
+
+  onConnectionLost(err: Error): void {
+    const reused = this.conn?.reused ?? false;
+    const started = this.conn?.parser.started ?? false;
+    this.conn = undefined;
+    if (this.responseDone) return; // the rest of the request body has nowhere to go; writeBody acks and drops it
+    if (this.responded) {
+      this.stream.reset(ResetCode.LocalError, 'the local service closed the connection mid-response');
+      return this.report(this.status, 'the local service closed the connection mid-response');
+    }
+    // A keep-alive socket the local server had just closed: retry once on a fresh one (nothing was lost yet).
+    if (reused && !started && !this.retried && this.head.body === BodyKind.None && !this.stream.closed) {
+      this.retried = true;
+      return this.send(this.fwd.freshConnection(false));
+    }
+    this.fail(err);
+  }
+
+  /** Both directions are complete: the connection goes back to the pool (or is closed). */
+  private maybeRelease(): void {
+    if (!this.responseDone || !this.requestDone || !this.conn) return;
+    const conn = this.conn;
+    this.conn = undefined;
+    conn.release();
+  }
+}
+
+/** An upgrade: the handshake goes through as HTTP; after the local service's 101 the stream is a raw channel. */
+class UpgradeExchange extends BaseExchange {
+  /** Bytes the public client sent before the switch wait here (unacknowledged, so bounded by the window). */
+  private readonly early: Buffer[] = [];
+  private earlyEnd = false;
+  private upgraded: Socket | undefined;
+  private switchHead: { reason: string; headers: HeaderList } | undefined;
+
+  start(): void {
+    const { stream } = this;
+    stream.onData = (chunk) => this.early.push(chunk);
+    stream.onEnd = () => (this.earlyEnd = true);
+    stream.onReset = () => {
+      this.upgraded?.resetAndDestroy(); // the channel was cut: the local server must not see a clean end
+      this.cancel();
+    };
+    stream.onDrain = () => this.conn?.socket.resume();
+    this.send(this.fwd.freshConnection(true));
+  }
+
+  onHead(status: number, reason: string, headers: HeaderList, info: boolean): void {
+    if (status === 101) {
+      this.switchHead = { reason, headers };
+      return;
+    }
+    this.passHead(status, reason, headers, info);
+    if (info) return;
+    // The local server refused the upgrade: its answer goes back as it is; what the client sent is dropped.
+    const { stream } = this;
+    stream.onData = (chunk) => stream.ack(chunk.length);
+    for (const chunk of this.early.splice(0)) stream.ack(chunk.length);
+  }
+
+  onBody(chunk: Buffer): void {
+    this.bytes += chunk.length;
+    this.observer?.responseData?.(chunk);
+    if (!this.stream.write(chunk)) this.conn?.socket.pause();
+  }
+
+  onDone(trailers: HeaderList): void {
+    this.stream.end(trailers);
+    this.report(this.status);
+    const conn = this.conn;
+    this.conn = undefined;
+    conn?.discard(); // an upgrade socket never goes back to the pool
+  }
+
+  onUpgrade(rest: Buffer): void {
+    const { stream, observer } = this;
+    const socket = this.conn!.detach();
+    this.conn = undefined;
+    this.upgraded = socket;
+    const { reason, headers } = this.switchHead!;
+    this.passHead(101, reason || 'Switching Protocols', headers, false);
+    // Bytes the local server sent in the same packet as its 101 must not be lost.
+    if (rest.length > 0) {
+      observer?.channelData?.('out', rest);
+      stream.write(rest);
+    }
+    if (observer?.channelData) socket.on('data', (chunk: Buffer) => observer.channelData!('out', chunk));
+    pipeIntoStream(socket, stream, {
+      abortCode: ResetCode.LocalError,
+      abortMessage: () => 'the local service closed the channel',
+    });
+    pipeStreamInto(stream, socket);
+    tapData(stream, observer?.channelData && ((chunk) => observer.channelData!('in', chunk)));
+    for (const chunk of this.early.splice(0)) stream.onData(chunk);
+    stream.onEnd = () => socket.end();
+    if (this.earlyEnd) socket.end();
+    socket.on('close', () => this.report(101));
+  }
+
+  onConnectionLost(err: Error): void {
+    this.conn = undefined;
+    if (this.status !== 0) {
+      this.stream.reset(ResetCode.LocalError, 'the local service closed the connection mid-response');
+      return this.report(this.status, 'the local service closed the connection mid-response');
+    }
+    this.fail(err);
+  }
+
+  onWritable(): void {} // nothing is written before the switch but the head
 }

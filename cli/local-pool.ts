@@ -1,0 +1,204 @@
+// Connections to the local service: open (plain or TLS), keep idle ones for reuse, and hand each read to the
+// response parser of the exchange that owns the connection. Listeners are installed once per socket, not per request.
+import net, { type Socket } from 'node:net';
+import tls from 'node:tls';
+import dns from 'node:dns';
+import { ResponseParser, type ResponseHandler } from './http1-response.js';
+
+/** Where public requests are replayed. */
+export interface LocalTarget {
+  protocol: 'http:' | 'https:';
+  host: string;
+  port: number;
+  /** Accept a self-signed certificate on an https target. */
+  insecure: boolean;
+}
+
+/** The exchange currently using a connection. */
+export interface ConnectionUser extends ResponseHandler {
+  /** The connection failed or closed before the exchange let go of it; `err` says why. */
+  onConnectionLost(err: Error): void;
+  /** The socket's write buffer drained. */
+  onWritable(): void;
+}
+
+const LOOPBACK = [
+  { address: '127.0.0.1', family: 4 },
+  { address: '::1', family: 6 },
+];
+
+/**
+ * `localhost` means both loopback addresses: apps listen on 127.0.0.1 or on ::1, and resolvers disagree
+ * on which comes first. With autoSelectFamily, Node tries both in turn.
+ */
+export const lookupLocalhost = ((
+  hostname: string,
+  options: dns.LookupOptions,
+  callback: (...args: unknown[]) => void,
+) => {
+  if (hostname.toLowerCase() !== 'localhost') return dns.lookup(hostname, options, callback as never);
+  if (options.all) return callback(null, LOOPBACK);
+  return callback(null, LOOPBACK[0]!.address, 4);
+}) as unknown as net.LookupFunction;
+
+/** An error like Node's own for a server that closed the connection without answering. */
+function hangUp(): Error {
+  return Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+}
+
+/** One socket to the local service and its response parser. */
+export class LocalConnection {
+  readonly parser: ResponseParser;
+  /** The exchange using the connection; undefined while it sits idle in the pool. */
+  user: ConnectionUser | undefined;
+  /** The connection served an exchange before the current one (a stale keep-alive socket may fail at once). */
+  reused = false;
+  /** When it went idle (ms since epoch), for the pool's idle timeout. */
+  idleSince = 0;
+  private lastError: Error | undefined;
+
+  constructor(
+    readonly socket: Socket,
+    private readonly pool: LocalPool,
+  ) {
+    this.parser = new ResponseParser({
+      onHead: (status, reason, headers, info) => this.user?.onHead(status, reason, headers, info),
+      onBody: (chunk) => this.user?.onBody(chunk),
+      onDone: (trailers) => this.user?.onDone(trailers),
+      onUpgrade: (rest) => this.user?.onUpgrade(rest),
+    });
+    socket.on('data', (data: Buffer) => {
+      if (!this.user) return void this.socket.destroy(); // bytes while idle: not a usable HTTP/1.1 connection
+      try {
+        this.parser.execute(data);
+      } catch (err) {
+        this.socket.destroy(err as Error);
+      }
+    });
+    socket.on('end', () => {
+      if (!this.user) return;
+      try {
+        this.parser.finish();
+      } catch (err) {
+        this.socket.destroy(err as Error); // also for upgrade sockets, which allow half-open
+      }
+    });
+    socket.on('error', (err) => (this.lastError = err));
+    socket.on('close', () => {
+      this.pool.forget(this);
+      const user = this.user;
+      this.user = undefined;
+      user?.onConnectionLost(this.lastError ?? hangUp());
+    });
+    socket.on('drain', () => this.user?.onWritable());
+  }
+
+  /** Starts an exchange: the parser expects the response to `method`. */
+  begin(user: ConnectionUser, method: string, upgrade: boolean): void {
+    this.user = user;
+    this.parser.expect(method, upgrade);
+  }
+
+  /** The exchange is over: back to the pool if the connection can carry another request, else closed. */
+  release(): void {
+    this.user = undefined;
+    if (this.parser.keepAlive && this.parser.done && !this.socket.destroyed) this.pool.keep(this);
+    else this.socket.destroy();
+  }
+
+  /** The exchange gives up on the connection (cancelled, or left in an unknown state). */
+  discard(): void {
+    this.user = undefined;
+    this.socket.destroy();
+  }
+
+  /** Hands the socket over (an upgrade became a raw channel): the connection's own listeners come off. */
+  detach(): Socket {
+    this.user = undefined;
+    for (const event of ['data', 'end', 'close', 'drain'] as const) this.socket.removeAllListeners(event);
+    return this.socket;
+  }
+}
+
+/** Idle connections are closed after this long: shorter than the 5 s keep-alive timeout of Node servers, so the
+ * local server rarely closes a socket just as it is reused. */
+export const LOCAL_IDLE_TIMEOUT_MS = 4000;
+const MAX_IDLE_CONNECTIONS = 64;
+
+/** Opens connections to one local target and keeps idle ones for reuse (most recently used first). */
+export class LocalPool {
+  private readonly idle: LocalConnection[] = [];
+  private sweeper: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(readonly target: LocalTarget) {}
+
+  /** An idle connection, or undefined when none is left. */
+  take(): LocalConnection | undefined {
+    const conn = this.idle.pop();
+    if (!conn) return undefined;
+    conn.reused = true;
+    conn.socket.ref();
+    return conn;
+  }
+
+  /** A new connection. Upgrades get half-close support and never come back to the pool. */
+  open(upgrade: boolean): LocalConnection {
+    const t = this.target;
+    const options: net.TcpNetConnectOpts = {
+      host: t.host,
+      port: t.port,
+      lookup: lookupLocalhost,
+      noDelay: true,
+      allowHalfOpen: upgrade,
+      autoSelectFamily: true,
+    };
+    // Loopback connects succeed or fail at once; Node's 250 ms default abandons good ones when the loop lags.
+    if (t.host.toLowerCase() === 'localhost') options.autoSelectFamilyAttemptTimeout = 5000;
+    const socket =
+      t.protocol === 'https:'
+        ? tls.connect({
+            ...options,
+            servername: net.isIP(t.host) ? undefined : t.host,
+            rejectUnauthorized: !t.insecure,
+            ALPNProtocols: ['http/1.1'],
+          })
+        : net.connect(options);
+    return new LocalConnection(socket, this);
+  }
+
+  /** Keeps an idle connection (called by LocalConnection.release). */
+  keep(conn: LocalConnection): void {
+    if (this.closed || this.idle.length >= MAX_IDLE_CONNECTIONS) return void conn.socket.destroy();
+    conn.idleSince = Date.now();
+    conn.socket.unref(); // an idle pool must not keep the process alive
+    if (conn.socket.isPaused()) conn.socket.resume(); // a paused socket would not notice the server closing it
+    this.idle.push(conn);
+    this.sweeper ??= setInterval(() => this.sweep(), 1000).unref();
+  }
+
+  /** Drops a closed connection from the idle list. */
+  forget(conn: LocalConnection): void {
+    const i = this.idle.indexOf(conn);
+    if (i >= 0) this.idle.splice(i, 1);
+  }
+
+  /** Closes every idle connection; connections in use close when their exchange ends. */
+  close(): void {
+    this.closed = true;
+    for (const conn of this.idle.splice(0)) conn.socket.destroy();
+    this.stopSweeper();
+  }
+
+  private sweep(): void {
+    const cutoff = Date.now() - LOCAL_IDLE_TIMEOUT_MS;
+    // Oldest first: the list is in release order.
+    while (this.idle.length > 0 && this.idle[0]!.idleSince <= cutoff) this.idle.shift()!.socket.destroy();
+    if (this.idle.length === 0) this.stopSweeper();
+  }
+
+  private stopSweeper(): void {
+    clearInterval(this.sweeper);
+    this.sweeper = undefined;
+  }
+}

@@ -41,7 +41,7 @@ type StateValue = (typeof State)[keyof typeof State];
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** Field values and reason phrases: visible characters, spaces, tabs and obs-text; no other control bytes. */
-const BAD_TEXT = /[\x00-\x08\x0a-\x1f\x7f]/;
+const BAD_TEXT = /[^\t\x20-\x7e\x80-\xff]/;
 const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/;
 const CHUNK_SIZE = /^([0-9A-Fa-f]{1,12})[\t ]*(;.*)?$/;
 const CRLFCRLF = Buffer.from('\r\n\r\n');
@@ -136,7 +136,8 @@ export class ResponseParser {
           break;
         case State.Upgraded:
           return;
-        default:
+        case State.Idle:
+        case State.Done:
           // Bytes after a complete response, or with no request outstanding: this connection is not HTTP/1.1.
           this.keepAlive = false;
           return;

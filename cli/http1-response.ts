@@ -110,7 +110,7 @@ export class ResponseParser {
           this.remaining -= n;
           this.handler.onBody(pos === 0 && n === buf.length ? buf : buf.subarray(pos, pos + n));
           pos += n;
-          if (this.remaining === 0) this.finishMessage([]);
+          if (this.remaining === 0) this.finishMessage([], pos < buf.length);
           break;
         }
         case State.ChunkSize:
@@ -148,7 +148,7 @@ export class ResponseParser {
 
   /** End of stream from the server. Completes a body that runs until close; anything else incomplete throws. */
   finish(): void {
-    if (this.state === State.UntilClose) return this.finishMessage([]);
+    if (this.state === State.UntilClose) return this.finishMessage([], false);
     if (this.state !== State.Done && this.state !== State.Idle && this.state !== State.Upgraded)
       throw new ResponseParseError('the local service closed the connection mid-response');
   }
@@ -162,17 +162,21 @@ export class ResponseParser {
   }
 
   private parseHead(buf: Buffer, pos: number): number {
-    // The end of the head: CRLF CRLF, or LF LF from lenient servers (looked for only when there is no CRLF CRLF).
-    let end = buf.indexOf(CRLFCRLF, pos + this.scanFrom);
+    // The end of the head: CRLF CRLF, or LF LF from lenient servers, whichever comes first (an LF-only head may be
+    // followed by a body holding CRLF CRLF). LF LF is looked for only before the CRLF CRLF, so not through the body.
+    const from = pos + this.scanFrom;
+    let end = buf.indexOf(CRLFCRLF, from);
     let bodyAt = end + 4;
-    if (end < 0) {
-      end = buf.indexOf(LFLF, pos + this.scanFrom);
-      bodyAt = end + 2;
+    const lf = (end < 0 ? buf : buf.subarray(0, end)).indexOf(LFLF, from);
+    if (lf >= 0) {
+      end = lf;
+      bodyAt = lf + 2;
     }
     if (end < 0) {
       const size = buf.length - pos;
       this.scanFrom = size > 3 ? size - 3 : 0;
-      return this.stash(buf, pos, MAX_RESPONSE_HEAD_BYTES, 'the response head');
+      // + 3: a head of exactly the limit may be waiting for the last bytes of its CRLF CRLF.
+      return this.stash(buf, pos, MAX_RESPONSE_HEAD_BYTES + 3, 'the response head');
     }
     this.scanFrom = 0;
     if (end - pos > MAX_RESPONSE_HEAD_BYTES)
@@ -199,10 +203,10 @@ export class ResponseParser {
     }
 
     const framing = bodyFraming(headers);
-    this.keepAlive = minor === '1' ? !framing.close : framing.keepAlive10;
+    this.keepAlive = !framing.close && (minor === '1' || framing.keepAlive10);
     this.handler.onHead(status, reason, headers, false);
     if (!this.head || status === 204 || status === 304) {
-      this.finishMessage([]);
+      this.finishMessage([], bodyAt < buf.length);
     } else if (framing.chunked) {
       this.state = State.ChunkSize;
       this.trailers = [];
@@ -210,7 +214,7 @@ export class ResponseParser {
     } else if (framing.length !== undefined) {
       this.remaining = framing.length;
       this.state = State.Length;
-      if (framing.length === 0) this.finishMessage([]);
+      if (framing.length === 0) this.finishMessage([], bodyAt < buf.length);
     } else {
       this.keepAlive = false;
       this.state = State.UntilClose;
@@ -254,7 +258,7 @@ export class ResponseParser {
       throw new ResponseParseError(`the trailers are larger than ${MAX_RESPONSE_HEAD_BYTES} bytes`);
     const line = trimCR(buf.toString('latin1', pos, nl));
     if (line === '') {
-      this.finishMessage(this.trailers);
+      this.finishMessage(this.trailers, nl + 1 < buf.length);
       return nl + 1;
     }
     parseFieldLine(line, this.trailers);
@@ -262,7 +266,10 @@ export class ResponseParser {
     return nl + 1;
   }
 
-  private finishMessage(trailers: string[]): void {
+  /** `more`: bytes follow the response in the same read. Then the connection is not reusable, and that must be
+   * known before onDone, which is where the connection goes back to the pool. */
+  private finishMessage(trailers: string[], more: boolean): void {
+    if (more) this.keepAlive = false;
     this.state = State.Done;
     this.handler.onDone(trailers);
   }
@@ -270,6 +277,16 @@ export class ResponseParser {
 
 function trimCR(line: string): string {
   return line.charCodeAt(line.length - 1) === 13 ? line.slice(0, -1) : line;
+}
+
+/** Strips spaces and tabs (OWS) from both ends. Not String.prototype.trim: it also strips 0xA0 (an obs-text byte,
+ * e.g. the last byte of UTF-8 "à") and control bytes such as VT and FF, which must be refused instead. */
+function trimOWS(s: string): string {
+  let a = 0;
+  let b = s.length;
+  while (a < b && (s.charCodeAt(a) === 32 || s.charCodeAt(a) === 9)) a++;
+  while (b > a && (s.charCodeAt(b - 1) === 32 || s.charCodeAt(b - 1) === 9)) b--;
+  return a === 0 && b === s.length ? s : s.slice(a, b);
 }
 
 /** Parses header lines `lines[from..]` into a flat [name, value, …] list, raw case and order kept. */
@@ -290,7 +307,7 @@ function parseFieldLine(line: string, out: string[]): void {
   if (first === 32 || first === 9) {
     // RFC 9112 §5.2: a recipient of obs-fold in a response replaces it with a space.
     if (out.length === 0) throw new ResponseParseError('header continuation line without a header');
-    const value = line.trim();
+    const value = trimOWS(line);
     if (BAD_TEXT.test(value)) throw new ResponseParseError('invalid character in a header value');
     out[out.length - 1] = value ? `${out[out.length - 1]!} ${value}` : out[out.length - 1]!;
     return;
@@ -299,7 +316,7 @@ function parseFieldLine(line: string, out: string[]): void {
   const name = colon > 0 ? line.slice(0, colon) : '';
   if (!TOKEN.test(name))
     throw new ResponseParseError(`invalid header line ${JSON.stringify(line.slice(0, 80))}`);
-  const value = line.slice(colon + 1).trim();
+  const value = trimOWS(line.slice(colon + 1));
   if (BAD_TEXT.test(value)) throw new ResponseParseError(`invalid character in the value of ${name}`);
   out.push(name, value);
 }
@@ -325,7 +342,7 @@ function bodyFraming(headers: string[]): Framing {
     // Cheap length checks first: most headers are none of these.
     if (name.length === 14 && name.toLowerCase() === 'content-length') {
       for (const part of headers[i + 1]!.split(',')) {
-        const v = part.trim();
+        const v = trimOWS(part);
         if (!/^\d{1,15}$/.test(v))
           throw new ResponseParseError(`invalid Content-Length ${JSON.stringify(v)}`);
         const n = Number(v);

@@ -146,6 +146,90 @@ export function encodeData(id: number, data: Uint8Array): Buffer {
 }
 
 /**
+ * Encodes several already-encoded frames as one Batch message: [Batch, bin, bin, …]. `totalBytes` is the sum
+ * of their lengths. The frames are copied once into the message.
+ */
+export function encodeBatch(frames: Buffer[], totalBytes: number): Buffer {
+  const count = frames.length + 1;
+  const arrayHeader = count < 16 ? 1 : count < 0x10000 ? 3 : 5;
+  let size = arrayHeader + 1 + totalBytes;
+  for (const f of frames) size += f.length < 0x100 ? 2 : f.length < 0x10000 ? 3 : 5;
+  const out = Buffer.allocUnsafe(size);
+  let at = 0;
+  if (arrayHeader === 1) out[at++] = 0x90 | count;
+  else if (arrayHeader === 3) {
+    out[at++] = 0xdc;
+    out.writeUInt16BE(count, at);
+    at += 2;
+  } else {
+    out[at++] = 0xdd;
+    out.writeUInt32BE(count, at);
+    at += 4;
+  }
+  out[at++] = FrameType.Batch;
+  for (const f of frames) {
+    const len = f.length;
+    if (len < 0x100) {
+      out[at++] = 0xc4;
+      out[at++] = len;
+    } else if (len < 0x10000) {
+      out[at++] = 0xc5;
+      out.writeUInt16BE(len, at);
+      at += 2;
+    } else {
+      out[at++] = 0xc6;
+      out.writeUInt32BE(len, at);
+      at += 4;
+    }
+    out.set(f, at);
+    at += len;
+  }
+  return out;
+}
+
+/**
+ * Splits a Batch message into the encoded frames it carries (views, no copies). Returns undefined when the
+ * message is not a Batch (then it is one frame); throws FrameError for a malformed or empty batch.
+ */
+export function splitBatch(b: Buffer): Buffer[] | undefined {
+  const first = b[0];
+  let count: number;
+  let at: number;
+  if (first !== undefined && first >= 0x91 && first <= 0x9f) {
+    count = first & 0x0f;
+    at = 1;
+  } else if (first === 0xdc && b.length >= 3) {
+    count = b.readUInt16BE(1);
+    at = 3;
+  } else if (first === 0xdd && b.length >= 5) {
+    count = b.readUInt32BE(1);
+    at = 5;
+  } else return undefined;
+  if (b[at] !== FrameType.Batch) return undefined;
+  if (b.length > WIRE_LIMITS.MAX_MESSAGE_BYTES) throw new FrameError('message too large');
+  at++;
+  if (count < 2) throw new FrameError('empty batch');
+  const frames: Buffer[] = [];
+  for (let i = 1; i < count; i++) {
+    const tag = b[at++];
+    let len: number;
+    if (tag === 0xc4 && b.length >= at + 1) len = b[at++]!;
+    else if (tag === 0xc5 && b.length >= at + 2) {
+      len = b.readUInt16BE(at);
+      at += 2;
+    } else if (tag === 0xc6 && b.length >= at + 4) {
+      len = b.readUInt32BE(at);
+      at += 4;
+    } else throw new FrameError('malformed batch: expected a frame as bin');
+    if (at + len > b.length) throw new FrameError('malformed batch: frame runs past the message');
+    frames.push(b.subarray(at, at + len));
+    at += len;
+  }
+  if (at !== b.length) throw new FrameError('malformed batch: bytes after the last frame');
+  return frames;
+}
+
+/**
  * Decodes and validates one message from the peer. Throws FrameError for anything that is not a
  * well-formed frame of a known type; never returns a value of an unexpected shape.
  */
@@ -165,6 +249,12 @@ export function decodeFrame(bytes: Buffer): Frame {
   }
   if (!Array.isArray(value)) throw new FrameError('not a frame: expected an array');
   return validate(value);
+}
+
+/** Decodes every frame of one message (a single frame or a Batch), for code that reads messages whole. */
+export function decodeMessage(bytes: Buffer): Frame[] {
+  const parts = splitBatch(bytes);
+  return parts ? parts.map(decodeFrame) : [decodeFrame(bytes)];
 }
 
 /** Parses [13, id, bin] directly; returns undefined when the bytes do not have that exact shape. */

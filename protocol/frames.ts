@@ -1,7 +1,7 @@
 // The one catalogue of ggrok frames: every message on the control WebSocket is one of these.
 
-/** Wire protocol version carried in Hello; bump on any incompatible change. */
-export const PROTOCOL_VERSION = 1;
+/** Wire protocol version carried in Hello; bump on any incompatible change. v2: Batch messages. */
+export const PROTOCOL_VERSION = 2;
 
 /** Numeric frame type, the first element of every encoded frame. Values are frozen by golden vectors. */
 export const FrameType = {
@@ -19,6 +19,11 @@ export const FrameType = {
   Reset: 15,
   Window: 16,
   Stats: 17,
+  /**
+   * Not a frame but a container: one message carrying several small frames sent in the same turn of the
+   * event loop, as [18, bin(frame), bin(frame), …] (see codec.ts encodeBatch). Batches do not nest.
+   */
+  Batch: 18,
 } as const;
 export type FrameTypeValue = (typeof FrameType)[keyof typeof FrameType];
 

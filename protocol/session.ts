@@ -1,6 +1,6 @@
 // One control WebSocket after the handshake: the single writer, flow control, heartbeats and routing by stream id.
 import type WebSocket from 'ws';
-import { decodeFrame, encodeData, encodeFrame, FrameError } from './codec.js';
+import { decodeFrame, encodeBatch, encodeData, encodeFrame, FrameError, splitBatch } from './codec.js';
 import { CloseCode, GgrokError, ResetCode } from './errors.js';
 import {
   BodyKind,
@@ -19,8 +19,10 @@ import { TunnelStream, type StreamHost } from './stream.js';
 
 /** Bytes queued in the WebSocket (ours and the socket's) above which the writer waits for a flush. */
 const WS_HIGH_WATER_BYTES = 256 * 1024;
-/** Frames at least this large are written at once instead of waiting for the end of the turn. */
-const CORK_MAX_FRAME_BYTES = 16 * 1024;
+/** Frames at least this large are sent at once, as their own message, instead of joining the turn's batch. */
+const BATCH_MAX_FRAME_BYTES = 16 * 1024;
+/** A batch this large leaves at once instead of waiting for the end of the turn. */
+const BATCH_MAX_BYTES = 64 * 1024;
 /** Default: received-but-unconsumed bytes above which connection credit is returned only on consumption. */
 const DEFAULT_BUFFERED_SOFT_LIMIT_BYTES = 8 * 1024 * 1024;
 
@@ -101,7 +103,10 @@ export class Session implements StreamHost {
   /** Highest stream id opened so far (by us on the relay, by the peer on the client). */
   private highestId = 0;
   private flushScheduled = false;
-  private corked = false;
+  /** Small frames of this turn, sent as one Batch message at its end (see send()). */
+  private batch: Buffer[] = [];
+  private batchBytes = 0;
+  private batchScheduled = false;
   private awaitingDrain = false;
   private lastReceivedAt = Date.now();
   private lastPingAt = 0;
@@ -168,6 +173,7 @@ export class Session implements StreamHost {
   close(code: number = CloseCode.Normal, reason = ''): void {
     if (this.closed || this.closing) return;
     this.flush();
+    this.sendBatch();
     this.closing = true;
     this.ws.close(code, reason.slice(0, 120));
     // A peer that never answers the close handshake must not hold us open.
@@ -230,27 +236,6 @@ export class Session implements StreamHost {
     stream.queued = true;
     this.ready.push(stream);
   }
-
-  /**
-   * Holds the control socket's writes until the end of this turn of the event loop, so the frames of many
-   * streams (a request's Response, Data and End, say) leave in one write instead of one system call each.
-   * `cork()` is part of every Node Writable, TLS sockets included; `_socket` is ws's own reference to it.
-   */
-  private cork(): void {
-    if (this.corked) return;
-    const socket = (this.ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket;
-    if (!socket) return;
-    this.corked = true;
-    socket.cork();
-    setImmediate(this.uncork);
-  }
-
-  /** Lets corked frames go (at the end of the turn, or at once before a large frame). */
-  private readonly uncork = (): void => {
-    if (!this.corked) return;
-    this.corked = false;
-    (this.ws as unknown as { _socket?: { uncork(): void } })._socket?.uncork();
-  };
 
   private scheduleFlush(): void {
     if (this.flushScheduled || this.closed) return;
@@ -319,19 +304,49 @@ export class Session implements StreamHost {
     this.opts.onFlowStall?.(scope);
   }
 
+  /**
+   * Small frames wait for the end of this turn of the event loop and leave together as one Batch message (one
+   * WebSocket frame, one system call) — a request's Response, Data and End, and the frames of every other stream
+   * that moved in the same turn. A large frame has nothing to gain from waiting and would stall bulk transfers,
+   * so it goes at once, after the batch queued before it.
+   */
   private send(frame: Buffer): void {
-    // Small frames wait for the end of the turn to leave together; a large one has nothing to gain from
-    // waiting and would stall bulk transfers, so it goes at once with whatever is queued before it.
-    const large = frame.length >= CORK_MAX_FRAME_BYTES;
-    if (!large) this.cork();
-    // Ask for a completion callback only on the frame that fills the socket: that is our 'drain'.
-    if (this.ws.bufferedAmount + frame.length >= WS_HIGH_WATER_BYTES) {
-      this.awaitingDrain = true;
-      this.ws.send(frame, { binary: true }, this.onDrained);
-    } else {
-      this.ws.send(frame, { binary: true });
+    if (frame.length >= BATCH_MAX_FRAME_BYTES) {
+      this.sendBatch();
+      return this.write(frame);
     }
-    if (large) this.uncork();
+    this.batch.push(frame);
+    this.batchBytes += frame.length;
+    if (this.batchBytes >= BATCH_MAX_BYTES || this.ws.bufferedAmount + this.batchBytes >= WS_HIGH_WATER_BYTES)
+      this.sendBatch();
+    else if (!this.batchScheduled) {
+      this.batchScheduled = true;
+      setImmediate(this.endOfTurn);
+    }
+  }
+
+  private readonly endOfTurn = (): void => {
+    this.batchScheduled = false;
+    if (!this.closed) this.sendBatch();
+  };
+
+  private sendBatch(): void {
+    const n = this.batch.length;
+    if (n === 0) return;
+    const message = n === 1 ? this.batch[0]! : encodeBatch(this.batch, this.batchBytes);
+    this.batch = [];
+    this.batchBytes = 0;
+    this.write(message);
+  }
+
+  /** Sends one message; the one that fills the socket asks for a completion callback, which is our 'drain'. */
+  private write(message: Buffer): void {
+    if (this.ws.bufferedAmount + message.length >= WS_HIGH_WATER_BYTES) {
+      this.awaitingDrain = true;
+      this.ws.send(message, { binary: true }, this.onDrained);
+    } else {
+      this.ws.send(message, { binary: true });
+    }
   }
 
   private readonly onDrained = (err?: Error): void => {
@@ -352,6 +367,21 @@ export class Session implements StreamHost {
     this.lastReceivedAt = Date.now();
     if (this.closed || this.closing) return;
     if (!isBinary) return this.fatal(new FrameError('text message on the control socket'));
+    let frames: Buffer[] | undefined;
+    try {
+      frames = splitBatch(data);
+    } catch (err) {
+      return this.fatal(err as FrameError);
+    }
+    if (!frames) return this.onFrame(data);
+    for (const frame of frames) {
+      if (this.closed || this.closing) return;
+      this.onFrame(frame);
+    }
+  }
+
+  /** Decodes, validates and dispatches one frame; a bad one costs its stream or, if unattributable, the session. */
+  private onFrame(data: Buffer): void {
     let frame: Frame;
     try {
       frame = decodeFrame(data);

@@ -19,8 +19,8 @@ async function rawControl(
   cleanup.add(() => ws.terminate());
   ws.on('error', () => {});
   const frames: Frame[] = [];
-  const { decodeFrame } = await import('../../protocol/codec.js');
-  ws.on('message', (data: Buffer) => frames.push(decodeFrame(data)));
+  const { decodeMessage } = await import('../../protocol/codec.js');
+  ws.on('message', (data: Buffer) => frames.push(...decodeMessage(data)));
   await once(ws, 'open');
   if (hello) {
     ws.send(

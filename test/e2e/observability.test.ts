@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import net from 'node:net';
 import { afterEach, describe, expect, test } from 'vitest';
 import WebSocket from 'ws';
-import { decodeFrame, encodeFrame } from '../../protocol/codec.js';
+import { decodeMessage, encodeFrame } from '../../protocol/codec.js';
 import {
   DEFAULT_FLOW,
   FrameType,
@@ -98,7 +98,7 @@ async function rawControl(
   cleanup.add(() => ws.terminate());
   ws.on('error', () => {});
   const frames: Frame[] = [];
-  ws.on('message', (data: Buffer) => frames.push(decodeFrame(data)));
+  ws.on('message', (data: Buffer) => frames.push(...decodeMessage(data)));
   await once(ws, 'open');
   ws.send(
     encodeFrame({

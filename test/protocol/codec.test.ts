@@ -3,7 +3,15 @@ import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
-import { decodeFrame, encodeData, encodeFrame, FrameError } from '../../protocol/codec.js';
+import {
+  decodeFrame,
+  decodeMessage,
+  encodeBatch,
+  encodeData,
+  encodeFrame,
+  FrameError,
+  splitBatch,
+} from '../../protocol/codec.js';
 import { FrameType, WIRE_LIMITS, type FlowSettings, type Frame } from '../../protocol/frames.js';
 
 /** Hex with spaces and line breaks allowed, for readable vectors. */
@@ -230,7 +238,8 @@ function rejects(bytes: Buffer, streamId?: number): FrameError {
 
 describe('golden vectors', () => {
   it('covers every frame type', () => {
-    const covered = new Set(GOLDEN.map((g) => g.frame.type));
+    const covered = new Set<number>(GOLDEN.map((g) => g.frame.type));
+    covered.add(FrameType.Batch); // a container, frozen by its own vector below
     expect([...covered].sort((a, b) => a - b)).toEqual(Object.values(FrameType).sort((a, b) => a - b));
   });
 
@@ -241,6 +250,48 @@ describe('golden vectors', () => {
       expect(decodeFrame(bytes)).toEqual(g.frame);
     });
   }
+
+  it('Batch: several frames in one message encode to the frozen bytes and split back', () => {
+    const window = encodeFrame({ type: FrameType.Window, id: 1, increment: 65536 });
+    const data = encodeData(1, Buffer.from('hi'));
+    const end = encodeFrame({ type: FrameType.End, id: 1, trailers: [] });
+    const bytes = h(`94 12
+      c408 93 10 01 ce00010000
+      c407 93 0d 01 c402 6869
+      c404 93 0e 01 90`);
+    expect(encodeBatch([window, data, end], window.length + data.length + end.length).toString('hex')).toBe(
+      bytes.toString('hex'),
+    );
+    expect(decodeMessage(bytes)).toEqual([
+      { type: FrameType.Window, id: 1, increment: 65536 },
+      { type: FrameType.Data, id: 1, data: Buffer.from('hi') },
+      { type: FrameType.End, id: 1, trailers: [] },
+    ]);
+    // A single frame is a message of its own, not a batch.
+    expect(splitBatch(window)).toBeUndefined();
+    expect(decodeMessage(window)).toEqual([{ type: FrameType.Window, id: 1, increment: 65536 }]);
+  });
+
+  it('Batch: large counts use array16, and every frame comes back whole', () => {
+    const frames = Array.from({ length: 300 }, (_, i) => encodeData(i + 1, Buffer.alloc(i % 7, i)));
+    const total = frames.reduce((n, f) => n + f.length, 0);
+    const bytes = encodeBatch(frames, total);
+    expect(bytes[0]).toBe(0xdc);
+    expect(splitBatch(bytes)!.map((f) => f.toString('hex'))).toEqual(frames.map((f) => f.toString('hex')));
+  });
+
+  it('Batch: malformed batches are protocol errors, and batches do not nest', () => {
+    const one = encodeFrame({ type: FrameType.Ping, nonce: 1 });
+    const bad = [
+      h('91 12'), // empty
+      h('92 12 c405 9204'), // frame runs past the end
+      h('92 12 a2 9204'), // a frame that is not bin
+      Buffer.concat([encodeBatch([one, one], one.length * 2), h('00')]), // trailing bytes
+    ];
+    for (const b of bad) expect(() => splitBatch(b), b.toString('hex')).toThrow(FrameError);
+    const nested = encodeBatch([encodeBatch([one, one], one.length * 2), one], 100);
+    expect(() => decodeMessage(nested)).toThrow(FrameError);
+  });
 
   it('encoded buffers stay intact after later encodes (no arena reuse under a queued frame)', () => {
     const first = encodeFrame(GOLDEN[0]!.frame);

@@ -4,7 +4,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
-import { decodeFrame, encodeData, encodeFrame } from '../../protocol/codec.js';
+import { decodeFrame, decodeMessage, encodeData, encodeFrame } from '../../protocol/codec.js';
 import { CloseCode, ResetCode, type GgrokError } from '../../protocol/errors.js';
 import {
   BodyKind,
@@ -540,7 +540,7 @@ async function hostilePeer(
   const side = attach(sockets.server, role, flow, extra);
   const raw = sockets.client;
   const received: Frame[] = [];
-  raw.on('message', (data: Buffer) => received.push(decodeFrame(data)));
+  raw.on('message', (data: Buffer) => received.push(...decodeMessage(data)));
   const closed = new Promise<{ code: number; reason: string }>((resolve) =>
     raw.on('close', (code: number, reason: Buffer) => resolve({ code, reason: reason.toString() })),
   );

@@ -116,6 +116,7 @@ export class LocalConnection {
   detach(): Socket {
     this.user = undefined;
     for (const event of ['data', 'end', 'close', 'drain'] as const) this.socket.removeAllListeners(event);
+    this.pool.forget(this); // a raw channel now, no longer the pool's
     return this.socket;
   }
 }
@@ -128,10 +129,17 @@ const MAX_IDLE_CONNECTIONS = 64;
 /** Opens connections to one local target and keeps idle ones for reuse (most recently used first). */
 export class LocalPool {
   private readonly idle: LocalConnection[] = [];
+  /** Connections opened and not yet closed (idle ones included). */
+  private openCount = 0;
   private sweeper: NodeJS.Timeout | undefined;
   private closed = false;
 
   constructor(readonly target: LocalTarget) {}
+
+  /** Connections serving an exchange right now. */
+  get busy(): number {
+    return this.openCount - this.idle.length;
+  }
 
   /** An idle connection, or undefined when none is left. */
   take(): LocalConnection | undefined {
@@ -164,6 +172,7 @@ export class LocalPool {
             ALPNProtocols: ['http/1.1'],
           })
         : net.connect(options);
+    this.openCount++;
     return new LocalConnection(socket, this);
   }
 
@@ -177,8 +186,9 @@ export class LocalPool {
     this.sweeper ??= setInterval(() => this.sweep(), 1000).unref();
   }
 
-  /** Drops a closed connection from the idle list. */
+  /** A connection closed: drop it from the count and the idle list. */
   forget(conn: LocalConnection): void {
+    this.openCount--;
     const i = this.idle.indexOf(conn);
     if (i >= 0) this.idle.splice(i, 1);
   }

@@ -27,10 +27,29 @@ export function connectionTokens(headers: HeaderList): Set<string> {
 }
 
 /**
- * Returns the list without hop-by-hop headers: the fixed set, anything Connection names, and every
+ * True if `name` may be hop-by-hop: in the fixed set or a Proxy-* header. Checks the length first so that
+ * most names are never lowercased (this runs for every header of every request and response).
+ */
+function maybeHopByHop(name: string): boolean {
+  const n = name.length;
+  if (n === 2 || n === 7 || n === 10 || n === 17) return HOP_BY_HOP.has(name.toLowerCase());
+  const first = name.charCodeAt(0) | 0x20; // ASCII lowercase
+  return first === 0x70 && n >= 6 && name.slice(0, 6).toLowerCase() === 'proxy-';
+}
+
+/**
+ * Returns a new list without hop-by-hop headers: the fixed set, anything Connection names, and every
  * Proxy-* header. With `keepUpgrade`, Connection and Upgrade survive (a protocol switch needs them end to end).
  */
 export function stripHopByHop(headers: HeaderList, keepUpgrade = false): HeaderList {
+  // Fast path, most messages: nothing to strip (no Connection header, no hop-by-hop name).
+  let clean = true;
+  for (let i = 0; i < headers.length; i += 2)
+    if (maybeHopByHop(headers[i]!)) {
+      clean = false;
+      break;
+    }
+  if (clean) return headers.slice();
   const named = connectionTokens(headers);
   const out: HeaderList = [];
   let connectionKept = false;
@@ -109,19 +128,31 @@ export interface ForwardedInfo {
   trustProxy: boolean;
 }
 
+const FORWARDED = ['x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port'] as const;
+
 /** Appends the peer to X-Forwarded-For and sets X-Forwarded-Proto/Host/Port, editing the list in place. */
 export function addForwardedHeaders(headers: HeaderList, info: ForwardedInfo): void {
-  let last = -1;
-  for (let i = 0; i < headers.length; i += 2) if (headers[i]!.toLowerCase() === 'x-forwarded-for') last = i;
-  if (last >= 0) headers[last + 1] = `${headers[last + 1]}, ${info.remoteAddress}`;
+  // One pass finds the X-Forwarded-* headers already present (names of 15 to 17 characters only).
+  let lastFor = -1;
+  let present = 0; // bit i: FORWARDED[i] is present
+  for (let i = 0; i < headers.length; i += 2) {
+    const n = headers[i]!.length;
+    if (n < 15 || n > 17) continue;
+    const lower = headers[i]!.toLowerCase();
+    if (lower === 'x-forwarded-for') lastFor = i;
+    else {
+      const k = FORWARDED.indexOf(lower as (typeof FORWARDED)[number]);
+      if (k >= 0) present |= 1 << k;
+    }
+  }
+  if (lastFor >= 0) headers[lastFor + 1] = `${headers[lastFor + 1]}, ${info.remoteAddress}`;
   else headers.push('X-Forwarded-For', info.remoteAddress);
-  const set = (name: string, value: string): void => {
-    if (info.trustProxy && hasHeader(headers, name)) return;
-    setHeader(headers, name, value);
-  };
-  set('X-Forwarded-Proto', info.proto);
-  set('X-Forwarded-Host', info.host);
-  set('X-Forwarded-Port', info.port);
+  const values = [info.proto, info.host, info.port];
+  const names = ['X-Forwarded-Proto', 'X-Forwarded-Host', 'X-Forwarded-Port'];
+  for (let k = 0; k < 3; k++) {
+    if (!(present & (1 << k))) headers.push(names[k]!, values[k]!);
+    else if (!info.trustProxy) setHeader(headers, names[k]!, values[k]!);
+  }
 }
 
 /** Converts a flat header list to the [name, value] pairs Node's addTrailers() takes. */

@@ -48,7 +48,7 @@ export class RelayMetrics {
   readonly totals: TrafficTotals = { bytesIn: 0, bytesOut: 0 };
   private readonly names = new Map<string, NameTotals>();
   private defaultsStarted = false;
-  private readonly requests: Counter<'status_class'>;
+  private readonly requestCounts = new Map<string, number>();
   private readonly duration: Histogram;
   private readonly stalls: Counter<'scope'>;
   private readonly protocolErrors: Counter<'code' | 'fatal'>;
@@ -100,13 +100,19 @@ export class RelayMetrics {
         this.set({ kind: 'channel' }, channels);
       },
     });
-    this.requests = new Counter({
+    // Counted in plain numbers on the request path and handed to prom-client only when scraped.
+    const requestCounts = this.requestCounts;
+    for (const c of STATUS_CLASSES) requestCounts.set(c, 0);
+    new Counter({
       name: 'ggrok_requests_total',
       help: 'Public requests and upgrades answered, by the class of the status the relay sent (its own pages included; 499 = the visitor left first).',
       labelNames: ['status_class'],
       registers,
+      collect() {
+        this.reset();
+        for (const [status_class, n] of requestCounts) this.inc({ status_class }, n);
+      },
     });
-    for (const c of STATUS_CLASSES) this.requests.inc({ status_class: c }, 0);
     new Counter({
       name: 'ggrok_bytes_total',
       help: 'Public body bytes through tunnels: in = from visitors into tunnels, out = back to visitors.',
@@ -217,7 +223,7 @@ export class RelayMetrics {
   /** One public request or upgrade answered; `seconds` only for plain HTTP requests. */
   requestDone(status: number, seconds: number | undefined, tunnel: Tunnel | undefined): void {
     const status_class = statusClass(status);
-    this.requests.inc({ status_class });
+    this.requestCounts.set(status_class, (this.requestCounts.get(status_class) ?? 0) + 1);
     if (seconds !== undefined) this.duration.observe(seconds);
     if (tunnel && this.perTunnel) {
       const counts = this.nameTotals(tunnel.name).requests;

@@ -39,10 +39,10 @@ export interface Meter {
   /** Body bytes from the tunnel that went to the visitor. */
   out(bytes: number): void;
   /** The status the relay answered an upgrade with (plain requests have res.statusCode). */
-  status(code: number): void;
+  answered(code: number): void;
 }
 
-const NO_METER: Meter = { in: () => {}, out: () => {}, status: () => {} };
+const NO_METER: Meter = { in: () => {}, out: () => {}, answered: () => {} };
 
 /** Counts the bytes the stream hands to its sink (call after pipeStreamInto). */
 function meterOutbound(stream: TunnelStream, meter: Meter): void {
@@ -136,16 +136,20 @@ export function forwardRequest(
     sendErrorPage(res, HEADERS_TOO_LARGE);
     return done();
   }
+  const body = bodyKind(req);
   const stream = tunnel.session.openStream({
     tunnel: tunnel.index,
     method: req.method ?? 'GET',
     target: req.url ?? '/',
     headers,
-    body: bodyKind(req),
+    body,
     upgrade: false,
   });
-  meterInbound(req, stream, meter);
-  pipeIntoStream(req, stream, { trailers: () => req.rawTrailers });
+  // A request without a body is complete with its head (the Request frame implies End): nothing to pipe.
+  if (body !== BodyKind.None) {
+    meterInbound(req, stream, meter);
+    pipeIntoStream(req, stream, { trailers: () => req.rawTrailers });
+  }
   res.on('close', () => {
     // The public client went away before the whole response was written: stop the local side too.
     if (!res.writableFinished) stream.reset(ResetCode.Cancel, 'public client went away');
@@ -223,7 +227,7 @@ export function forwardUpgrade(
 ): void {
   const headers = requestHeaders(req, ctx, true);
   if (!headerListFits(headers)) {
-    meter.status(HEADERS_TOO_LARGE.status);
+    meter.answered(HEADERS_TOO_LARGE.status);
     writeRawErrorPage(socket, HEADERS_TOO_LARGE);
     return done();
   }
@@ -258,7 +262,7 @@ export function forwardUpgrade(
   });
   stream.onResponse = (resHead) => {
     responded = true;
-    meter.status(resHead.status);
+    meter.answered(resHead.status);
     const upgraded = resHead.status === 101;
     const headers = stripHopByHop(resHead.headers, upgraded);
     if (!upgraded) headers.push('Connection', 'close');
@@ -273,7 +277,7 @@ export function forwardUpgrade(
     if (responded) resetSocket(socket);
     else {
       const page = resetPage(err);
-      meter.status(page.status);
+      meter.answered(page.status);
       writeRawErrorPage(socket, page);
     }
     finish();

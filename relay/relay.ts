@@ -127,17 +127,35 @@ const MAX_WAITERS_PER_TUNNEL = 1000;
 const MAX_WAITERS_TOTAL = 10_000;
 
 /** One public request or upgrade, followed from arrival to its end for metrics, Stats and the access log. */
-interface Exchange {
+/** One public request or upgrade, for metrics and the access log; also the Meter that counts its bytes. */
+class Exchange implements Meter {
   /** performance.now() at arrival. */
-  startedAt: number;
-  upgrade: boolean;
-  /** The request's Host, parsed once when it was routed. */
-  at: HostParts;
-  tunnel?: Tunnel;
-  bytesIn: number;
-  bytesOut: number;
+  readonly startedAt = performance.now();
+  tunnel: Tunnel | undefined;
+  bytesIn = 0;
+  bytesOut = 0;
   /** Status answered to an upgrade; 0 until known. */
-  status: number;
+  status = 0;
+
+  constructor(
+    readonly upgrade: boolean,
+    /** The request's Host, parsed once when it was routed. */
+    readonly at: HostParts,
+  ) {}
+
+  in(n: number): void {
+    this.bytesIn += n;
+    this.tunnel?.countIn(n);
+  }
+
+  out(n: number): void {
+    this.bytesOut += n;
+    this.tunnel?.countOut(n);
+  }
+
+  answered(code: number): void {
+    this.status = code;
+  }
 }
 
 /** Words for the control socket's close codes, for logs and webhooks. */
@@ -433,23 +451,7 @@ export class Relay {
   // ---- observability ----
 
   private startExchange(upgrade: boolean, at: HostParts): Exchange {
-    return { startedAt: performance.now(), upgrade, at, bytesIn: 0, bytesOut: 0, status: 0 };
-  }
-
-  /** Counts an exchange's bytes on the exchange and its tunnel as they pass. */
-  private meter(x: Exchange, tunnel: Tunnel): Meter {
-    x.tunnel = tunnel;
-    return {
-      in: (n) => {
-        x.bytesIn += n;
-        tunnel.countIn(n);
-      },
-      out: (n) => {
-        x.bytesOut += n;
-        tunnel.countOut(n);
-      },
-      status: (code) => (x.status = code),
-    };
+    return new Exchange(upgrade, at);
   }
 
   /** Records a finished public request or upgrade: metrics, the tunnel's counters, the access log. */
@@ -645,14 +647,7 @@ export class Relay {
     );
     if (refusal) return sendErrorPage(res, refusal);
     tunnel.activeRequests++;
-    forwardRequest(
-      tunnel,
-      req,
-      res,
-      this.publicContext(req, tunnel, x.at),
-      () => tunnel.activeRequests--,
-      this.meter(x, tunnel),
-    );
+    forwardRequest(tunnel, req, res, this.publicContext(req, tunnel, x.at), () => tunnel.activeRequests--, x);
   }
 
   /**
@@ -768,7 +763,7 @@ export class Relay {
       head,
       this.publicContext(req, tunnel, x.at),
       () => tunnel.activeChannels--,
-      this.meter(x, tunnel),
+      x,
     );
   }
 

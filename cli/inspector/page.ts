@@ -418,6 +418,7 @@ const PAGE = String.raw`<!doctype html>
     detailEl.appendChild(actions);
     detailEl.appendChild(el('div', { id: 'edit-slot' }));
     detailEl.appendChild(el('div', { id: 'curl-slot' }));
+    showCurl();
 
     detailEl.appendChild(el('h3', null, 'Request headers'));
     detailEl.appendChild(kvTable(d.request.headers, 'request-headers'));
@@ -512,11 +513,20 @@ const PAGE = String.raw`<!doctype html>
     method.focus();
   }
 
+  // The curl command shown for an exchange; kept across re-renders of its details (they follow every update).
+  var shownCurl = null;
+
+  function showCurl() {
+    var slot = document.getElementById('curl-slot');
+    if (!slot || !shownCurl || shownCurl.id !== selected) return;
+    while (slot.firstChild) slot.removeChild(slot.firstChild);
+    slot.appendChild(el('pre', { testid: 'curl-output' }, shownCurl.text));
+  }
+
   function copyCurl(id) {
     api('/api/exchanges/' + id + '/curl').then(function (text) {
-      var slot = document.getElementById('curl-slot');
-      while (slot.firstChild) slot.removeChild(slot.firstChild);
-      slot.appendChild(el('pre', { testid: 'curl-output' }, text));
+      shownCurl = { id: id, text: text };
+      showCurl();
       var done = function () { note('curl command copied'); };
       var fail = function () { note('select the command above and copy it'); };
       if (navigator.clipboard && navigator.clipboard.writeText) navigator.clipboard.writeText(text).then(done, fail);

@@ -69,7 +69,9 @@ test('a page loaded through the tunnel opens a WebSocket to its own origin and g
   const response = await page.goto(url, { timeout: 15_000 });
   expect(response?.status()).toBe(200);
   const out = page.locator('#out');
-  await expect.poll(() => out.textContent(), { timeout: 15_000, interval: 50 }).toMatch(/^\{/);
+  await expect
+    .poll(() => out.textContent({ timeout: 2000 }), { timeout: 15_000, interval: 50 })
+    .toMatch(/^\{/);
   const result = JSON.parse((await out.textContent()) ?? '') as {
     replies: string[];
     extensions: string;

@@ -51,7 +51,10 @@ test('a request through the tunnel appears live; its details show; Replay and Ed
   });
   await page.goto(inspector.url, { timeout: 15_000 });
   await expect
-    .poll(() => page.getByTestId('connection-status').textContent(), { timeout: 15_000, interval: 50 })
+    .poll(() => page.getByTestId('connection-status').textContent({ timeout: 2000 }), {
+      timeout: 15_000,
+      interval: 50,
+    })
     .toBe('live');
   expect(await page.getByTestId('exchange-row').count()).toBe(0);
 
@@ -65,12 +68,14 @@ test('a request through the tunnel appears live; its details show; Replay and Ed
   expect(res.status).toBe(200);
   const row = page.getByTestId('exchange-row').filter({ hasText: '/hello?from=browser-test' });
   await expect.poll(() => row.count(), { timeout: 15_000, interval: 50 }).toBe(1);
-  await expect.poll(() => row.getByTestId('row-status').textContent(), { timeout: 15_000 }).toBe('200');
+  await expect
+    .poll(() => row.getByTestId('row-status').textContent({ timeout: 2000 }), { timeout: 15_000 })
+    .toBe('200');
   expect(await row.getByTestId('row-method').textContent()).toBe('POST');
 
   await row.click();
   await expect
-    .poll(() => page.getByTestId('request-headers').textContent(), { timeout: 15_000 })
+    .poll(() => page.getByTestId('request-headers').textContent({ timeout: 2000 }), { timeout: 15_000 })
     .toContain('X-Browser-Test');
   expect(await page.getByTestId('request-headers').textContent()).toContain(t.host);
   expect(await page.getByTestId('request-body-text').textContent()).toBe(
@@ -95,7 +100,7 @@ test('a request through the tunnel appears live; its details show; Replay and Ed
   });
   expect(seen[1]!.headers['x-browser-test']).toBe('yes');
   await expect
-    .poll(() => page.getByTestId('detail-meta').textContent(), { timeout: 15_000 })
+    .poll(() => page.getByTestId('detail-meta').textContent({ timeout: 2000 }), { timeout: 15_000 })
     .toContain('replay of #');
   await expect.poll(() => page.getByTestId('exchange-row').count(), { timeout: 15_000 }).toBe(2);
 
@@ -116,7 +121,7 @@ test('a request through the tunnel appears live; its details show; Replay and Ed
   // Copy as curl shows the command for the public URL; the HAR link points at the export.
   await page.getByTestId('copy-curl').click();
   await expect
-    .poll(() => page.getByTestId('curl-output').textContent(), { timeout: 15_000 })
+    .poll(() => page.getByTestId('curl-output').textContent({ timeout: 2000 }), { timeout: 15_000 })
     .toContain(`curl '${t.client.url}/changed/path?x=2'`);
   expect(await page.getByTestId('download-har').getAttribute('href')).toBe('/api/har');
 

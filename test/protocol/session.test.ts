@@ -4,7 +4,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
-import { decodeFrame, decodeMessage, encodeData, encodeFrame } from '../../protocol/codec.js';
+import { decodeMessage, encodeData, encodeFrame } from '../../protocol/codec.js';
 import { CloseCode, ResetCode, type GgrokError } from '../../protocol/errors.js';
 import {
   BodyKind,

@@ -11,6 +11,8 @@ import {
   type HeaderList,
 } from './frames.js';
 
+const EMPTY = Buffer.alloc(0);
+
 // Plain msgpack (no msgpackr records) so any msgpack decoder can read the wire format.
 const packr = new Packr({ useRecords: false, moreTypes: false });
 // Maps decode to Map (not plain objects), so hostile keys such as "__proto__" are inert.
@@ -79,6 +81,18 @@ export function encodeFrame(frame: Frame): Buffer {
       return packr.pack(frame.tunnel ? [...fields, frame.tunnel] : fields);
     }
     case FrameType.Response:
+      // A small response travels whole: [11, id, status, reason, headers, body, end].
+      if (frame.body !== undefined || frame.end)
+        return packr.pack([
+          frame.type,
+          frame.id,
+          frame.status,
+          frame.reason,
+          frame.headers,
+          frame.body ?? EMPTY,
+          frame.end === true,
+        ]);
+      return packr.pack([frame.type, frame.id, frame.status, frame.reason, frame.headers]);
     case FrameType.Info:
       return packr.pack([frame.type, frame.id, frame.status, frame.reason, frame.headers]);
     case FrameType.Data:
@@ -368,7 +382,7 @@ function validate(a: unknown[]): Frame {
     }
     case FrameType.Response:
     case FrameType.Info: {
-      arity(a, 5);
+      if (type === FrameType.Info || a.length !== 7) arity(a, 5);
       const id = streamId(a[1]);
       const status = uint(a[2], 'status', 999, id);
       const min = type === FrameType.Info ? 100 : 101;
@@ -380,7 +394,12 @@ function validate(a: unknown[]): Frame {
         (type === FrameType.Response && status < 200 && status !== 101)
       )
         throw new FrameError(`bad status ${status}`, id);
-      return { type, id, status, reason: reason(a[3], id), headers: headers(a[4], id) };
+      const head = { type, id, status, reason: reason(a[3], id), headers: headers(a[4], id) };
+      if (a.length === 5) return head;
+      if (!Buffer.isBuffer(a[5])) throw new FrameError('response body must be binary', id);
+      if (typeof a[6] !== 'boolean') throw new FrameError('bad end flag', id);
+      if (status === 101 && (a[5].length > 0 || a[6])) throw new FrameError('a 101 carries no body', id);
+      return { ...head, type: FrameType.Response, body: a[5], end: a[6] };
     }
     case FrameType.Data: {
       // Reached only for Data frames the fast path did not recognise (non-minimal encodings).

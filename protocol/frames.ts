@@ -141,6 +141,14 @@ export interface ResponseFrame {
   status: number;
   reason: string;
   headers: HeaderList;
+  /**
+   * The start of the body, carried in the same frame when it was already at hand (a small response in one
+   * read): exactly as if a Data frame with these bytes followed, flow control included. Absent on the wire
+   * when there is none.
+   */
+  body?: Buffer;
+  /** The response also ends here (End with no trailers), after `body`. */
+  end?: boolean;
 }
 
 /** Client -> relay: an informational (1xx, not 101) response for stream `id`. */

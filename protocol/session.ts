@@ -94,7 +94,8 @@ export class Session implements StreamHost {
   /** Counters for observability: payload bytes of Data frames each way; times our writer waited for credit. */
   readonly stats = { dataBytesIn: 0, dataBytesOut: 0, streamsOpened: 0, streamStalls: 0, connStalls: 0 };
 
-  private readonly control = new Fifo<Buffer>();
+  /** Encoded control frames, and streams whose Response head is still to be encoded. */
+  private readonly control = new Fifo<Buffer | TunnelStream>();
   private readonly ready = new Fifo<TunnelStream>();
   private sendCredit: number;
   private recvCredit: number;
@@ -220,8 +221,12 @@ export class Session implements StreamHost {
     }
   }
 
-  sendHead(_stream: TunnelStream, head: ResponseFrame | InfoFrame): void {
-    this.sendControl(head);
+  sendHead(stream: TunnelStream, head: ResponseFrame | InfoFrame): void {
+    if (head.type === FrameType.Info || head.status === 101 || this.closed) return this.sendControl(head);
+    // Encoded when it leaves (see encodeHead), so that a small body and End written in the same turn ride along.
+    stream.pendingHead = head;
+    this.control.push(stream);
+    this.scheduleFlush();
   }
 
   // ---- writer ----
@@ -247,9 +252,9 @@ export class Session implements StreamHost {
   private readonly flush = (): void => {
     this.flushScheduled = false;
     while (!this.closed && !this.awaitingDrain) {
-      const frame = this.control.shift() ?? this.nextDataFrame();
-      if (!frame) return;
-      this.send(frame);
+      const item = this.control.shift() ?? this.nextDataFrame();
+      if (!item) return;
+      this.send(Buffer.isBuffer(item) ? item : this.encodeHead(item));
     }
   };
 
@@ -293,6 +298,38 @@ export class Session implements StreamHost {
       stream.onDrain();
     }
     return frame;
+  }
+
+  /**
+   * Encodes a stream's Response head. A small body already queued behind it (within both windows) and an End
+   * without trailers join the same frame: a small response is then one frame instead of three.
+   */
+  private encodeHead(stream: TunnelStream): Buffer {
+    const head = stream.pendingHead!;
+    stream.pendingHead = undefined;
+    const n = stream.outBytes;
+    if (
+      n > 0 &&
+      !stream.closed &&
+      n < BATCH_MAX_FRAME_BYTES &&
+      n <= stream.sendCredit &&
+      n <= this.sendCredit &&
+      n <= this.opts.remoteFlow.maxData
+    ) {
+      head.body = stream.outQueue.length === 1 ? stream.outQueue[0]! : Buffer.concat(stream.outQueue, n);
+      stream.outQueue.length = 0;
+      stream.outBytes = 0;
+      stream.sendCredit -= n;
+      this.sendCredit -= n;
+      this.stats.dataBytesOut += n;
+      stream.lastActivityAt = Date.now();
+      if (stream.endPending) this.sendEnd(stream, head);
+      if (stream.needDrain) {
+        stream.needDrain = false;
+        stream.onDrain();
+      }
+    }
+    return encodeFrame(head);
   }
 
   private stalled(scope: 'stream' | 'connection'): void {
@@ -354,10 +391,12 @@ export class Session implements StreamHost {
     if (!err) this.flush();
   };
 
-  private sendEnd(stream: TunnelStream): void {
+  /** Ends our side of the stream: on its Response head if that has not left yet (no trailers), else as End. */
+  private sendEnd(stream: TunnelStream, head = stream.pendingHead): void {
     if (stream.localEnded) return;
     stream.localEnded = true;
-    this.sendControl({ type: FrameType.End, id: stream.id, trailers: stream.endTrailers });
+    if (head && stream.endTrailers.length === 0) head.end = true;
+    else this.sendControl({ type: FrameType.End, id: stream.id, trailers: stream.endTrailers });
     this.maybeFinish(stream);
   }
 
@@ -429,16 +468,8 @@ export class Session implements StreamHost {
         return this.onHead(frame);
       case FrameType.Data:
         return this.onData(frame.id, frame.data);
-      case FrameType.End: {
-        const stream = this.streamFor(frame.id);
-        if (!stream) return;
-        if (stream.remoteEnded) return this.streamProtocolError(stream, 'End after End');
-        if (this.opts.role === 'relay' && !stream.headDone)
-          return this.streamProtocolError(stream, 'End before response');
-        stream.remoteEnded = true;
-        stream.onEnd(frame.trailers);
-        return this.maybeFinish(stream);
-      }
+      case FrameType.End:
+        return this.onEnd(frame.id, frame.trailers);
       case FrameType.Reset: {
         const stream = this.streamFor(frame.id);
         if (!stream) return;
@@ -496,6 +527,21 @@ export class Session implements StreamHost {
     if (head.type === FrameType.Info) return stream.onInfo(head);
     stream.headDone = true;
     stream.onResponse(head);
+    // A small response carries its body and End in the head frame: handled as the frames they stand for.
+    if (head.type !== FrameType.Response) return;
+    if (head.body && head.body.length > 0) this.onData(head.id, head.body);
+    if (head.end) this.onEnd(head.id, []);
+  }
+
+  private onEnd(id: number, trailers: HeaderList): void {
+    const stream = this.streamFor(id);
+    if (!stream) return;
+    if (stream.remoteEnded) return this.streamProtocolError(stream, 'End after End');
+    if (this.opts.role === 'relay' && !stream.headDone)
+      return this.streamProtocolError(stream, 'End before response');
+    stream.remoteEnded = true;
+    stream.onEnd(trailers);
+    this.maybeFinish(stream);
   }
 
   private onData(id: number, data: Buffer): void {

@@ -53,6 +53,8 @@ export class TunnelStream {
   connOwed = 0;
   /** Response head received (relay side) or sent (client side). */
   headDone = false;
+  /** Client side: the Response head waiting in the session's queue; body and End may still join it. */
+  pendingHead: ResponseFrame | undefined;
   /** Last time data moved either way (ms since epoch), for idle timeouts. */
   lastActivityAt = Date.now();
 

@@ -168,6 +168,19 @@ const GOLDEN: { name: string; frame: Frame; hex: string }[] = [
     hex: '95 0b 01 ccc8 a2 4f4b 92 ac 436f6e74656e742d54797065 aa 746578742f706c61696e',
   },
   {
+    name: 'Response with its body and End (a small response in one frame)',
+    frame: {
+      type: FrameType.Response,
+      id: 1,
+      status: 200,
+      reason: 'OK',
+      headers: [],
+      body: Buffer.from('hi'),
+      end: true,
+    },
+    hex: '97 0b 01 ccc8 a2 4f4b 90 c402 6869 c3',
+  },
+  {
     name: 'Info',
     frame: { type: FrameType.Info, id: 1, status: 100, reason: 'Continue', headers: [] },
     hex: '95 0c 01 64 a8 436f6e74696e7565 90',
@@ -385,6 +398,18 @@ describe('decodeFrame rejects', () => {
     for (const type of [0, 7, 9, 17, 99, -1]) rejects(raw.pack([type, 1]), 0);
     rejects(raw.pack(['Ping', 1]));
     rejects(raw.pack([null, 1]));
+  });
+
+  it('a Response carrying a body that is not binary, an end flag that is not boolean, or a body on a 101', () => {
+    rejects(raw.pack([11, 3, 200, 'OK', [], 'hi', true]), 3);
+    rejects(raw.pack([11, 3, 200, 'OK', [], Buffer.from('hi'), 1]), 3);
+    rejects(raw.pack([11, 3, 200, 'OK', [], Buffer.from('hi')])); // 6 fields: a malformed frame, not a stream's
+    rejects(raw.pack([11, 3, 101, 'Switching Protocols', [], Buffer.from('hi'), false]), 3);
+    rejects(raw.pack([12, 3, 100, 'Continue', [], Buffer.alloc(0), true])); // Info never carries a body
+    expect(decodeFrame(raw.pack([11, 3, 204, 'No Content', [], Buffer.alloc(0), true]))).toMatchObject({
+      status: 204,
+      end: true,
+    });
   });
 
   it('messages that are not a short array', () => {

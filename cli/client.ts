@@ -153,7 +153,10 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
       (spec, i) =>
         new LocalForwarder(
           spec.target,
-          (x) => this.emit('request', { ...x, tunnel: this.names[i] ?? '' }),
+          (x) => {
+            x.tunnel = this.names[i] ?? ''; // the summary is ours to fill in (no copy per request)
+            this.emit('request', x);
+          },
           spec.headerRules,
           opts.observe && ((head, localHeaders) => opts.observe!(this.names[i] ?? '', head, localHeaders)),
         ),

@@ -394,12 +394,20 @@ function validate(a: unknown[]): Frame {
         (type === FrameType.Response && status < 200 && status !== 101)
       )
         throw new FrameError(`bad status ${status}`, id);
-      const head = { type, id, status, reason: reason(a[3], id), headers: headers(a[4], id) };
-      if (a.length === 5) return head;
-      if (!Buffer.isBuffer(a[5])) throw new FrameError('response body must be binary', id);
+      if (a.length === 5) return { type, id, status, reason: reason(a[3], id), headers: headers(a[4], id) };
+      const body = a[5];
+      if (!Buffer.isBuffer(body)) throw new FrameError('response body must be binary', id);
       if (typeof a[6] !== 'boolean') throw new FrameError('bad end flag', id);
-      if (status === 101 && (a[5].length > 0 || a[6])) throw new FrameError('a 101 carries no body', id);
-      return { ...head, type: FrameType.Response, body: a[5], end: a[6] };
+      if (status === 101 && (body.length > 0 || a[6])) throw new FrameError('a 101 carries no body', id);
+      return {
+        type: FrameType.Response,
+        id,
+        status,
+        reason: reason(a[3], id),
+        headers: headers(a[4], id),
+        body,
+        end: a[6],
+      };
     }
     case FrameType.Data: {
       // Reached only for Data frames the fast path did not recognise (non-minimal encodings).

@@ -148,7 +148,19 @@ export class Session implements StreamHost {
       queueMicrotask(() => stream.onReset(new GgrokError(ResetCode.TunnelClosed, 'tunnel closed')));
       return stream;
     }
-    this.control.push(encodeFrame({ type: FrameType.Request, id, ...head }));
+    // Fields spelled out: an object spread here costs more than the rest of the encode (V8, per request).
+    this.control.push(
+      encodeFrame({
+        type: FrameType.Request,
+        id,
+        method: head.method,
+        target: head.target,
+        headers: head.headers,
+        body: head.body,
+        upgrade: head.upgrade,
+        tunnel: head.tunnel,
+      }),
+    );
     this.scheduleFlush();
     return stream;
   }

@@ -564,6 +564,100 @@ const request = (id: number, upgrade = false): RequestFrame => ({
   ...head(`/r${id}`, upgrade),
 });
 
+describe('small responses travel whole', () => {
+  const get = (id: number): RequestFrame => ({
+    type: FrameType.Request,
+    id,
+    method: 'GET',
+    target: `/r${id}`,
+    headers: ['Host', 'demo.example.com'],
+    body: BodyKind.None,
+    upgrade: false,
+    tunnel: 0,
+  });
+  const framesFor = (frames: Frame[], id: number): Frame[] => frames.filter((f) => 'id' in f && f.id === id);
+
+  it('head, a small body and End written in one turn leave as one Response frame', async () => {
+    const peer = await hostilePeer('client', DEFAULT_FLOW);
+    peer.send(get(1));
+    await waitFor(() => peer.side.inbound.length === 1, 'the request');
+    const { stream } = peer.side.inbound[0]!;
+    stream.sendResponse(200, 'OK', ['Content-Length', '5']);
+    stream.write(Buffer.from('hel'));
+    stream.write(Buffer.from('lo'));
+    stream.end();
+    await peer.sync(1);
+    expect(framesFor(peer.received, 1)).toEqual([
+      {
+        type: FrameType.Response,
+        id: 1,
+        status: 200,
+        reason: 'OK',
+        headers: ['Content-Length', '5'],
+        body: Buffer.from('hello'),
+        end: true,
+      },
+    ]);
+    expect(peer.side.session.streams.size).toBe(0);
+  });
+
+  it('a large body, trailers, or a body written in a later turn keep their own frames, in order', async () => {
+    const peer = await hostilePeer('client', DEFAULT_FLOW);
+    for (const id of [1, 2, 3]) peer.send(get(id));
+    await waitFor(() => peer.side.inbound.length === 3, 'the requests');
+    const [large, trailed, later] = peer.side.inbound.map((r) => r.stream);
+    large!.sendResponse(200, 'OK', []);
+    large!.write(Buffer.alloc(20 * KiB, 7));
+    large!.end();
+    trailed!.sendResponse(200, 'OK', []);
+    trailed!.write(Buffer.from('x'));
+    trailed!.end(['X-Sum', '1']);
+    later!.sendResponse(204, 'No Content', []);
+    await peer.sync(1);
+    later!.end();
+    await peer.sync(2);
+    expect(
+      framesFor(peer.received, 1).map((f) => [f.type, f.type === FrameType.Response && f.body !== undefined]),
+    ).toEqual([
+      [FrameType.Response, false],
+      [FrameType.Data, false],
+      [FrameType.End, false],
+    ]);
+    expect(framesFor(peer.received, 2)).toEqual([
+      {
+        type: FrameType.Response,
+        id: 2,
+        status: 200,
+        reason: 'OK',
+        headers: [],
+        body: Buffer.from('x'),
+        end: false,
+      },
+      { type: FrameType.End, id: 2, trailers: ['X-Sum', '1'] },
+    ]);
+    expect(framesFor(peer.received, 3)).toEqual([
+      { type: FrameType.Response, id: 3, status: 204, reason: 'No Content', headers: [] },
+      { type: FrameType.End, id: 3, trailers: [] },
+    ]);
+  });
+
+  it('a relay session turns a whole Response back into head, data and end for the stream', async () => {
+    const { relay, client } = await sessionPair();
+    const rx = new Receiver(
+      relay.session.openStream({ ...head('/x', false), method: 'GET', body: BodyKind.None }),
+      true,
+    );
+    await waitFor(() => client.inbound.length === 1, 'the request');
+    const { stream } = client.inbound[0]!;
+    stream.sendResponse(200, 'OK', ['A', 'b']);
+    stream.write(Buffer.from('payload'));
+    stream.end();
+    await waitFor(() => rx.ended, 'the end');
+    expect([rx.response?.status, rx.bytes, rx.trailers]).toEqual([200, 7, []]);
+    expect(relay.session.streams.size).toBe(0);
+  });
+});
+
 describe('a hostile peer', () => {
   const flow: FlowSettings = { streamWindow: 32 * KiB, connWindow: 1 * MiB, maxData: 16 * KiB };
 

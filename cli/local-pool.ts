@@ -76,7 +76,8 @@ export class LocalConnection {
       }
     });
     socket.on('end', () => {
-      if (!this.user) return;
+      // Idle and the server hung up: close now, so the pool never hands this socket out in the moment before 'close'.
+      if (!this.user) return void this.socket.destroy();
       try {
         this.parser.finish();
       } catch (err) {
@@ -143,7 +144,9 @@ export class LocalPool {
 
   /** An idle connection, or undefined when none is left. */
   take(): LocalConnection | undefined {
-    const conn = this.idle.pop();
+    let conn = this.idle.pop();
+    // A socket the server already ended (its 'close' still to come) cannot carry a request.
+    while (conn && (conn.socket.destroyed || conn.socket.readableEnded)) conn = this.idle.pop();
     if (!conn) return undefined;
     conn.reused = true;
     conn.socket.ref();

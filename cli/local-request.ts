@@ -2,8 +2,8 @@
 import type { Socket } from 'node:net';
 import { ResetCode } from '../protocol/errors.js';
 import { BodyKind, type HeaderList, type RequestFrame } from '../protocol/frames.js';
-import { setHeader, stripHopByHop, withoutHeader } from '../protocol/headers.js';
-import { pipeIntoStream, pipeStreamInto, type TunnelStream } from '../protocol/stream.js';
+import { getHeader, setHeader, stripHopByHop, withoutHeader } from '../protocol/headers.js';
+import { ChunkHolder, pipeIntoStream, pipeStreamInto, type TunnelStream } from '../protocol/stream.js';
 import { ResponseParseError } from './http1-response.js';
 import { LocalPool, type ConnectionUser, type LocalConnection, type LocalTarget } from './local-pool.js';
 
@@ -157,6 +157,16 @@ export interface Exchange {
   error?: string;
 }
 
+/** The Content-Length and Transfer-Encoding lines of a header list, to tell whether header rules touched them. */
+function framingOf(headers: HeaderList): string {
+  let out = '';
+  for (let i = 0; i < headers.length; i += 2) {
+    const name = headers[i]!.toLowerCase();
+    if (name === 'content-length' || name === 'transfer-encoding') out += `${name}: ${headers[i + 1]!}\n`;
+  }
+  return out;
+}
+
 /** The request head as bytes for the local service (latin1: header values carry the public request's raw bytes). */
 function requestHead(head: RequestFrame, headers: HeaderList): string {
   let text = `${head.method} ${head.target} HTTP/1.1\r\n`;
@@ -199,8 +209,16 @@ export class LocalForwarder {
 
   /** The request headers as the local service should see them. */
   private localHeaders(head: RequestFrame): HeaderList {
-    let headers = edit(head.headers, this.rules.requestRemove, this.rules.requestAdd);
-    const host = this.rules.hostHeader;
+    const rules = this.rules;
+    let headers = edit(head.headers, rules.requestRemove, rules.requestAdd);
+    if (headers !== head.headers && framingOf(headers) !== framingOf(head.headers)) {
+      // The body's framing belongs to the tunnel, not to header rules: a removed or added Content-Length would
+      // make the local server read the body as the next request on this keep-alive connection.
+      headers = withoutHeader(withoutHeader(headers, 'content-length'), 'transfer-encoding');
+      const length = getHeader(head.headers, 'content-length');
+      if (head.body === BodyKind.Length && length !== undefined) headers.push('Content-Length', length);
+    }
+    const host = rules.hostHeader;
     if (host) {
       const value = host === 'rewrite' ? describeTarget(this.target).replace(/^https?:\/\//, '') : host;
       headers = [...headers];
@@ -233,8 +251,14 @@ export class LocalForwarder {
 }
 
 /** What both kinds of exchange share: the stream, the head, reporting once, failing before a response. */
+/** Reason phrases longer than this (the wire limit) are cut. */
+const MAX_REASON_CHARS = 1024;
+/** Informational (1xx) heads passed on per exchange; more are dropped. */
+const MAX_INFORMATIONAL = 16;
+
 abstract class BaseExchange implements ConnectionUser {
   protected conn: LocalConnection | undefined;
+  private informational = 0;
   protected status = 0;
   /** Response body bytes passed back. */
   protected bytes = 0;
@@ -266,7 +290,13 @@ abstract class BaseExchange implements ConnectionUser {
 
   /** Sends a final or informational head back to the public client. */
   protected passHead(status: number, reason: string, headers: HeaderList, info: boolean): void {
-    if (info) return this.stream.sendInfo(status, reason, headers);
+    // The wire carries reason phrases of up to 1 024 characters; a longer one is cut, not a reason for a 502.
+    if (reason.length > MAX_REASON_CHARS) reason = reason.slice(0, MAX_REASON_CHARS);
+    if (info) {
+      // 1xx heads are not flow-controlled: a server sending them without end gets the first few through.
+      if (++this.informational > MAX_INFORMATIONAL) return;
+      return this.stream.sendInfo(status, reason, headers);
+    }
     this.status = status;
     const out = this.fwd.publicHeaders(headers, status === 101);
     this.stream.sendResponse(status, reason, out);
@@ -310,9 +340,11 @@ class PlainExchange extends BaseExchange {
   private responseDone = false;
   private requestDone = false;
   private retried = false;
-  /** Body bytes written to the socket but not yet acknowledged to the relay (waiting for 'drain'). */
+  /** Body bytes written to the socket (or held) but not yet acknowledged to the relay (waiting for 'drain'). */
   private unacked = 0;
   private waitingDrain = false;
+  /** Body chunks that arrived while the socket was full. */
+  private readonly held = new ChunkHolder();
 
   start(): void {
     const { stream, head } = this;
@@ -335,32 +367,46 @@ class PlainExchange extends BaseExchange {
   private writeBody(chunk: Buffer): void {
     const socket = this.conn?.socket;
     if (!socket || socket.destroyed) return this.stream.ack(chunk.length); // nowhere to go: keep the flow moving
-    let ok: boolean;
-    if (this.head.body === BodyKind.Chunked) {
-      socket.cork();
-      socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
-      socket.write(chunk);
-      ok = socket.write('\r\n', 'latin1');
-      socket.uncork();
-    } else {
-      ok = socket.write(chunk);
-    }
     this.unacked += chunk.length;
-    if (ok && !this.waitingDrain) this.onWritable();
+    if (this.waitingDrain) return this.held.add(chunk);
+    if (this.writeFramed(socket, chunk)) this.ackWritten();
     else this.waitingDrain = true;
   }
 
-  onWritable(): void {
-    this.waitingDrain = false;
+  /** Writes one piece of the body in the request's framing; false when the socket asks us to wait. */
+  private writeFramed(socket: Socket, chunk: Buffer): boolean {
+    if (this.head.body !== BodyKind.Chunked) return socket.write(chunk);
+    socket.cork();
+    socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
+    socket.write(chunk);
+    const ok = socket.write('\r\n', 'latin1');
+    socket.uncork();
+    return ok;
+  }
+
+  private ackWritten(): void {
     const n = this.unacked;
     this.unacked = 0;
     this.stream.ack(n);
   }
 
+  onWritable(): void {
+    if (!this.waitingDrain) return;
+    const socket = this.conn?.socket;
+    let ok = true;
+    if (socket && !socket.destroyed)
+      for (const chunk of this.held.take()) ok = this.writeFramed(socket, chunk);
+    if (!ok) return; // still full: wait for the next 'drain'
+    this.waitingDrain = false;
+    this.ackWritten();
+  }
+
   private endBody(trailers: HeaderList): void {
     const socket = this.conn?.socket;
-    if (socket && !socket.destroyed && this.head.body === BodyKind.Chunked)
-      socket.write(lastChunk(trailers), 'latin1');
+    if (socket && !socket.destroyed) {
+      for (const chunk of this.held.take()) this.writeFramed(socket, chunk); // bounded by the stream window
+      if (this.head.body === BodyKind.Chunked) socket.write(lastChunk(trailers), 'latin1');
+    }
     this.requestDone = true;
     this.maybeRelease();
   }
@@ -479,7 +525,10 @@ class UpgradeExchange extends BaseExchange {
     tapData(stream, observer?.channelData && ((chunk) => observer.channelData!('in', chunk)));
     for (const chunk of this.early.splice(0)) stream.onData(chunk);
     stream.onEnd = () => socket.end();
-    if (this.earlyEnd) socket.end();
+    if (this.earlyEnd) {
+      stream.flushHeld?.(); // early bytes the socket could not take yet go before the end
+      socket.end();
+    }
     socket.on('close', () => this.report(101));
   }
 

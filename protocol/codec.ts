@@ -123,8 +123,12 @@ export function encodeFrame(frame: Frame): Buffer {
  * would produce, but with a single copy of the payload and no arena churn on the hot path.
  */
 export function encodeData(id: number, data: Uint8Array): Buffer {
+  return encodeDataParts(id, [data], data.length);
+}
+
+/** Encodes one Data frame whose payload is `parts` joined (`len` bytes in all), copying each part once. */
+export function encodeDataParts(id: number, parts: Uint8Array[], len: number): Buffer {
   const idBytes = id < 0x80 ? 1 : id < 0x100 ? 2 : id < 0x10000 ? 3 : 5;
-  const len = data.length;
   const binHeader = len < 0x100 ? 2 : len < 0x10000 ? 3 : 5;
   const out = Buffer.allocUnsafe(2 + idBytes + binHeader + len);
   out[0] = 0x93;
@@ -155,7 +159,10 @@ export function encodeData(id: number, data: Uint8Array): Buffer {
     out.writeUInt32BE(len, at);
     at += 4;
   }
-  out.set(data, at);
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
   return out;
 }
 

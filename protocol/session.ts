@@ -1,6 +1,6 @@
 // One control WebSocket after the handshake: the single writer, flow control, heartbeats and routing by stream id.
 import type WebSocket from 'ws';
-import { decodeFrame, encodeBatch, encodeData, encodeFrame, FrameError, splitBatch } from './codec.js';
+import { decodeFrame, encodeBatch, encodeDataParts, encodeFrame, FrameError, splitBatch } from './codec.js';
 import { CloseCode, GgrokError, ResetCode } from './errors.js';
 import {
   BodyKind,
@@ -281,22 +281,45 @@ export class Session implements StreamHost {
     return undefined;
   }
 
-  /** Cuts one Data frame off the stream's queue within both windows. */
+  /**
+   * Cuts one Data frame off the stream's queue within both windows. Several small queued chunks are joined into one
+   * frame: a frame per tiny chunk would cost both ends far more than the bytes (flow control counts bytes only).
+   */
   private takeData(stream: TunnelStream): Buffer {
-    const head = stream.outQueue[0]!;
-    const n = Math.min(head.length, this.opts.remoteFlow.maxData, stream.sendCredit, this.sendCredit);
-    let chunk = head;
-    if (n === head.length) stream.outQueue.shift();
-    else {
-      chunk = head.subarray(0, n);
-      stream.outQueue[0] = head.subarray(n);
+    const queue = stream.outQueue;
+    const limit = Math.min(this.opts.remoteFlow.maxData, stream.sendCredit, this.sendCredit);
+    const head = queue[0]!;
+    const parts: Buffer[] = [];
+    let n: number;
+    if (head.length >= limit || head.length >= BATCH_MAX_FRAME_BYTES || queue.length === 1) {
+      // The common case: one chunk (bulk chunks always go alone, so they are copied once, in the encoder).
+      n = Math.min(head.length, limit);
+      parts.push(n === head.length ? head : head.subarray(0, n));
+      if (n === head.length) queue.shift();
+      else queue[0] = head.subarray(n);
+    } else {
+      n = 0;
+      let whole = 0; // small chunks taken entirely
+      while (whole < queue.length && n < limit && queue[whole]!.length < BATCH_MAX_FRAME_BYTES) {
+        const next = queue[whole]!;
+        const take = Math.min(next.length, limit - n);
+        n += take;
+        if (take < next.length) {
+          parts.push(next.subarray(0, take));
+          queue[whole] = next.subarray(take);
+          break;
+        }
+        parts.push(next);
+        whole++;
+      }
+      queue.splice(0, whole);
     }
     stream.outBytes -= n;
     stream.lastActivityAt = Date.now();
     stream.sendCredit -= n;
     this.sendCredit -= n;
     this.stats.dataBytesOut += n;
-    const frame = encodeData(stream.id, chunk);
+    const frame = encodeDataParts(stream.id, parts, n);
     if (this.sendCredit <= 0 && !this.connStalled && (stream.outBytes > 0 || this.ready.length > 0))
       this.stalled('connection');
     if (stream.outBytes > 0) {
@@ -456,7 +479,29 @@ export class Session implements StreamHost {
       }
       return this.fatal(e);
     }
-    this.dispatch(frame);
+    try {
+      this.dispatch(frame);
+    } catch (err) {
+      this.handlerFailed(frame, err);
+    }
+  }
+
+  /**
+   * A stream's owner threw while handling a frame (a bug, or input a library refused): that costs the stream, never
+   * the process or the other streams. Reported like a protocol error, so it is logged and counted.
+   */
+  private handlerFailed(frame: Frame, err: unknown): void {
+    const e = new GgrokError(ResetCode.Internal, `internal error: ${(err as Error)?.message ?? String(err)}`);
+    this.opts.onProtocolError?.(e, false);
+    const id = (frame as { id?: number }).id;
+    const stream = id ? this.streams.get(id) : undefined;
+    if (!stream) return;
+    this.streamReset(stream, ResetCode.Internal, 'internal error');
+    try {
+      stream.onReset(e);
+    } catch {
+      // The owner fails again while cleaning up: the stream is already gone from the session.
+    }
   }
 
   private dispatch(frame: Frame): void {
@@ -552,6 +597,7 @@ export class Session implements StreamHost {
     if (this.opts.role === 'relay' && !stream.headDone)
       return this.streamProtocolError(stream, 'End before response');
     stream.remoteEnded = true;
+    stream.flushHeld?.();
     stream.onEnd(trailers);
     this.maybeFinish(stream);
   }

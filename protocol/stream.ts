@@ -55,6 +55,8 @@ export class TunnelStream {
   headDone = false;
   /** Client side: the Response head waiting in the session's queue; body and End may still join it. */
   pendingHead: ResponseFrame | undefined;
+  /** Set by pipeStreamInto: writes out data it holds for a full sink, so the owner's end comes after it. */
+  flushHeld: (() => void) | undefined;
   /** Last time data moved either way (ms since epoch), for idle timeouts. */
   lastActivityAt = Date.now();
 
@@ -137,26 +139,85 @@ export function pipeIntoStream(
   });
 }
 
+/** Held chunks smaller than this are copied together into shared buffers instead of kept one by one. */
+const HOLD_COPY_MAX_BYTES = 16 * 1024;
+const HOLD_BUFFER_BYTES = 64 * 1024;
+
+/**
+ * Chunks waiting for a full sink, merged into a few buffers: flow control counts bytes, so a peer sending
+ * one-byte chunks must not turn a window of bytes into a million queued objects.
+ */
+export class ChunkHolder {
+  private readonly held: Buffer[] = [];
+  private acc: Buffer | undefined;
+  private accUsed = 0;
+
+  get empty(): boolean {
+    return this.held.length === 0 && this.accUsed === 0;
+  }
+
+  add(chunk: Buffer): void {
+    if (chunk.length >= HOLD_COPY_MAX_BYTES) {
+      this.closeAcc();
+      this.held.push(chunk);
+      return;
+    }
+    if (!this.acc || this.accUsed + chunk.length > this.acc.length) {
+      this.closeAcc();
+      this.acc = Buffer.allocUnsafe(HOLD_BUFFER_BYTES);
+    }
+    chunk.copy(this.acc, this.accUsed);
+    this.accUsed += chunk.length;
+  }
+
+  /** Everything held, in order, as few buffers; the holder is empty afterwards. */
+  take(): Buffer[] {
+    this.closeAcc();
+    return this.held.splice(0);
+  }
+
+  private closeAcc(): void {
+    if (this.acc && this.accUsed > 0) this.held.push(this.acc.subarray(0, this.accUsed));
+    this.acc = undefined;
+    this.accUsed = 0;
+  }
+}
+
 /**
  * Writes everything the stream receives into a writable, acknowledging bytes as the writable
- * accepts them, so the peer never has more in flight than the stream window.
+ * accepts them, so the peer never has more in flight than the stream window. While the writable is full,
+ * arriving chunks wait in a ChunkHolder.
  * Ending and resets are left to the caller (they differ for responses, requests and sockets).
  */
 export function pipeStreamInto(stream: TunnelStream, sink: Writable): void {
-  let pending = 0;
+  let pending = 0; // bytes handed to the sink (or held) and not acknowledged yet
   let waiting = false;
-  const flushAck = (): void => {
+  const held = new ChunkHolder();
+  // Before the stream's end reaches the owner (who then ends the sink), everything held goes into the sink.
+  stream.flushHeld = () => {
+    for (const chunk of held.take()) sink.write(chunk);
+  };
+  const onDrain = (): void => {
     waiting = false;
+    let ok = true;
+    for (const chunk of held.take()) ok = sink.write(chunk);
+    if (!ok) {
+      waiting = true;
+      sink.once('drain', onDrain);
+      return;
+    }
     stream.ack(pending);
     pending = 0;
   };
   stream.onData = (chunk) => {
     pending += chunk.length;
+    if (waiting) return held.add(chunk);
     if (sink.write(chunk)) {
-      if (!waiting) flushAck();
-    } else if (!waiting) {
+      stream.ack(pending);
+      pending = 0;
+    } else {
       waiting = true;
-      sink.once('drain', flushAck);
+      sink.once('drain', onDrain);
     }
   };
 }

@@ -193,15 +193,38 @@ export function forwardRequest(
   };
 }
 
+/** Informational heads passed to one public request at most; more are dropped (1xx are not flow-controlled). */
+const MAX_INFORMATIONAL = 16;
+/** A 1xx is dropped while this much is already waiting in the public socket (a visitor that stopped reading). */
+const MAX_INFORMATIONAL_BACKLOG_BYTES = 64 * 1024;
+const informationalSent = new WeakMap<ServerResponse, number>();
+
+/**
+ * Passes a 1xx head on. Informational responses are advisory: one that cannot be passed (too many, a stalled
+ * visitor, or hints Node refuses to write) is dropped rather than buffered or allowed to throw.
+ */
 function writeInformational(res: ServerResponse, head: InfoFrame): void {
-  if (res.headersSent) return;
-  if (head.status === 100) res.writeContinue();
-  else if (head.status === 102) res.writeProcessing();
-  else if (head.status === 103) {
-    const hints: Record<string, string[]> = {};
-    for (let i = 0; i < head.headers.length; i += 2)
-      (hints[head.headers[i]!.toLowerCase()] ??= []).push(head.headers[i + 1]!);
-    if (hints.link) res.writeEarlyHints(hints);
+  if (res.headersSent || res.writableEnded) return;
+  const sent = informationalSent.get(res) ?? 0;
+  if (sent >= MAX_INFORMATIONAL || (res.socket?.writableLength ?? 0) > MAX_INFORMATIONAL_BACKLOG_BYTES)
+    return;
+  informationalSent.set(res, sent + 1);
+  try {
+    if (head.status === 100) res.writeContinue();
+    else if (head.status === 102) res.writeProcessing();
+    else if (head.status === 103) {
+      // A null-prototype map: header names such as "constructor" or "__proto__" are plain keys here.
+      const hints = Object.create(null) as Record<string, string[]>;
+      for (let i = 0; i < head.headers.length; i += 2) {
+        const name = head.headers[i]!.toLowerCase();
+        const value = head.headers[i + 1]!;
+        // Node takes one link per entry: split "<a>; rel=preload, <b>; rel=preload" into its links.
+        (hints[name] ??= []).push(...(name === 'link' ? value.split(/\s*,\s*(?=<)/) : [value]));
+      }
+      if (hints.link) res.writeEarlyHints(hints);
+    }
+  } catch {
+    // Node validates Early Hints more strictly than RFC 8288 (e.g. quoted commas): drop the hint, never throw.
   }
 }
 

@@ -1,6 +1,6 @@
 // WebSocket channels and idle tunnels, direct vs tunnelled in one run: `node bench/ws.mjs [--rounds 3]
 // [--seconds 5] [--channels 5000] [--tunnels 2000] [--out bench/RESULTS-ws.md]`. Uses the compiled dist/.
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { BIN, ROOT, fmt, killAll, median, rssKiB, sleep, spawnNode, stopChild, waitForLine } from './lib.mjs';
@@ -186,13 +186,24 @@ const table = [
     ([name, d, t, r, target]) => `| ${name} | ${fmt(d, 2)} | ${fmt(t, 2)} | ${fmt(r, 2)} | ${target} |`,
   ),
 ].join('\n');
+const perRound = results.echo.direct
+  .map(
+    (d, i) =>
+      `- round ${i + 1}: echo ${fmt(d, 0)} / ${fmt(results.echo.tunnel[i], 0)} rt/s (${fmt(ratio(d, results.echo.tunnel[i]), 2)}), ` +
+      `throughput ${fmt(results.mib.direct[i], 1)} / ${fmt(results.mib.tunnel[i], 1)} MiB/s (direct / tunnel)`,
+  )
+  .join('\n');
 console.log(`\n${table}\n`);
 const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
+// A hand-written "<!-- analysis:start -->…<!-- analysis:end -->" block in the previous file is carried over.
+const previous = existsSync(out) ? readFileSync(out, 'utf8') : '';
+const analysis = /<!-- analysis:start -->[\s\S]*?<!-- analysis:end -->/.exec(previous)?.[0];
 writeFileSync(
   out,
   `# WebSocket channels and idle tunnels\n\nCommand: \`node bench/ws.mjs ${argv.join(' ')}\`  \nDate: ${new Date().toISOString()}  \n` +
     `Machine: node ${process.version}, ${os.cpus().length} cores (${cpu}); relay, client, local server and load tool are separate processes on the same machine. ` +
-    `Medians of ${rounds} interleaved rounds; memory is the RSS growth of the relay (and client) process divided by the number of channels or tunnels, measured after a 1.5 s settle.\n\n${table}\n`,
+    `Medians of ${rounds} interleaved rounds; memory is the RSS growth of the relay (and client) process divided by the number of channels or tunnels, measured after a 1.5 s settle.\n\n${table}\n\nPer round:\n\n${perRound}\n` +
+    (analysis ? `\n${analysis}\n` : ''),
 );
 console.log(`wrote ${path.relative(ROOT, out)}`);
 await stopChild(client);

@@ -18,15 +18,8 @@ import { AccessPolicy, visitorAddress } from './access.js';
 import { WebhookSender, type HookEvent } from './hooks.js';
 import type { RelayEvent } from './log.js';
 import { RelayMetrics } from './metrics.js';
-import {
-  landingPage,
-  sendErrorPage,
-  sendJson,
-  statusPage,
-  writeRawErrorPage,
-  type ErrorPage,
-  type RelayStatus,
-} from './pages.js';
+import { sendErrorPage, writeRawErrorPage, type ErrorPage, type RelayStatus } from './pages.js';
+import { CONNECT_PATH, RELAY_PATH_PREFIX, serveRelayEndpoint, type RelaySelf } from './endpoints.js';
 import { forwardRequest, forwardUpgrade, type Meter, type PublicContext } from './public-request.js';
 import { isValidName, Registry } from './registry.js';
 import {
@@ -95,14 +88,6 @@ export interface RelayOptions {
   statsIntervalMs?: number;
 }
 
-/** Paths under this prefix on the relay's own host belong to the relay. */
-const RELAY_PATH_PREFIX = '/_ggrok/';
-const CONNECT_PATH = '/_ggrok/connect';
-const HEALTH_PATH = '/_ggrok/health';
-/** Caddy's on-demand TLS asks here whether to issue a certificate for ?domain=. */
-const ASK_PATH = '/_ggrok/ask';
-const METRICS_PATH = '/_ggrok/metrics';
-const STATUS_PATH = '/_ggrok/status';
 /** The status logged and counted for a visitor who left before any response head (nginx's convention). */
 const CLIENT_CLOSED_STATUS = 499;
 /** Name under which the single tunnel of own-host mode is registered. */
@@ -436,7 +421,7 @@ export class Relay {
     if (this.shuttingDown) res.shouldKeepAlive = false;
     const at = this.hostOf(req);
     const route = this.route(req, at);
-    if (route.kind === 'relay') return this.onRelayRequest(req, res);
+    if (route.kind === 'relay') return serveRelayEndpoint(req, res, this.self);
     const x = this.startExchange(false, at);
     res.once('close', () =>
       this.finishExchange(req, x, res.headersSent ? res.statusCode : CLIENT_CLOSED_STATUS),
@@ -476,43 +461,6 @@ export class Relay {
   }
 
   /** Whether a request may read metrics or status: a bearer token (or ?token= where allowed) that matches. */
-  private observerAllowed(req: IncomingMessage, allowQuery: boolean): boolean {
-    const header = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '')?.[1];
-    const query = allowQuery
-      ? (new URL(req.url ?? '/', 'http://relay').searchParams.get('token') ?? undefined)
-      : undefined;
-    const presented = header ?? query;
-    return presented !== undefined && tokenMatches(presented, this.observerTokens);
-  }
-
-  private serveMetrics(req: IncomingMessage, res: ServerResponse): void {
-    if (!this.observerAllowed(req, false)) {
-      res.writeHead(401, {
-        'Content-Type': 'text/plain; charset=utf-8',
-        'WWW-Authenticate': 'Bearer realm="ggrok"',
-        'Cache-Control': 'no-store',
-      });
-      return void res.end('401 Unauthorized: send Authorization: Bearer <token>\n');
-    }
-    this.metrics.render().then(
-      ({ contentType, body }) => {
-        res.writeHead(200, {
-          'Content-Type': contentType,
-          'Content-Length': Buffer.byteLength(body),
-          'Cache-Control': 'no-store',
-        });
-        res.end(body);
-      },
-      (err: Error) =>
-        sendErrorPage(res, {
-          status: 500,
-          code: 'metrics_failed',
-          title: 'Metrics failed',
-          detail: err.message,
-        }),
-    );
-  }
-
   /** What /_ggrok/status shows; never a token, only its label. */
   statusReport(): RelayStatus {
     const now = Date.now();
@@ -538,34 +486,6 @@ export class Relay {
         rttMs: t.session.rttMs,
       })),
     };
-  }
-
-  private serveStatus(req: IncomingMessage, res: ServerResponse): void {
-    const format = new URL(req.url ?? '/', 'http://relay').searchParams.get('format');
-    const json =
-      format === 'json' || (format !== 'html' && /\bapplication\/json\b/i.test(req.headers.accept ?? ''));
-    if (!this.observerAllowed(req, true)) {
-      if (json) return sendJson(res, 401, { error: 'unauthorized' });
-      return sendErrorPage(res, {
-        status: 401,
-        code: 'unauthorized',
-        title: 'Unauthorized',
-        detail:
-          "This page needs the relay's token: add ?token=<token> to the address, or send Authorization: Bearer <token>.",
-      });
-    }
-    if (json) return sendJson(res, 200, this.statusReport());
-    const body = statusPage(this.statusReport());
-    res.writeHead(200, {
-      'Content-Type': 'text/html; charset=utf-8',
-      'Content-Length': Buffer.byteLength(body),
-      'Cache-Control': 'no-store',
-      // The address may hold ?token=: never send it along to the tunnels the page links to.
-      'Referrer-Policy': 'no-referrer',
-      'Content-Security-Policy': "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-      'X-Content-Type-Options': 'nosniff',
-    });
-    res.end(body);
   }
 
   /** Sends each tunnel whose counters changed since the last time a Stats frame. */
@@ -691,53 +611,26 @@ export class Relay {
     for (const waiter of [...(this.waiters.get(name) ?? [])]) waiter(tunnel);
   }
 
-  private onRelayRequest(req: IncomingMessage, res: ServerResponse): void {
-    const path = (req.url ?? '/').split('?')[0]!;
-    if (path === HEALTH_PATH) {
-      return sendJson(res, 200, {
-        ok: true,
-        version: RELAY_VERSION,
-        mode: this.mode,
-        domain: this.opts.domain ?? null,
-        tunnels: this.registry.size,
-        uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
-        shuttingDown: this.shuttingDown,
-      });
-    }
-    if (path === ASK_PATH) {
-      const domain = new URL(req.url ?? '/', 'http://relay').searchParams.get('domain') ?? '';
-      const allowed = this.certificateAllowed(domain);
-      res.writeHead(allowed ? 200 : 404, { 'Content-Type': 'text/plain', 'Cache-Control': 'no-store' });
-      return void res.end(allowed ? 'ok\n' : 'no such tunnel\n');
-    }
-    if (path === METRICS_PATH) return this.serveMetrics(req, res);
-    if (path === STATUS_PATH) return this.serveStatus(req, res);
-    if (path === CONNECT_PATH)
-      return sendErrorPage(res, {
-        status: 426,
-        code: 'upgrade_required',
-        title: 'Upgrade Required',
-        detail: 'This endpoint takes a WebSocket from the ggrok client.',
-      });
-    if (path === '/' && (req.method === 'GET' || req.method === 'HEAD')) {
-      const { host } = this.hostOf(req);
-      const body = landingPage(
-        `${this.connectProto(req)}://${host}`,
-        this.mode === 'domain' ? `tunnels at *.${this.opts.domain}` : 'one tunnel at this host',
-      );
-      res.writeHead(200, {
-        'Content-Type': 'text/html; charset=utf-8',
-        'Content-Length': Buffer.byteLength(body),
-      });
-      return void res.end(body);
-    }
-    sendErrorPage(res, {
-      status: 404,
-      code: 'not_found',
-      title: 'Not found',
-      detail: `Nothing at ${path} on this relay.`,
-    });
-  }
+  /** The relay's own host, as the endpoints see it. */
+  private readonly self: RelaySelf = {
+    health: () => ({
+      ok: true,
+      version: RELAY_VERSION,
+      mode: this.mode,
+      domain: this.opts.domain ?? null,
+      tunnels: this.registry.size,
+      uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
+      shuttingDown: this.shuttingDown,
+    }),
+    statusReport: () => this.statusReport(),
+    renderMetrics: () => this.metrics.render(),
+    certificateAllowed: (host) => this.certificateAllowed(host),
+    isObserverToken: (token) => tokenMatches(token, this.observerTokens),
+    landing: (req) => ({
+      url: `${this.connectProto(req)}://${this.hostOf(req).host}`,
+      serves: this.mode === 'domain' ? `tunnels at *.${this.opts.domain}` : 'one tunnel at this host',
+    }),
+  };
 
   private forwardUpgrade(
     tunnel: Tunnel,

@@ -343,8 +343,8 @@ class PlainExchange extends BaseExchange {
   /** Body bytes written to the socket (or held) but not yet acknowledged to the relay (waiting for 'drain'). */
   private unacked = 0;
   private waitingDrain = false;
-  /** Body chunks that arrived while the socket was full. */
-  private readonly held = new ChunkHolder();
+  /** Body chunks that arrived while the socket was full (made when first needed). */
+  private held: ChunkHolder | undefined;
 
   start(): void {
     const { stream, head } = this;
@@ -368,7 +368,7 @@ class PlainExchange extends BaseExchange {
     const socket = this.conn?.socket;
     if (!socket || socket.destroyed) return this.stream.ack(chunk.length); // nowhere to go: keep the flow moving
     this.unacked += chunk.length;
-    if (this.waitingDrain) return this.held.add(chunk);
+    if (this.waitingDrain) return (this.held ??= new ChunkHolder()).add(chunk);
     if (this.writeFramed(socket, chunk)) this.ackWritten();
     else this.waitingDrain = true;
   }
@@ -394,7 +394,7 @@ class PlainExchange extends BaseExchange {
     if (!this.waitingDrain) return;
     const socket = this.conn?.socket;
     let ok = true;
-    if (socket && !socket.destroyed)
+    if (socket && !socket.destroyed && this.held)
       for (const chunk of this.held.take()) ok = this.writeFramed(socket, chunk);
     if (!ok) return; // still full: wait for the next 'drain'
     this.waitingDrain = false;
@@ -404,7 +404,7 @@ class PlainExchange extends BaseExchange {
   private endBody(trailers: HeaderList): void {
     const socket = this.conn?.socket;
     if (socket && !socket.destroyed) {
-      for (const chunk of this.held.take()) this.writeFramed(socket, chunk); // bounded by the stream window
+      if (this.held) for (const chunk of this.held.take()) this.writeFramed(socket, chunk); // bounded by the window
       if (this.head.body === BodyKind.Chunked) socket.write(lastChunk(trailers), 'latin1');
     }
     this.requestDone = true;

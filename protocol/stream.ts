@@ -192,15 +192,15 @@ export class ChunkHolder {
 export function pipeStreamInto(stream: TunnelStream, sink: Writable): void {
   let pending = 0; // bytes handed to the sink (or held) and not acknowledged yet
   let waiting = false;
-  const held = new ChunkHolder();
+  let held: ChunkHolder | undefined; // made when first needed: most responses never wait
   // Before the stream's end reaches the owner (who then ends the sink), everything held goes into the sink.
   stream.flushHeld = () => {
-    for (const chunk of held.take()) sink.write(chunk);
+    if (held) for (const chunk of held.take()) sink.write(chunk);
   };
   const onDrain = (): void => {
     waiting = false;
     let ok = true;
-    for (const chunk of held.take()) ok = sink.write(chunk);
+    if (held) for (const chunk of held.take()) ok = sink.write(chunk);
     if (!ok) {
       waiting = true;
       sink.once('drain', onDrain);
@@ -211,7 +211,7 @@ export function pipeStreamInto(stream: TunnelStream, sink: Writable): void {
   };
   stream.onData = (chunk) => {
     pending += chunk.length;
-    if (waiting) return held.add(chunk);
+    if (waiting) return (held ??= new ChunkHolder()).add(chunk);
     if (sink.write(chunk)) {
       stream.ack(pending);
       pending = 0;

@@ -41,9 +41,12 @@ export const lookupLocalhost = ((
   return callback(null, LOOPBACK[0]!.address, 4);
 }) as unknown as net.LookupFunction;
 
-/** An error like Node's own for a server that closed the connection without answering. */
+/** Message of the error for a server that closed the connection before sending any byte of a response. */
+export const HANG_UP_MESSAGE = 'the local service closed the connection without answering';
+
+/** An error like Node's own "socket hang up" (code ECONNRESET) for a server that closed without answering. */
 function hangUp(): Error {
-  return Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+  return Object.assign(new Error(HANG_UP_MESSAGE), { code: 'ECONNRESET' });
 }
 
 /** One socket to the local service and its response parser. */
@@ -78,6 +81,8 @@ export class LocalConnection {
     socket.on('end', () => {
       // Idle and the server hung up: close now, so the pool never hands this socket out in the moment before 'close'.
       if (!this.user) return void this.socket.destroy();
+      // Not a byte of a response yet: the server hung up (a closed keep-alive socket, or a crash before answering).
+      if (!this.parser.started) return void this.socket.destroy(hangUp());
       try {
         this.parser.finish();
       } catch (err) {

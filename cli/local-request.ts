@@ -5,7 +5,13 @@ import { BodyKind, type HeaderList, type RequestFrame } from '../protocol/frames
 import { getHeader, setHeader, stripHopByHop, withoutHeader } from '../protocol/headers.js';
 import { ChunkHolder, pipeIntoStream, pipeStreamInto, type TunnelStream } from '../protocol/stream.js';
 import { ResponseParseError } from './http1-response.js';
-import { LocalPool, type ConnectionUser, type LocalConnection, type LocalTarget } from './local-pool.js';
+import {
+  HANG_UP_MESSAGE,
+  LocalPool,
+  type ConnectionUser,
+  type LocalConnection,
+  type LocalTarget,
+} from './local-pool.js';
 
 export { lookupLocalhost, type LocalTarget } from './local-pool.js';
 
@@ -69,6 +75,7 @@ export function describeLocalError(err: unknown, target: LocalTarget): string {
   const e = err as NodeJS.ErrnoException & { address?: string; port?: number; errors?: unknown[] };
   if (Array.isArray(e.errors) && e.errors.length > 0)
     return e.errors.map((inner) => describeLocalError(inner, target)).join(', ');
+  if (e.message === HANG_UP_MESSAGE) return `${e.message} (${describeTarget(target)})`;
   if (e.code && e.address)
     return `${e.code} ${e.address.includes(':') ? `[${e.address}]` : e.address}:${e.port ?? target.port}`;
   if (e.code) return `${e.code} ${describeTarget(target)}`;

@@ -193,6 +193,8 @@ test('a local server that closes a fresh connection without answering gives a 50
   const res = await rawRequest({ port: relayPort, headers: { Host: host } });
   expect(res.status).toBe(502);
   expect(res.headers['x-ggrok-error']).toBe('local_error');
+  // The page says what happened, not that a response was malformed.
+  expect(res.body.toString()).toContain('closed the connection without answering');
   expect(local.conns).toHaveLength(1); // a fresh connection is not retried
 });
 

@@ -257,12 +257,12 @@ export class LocalForwarder {
   }
 }
 
-/** What both kinds of exchange share: the stream, the head, reporting once, failing before a response. */
 /** Reason phrases longer than this (the wire limit) are cut. */
 const MAX_REASON_CHARS = 1024;
 /** Informational (1xx) heads passed on per exchange; more are dropped. */
 const MAX_INFORMATIONAL = 16;
 
+/** What both kinds of exchange share: the stream, the head, reporting once, failing before a response. */
 abstract class BaseExchange implements ConnectionUser {
   protected conn: LocalConnection | undefined;
   private informational = 0;

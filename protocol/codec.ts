@@ -126,11 +126,34 @@ export function encodeData(id: number, data: Uint8Array): Buffer {
   return encodeDataParts(id, [data], data.length);
 }
 
+/**
+ * The bytes of a Data frame that come before its payload: [13, id, bin header]. A Data frame is this header followed
+ * by the payload, which is how a large frame is sent without copying its payload (as two WebSocket fragments).
+ */
+export function encodeDataHeader(id: number, len: number): Buffer {
+  return writeData(id, [], len, false);
+}
+
+/**
+ * Reads a Data frame that arrived as two fragments, its header and its payload: returns the frame with the payload as
+ * it is (no copy), or undefined when the fragments are anything else (the caller then joins them and decodes that).
+ */
+export function dataFromFragments(header: Buffer, payload: Buffer): Frame | undefined {
+  const h = parseDataHeader(header);
+  if (!h || h.at !== header.length || h.len !== payload.length || h.id === 0) return undefined;
+  return { type: FrameType.Data, id: h.id, data: payload };
+}
+
 /** Encodes one Data frame whose payload is `parts` joined (`len` bytes in all), copying each part once. */
 export function encodeDataParts(id: number, parts: Uint8Array[], len: number): Buffer {
+  return writeData(id, parts, len, true);
+}
+
+/** Writes [13, id, bin header] and, when `withPayload`, the payload after it. */
+function writeData(id: number, parts: Uint8Array[], len: number, withPayload: boolean): Buffer {
   const idBytes = id < 0x80 ? 1 : id < 0x100 ? 2 : id < 0x10000 ? 3 : 5;
   const binHeader = len < 0x100 ? 2 : len < 0x10000 ? 3 : 5;
-  const out = Buffer.allocUnsafe(2 + idBytes + binHeader + len);
+  const out = Buffer.allocUnsafe(2 + idBytes + binHeader + (withPayload ? len : 0));
   out[0] = 0x93;
   out[1] = FrameType.Data;
   let at = 2;
@@ -280,6 +303,15 @@ export function decodeMessage(bytes: Buffer): Frame[] {
 
 /** Parses [13, id, bin] directly; returns undefined when the bytes do not have that exact shape. */
 function decodeDataFast(b: Buffer): Frame | undefined {
+  const h = parseDataHeader(b);
+  if (!h) return undefined;
+  if (h.at + h.len !== b.length) throw new FrameError('data frame length mismatch', h.id);
+  if (h.id === 0) throw new FrameError('data frame on stream 0');
+  return { type: FrameType.Data, id: h.id, data: b.subarray(h.at) };
+}
+
+/** Reads [13, id, bin header] at the start of `b`: the stream id, payload length and where the payload starts. */
+function parseDataHeader(b: Buffer): { id: number; len: number; at: number } | undefined {
   if (b.length < 4 || b[0] !== 0x93 || b[1] !== FrameType.Data) return undefined;
   let at = 2;
   let id: number;
@@ -303,9 +335,7 @@ function decodeDataFast(b: Buffer): Frame | undefined {
     len = b.readUInt32BE(at);
     at += 4;
   } else return undefined;
-  if (at + len !== b.length) throw new FrameError('data frame length mismatch', id);
-  if (id === 0) throw new FrameError('data frame on stream 0');
-  return { type: FrameType.Data, id, data: b.subarray(at) };
+  return { id, len, at };
 }
 
 function validate(a: unknown[]): Frame {

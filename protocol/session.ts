@@ -1,6 +1,15 @@
 // One control WebSocket after the handshake: the single writer, flow control, heartbeats and routing by stream id.
 import type WebSocket from 'ws';
-import { decodeFrame, encodeBatch, encodeDataParts, encodeFrame, FrameError, splitBatch } from './codec.js';
+import {
+  dataFromFragments,
+  decodeFrame,
+  encodeBatch,
+  encodeDataHeader,
+  encodeDataParts,
+  encodeFrame,
+  FrameError,
+  splitBatch,
+} from './codec.js';
 import { CloseCode, GgrokError, ResetCode } from './errors.js';
 import {
   BodyKind,
@@ -123,7 +132,9 @@ export class Session implements StreamHost {
     this.sendCredit = opts.remoteFlow.connWindow;
     this.recvCredit = opts.localFlow.connWindow;
     this.softLimit = opts.bufferedSoftLimit ?? DEFAULT_BUFFERED_SOFT_LIMIT_BYTES;
-    ws.on('message', (data: Buffer, isBinary: boolean) => this.onMessage(data, isBinary));
+    // Messages arrive as their fragments, so a Data frame sent as header + payload is read without joining them.
+    ws.binaryType = 'fragments';
+    ws.on('message', (data: Buffer[] | Buffer, isBinary: boolean) => this.onFragments(data, isBinary));
     ws.on('close', (code: number, reason: Buffer) => this.finalize(code, reason.toString()));
     ws.on('error', () => {}); // 'close' always follows; the close code tells the story.
     const tick = Math.max(50, Math.floor(opts.heartbeatMs / 4));
@@ -266,11 +277,12 @@ export class Session implements StreamHost {
     while (!this.closed && !this.awaitingDrain) {
       const item = this.control.shift() ?? this.nextDataFrame();
       if (!item) return;
-      this.send(Buffer.isBuffer(item) ? item : this.encodeHead(item));
+      if (Array.isArray(item)) this.sendFragments(item[0], item[1]);
+      else this.send(Buffer.isBuffer(item) ? item : this.encodeHead(item));
     }
   };
 
-  private nextDataFrame(): Buffer | undefined {
+  private nextDataFrame(): Buffer | [Buffer, Buffer] | undefined {
     while (this.sendCredit > 0) {
       const stream = this.ready.shift();
       if (!stream) return undefined;
@@ -285,7 +297,7 @@ export class Session implements StreamHost {
    * Cuts one Data frame off the stream's queue within both windows. Several small queued chunks are joined into one
    * frame: a frame per tiny chunk would cost both ends far more than the bytes (flow control counts bytes only).
    */
-  private takeData(stream: TunnelStream): Buffer {
+  private takeData(stream: TunnelStream): Buffer | [Buffer, Buffer] {
     const queue = stream.outQueue;
     const limit = Math.min(this.opts.remoteFlow.maxData, stream.sendCredit, this.sendCredit);
     const head = queue[0]!;
@@ -319,7 +331,11 @@ export class Session implements StreamHost {
     stream.sendCredit -= n;
     this.sendCredit -= n;
     this.stats.dataBytesOut += n;
-    const frame = encodeDataParts(stream.id, parts, n);
+    // A large payload of one piece is sent as it is, after its header (two fragments of one message): no copy.
+    const frame: Buffer | [Buffer, Buffer] =
+      parts.length === 1 && n >= BATCH_MAX_FRAME_BYTES
+        ? [encodeDataHeader(stream.id, n), parts[0]!]
+        : encodeDataParts(stream.id, parts, n);
     if (this.sendCredit <= 0 && !this.connStalled && (stream.outBytes > 0 || this.ready.length > 0))
       this.stalled('connection');
     if (stream.outBytes > 0) {
@@ -411,6 +427,13 @@ export class Session implements StreamHost {
     this.write(message);
   }
 
+  /** Sends a large Data frame as two fragments of one WebSocket message: its header, then its payload untouched. */
+  private sendFragments(header: Buffer, payload: Buffer): void {
+    this.sendBatch();
+    this.ws.send(header, { binary: true, fin: false });
+    this.write(payload); // the last fragment: ws sends it as the message's continuation
+  }
+
   /** Sends one message; the one that fills the socket asks for a completion callback, which is our 'drain'. */
   private write(message: Buffer): void {
     if (this.ws.bufferedAmount + message.length >= WS_HIGH_WATER_BYTES) {
@@ -436,6 +459,20 @@ export class Session implements StreamHost {
   }
 
   // ---- reader ----
+
+  private onFragments(data: Buffer[] | Buffer, isBinary: boolean): void {
+    if (!Array.isArray(data)) return this.onMessage(data, isBinary); // text messages come whole
+    if (data.length === 1) return this.onMessage(data[0]!, isBinary);
+    const frame = isBinary && data.length === 2 ? dataFromFragments(data[0]!, data[1]!) : undefined;
+    if (!frame) return this.onMessage(Buffer.concat(data), isBinary);
+    this.lastReceivedAt = Date.now();
+    if (this.closed || this.closing) return;
+    try {
+      this.dispatch(frame);
+    } catch (err) {
+      this.handlerFailed(frame, err);
+    }
+  }
 
   private onMessage(data: Buffer, isBinary: boolean): void {
     this.lastReceivedAt = Date.now();

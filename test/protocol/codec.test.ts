@@ -4,10 +4,12 @@ import fc from 'fast-check';
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import {
+  dataFromFragments,
   decodeFrame,
   decodeMessage,
   encodeBatch,
   encodeData,
+  encodeDataHeader,
   encodeFrame,
   FrameError,
   splitBatch,
@@ -304,6 +306,29 @@ describe('golden vectors', () => {
     for (const b of bad) expect(() => splitBatch(b), b.toString('hex')).toThrow(FrameError);
     const nested = encodeBatch([encodeBatch([one, one], one.length * 2), one], 100);
     expect(() => decodeMessage(nested)).toThrow(FrameError);
+  });
+
+  it('a Data frame sent as header + payload fragments is the same bytes, read back without a copy', () => {
+    for (const [id, size] of [
+      [1, 20_000],
+      [300, 70_000],
+      [70_000, 16 * 1024],
+    ] as const) {
+      const payload = Buffer.alloc(size, id % 251);
+      const header = encodeDataHeader(id, size);
+      expect(Buffer.concat([header, payload]).equals(encodeData(id, payload))).toBe(true);
+      const frame = dataFromFragments(header, payload);
+      expect(frame).toEqual({ type: FrameType.Data, id, data: payload });
+      if (frame?.type === FrameType.Data) expect(frame.data).toBe(payload);
+    }
+    // Anything else is left to the general decoder (which joins the fragments and validates the whole).
+    const header = encodeDataHeader(5, 100);
+    expect(dataFromFragments(header, Buffer.alloc(99))).toBeUndefined(); // length mismatch
+    expect(dataFromFragments(encodeDataHeader(0, 100), Buffer.alloc(100))).toBeUndefined(); // stream 0
+    expect(dataFromFragments(Buffer.concat([header, Buffer.from([1])]), Buffer.alloc(100))).toBeUndefined();
+    expect(
+      dataFromFragments(encodeFrame({ type: FrameType.Ping, nonce: 1 }), Buffer.alloc(1)),
+    ).toBeUndefined();
   });
 
   it('encoded buffers stay intact after later encodes (no arena reuse under a queued frame)', () => {

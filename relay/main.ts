@@ -1,6 +1,7 @@
 // `ggrok relay`: configuration from flags and environment, listening on $PORT, signals.
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { DEFAULT_FLOW, WIRE_LIMITS } from '../protocol/frames.js';
 import { formatEvent, LOG_FORMATS, type LogFormat, type RelayEvent } from './log.js';
 import { createRelay, generateToken, RELAY_VERSION } from './relay.js';
 
@@ -18,6 +19,8 @@ interface RelayFlags {
   tokensFile?: string;
   maxTunnelsPerToken: number;
   rateLimit: number;
+  streamWindow: number;
+  connWindow: number;
   maxHeaderBytes: number;
   idleTimeout: number;
   tlsCert?: string;
@@ -141,6 +144,21 @@ export function relayCommand(): Command {
         .default(500),
     )
     .addOption(
+      new Option(
+        '--stream-window <KiB>',
+        'response bytes a client may send per request before the visitor reads them (speed vs relay memory)',
+      )
+        .env('GGROK_STREAM_WINDOW')
+        .argParser(positiveInt)
+        .default(DEFAULT_FLOW.streamWindow / 1024),
+    )
+    .addOption(
+      new Option('--conn-window <KiB>', 'the same, for all requests of one client connection together')
+        .env('GGROK_CONN_WINDOW')
+        .argParser(positiveInt)
+        .default(DEFAULT_FLOW.connWindow / 1024),
+    )
+    .addOption(
       new Option('--max-header-bytes <n>', 'largest public request head (431 beyond)')
         .env('GGROK_MAX_HEADER_BYTES')
         .argParser(positiveInt)
@@ -252,10 +270,22 @@ async function runRelay(flags: RelayFlags): Promise<void> {
       configError('--webhook must be an http:// or https:// URL');
   }
   if (flags.webhookSecret && !flags.webhook) configError('--webhook-secret needs --webhook');
+  const flow = {
+    streamWindow: flags.streamWindow * 1024,
+    connWindow: flags.connWindow * 1024,
+    maxData: DEFAULT_FLOW.maxData,
+  };
+  if (flow.streamWindow < flow.maxData || flow.connWindow < flow.streamWindow)
+    configError(
+      `--stream-window must be at least ${flow.maxData / 1024} KiB and --conn-window at least --stream-window`,
+    );
+  if (flow.connWindow > WIRE_LIMITS.MAX_WINDOW_BYTES)
+    configError('--conn-window is too large (at most 2 GiB)');
   let relay: ReturnType<typeof createRelay>;
   try {
     relay = createRelay({
       tls,
+      flow,
       maxTunnelsPerToken: flags.maxTunnelsPerToken,
       streamsPerSecond: flags.rateLimit,
       maxHeaderBytes: flags.maxHeaderBytes,

@@ -4,6 +4,10 @@ import os from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
+import { once } from 'node:events';
+import WebSocket from 'ws';
+import { decodeFrame, encodeFrame } from '../../protocol/codec.js';
+import { DEFAULT_FLOW, FrameType, PROTOCOL_VERSION, type Frame } from '../../protocol/frames.js';
 import { VERSION } from '../../protocol/version.js';
 import {
   Cleanup,
@@ -78,6 +82,8 @@ describe('usage', () => {
     await expectUsageError(['http', '3000', '--token', 't', '--nope'], /unknown option '--nope'/);
     await expectUsageError(['bogus'], /unknown command 'bogus'/);
     await expectUsageError(['relay', '--port', 'abc'], /port/);
+    await expectUsageError(['relay', '--stream-window', '64'], /--stream-window must be at least 128 KiB/);
+    await expectUsageError(['relay', '--stream-window', '512', '--conn-window', '256'], /--conn-window/);
   });
 });
 
@@ -133,6 +139,41 @@ describe('relay and http processes', () => {
     expect((await client.waitForOutput(/Forwarding\s+(\S+)/))[1]).toBe(`http://envy.example.test:${port}`);
     const res = await rawRequest({ port, headers: { Host: 'envy.example.test' } });
     expect(res.body.toString()).toBe('env ok');
+  });
+
+  test('--stream-window and --conn-window set the flow-control windows the relay announces', async () => {
+    const relay = runCli(cleanup, [
+      'relay',
+      '--port',
+      '0',
+      '--host',
+      '127.0.0.1',
+      '--token',
+      't',
+      '--stream-window',
+      '4096',
+      '--conn-window',
+      '32768',
+    ]);
+    const port = Number((await relay.waitForOutput(/listening on 127\.0\.0\.1:(\d+)/))[1]);
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/_ggrok/connect`);
+    cleanup.add(() => ws.terminate());
+    await once(ws, 'open');
+    const hello: Frame = {
+      type: FrameType.Hello,
+      version: PROTOCOL_VERSION,
+      token: 't',
+      name: 'win',
+      agent: 'test',
+      clientId: 'c1',
+      flow: DEFAULT_FLOW,
+    };
+    ws.send(encodeFrame(hello));
+    const [data] = (await once(ws, 'message')) as [Buffer];
+    expect(decodeFrame(data)).toMatchObject({
+      type: FrameType.Welcome,
+      flow: { streamWindow: 4 * 1024 * 1024, connWindow: 32 * 1024 * 1024, maxData: DEFAULT_FLOW.maxData },
+    });
   });
 
   test('--tokens-file adds tokens (comments and blank lines ignored); a missing file is a clear error', async () => {

@@ -149,11 +149,41 @@ export function encodeDataParts(id: number, parts: Uint8Array[], len: number): B
   return writeData(id, parts, len, true);
 }
 
+/** Size of the smallest msgpack bin header for a payload of `len` bytes (bin8, bin16 or bin32). */
+function binHeaderBytes(len: number): number {
+  return len < 0x100 ? 2 : len < 0x10000 ? 3 : 5;
+}
+
+/** Writes the smallest msgpack bin header for `len` bytes at `at`; returns where the payload starts. */
+function writeBinHeader(out: Buffer, at: number, len: number): number {
+  if (len < 0x100) {
+    out[at] = 0xc4;
+    out[at + 1] = len;
+    return at + 2;
+  }
+  if (len < 0x10000) {
+    out[at] = 0xc5;
+    out.writeUInt16BE(len, at + 1);
+    return at + 3;
+  }
+  out[at] = 0xc6;
+  out.writeUInt32BE(len, at + 1);
+  return at + 5;
+}
+
+/** Reads a msgpack bin header (any of the three forms) at `at`: the payload length and where it starts. */
+function readBinHeader(b: Buffer, at: number): { len: number; at: number } | undefined {
+  const tag = b[at];
+  if (tag === 0xc4 && b.length >= at + 2) return { len: b[at + 1]!, at: at + 2 };
+  if (tag === 0xc5 && b.length >= at + 3) return { len: b.readUInt16BE(at + 1), at: at + 3 };
+  if (tag === 0xc6 && b.length >= at + 5) return { len: b.readUInt32BE(at + 1), at: at + 5 };
+  return undefined;
+}
+
 /** Writes [13, id, bin header] and, when `withPayload`, the payload after it. */
 function writeData(id: number, parts: Uint8Array[], len: number, withPayload: boolean): Buffer {
   const idBytes = id < 0x80 ? 1 : id < 0x100 ? 2 : id < 0x10000 ? 3 : 5;
-  const binHeader = len < 0x100 ? 2 : len < 0x10000 ? 3 : 5;
-  const out = Buffer.allocUnsafe(2 + idBytes + binHeader + (withPayload ? len : 0));
+  const out = Buffer.allocUnsafe(2 + idBytes + binHeaderBytes(len) + (withPayload ? len : 0));
   out[0] = 0x93;
   out[1] = FrameType.Data;
   let at = 2;
@@ -170,18 +200,7 @@ function writeData(id: number, parts: Uint8Array[], len: number, withPayload: bo
     out.writeUInt32BE(id, at);
     at += 4;
   }
-  if (binHeader === 2) {
-    out[at++] = 0xc4;
-    out[at++] = len;
-  } else if (binHeader === 3) {
-    out[at++] = 0xc5;
-    out.writeUInt16BE(len, at);
-    at += 2;
-  } else {
-    out[at++] = 0xc6;
-    out.writeUInt32BE(len, at);
-    at += 4;
-  }
+  at = writeBinHeader(out, at, len);
   for (const part of parts) {
     out.set(part, at);
     at += part.length;
@@ -197,7 +216,7 @@ export function encodeBatch(frames: Buffer[], totalBytes: number): Buffer {
   const count = frames.length + 1;
   const arrayHeader = count < 16 ? 1 : count < 0x10000 ? 3 : 5;
   let size = arrayHeader + 1 + totalBytes;
-  for (const f of frames) size += f.length < 0x100 ? 2 : f.length < 0x10000 ? 3 : 5;
+  for (const f of frames) size += binHeaderBytes(f.length);
   const out = Buffer.allocUnsafe(size);
   let at = 0;
   if (arrayHeader === 1) out[at++] = 0x90 | count;
@@ -212,21 +231,9 @@ export function encodeBatch(frames: Buffer[], totalBytes: number): Buffer {
   }
   out[at++] = FrameType.Batch;
   for (const f of frames) {
-    const len = f.length;
-    if (len < 0x100) {
-      out[at++] = 0xc4;
-      out[at++] = len;
-    } else if (len < 0x10000) {
-      out[at++] = 0xc5;
-      out.writeUInt16BE(len, at);
-      at += 2;
-    } else {
-      out[at++] = 0xc6;
-      out.writeUInt32BE(len, at);
-      at += 4;
-    }
+    at = writeBinHeader(out, at, f.length);
     out.set(f, at);
-    at += len;
+    at += f.length;
   }
   return out;
 }
@@ -255,19 +262,11 @@ export function splitBatch(b: Buffer): Buffer[] | undefined {
   if (count < 2) throw new FrameError('empty batch');
   const frames: Buffer[] = [];
   for (let i = 1; i < count; i++) {
-    const tag = b[at++];
-    let len: number;
-    if (tag === 0xc4 && b.length >= at + 1) len = b[at++]!;
-    else if (tag === 0xc5 && b.length >= at + 2) {
-      len = b.readUInt16BE(at);
-      at += 2;
-    } else if (tag === 0xc6 && b.length >= at + 4) {
-      len = b.readUInt32BE(at);
-      at += 4;
-    } else throw new FrameError('malformed batch: expected a frame as bin');
-    if (at + len > b.length) throw new FrameError('malformed batch: frame runs past the message');
-    frames.push(b.subarray(at, at + len));
-    at += len;
+    const bin = readBinHeader(b, at);
+    if (!bin) throw new FrameError('malformed batch: expected a frame as bin');
+    if (bin.at + bin.len > b.length) throw new FrameError('malformed batch: frame runs past the message');
+    frames.push(b.subarray(bin.at, bin.at + bin.len));
+    at = bin.at + bin.len;
   }
   if (at !== b.length) throw new FrameError('malformed batch: bytes after the last frame');
   return frames;
@@ -325,17 +324,8 @@ function parseDataHeader(b: Buffer): { id: number; len: number; at: number } | u
     id = b.readUInt32BE(at);
     at += 4;
   } else return undefined;
-  const binTag = b[at++];
-  let len: number;
-  if (binTag === 0xc4 && b.length >= at + 1) len = b[at++]!;
-  else if (binTag === 0xc5 && b.length >= at + 2) {
-    len = b.readUInt16BE(at);
-    at += 2;
-  } else if (binTag === 0xc6 && b.length >= at + 4) {
-    len = b.readUInt32BE(at);
-    at += 4;
-  } else return undefined;
-  return { id, len, at };
+  const bin = readBinHeader(b, at);
+  return bin && { id, len: bin.len, at: bin.at };
 }
 
 function validate(a: unknown[]): Frame {

@@ -1,16 +1,12 @@
 // Edge cases of Batch messages and whole small responses: a real Session on one end of a real WebSocket,
 // a hand-driven peer on the other (hostile when it needs to be).
-import { once } from 'node:events';
-import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import WebSocket, { WebSocketServer } from 'ws';
 import { decodeMessage, encodeBatch, encodeData, encodeFrame } from '../../protocol/codec.js';
 import { CloseCode, ResetCode, type GgrokError } from '../../protocol/errors.js';
 import {
   BodyKind,
   DEFAULT_FLOW,
   FrameType,
-  WIRE_LIMITS,
   type FlowSettings,
   type Frame,
   type HeaderList,
@@ -20,6 +16,7 @@ import {
 import { Session, type SessionOptions } from '../../protocol/session.js';
 import type { TunnelStream } from '../../protocol/stream.js';
 import { Cleanup, waitFor } from '../helpers.js';
+import { socketPair } from './socket-pair.js';
 
 const KiB = 1024;
 
@@ -62,29 +59,7 @@ class Watch {
 
 /** A Session (role `role`, announcing `flow` both ways) on the server end; a raw WebSocket on the other. */
 async function peerOf(role: 'relay' | 'client', flow: FlowSettings, extra: Partial<SessionOptions> = {}) {
-  const wss = new WebSocketServer({
-    host: '127.0.0.1',
-    port: 0,
-    perMessageDeflate: false,
-    maxPayload: WIRE_LIMITS.MAX_MESSAGE_BYTES,
-  });
-  await once(wss, 'listening');
-  cleanup.add(
-    () =>
-      new Promise<void>((resolve) => {
-        for (const ws of wss.clients) ws.terminate();
-        wss.close(() => resolve());
-      }),
-  );
-  const accepted = once(wss, 'connection') as Promise<[WebSocket]>;
-  const raw = new WebSocket(`ws://127.0.0.1:${(wss.address() as AddressInfo).port}/`, {
-    perMessageDeflate: false,
-    maxPayload: WIRE_LIMITS.MAX_MESSAGE_BYTES,
-  });
-  raw.on('error', () => {});
-  cleanup.add(() => raw.terminate());
-  const [[server]] = await Promise.all([accepted, once(raw, 'open')]);
-  server.on('error', () => {});
+  const { server, client: raw } = await socketPair(cleanup);
 
   const inbound: Watch[] = [];
   const protocolErrors: { message: string; fatal: boolean }[] = [];

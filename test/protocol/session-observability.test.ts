@@ -1,21 +1,20 @@
 // Session hooks for observability: Stats frames reach the client (and are fatal at the relay), and the writer
 // reports each time it runs out of stream or connection credit with data still queued.
 import { once } from 'node:events';
-import type { AddressInfo } from 'node:net';
 import { afterEach, expect, it } from 'vitest';
-import WebSocket, { WebSocketServer } from 'ws';
+import type WebSocket from 'ws';
 import { CloseCode } from '../../protocol/errors.js';
 import {
   BodyKind,
   type RequestFrame,
   FrameType,
-  WIRE_LIMITS,
   type FlowSettings,
   type StatsFrame,
 } from '../../protocol/frames.js';
 import { Session, type SessionOptions } from '../../protocol/session.js';
 import type { TunnelStream } from '../../protocol/stream.js';
 import { Cleanup, sleep, waitFor } from '../helpers.js';
+import { socketPair } from './socket-pair.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -25,23 +24,7 @@ async function pair(
   flow: FlowSettings,
   extra: { relay?: Partial<SessionOptions>; client?: Partial<SessionOptions> } = {},
 ): Promise<{ relay: Session; client: Session; inbound: TunnelStream[]; clientWs: WebSocket }> {
-  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false });
-  await once(wss, 'listening');
-  cleanup.add(
-    () =>
-      new Promise<void>((resolve) => {
-        for (const ws of wss.clients) ws.terminate();
-        wss.close(() => resolve());
-      }),
-  );
-  const accepted = once(wss, 'connection') as Promise<[WebSocket]>;
-  const clientWs = new WebSocket(`ws://127.0.0.1:${(wss.address() as AddressInfo).port}/`, {
-    perMessageDeflate: false,
-    maxPayload: WIRE_LIMITS.MAX_MESSAGE_BYTES,
-  });
-  clientWs.on('error', () => {});
-  cleanup.add(() => clientWs.terminate());
-  const [[serverWs]] = await Promise.all([accepted, once(clientWs, 'open')]);
+  const { server: serverWs, client: clientWs } = await socketPair(cleanup);
   const common = { localFlow: flow, remoteFlow: flow, heartbeatMs: 60_000, deadAfterMs: 120_000 };
   const inbound: TunnelStream[] = [];
   const relay = new Session(serverWs, { role: 'relay', ...common, ...extra.relay });

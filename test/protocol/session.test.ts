@@ -1,9 +1,7 @@
 // Two real sessions (or a session and a hand-driven hostile peer) over a real WebSocket on 127.0.0.1.
-import { once } from 'node:events';
 import { createHash, randomBytes } from 'node:crypto';
-import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import WebSocket, { WebSocketServer } from 'ws';
+import type WebSocket from 'ws';
 import { decodeMessage, encodeData, encodeFrame } from '../../protocol/codec.js';
 import { CloseCode, ResetCode, type GgrokError } from '../../protocol/errors.js';
 import {
@@ -11,7 +9,6 @@ import {
   DEFAULT_FLOW,
   FrameType,
   PROTOCOL_VERSION,
-  WIRE_LIMITS,
   type FlowSettings,
   type Frame,
   type GoAwayFrame,
@@ -23,6 +20,7 @@ import {
 import { Session, type SessionOptions } from '../../protocol/session.js';
 import type { TunnelStream } from '../../protocol/stream.js';
 import { Cleanup, sleep, waitFor } from '../helpers.js';
+import { socketPair } from './socket-pair.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -31,34 +29,6 @@ const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
 
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
-
-/** A connected WebSocket pair on 127.0.0.1, configured like the relay and the client. */
-async function socketPair(): Promise<{ server: WebSocket; client: WebSocket }> {
-  const wss = new WebSocketServer({
-    host: '127.0.0.1',
-    port: 0,
-    perMessageDeflate: false,
-    maxPayload: WIRE_LIMITS.MAX_MESSAGE_BYTES,
-  });
-  await once(wss, 'listening');
-  cleanup.add(
-    () =>
-      new Promise<void>((resolve) => {
-        for (const ws of wss.clients) ws.terminate();
-        wss.close(() => resolve());
-      }),
-  );
-  const accepted = once(wss, 'connection') as Promise<[WebSocket]>;
-  const client = new WebSocket(`ws://127.0.0.1:${(wss.address() as AddressInfo).port}/_ggrok/connect`, {
-    perMessageDeflate: false,
-    maxPayload: WIRE_LIMITS.MAX_MESSAGE_BYTES,
-  });
-  client.on('error', () => {});
-  cleanup.add(() => client.terminate());
-  const [[server]] = await Promise.all([accepted, once(client, 'open')]);
-  server.on('error', () => {});
-  return { server, client };
-}
 
 /** Records everything that happens to one stream; acks received bytes at once or when told to. */
 class Receiver {
@@ -152,7 +122,7 @@ function attach(
 async function sessionPair(
   options: { flow?: FlowSettings; relay?: Partial<SessionOptions>; client?: Partial<SessionOptions> } = {},
 ): Promise<{ relay: Side; client: Side; sockets: { server: WebSocket; client: WebSocket } }> {
-  const sockets = await socketPair();
+  const sockets = await socketPair(cleanup);
   const flow = options.flow ?? DEFAULT_FLOW;
   return {
     relay: attach(sockets.server, 'relay', flow, options.relay),
@@ -536,7 +506,7 @@ async function hostilePeer(
   flow: FlowSettings,
   extra: Partial<SessionOptions> = {},
 ) {
-  const sockets = await socketPair();
+  const sockets = await socketPair(cleanup);
   const side = attach(sockets.server, role, flow, extra);
   const raw = sockets.client;
   const received: Frame[] = [];

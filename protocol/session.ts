@@ -466,12 +466,7 @@ export class Session implements StreamHost {
     const frame = isBinary && data.length === 2 ? dataFromFragments(data[0]!, data[1]!) : undefined;
     if (!frame) return this.onMessage(Buffer.concat(data), isBinary);
     this.lastReceivedAt = Date.now();
-    if (this.closed || this.closing) return;
-    try {
-      this.dispatch(frame);
-    } catch (err) {
-      this.handlerFailed(frame, err);
-    }
+    if (!this.closed && !this.closing) this.handle(frame);
   }
 
   private onMessage(data: Buffer, isBinary: boolean): void {
@@ -516,6 +511,11 @@ export class Session implements StreamHost {
       }
       return this.fatal(e);
     }
+    this.handle(frame);
+  }
+
+  /** Dispatches a valid frame; a throw from a stream's owner is contained (see handlerFailed). */
+  private handle(frame: Frame): void {
     try {
       this.dispatch(frame);
     } catch (err) {

@@ -155,7 +155,10 @@ export function forwardRequest(
     if (!res.writableFinished) stream.reset(ResetCode.Cancel, 'public client went away');
     done();
   });
-  stream.onInfo = (head) => writeInformational(res, head);
+  let informational = 0; // 1xx heads passed on so far
+  stream.onInfo = (head) => {
+    if (informational < MAX_INFORMATIONAL && writeInformational(res, head)) informational++;
+  };
   stream.onResponse = (head) => {
     try {
       res.writeHead(head.status, head.reason, stripHopByHop(head.headers));
@@ -197,18 +200,15 @@ export function forwardRequest(
 const MAX_INFORMATIONAL = 16;
 /** A 1xx is dropped while this much is already waiting in the public socket (a visitor that stopped reading). */
 const MAX_INFORMATIONAL_BACKLOG_BYTES = 64 * 1024;
-const informationalSent = new WeakMap<ServerResponse, number>();
 
 /**
- * Passes a 1xx head on. Informational responses are advisory: one that cannot be passed (too many, a stalled
- * visitor, or hints Node refuses to write) is dropped rather than buffered or allowed to throw.
+ * Passes a 1xx head on; returns whether it counted against the request's limit. Informational responses are
+ * advisory: one that cannot be passed (a stalled visitor, or hints Node refuses to write) is dropped rather than
+ * buffered or allowed to throw.
  */
-function writeInformational(res: ServerResponse, head: InfoFrame): void {
-  if (res.headersSent || res.writableEnded) return;
-  const sent = informationalSent.get(res) ?? 0;
-  if (sent >= MAX_INFORMATIONAL || (res.socket?.writableLength ?? 0) > MAX_INFORMATIONAL_BACKLOG_BYTES)
-    return;
-  informationalSent.set(res, sent + 1);
+function writeInformational(res: ServerResponse, head: InfoFrame): boolean {
+  if (res.headersSent || res.writableEnded) return false;
+  if ((res.socket?.writableLength ?? 0) > MAX_INFORMATIONAL_BACKLOG_BYTES) return false;
   try {
     if (head.status === 100) res.writeContinue();
     else if (head.status === 102) res.writeProcessing();
@@ -226,6 +226,7 @@ function writeInformational(res: ServerResponse, head: InfoFrame): void {
   } catch {
     // Node validates Early Hints more strictly than RFC 8288 (e.g. quoted commas): drop the hint, never throw.
   }
+  return true;
 }
 
 /** Serialises a response head for a raw socket. */

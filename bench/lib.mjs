@@ -1,6 +1,6 @@
 // Benchmark plumbing: child processes (tracked so they always die), /proc readings, sampling and statistics.
 import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -215,3 +215,16 @@ export function fmt(x, digits = 1) {
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Markers around the hand-written analysis in a results file; the text between them survives re-runs. */
+export const ANALYSIS_START = '<!-- analysis:start -->';
+export const ANALYSIS_END = '<!-- analysis:end -->';
+
+/** The hand-written analysis of an earlier results file (the text between the markers), if there is one. */
+export function previousAnalysis(file) {
+  if (!existsSync(file)) return undefined;
+  const old = readFileSync(file, 'utf8');
+  const s = old.indexOf(ANALYSIS_START);
+  const e = old.indexOf(ANALYSIS_END);
+  return s >= 0 && e > s ? old.slice(s + ANALYSIS_START.length, e).trim() : undefined;
+}

@@ -9,6 +9,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
+  ANALYSIS_END,
+  ANALYSIS_START,
+  previousAnalysis,
   BIN,
   busyCores,
   machineCpu,
@@ -51,8 +54,6 @@ const SNAPSHOT_BIN = path.join(DIST_SNAPSHOT, path.relative(path.join(ROOT, 'dis
 /** The relay's per-tunnel request rate limit (429 beyond) would cap the small-GET load; lift it for the benchmark. */
 const RELAY_ENV = { GGROK_RATE_LIMIT: '100000000' };
 const STALL_BYTES = 1024 * MiB;
-const ANALYSIS_START = '<!-- analysis:start -->';
-const ANALYSIS_END = '<!-- analysis:end -->';
 
 function options() {
   const { values } = parseArgs({
@@ -619,13 +620,9 @@ function failures(rounds, stall, integrity) {
 function report({ opts, info, startedAt, finishedAt, noise, integrity, rounds, stall, profiles }) {
   const a = aggregate(rounds);
   const fails = failures(rounds, stall, integrity);
-  let analysis = '_No hand-written analysis yet. Text between the analysis markers survives re-runs._';
-  if (existsSync(opts.out)) {
-    const old = readFileSync(opts.out, 'utf8');
-    const s = old.indexOf(ANALYSIS_START);
-    const e = old.indexOf(ANALYSIS_END);
-    if (s >= 0 && e > s) analysis = old.slice(s + ANALYSIS_START.length, e).trim();
-  }
+  const analysis =
+    previousAnalysis(opts.out) ??
+    '_No hand-written analysis yet. Text between the analysis markers survives re-runs._';
   const lines = [
     '# ggrok benchmark results',
     '',

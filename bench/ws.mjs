@@ -1,9 +1,23 @@
 // WebSocket channels and idle tunnels, direct vs tunnelled in one run: `node bench/ws.mjs [--rounds 3]
 // [--seconds 5] [--channels 5000] [--tunnels 2000] [--out bench/RESULTS-ws.md]`. Uses the compiled dist/.
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { BIN, ROOT, fmt, killAll, median, rssKiB, sleep, spawnNode, stopChild, waitForLine } from './lib.mjs';
+import {
+  ANALYSIS_END,
+  ANALYSIS_START,
+  BIN,
+  ROOT,
+  fmt,
+  killAll,
+  median,
+  previousAnalysis,
+  rssKiB,
+  sleep,
+  spawnNode,
+  stopChild,
+  waitForLine,
+} from './lib.mjs';
 
 const argv = process.argv.slice(2);
 const flag = (name, fallback) => {
@@ -195,9 +209,9 @@ const perRound = results.echo.direct
   .join('\n');
 console.log(`\n${table}\n`);
 const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
-// A hand-written "<!-- analysis:start -->…<!-- analysis:end -->" block in the previous file is carried over.
-const previous = existsSync(out) ? readFileSync(out, 'utf8') : '';
-const analysis = /<!-- analysis:start -->[\s\S]*?<!-- analysis:end -->/.exec(previous)?.[0];
+// A hand-written analysis block in the previous file is carried over.
+const kept = previousAnalysis(out);
+const analysis = kept === undefined ? undefined : `${ANALYSIS_START}\n${kept}\n${ANALYSIS_END}`;
 writeFileSync(
   out,
   `# WebSocket channels and idle tunnels\n\nCommand: \`node bench/ws.mjs ${argv.join(' ')}\`  \nDate: ${new Date().toISOString()}  \n` +

@@ -130,7 +130,9 @@ export class LocalConnection {
 /** Idle connections are closed after this long: shorter than the 5 s keep-alive timeout of Node servers, so the
  * local server rarely closes a socket just as it is reused. */
 export const LOCAL_IDLE_TIMEOUT_MS = 4000;
-const MAX_IDLE_CONNECTIONS = 64;
+/** Idle connections kept at most (Node's Agent keeps 256 too). Fewer than the requests in flight would close and
+ * reopen a connection for every request once that many run at once. */
+const MAX_IDLE_CONNECTIONS = 256;
 
 /** Opens connections to one local target and keeps idle ones for reuse (most recently used first). */
 export class LocalPool {

@@ -169,6 +169,36 @@ test('a keep-alive response with Content-Length leaves the connection for the ne
   expect(local.conns).toHaveLength(2);
 });
 
+test('a hundred requests at once leave a hundred connections that the next hundred reuse', async () => {
+  // The local server holds every answer until the whole wave has arrived, so each wave needs 100 connections at once.
+  const WAVE = 100;
+  let waiting: Array<() => void> = [];
+  const local = await rawLocal(async (conn, head, index) => {
+    await new Promise<void>((release) => {
+      waiting.push(release);
+      if (waiting.length === WAVE) for (const r of waiting.splice(0)) r();
+    });
+    const text = `conn ${index}`;
+    conn.socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${text.length}\r\n\r\n${text}`, 'latin1');
+  });
+  const { relayPort, host } = await tunnelTo(local.port);
+  const wave = () =>
+    Promise.all(
+      Array.from(
+        { length: WAVE },
+        async () => (await rawRequest({ port: relayPort, headers: { Host: host } })).status,
+      ),
+    );
+  expect(await wave()).toEqual(Array(WAVE).fill(200));
+  expect(local.conns).toHaveLength(WAVE);
+  waiting = [];
+  expect(await wave()).toEqual(Array(WAVE).fill(200));
+  // Every connection served one request of each wave: none was closed for want of room in the idle pool.
+  expect(local.conns).toHaveLength(WAVE);
+  expect(local.conns.map((c) => c.heads.length)).toEqual(Array(WAVE).fill(2));
+  expect(local.conns.filter((c) => c.endedAt !== undefined)).toHaveLength(0);
+});
+
 test('a connection with bytes after its response (a HEAD answered with a body) is not reused', async () => {
   const local = await rawLocal((conn, head, index) => {
     if (head.startsWith('HEAD '))

@@ -32,6 +32,12 @@ const WS_HIGH_WATER_BYTES = 256 * 1024;
 const BATCH_MAX_FRAME_BYTES = 16 * 1024;
 /** A batch this large leaves at once instead of waiting for the end of the turn. */
 const BATCH_MAX_BYTES = 64 * 1024;
+/**
+ * A batch also closes after this many frames. With one batch per turn, a busy turn moved every request through the
+ * tunnel as one convoy: the peer sat idle while this side worked through the whole turn, then the reverse. Smaller
+ * batches let the peer start on the first requests while this side is still reading the rest.
+ */
+const BATCH_MAX_FRAMES = 8;
 /** Default: received-but-unconsumed bytes above which connection credit is returned only on consumption. */
 const DEFAULT_BUFFERED_SOFT_LIMIT_BYTES = 8 * 1024 * 1024;
 
@@ -405,7 +411,11 @@ export class Session implements StreamHost {
     }
     this.batch.push(frame);
     this.batchBytes += frame.length;
-    if (this.batchBytes >= BATCH_MAX_BYTES || this.ws.bufferedAmount + this.batchBytes >= WS_HIGH_WATER_BYTES)
+    if (
+      this.batchBytes >= BATCH_MAX_BYTES ||
+      this.batch.length >= BATCH_MAX_FRAMES ||
+      this.ws.bufferedAmount + this.batchBytes >= WS_HIGH_WATER_BYTES
+    )
       this.sendBatch();
     else if (!this.batchScheduled) {
       this.batchScheduled = true;

@@ -81,9 +81,13 @@ async function peerOf(role: 'relay' | 'client', flow: FlowSettings, extra: Parti
   const received: Frame[] = [];
   /** How many WebSocket messages carried them. */
   let messages = 0;
+  /** The frames of each message, in order. */
+  const perMessage: Frame[][] = [];
   raw.on('message', (data: Buffer) => {
     messages++;
-    received.push(...decodeMessage(data));
+    const frames = decodeMessage(data);
+    perMessage.push(frames);
+    received.push(...frames);
   });
   const closed = new Promise<{ code: number; reason: string }>((resolve) =>
     raw.on('close', (code: number, reason: Buffer) => resolve({ code, reason: reason.toString() })),
@@ -106,6 +110,7 @@ async function peerOf(role: 'relay' | 'client', flow: FlowSettings, extra: Parti
     closes,
     received,
     messages: () => messages,
+    perMessage,
     closed,
     send,
     sync,
@@ -197,6 +202,28 @@ describe('whole small responses: the client side', () => {
       { type: FrameType.Data, id: 2, data: Buffer.from('small') },
       { type: FrameType.End, id: 2, trailers: [] },
     ]);
+  });
+
+  it('twenty responses written in one turn leave in order, as batches of at most 8 frames', async () => {
+    const relay = await peerOf('client', DEFAULT_FLOW);
+    const ids = Array.from({ length: 20 }, (_, i) => 2 * i + 1);
+    relay.send(batch(ids.map(get)));
+    await waitFor(() => relay.inbound.length === 20, 'the requests');
+    for (const { stream } of relay.inbound) {
+      stream.sendResponse(200, 'OK', ['Content-Length', '2']);
+      stream.write(Buffer.from('ok'));
+      stream.end();
+    }
+    await relay.sync(1);
+    const carrying = relay.perMessage
+      .map((m) => m.filter((f) => f.type === FrameType.Response))
+      .filter((m) => m.length > 0);
+    // Whole responses, one frame each, in the order written; a batch closes at 8 frames, not at the end of the turn.
+    expect(carrying.map((m) => m.length)).toEqual([8, 8, 4]);
+    expect(relay.perMessage.every((m) => m.length <= 8)).toBe(true);
+    const heads = carrying.flat() as ResponseFrame[];
+    expect(heads.map((f) => f.id)).toEqual(ids);
+    expect(heads.every((f) => f.end && f.body?.toString() === 'ok')).toBe(true);
   });
 
   it('a stream reset in the turn of its head sends no body, no End and no Data after the Reset', async () => {

@@ -1,6 +1,7 @@
 // Load generator, run as its own process: `node bench/load.mjs '<json>'` performs one measurement and prints
 // JSON lines on stdout ({"event":"stalled",…} progress events, then one {"event":"result",…}).
-// Modes: small (autocannon GET /small), download, upload (POST /echo), stall, integrity.
+// Modes: small (GET /small with wrk, or autocannon), download, upload (POST /echo), stall, integrity.
+import { execFile } from 'node:child_process';
 import { createHash, randomFillSync } from 'node:crypto';
 import http from 'node:http';
 import autocannon from 'autocannon';
@@ -51,6 +52,7 @@ async function small() {
     p50: pct(50),
     p99: pct(99),
     meanLatency: n ? sorted.reduce((a, b) => a + b, 0) / n : undefined,
+    tool: 'autocannon',
     runCpuMs: (cpu.user + cpu.system) / 1000,
     autocannonP50: r.latency.p50,
     autocannonP99: r.latency.p99,
@@ -58,6 +60,54 @@ async function small() {
     timeouts: r.timeouts,
     non2xx: r.non2xx,
     durationS: r.duration,
+  };
+}
+
+/** wrk's duration with its unit ("512.00us", "1.20ms", "2.01s") in milliseconds. */
+function wrkMs(text) {
+  const m = /^([\d.]+)(us|ms|s|m)$/.exec(text);
+  if (!m) return undefined;
+  return Number(m[1]) * { us: 0.001, ms: 1, s: 1000, m: 60_000 }[m[2]];
+}
+
+/**
+ * Small GETs with Debian's wrk: one thread, C code, so the load tool takes far less of the two cores from the
+ * processes under test than autocannon does. The shell's `times` reports wrk's CPU time.
+ */
+async function smallWrk() {
+  const hostHeader = args.host ? `-H 'Host: ${args.host}'` : '';
+  const script = `wrk -t1 -c${args.connections ?? 50} -d${args.duration ?? 10}s --latency ${hostHeader} http://127.0.0.1:${args.port}/small; times`;
+  const out = await new Promise((resolve, reject) =>
+    execFile('sh', ['-c', script], { timeout: ((args.duration ?? 10) + 30) * 1000 }, (err, stdout) =>
+      err ? reject(err) : resolve(stdout),
+    ),
+  );
+  const field = (re) => re.exec(out)?.[1];
+  const total = Number(field(/(\d+) requests in/));
+  const seconds = wrkMs(field(/requests in ([\d.]+\w+),/) ?? '');
+  const non2xx = Number(field(/Non-2xx or 3xx responses: (\d+)/) ?? 0);
+  const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  const errors = socketErrors ? socketErrors.slice(1, 4).reduce((a, b) => a + Number(b), 0) : 0;
+  const timeouts = socketErrors ? Number(socketErrors[4]) : 0;
+  // `times` prints the shell's user and system time, then its children's (wrk's).
+  const [user, system] = [...out.matchAll(/(\d+)m([\d.]+)s/g)]
+    .slice(-2)
+    .map((m) => (Number(m[1]) * 60 + Number(m[2])) * 1000);
+  return {
+    ok: total > 0 && errors === 0 && non2xx === 0 && timeouts === 0,
+    tool: 'wrk',
+    reqPerSec: Number(field(/Requests\/sec:\s+([\d.]+)/)),
+    total,
+    ok2xx: total - non2xx,
+    p50: wrkMs(field(/^\s+50%\s+(\S+)/m) ?? ''),
+    p99: wrkMs(field(/^\s+99%\s+(\S+)/m) ?? ''),
+    meanLatency: wrkMs(field(/Latency\s+(\S+)/) ?? ''),
+    runCpuMs: user + system,
+    childCpuMs: user + system,
+    errors,
+    timeouts,
+    non2xx,
+    durationS: seconds === undefined ? undefined : seconds / 1000,
   };
 }
 
@@ -219,7 +269,7 @@ let result;
 try {
   switch (args.mode) {
     case 'small':
-      result = await small();
+      result = args.tool === 'wrk' ? await smallWrk() : await small();
       break;
     case 'download':
       result = await download(args.bytes);
@@ -243,5 +293,7 @@ try {
   result = { ok: false, error: err.message };
 }
 const cpu = process.cpuUsage();
-emit({ event: 'result', mode: args.mode, ...result, loadCpuMs: (cpu.user + cpu.system) / 1000 });
+// A load tool run as a child (wrk) counts as part of the load.
+const loadCpuMs = (cpu.user + cpu.system) / 1000 + (result.childCpuMs ?? 0);
+emit({ event: 'result', mode: args.mode, ...result, loadCpuMs });
 process.exit(0);

@@ -39,7 +39,8 @@ const USAGE = `usage: node bench/run.js [options]
   --download-mib <n> single-stream download size (default 200; 32 with --quick)
   --upload-mib <n>   echoed upload size (default 50; 16 with --quick)
   --stall-seconds <n> how long the public client stops reading the 1 GiB download (default 5; 2 with --quick)
-  --connections <n>  autocannon connections for small GETs (default 50)`;
+  --connections <n>  connections for small GETs (default 50)
+  --tool <name>      small-GET load tool: wrk (Debian's wrk, the default when installed) or autocannon`;
 
 const OUT_DIR = path.join(ROOT, 'bench/out');
 const LOAD = path.join(ROOT, 'bench/load.mjs');
@@ -67,6 +68,7 @@ function options() {
       'upload-mib': { type: 'string' },
       'stall-seconds': { type: 'string' },
       connections: { type: 'string' },
+      tool: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -93,9 +95,40 @@ function options() {
     uploadBytes: Math.round(num('upload-mib', q ? 16 : 50) * MiB),
     stallMs: num('stall-seconds', q ? 2 : 5, 0.5) * 1000,
     connections: Math.round(num('connections', 50)),
+    tool: loadTool(values.tool),
     profile: !values['no-profile'],
     out: path.resolve(values.out ?? path.join(ROOT, q ? 'bench/out/RESULTS.quick.md' : 'bench/RESULTS.md')),
   };
+}
+
+/** The version line of wrk if it is installed, else undefined. */
+function wrkVersion() {
+  try {
+    return /^wrk \S+/m.exec(
+      execFileSync('wrk', ['-v'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }),
+    )?.[0];
+  } catch (err) {
+    // wrk -v prints its version and exits 1.
+    return /^wrk \S+/m.exec(String(err.stdout ?? ''))?.[0];
+  }
+}
+
+/**
+ * wrk when installed: it is C and takes far less CPU per request than autocannon, and in tunnel mode every
+ * microsecond the load tool spends is taken from the relay and client on the same two cores.
+ */
+function loadTool(requested) {
+  if (requested !== undefined && requested !== 'wrk' && requested !== 'autocannon') {
+    process.stderr.write(`--tool must be wrk or autocannon\n${USAGE}\n`);
+    process.exit(2);
+  }
+  if (requested === 'autocannon') return 'autocannon';
+  if (wrkVersion()) return 'wrk';
+  if (requested === 'wrk') {
+    process.stderr.write('--tool wrk: wrk is not installed (apt-get install wrk)\n');
+    process.exit(2);
+  }
+  return 'autocannon';
 }
 
 const log = (line) => process.stdout.write(`${line}\n`);
@@ -230,6 +263,7 @@ function makeBench(opts, server, tunnel) {
       const r = await runLoad({
         mode: 'small',
         ...target(mode),
+        tool: opts.tool,
         connections: opts.connections,
         duration,
         hardTimeoutMs: (duration + 60) * 1000,
@@ -358,7 +392,7 @@ function machine() {
     kernel: `${os.type()} ${os.release()}`,
     memGiB: os.totalmem() / 1024 ** 3,
     commit: `${commit}${dirty}`,
-    libs: `ws ${pkgVersion('ws')}, bufferutil ${pkgVersion('bufferutil')}, msgpackr ${pkgVersion('msgpackr')}, autocannon ${pkgVersion('autocannon')}`,
+    libs: `ws ${pkgVersion('ws')}, bufferutil ${pkgVersion('bufferutil')}, msgpackr ${pkgVersion('msgpackr')}, autocannon ${pkgVersion('autocannon')}, ${wrkVersion() ?? 'no wrk'}`,
   };
 }
 
@@ -634,7 +668,7 @@ function report({ opts, info, startedAt, finishedAt, noise, integrity, rounds, s
     `- Code: commit ${info.commit}; dist/ built ${info.build} (copied to bench/out/dist/ for the run); ${info.libs}`,
     `- Relay started with GGROK_RATE_LIMIT=${RELAY_ENV.GGROK_RATE_LIMIT} (the default per-tunnel limit would answer most small GETs with 429).`,
     `- Command: \`${commandLine()}\``,
-    `- Settings: ${opts.rounds} interleaved rounds (direct and tunnel alternate which goes first), small GET ${opts.duration} s at ${opts.connections} connections (autocannon), download ${opts.downloadBytes / MiB} MiB, upload ${opts.uploadBytes / MiB} MiB echoed, stall ${STALL_BYTES / MiB / 1024} GiB for ${opts.stallMs / 1000} s; values are medians over rounds.`,
+    `- Settings: ${opts.rounds} interleaved rounds (direct and tunnel alternate which goes first), small GET ${opts.duration} s at ${opts.connections} connections (${opts.tool === 'wrk' ? 'wrk -t1' : 'autocannon'}), download ${opts.downloadBytes / MiB} MiB, upload ${opts.uploadBytes / MiB} MiB echoed, stall ${STALL_BYTES / MiB / 1024} GiB for ${opts.stallMs / 1000} s; values are medians over rounds.`,
     `- Processes: load tool, local server, relay and client are four separate node processes on ${info.nproc} cores; in tunnel mode all four compete for the CPU, in direct mode two.`,
     `- Noise: other agents share this machine. Machine-wide CPU busy with the benchmark idle: ${fmt(noise.before, 2)} cores before, ${fmt(noise.after, 2)} after; load average ${noise.loadBefore} before, ${noise.loadAfter} after. The "other load" column of the per-round table is the CPU used by everything else during each small-GET run (machine busy time from /proc/stat minus this benchmark's processes). Absolute numbers move with that load, and CPU per request rises under contention (less batching per wake-up); the ratios within one interleaved run are the figures to compare.`,
     `- Integrity: ${integrity.ok ? 'PASS' : 'FAIL'} (sha256 of a ${fmt(integrity.bytes / MiB, 0)} MiB random upload and of a patterned download through the tunnel)`,

@@ -149,12 +149,16 @@ export class LocalPool {
     return this.openCount - this.idle.length;
   }
 
-  /** An idle connection, or undefined when none is left. */
-  take(): LocalConnection | undefined {
+  /** The most recently used idle connection if it has been idle for at most `maxIdleMs`, else undefined. */
+  take(maxIdleMs = Infinity): LocalConnection | undefined {
     let conn = this.idle.pop();
     // A socket the server already ended (its 'close' still to come) cannot carry a request.
     while (conn && (conn.socket.destroyed || conn.socket.readableEnded)) conn = this.idle.pop();
     if (!conn) return undefined;
+    if (Date.now() - conn.idleSince > maxIdleMs) {
+      this.idle.push(conn); // the others were idle longer still
+      return undefined;
+    }
     conn.reused = true;
     conn.socket.ref();
     return conn;

@@ -241,8 +241,13 @@ export class LocalForwarder {
   }
 
   /** An idle keep-alive connection, or a new one. */
-  connection(): LocalConnection {
-    return this.pool.take() ?? this.pool.open(false);
+  /**
+   * A pooled connection, or a new one. A request with a body cannot be retried once its body has gone to a socket
+   * the server was closing, so it only reuses a connection idle for under a second: servers with short keep-alive
+   * timeouts (gunicorn's is 2 s) would otherwise close it just as the body goes out, and the visitor would get a 502.
+   */
+  connection(hasBody: boolean): LocalConnection {
+    return this.pool.take(hasBody ? BODY_REUSE_MAX_IDLE_MS : Infinity) ?? this.pool.open(false);
   }
 
   /** A fresh connection of its own (upgrades; retries after a stale keep-alive socket). */
@@ -256,6 +261,9 @@ export class LocalForwarder {
     this.onExchange(summary);
   }
 }
+
+/** Requests with a body reuse only connections idle for less than this (ms). */
+const BODY_REUSE_MAX_IDLE_MS = 1000;
 
 /** Reason phrases longer than this (the wire limit) are cut. */
 const MAX_REASON_CHARS = 1024;
@@ -368,7 +376,7 @@ class PlainExchange extends BaseExchange {
       stream.onEnd = (trailers) => this.endBody(trailers);
     }
     stream.onDrain = () => this.conn?.socket.resume();
-    this.send(this.fwd.connection());
+    this.send(this.fwd.connection(head.body !== BodyKind.None));
   }
 
   private writeBody(chunk: Buffer): void {

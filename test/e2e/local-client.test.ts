@@ -252,6 +252,30 @@ test('a reused keep-alive connection closed without an answer is retried once on
   expect(local.conns).toHaveLength(2);
 });
 
+test('a request with a body does not reuse a connection idle for over a second (a short keep-alive may close it)', async () => {
+  // As above, each connection closes at its second request, like a server whose keep-alive timeout just fired.
+  const local = await rawLocal((conn, head, index) => {
+    if (conn.heads.length > 1) return void conn.socket.end();
+    const text = `${head.split(' ')[0]} on conn ${index}`;
+    conn.socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${text.length}\r\n\r\n${text}`, 'latin1');
+  });
+  const { relayPort, host } = await tunnelTo(local.port);
+  expect((await rawRequest({ port: relayPort, headers: { Host: host } })).body.toString()).toBe(
+    'GET on conn 0',
+  );
+  await sleep(1200);
+  const post = await rawRequest({
+    port: relayPort,
+    method: 'POST',
+    headers: { Host: host, 'Content-Length': '3' },
+    body: 'abc',
+  });
+  expect(post.status).toBe(200);
+  expect(post.body.toString()).toBe('POST on conn 1');
+  // Connection 0 stayed in the pool untouched; a bodiless request may still use it (and be retried if it fails).
+  expect(local.conns[0]!.heads).toHaveLength(1);
+});
+
 test('a 101 whose head is split across writes, with channel bytes after it in the same write, switches intact', async () => {
   // websocket.test.ts covers the 101 and a frame in one write; here the head arrives in pieces first.
   const local = await rawLocal(async (conn) => {

@@ -228,3 +228,15 @@ export function previousAnalysis(file) {
   const e = old.indexOf(ANALYSIS_END);
   return s >= 0 && e > s ? old.slice(s + ANALYSIS_START.length, e).trim() : undefined;
 }
+
+/** The version line of wrk if it is installed, else undefined. */
+export function wrkVersion() {
+  try {
+    return /^wrk \S+/m.exec(
+      execFileSync('wrk', ['-v'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }),
+    )?.[0];
+  } catch (err) {
+    // wrk -v prints its version and exits 1.
+    return /^wrk \S+/m.exec(String(err.stdout ?? ''))?.[0];
+  }
+}

@@ -27,6 +27,7 @@ import {
   spawnNode,
   stopChild,
   waitForLine,
+  wrkVersion,
 } from './lib.mjs';
 import { markdown, summarizeFile } from './profile-summary.mjs';
 
@@ -99,18 +100,6 @@ function options() {
     profile: !values['no-profile'],
     out: path.resolve(values.out ?? path.join(ROOT, q ? 'bench/out/RESULTS.quick.md' : 'bench/RESULTS.md')),
   };
-}
-
-/** The version line of wrk if it is installed, else undefined. */
-function wrkVersion() {
-  try {
-    return /^wrk \S+/m.exec(
-      execFileSync('wrk', ['-v'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }),
-    )?.[0];
-  } catch (err) {
-    // wrk -v prints its version and exits 1.
-    return /^wrk \S+/m.exec(String(err.stdout ?? ''))?.[0];
-  }
 }
 
 /**
@@ -798,7 +787,7 @@ async function main() {
 
   // Warm-up: JIT and connection pools on both paths; results discarded.
   for (const mode of ['direct', 'tunnel']) {
-    await bench.small(mode, Math.min(2, opts.duration));
+    await bench.small(mode, Math.min(5, opts.duration));
     await runLoad({
       mode: 'download',
       ...(mode === 'direct' ? { port: server.port } : { port: tunnel.relayPort, host: tunnel.host }),

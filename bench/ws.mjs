@@ -98,6 +98,18 @@ const results = {
   p99: { direct: [], tunnel: [] },
   mib: { direct: [], tunnel: [] },
 };
+// Warm-up, results discarded: JIT and pools in every process, as on a relay that has been running for a while.
+for (const target of [direct, tunnel]) {
+  await load({ mode: 'echo', ...target, seconds, bytes: 1024 });
+  await load({
+    mode: 'throughput',
+    ...target,
+    totalBytes: 16 * 1024 * 1024,
+    messageBytes: 64 * 1024,
+    inFlight: 16,
+  });
+}
+
 for (let round = 1; round <= rounds; round++) {
   for (const [name, target] of [
     ['direct', direct],
@@ -216,7 +228,7 @@ writeFileSync(
   out,
   `# WebSocket channels and idle tunnels\n\nCommand: \`node bench/ws.mjs ${argv.join(' ')}\`  \nDate: ${new Date().toISOString()}  \n` +
     `Machine: node ${process.version}, ${os.cpus().length} cores (${cpu}); relay, client, local server and load tool are separate processes on the same machine. ` +
-    `Medians of ${rounds} interleaved rounds; memory is the RSS growth of the relay (and client) process divided by the number of channels or tunnels, measured after a 1.5 s settle.\n\n${table}\n\nPer round:\n\n${perRound}\n` +
+    `Both paths warmed up with one discarded echo and throughput run; medians of ${rounds} interleaved rounds; memory is the RSS growth of the relay (and client) process divided by the number of channels or tunnels, measured after a 1.5 s settle.\n\n${table}\n\nPer round:\n\n${perRound}\n` +
     (analysis ? `\n${analysis}\n` : ''),
 );
 console.log(`wrote ${path.relative(ROOT, out)}`);

@@ -1,0 +1,183 @@
+// How fast can any relay + client tunnel be on this machine? `node bench/bounds.mjs [--rounds 3] [--seconds 5]
+// [--out bench/BOUNDS.md]` measures, in interleaved rounds and against the same local servers:
+//   direct                 load tool → local server
+//   one pipe               load tool → raw TCP pipe (Node) → local server
+//   two pipes              load tool → pipe → pipe → local server: a relay + client topology doing no work at all
+//   node:http proxy        load tool → node:http reverse proxy (keep-alive Agent) → local server
+//   ggrok                  load tool → relay → control WebSocket → client → local server
+// for small GETs at 50 connections (wrk when installed, else autocannon) and a 1 KiB WebSocket echo on one socket.
+// The baselines put the issue's ratios in context: every process in the path costs wake-ups on two shared cores.
+import { writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import {
+  ANALYSIS_END,
+  ANALYSIS_START,
+  BIN,
+  fmt,
+  killAll,
+  median,
+  previousAnalysis,
+  ROOT,
+  spawnNode,
+  waitForLine,
+  wrkVersion,
+} from './lib.mjs';
+
+const argv = process.argv.slice(2);
+const flag = (name, fallback) => {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 ? argv[i + 1] : fallback;
+};
+const rounds = Number(flag('rounds', 3));
+const seconds = Number(flag('seconds', 5));
+const out = path.resolve(flag('out', path.join(ROOT, 'bench', 'BOUNDS.md')));
+const tool = wrkVersion() ? 'wrk' : 'autocannon';
+const TOKEN = 'bench-token';
+process.on('exit', killAll);
+for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => process.exit(1));
+
+const bench = (file) => path.join(ROOT, 'bench', file);
+
+/** Starts a node process and returns it with the port it printed. */
+async function serve(name, args, portLine) {
+  const child = spawnNode(name, args);
+  return { child, port: Number((await waitForLine(child, portLine))[1]) };
+}
+const proxy = (kind, port) =>
+  serve(`${kind} proxy`, [bench('baseline-proxy.mjs'), kind, String(port)], /^port (\d+)$/);
+
+/** Runs one measurement process and returns the JSON result it prints. */
+async function measure(file, args, resultLine) {
+  const child = spawnNode(file, [bench(file), JSON.stringify(args)]);
+  const m = await waitForLine(child, resultLine, (seconds + 60) * 1000);
+  await child.exited;
+  return JSON.parse(m[1]);
+}
+const smallGets = async (target) => {
+  const r = await measure(
+    'load.mjs',
+    { mode: 'small', tool, connections: 50, duration: seconds, ...target },
+    /^(\{"event":"result".*)$/,
+  );
+  if (!r.ok) throw new Error(`small GETs failed: ${JSON.stringify(r)}`);
+  return r.reqPerSec;
+};
+const echo = async ({ port, host }) =>
+  (
+    await measure(
+      'ws-load.mjs',
+      { mode: 'echo', url: `ws://127.0.0.1:${port}/`, host, seconds, bytes: 1024 },
+      /^result (.*)$/,
+    )
+  ).perSecond;
+
+const httpLocal = await serve('local server', [bench('local-server.mjs')], /^\{"port":(\d+)/);
+const wsLocal = await serve('ws local', [bench('ws-local.mjs')], /^port (\d+)$/);
+const httpPipe = await proxy('pipe', httpLocal.port);
+const httpPipes = await proxy('pipe', httpPipe.port);
+const httpProxy = await proxy('http', httpLocal.port);
+const wsPipe = await proxy('pipe', wsLocal.port);
+const wsPipes = await proxy('pipe', wsPipe.port);
+const relay = spawnNode(
+  'relay',
+  [BIN, 'relay', '--port', '0', '--host', '127.0.0.1', '--domain', 'localhost', '--token', TOKEN],
+  { env: { GGROK_RATE_LIMIT: '100000000' } },
+);
+const relayPort = Number((await waitForLine(relay, /listening on [^\s]+:(\d+)/))[1]);
+for (const [name, port] of [
+  ['h', httpLocal.port],
+  ['w', wsLocal.port],
+]) {
+  const client = spawnNode(`client ${name}`, [
+    BIN,
+    'http',
+    String(port),
+    '--server',
+    `http://127.0.0.1:${relayPort}`,
+    '--token',
+    TOKEN,
+    '--subdomain',
+    name,
+    '-q',
+    '--no-inspect',
+  ]);
+  await waitForLine(client, /Forwarding/);
+}
+const ggrok = (name) => ({ port: relayPort, host: `${name}.localhost:${relayPort}` });
+
+const paths = {
+  http: [
+    ['direct', { port: httpLocal.port }],
+    ['one pipe', { port: httpPipe.port }],
+    ['two pipes', { port: httpPipes.port }],
+    ['node:http proxy', { port: httpProxy.port }],
+    ['ggrok', ggrok('h')],
+  ],
+  ws: [
+    ['direct', { port: wsLocal.port }],
+    ['one pipe', { port: wsPipe.port }],
+    ['two pipes', { port: wsPipes.port }],
+    ['ggrok', ggrok('w')],
+  ],
+};
+// Warm-up, results discarded: JIT and connection pools of every process in every path (a relay runs for days).
+for (const [, target] of paths.http) await smallGets(target);
+for (const [, target] of paths.ws) await echo(target);
+console.log('warmed up');
+
+const results = { http: {}, ws: {} };
+/** Round r starts at a different path, so slow drift of the machine does not always favour the same one. */
+const rotated = (list, r) => [...list.slice(r % list.length), ...list.slice(0, r % list.length)];
+for (let r = 0; r < rounds; r++) {
+  for (const [name, target] of rotated(paths.http, r))
+    (results.http[name] ??= []).push(await smallGets(target));
+  for (const [name, target] of rotated(paths.ws, r)) (results.ws[name] ??= []).push(await echo(target));
+  console.log(
+    `round ${r + 1}/${rounds}: ` +
+      paths.http.map(([n]) => `${n} ${fmt(results.http[n].at(-1), 0)}`).join(', ') +
+      ' req/s; ' +
+      paths.ws.map(([n]) => `${n} ${fmt(results.ws[n].at(-1), 0)}`).join(', ') +
+      ' echoes/s',
+  );
+}
+
+/** One table: median per path and its ratio to direct, with every round's ratio. */
+function table(kind, unit) {
+  const direct = results[kind].direct;
+  const rows = paths[kind].map(([name]) => {
+    const values = results[kind][name];
+    const perRound = values.map((v, i) => fmt(v / direct[i], 2)).join(' / ');
+    return `| ${name} | ${fmt(median(values), 0)} | ${fmt(median(values) / median(direct), 2)} | ${perRound} |`;
+  });
+  return [
+    `| path | ${unit} (median) | ratio to direct | ratio per round |`,
+    '| --- | --: | --: | --- |',
+    ...rows,
+  ].join('\n');
+}
+
+const kept = previousAnalysis(out);
+const analysis = kept === undefined ? '' : `\n${ANALYSIS_START}\n${kept}\n${ANALYSIS_END}\n`;
+const report = `# Bounds: what any relay + client tunnel can reach on this machine
+
+Command: \`node bench/bounds.mjs ${argv.join(' ')}\`  
+Date: ${new Date().toISOString()}  
+Machine: node ${process.version}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'unknown CPU'}); every box in a path is its own process on the same cores.
+Load: small GETs with ${tool === 'wrk' ? `${wrkVersion()} (-t1)` : 'autocannon'} at 50 connections for ${seconds} s; WebSocket echo of 1 KiB messages on one socket for ${seconds} s. Every path is warmed up with one discarded run first; medians of ${rounds} rounds; the order of the paths rotates each round.
+
+"One pipe" and "two pipes" are raw TCP pipes in Node (\`bench/baseline-proxy.mjs pipe\`): no parsing, no framing, nothing
+but read and write. Two pipes have the shape of relay + client with none of their work. "node:http proxy" is the
+textbook reverse proxy on node:http with a keep-alive Agent (\`bench/baseline-proxy.mjs http\`), in one process.
+
+## Small GETs (req/s)
+
+${table('http', 'req/s')}
+
+## 1 KiB WebSocket echo, one socket (round trips/s)
+
+${table('ws', 'round trips/s')}
+${analysis}`;
+writeFileSync(out, report);
+console.log(`wrote ${path.relative(ROOT, out)}`);
+process.exit(0);

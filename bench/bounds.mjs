@@ -5,7 +5,8 @@
 //   two pipes              load tool → pipe → pipe → local server: a relay + client topology doing no work at all
 //   node:http proxy        load tool → node:http reverse proxy (keep-alive Agent) → local server
 //   ggrok                  load tool → relay → control WebSocket → client → local server
-// for small GETs at 50 connections (wrk when installed, else autocannon) and a 1 KiB WebSocket echo on one socket.
+// for small GETs at 50 connections (wrk when installed, else autocannon), a 200 MiB download on one connection, and a
+// 1 KiB WebSocket echo on one socket.
 // The baselines put the issue's ratios in context: every process in the path costs wake-ups on two shared cores.
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -34,6 +35,7 @@ const seconds = Number(flag('seconds', 5));
 const out = path.resolve(flag('out', path.join(ROOT, 'bench', 'BOUNDS.md')));
 const tool = wrkVersion() ? 'wrk' : 'autocannon';
 const TOKEN = 'bench-token';
+const DOWNLOAD_BYTES = 200 * 1024 * 1024;
 process.on('exit', killAll);
 for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => process.exit(1));
 
@@ -62,6 +64,15 @@ const smallGets = async (target) => {
   );
   if (!r.ok) throw new Error(`small GETs failed: ${JSON.stringify(r)}`);
   return r.reqPerSec;
+};
+const download = async (target) => {
+  const r = await measure(
+    'load.mjs',
+    { mode: 'download', bytes: DOWNLOAD_BYTES, ...target },
+    /^(\{"event":"result".*)$/,
+  );
+  if (!r.ok) throw new Error(`download failed: ${JSON.stringify(r)}`);
+  return r.mibPerSec;
 };
 const echo = async ({ port, host }) =>
   (
@@ -122,21 +133,28 @@ const paths = {
   ],
 };
 // Warm-up, results discarded: JIT and connection pools of every process in every path (a relay runs for days).
-for (const [, target] of paths.http) await smallGets(target);
+for (const [, target] of paths.http) {
+  await smallGets(target);
+  await download(target);
+}
 for (const [, target] of paths.ws) await echo(target);
 console.log('warmed up');
 
-const results = { http: {}, ws: {} };
+const results = { http: {}, download: {}, ws: {} };
 /** Round r starts at a different path, so slow drift of the machine does not always favour the same one. */
 const rotated = (list, r) => [...list.slice(r % list.length), ...list.slice(0, r % list.length)];
 for (let r = 0; r < rounds; r++) {
-  for (const [name, target] of rotated(paths.http, r))
+  for (const [name, target] of rotated(paths.http, r)) {
     (results.http[name] ??= []).push(await smallGets(target));
+    (results.download[name] ??= []).push(await download(target));
+  }
   for (const [name, target] of rotated(paths.ws, r)) (results.ws[name] ??= []).push(await echo(target));
   console.log(
     `round ${r + 1}/${rounds}: ` +
       paths.http.map(([n]) => `${n} ${fmt(results.http[n].at(-1), 0)}`).join(', ') +
       ' req/s; ' +
+      paths.http.map(([n]) => `${n} ${fmt(results.download[n].at(-1), 0)}`).join(', ') +
+      ' MiB/s; ' +
       paths.ws.map(([n]) => `${n} ${fmt(results.ws[n].at(-1), 0)}`).join(', ') +
       ' echoes/s',
   );
@@ -145,7 +163,7 @@ for (let r = 0; r < rounds; r++) {
 /** One table: median per path and its ratio to direct, with every round's ratio. */
 function table(kind, unit) {
   const direct = results[kind].direct;
-  const rows = paths[kind].map(([name]) => {
+  const rows = paths[kind === 'download' ? 'http' : kind].map(([name]) => {
     const values = results[kind][name];
     const perRound = values.map((v, i) => fmt(v / direct[i], 2)).join(' / ');
     return `| ${name} | ${fmt(median(values), 0)} | ${fmt(median(values) / median(direct), 2)} | ${perRound} |`;
@@ -173,6 +191,10 @@ textbook reverse proxy on node:http with a keep-alive Agent (\`bench/baseline-pr
 ## Small GETs (req/s)
 
 ${table('http', 'req/s')}
+
+## Download of 200 MiB, one connection (MiB/s; load.mjs, a Node client)
+
+${table('download', 'MiB/s')}
 
 ## 1 KiB WebSocket echo, one socket (round trips/s)
 

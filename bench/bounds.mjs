@@ -182,7 +182,7 @@ const report = `# Bounds: what any relay + client tunnel can reach on this machi
 Command: \`node bench/bounds.mjs ${argv.join(' ')}\`  
 Date: ${new Date().toISOString()}  
 Machine: node ${process.version}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'unknown CPU'}); every box in a path is its own process on the same cores.
-Load: small GETs with ${tool === 'wrk' ? `${wrkVersion()} (-t1)` : 'autocannon'} at 50 connections for ${seconds} s; WebSocket echo of 1 KiB messages on one socket for ${seconds} s. Every path is warmed up with one discarded run first; medians of ${rounds} rounds; the order of the paths rotates each round.
+Load: small GETs with ${tool === 'wrk' ? `${wrkVersion()} (-t1)` : 'autocannon'} at 50 connections for ${seconds} s; one 200 MiB download with load.mjs (Node's http client); WebSocket echo of 1 KiB messages on one socket for ${seconds} s. Every path is warmed up with one discarded run first; medians of ${rounds} rounds; the order of the paths rotates each round.
 
 "One pipe" and "two pipes" are raw TCP pipes in Node (\`bench/baseline-proxy.mjs pipe\`): no parsing, no framing, nothing
 but read and write. Two pipes have the shape of relay + client with none of their work. "node:http proxy" is the

@@ -216,12 +216,12 @@ describe('whole small responses: the client side', () => {
     }
     await relay.sync(1);
     const carrying = relay.perMessage
-      .map((m) => m.filter((f) => f.type === FrameType.Response))
+      .map((m) => m.filter((f): f is ResponseFrame => f.type === FrameType.Response))
       .filter((m) => m.length > 0);
     // Whole responses, one frame each, in the order written; a batch closes at 8 frames, not at the end of the turn.
     expect(carrying.map((m) => m.length)).toEqual([8, 8, 4]);
     expect(relay.perMessage.every((m) => m.length <= 8)).toBe(true);
-    const heads = carrying.flat() as ResponseFrame[];
+    const heads = carrying.flat();
     expect(heads.map((f) => f.id)).toEqual(ids);
     expect(heads.every((f) => f.end && f.body?.toString() === 'ok')).toBe(true);
   });

@@ -65,18 +65,19 @@ async function small() {
 
 /** wrk's duration with its unit ("512.00us", "1.20ms", "2.01s") in milliseconds. */
 function wrkMs(text) {
-  const m = /^([\d.]+)(us|ms|s|m)$/.exec(text);
+  const m = /^([\d.]+)(us|ms|s|m|h)$/.exec(text);
   if (!m) return undefined;
-  return Number(m[1]) * { us: 0.001, ms: 1, s: 1000, m: 60_000 }[m[2]];
+  return Number(m[1]) * { us: 0.001, ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2]];
 }
 
 /**
  * Small GETs with Debian's wrk: one thread, C code, so the load tool takes far less of the two cores from the
- * processes under test than autocannon does. The shell's `times` reports wrk's CPU time.
+ * processes under test than autocannon does. The shell's `times` reports wrk's CPU time; `timeout` bounds wrk itself
+ * (killing the shell on a timeout would leave wrk running into the next measurement).
  */
 async function smallWrk() {
   const hostHeader = args.host ? `-H 'Host: ${args.host}'` : '';
-  const script = `wrk -t1 -c${args.connections ?? 50} -d${args.duration ?? 10}s --latency ${hostHeader} http://127.0.0.1:${args.port}/small; times`;
+  const script = `timeout -s KILL ${(args.duration ?? 10) + 20} wrk -t1 -c${args.connections ?? 50} -d${args.duration ?? 10}s --latency ${hostHeader} http://127.0.0.1:${args.port}/small; times`;
   const out = await new Promise((resolve, reject) =>
     execFile('sh', ['-c', script], { timeout: ((args.duration ?? 10) + 30) * 1000 }, (err, stdout) =>
       err ? reject(err) : resolve(stdout),

@@ -58,6 +58,11 @@ export class LocalConnection {
   reused = false;
   /** When it went idle (ms since epoch), for the pool's idle timeout. */
   idleSince = 0;
+  /**
+   * Reading stopped during the exchange (a slow visitor). The server may then have finished its response, and started
+   * its keep-alive timer, long before we read the end of it: how long it has really been idle is unknown.
+   */
+  wasPaused = false;
   private lastError: Error | undefined;
 
   constructor(
@@ -102,7 +107,14 @@ export class LocalConnection {
   /** Starts an exchange: the parser expects the response to `method`. */
   begin(user: ConnectionUser, method: string, upgrade: boolean): void {
     this.user = user;
+    this.wasPaused = false;
     this.parser.expect(method, upgrade);
+  }
+
+  /** Stops reading the response until the visitor catches up (backpressure). */
+  pauseReading(): void {
+    this.wasPaused = true;
+    this.socket.pause();
   }
 
   /** The exchange is over: back to the pool if the connection can carry another request, else closed. */
@@ -133,6 +145,8 @@ export const LOCAL_IDLE_TIMEOUT_MS = 4000;
 /** Idle connections kept at most (Node's Agent keeps 256 too). Fewer than the requests in flight would close and
  * reopen a connection for every request once that many run at once. */
 const MAX_IDLE_CONNECTIONS = 256;
+/** Requests with a body only reuse connections idle for less than this (ms); see take(). */
+const BODY_REUSE_MAX_IDLE_MS = 1000;
 
 /** Opens connections to one local target and keeps idle ones for reuse (most recently used first). */
 export class LocalPool {
@@ -149,14 +163,19 @@ export class LocalPool {
     return this.openCount - this.idle.length;
   }
 
-  /** The most recently used idle connection if it has been idle for at most `maxIdleMs`, else undefined. */
-  take(maxIdleMs = Infinity): LocalConnection | undefined {
+  /**
+   * The most recently used idle connection, or undefined. A request with a body cannot be retried once its body has
+   * gone to a socket the server was closing, so for one (`forBody`) only a connection known to have been idle for
+   * under a second will do: a server with a short keep-alive timeout (gunicorn's is 2 s) could otherwise close it
+   * just as the body goes out, and the visitor would get a 502. Bodiless requests are retried instead.
+   */
+  take(forBody = false): LocalConnection | undefined {
     let conn = this.idle.pop();
     // A socket the server already ended (its 'close' still to come) cannot carry a request.
     while (conn && (conn.socket.destroyed || conn.socket.readableEnded)) conn = this.idle.pop();
     if (!conn) return undefined;
-    if (Date.now() - conn.idleSince > maxIdleMs) {
-      this.idle.push(conn); // the others were idle longer still
+    if (forBody && (conn.wasPaused || Date.now() - conn.idleSince >= BODY_REUSE_MAX_IDLE_MS)) {
+      this.idle.push(conn); // the others went idle earlier still
       return undefined;
     }
     conn.reused = true;
@@ -192,7 +211,9 @@ export class LocalPool {
 
   /** Keeps an idle connection (called by LocalConnection.release). */
   keep(conn: LocalConnection): void {
-    if (this.closed || this.idle.length >= MAX_IDLE_CONNECTIONS) return void conn.socket.destroy();
+    if (this.closed) return void conn.socket.destroy();
+    // Full: the connection idle longest goes, so the pool keeps the fresh ones that requests with a body can use.
+    if (this.idle.length >= MAX_IDLE_CONNECTIONS) this.idle.shift()!.socket.destroy();
     conn.idleSince = Date.now();
     conn.socket.unref(); // an idle pool must not keep the process alive
     if (conn.socket.isPaused()) conn.socket.resume(); // a paused socket would not notice the server closing it

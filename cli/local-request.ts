@@ -240,14 +240,9 @@ export class LocalForwarder {
     return edit(stripHopByHop(rawHeaders, upgrade), this.rules.responseRemove, this.rules.responseAdd);
   }
 
-  /** An idle keep-alive connection, or a new one. */
-  /**
-   * A pooled connection, or a new one. A request with a body cannot be retried once its body has gone to a socket
-   * the server was closing, so it only reuses a connection idle for under a second: servers with short keep-alive
-   * timeouts (gunicorn's is 2 s) would otherwise close it just as the body goes out, and the visitor would get a 502.
-   */
+  /** A pooled connection (one fit to carry a body, if the request has one), or a new one. */
   connection(hasBody: boolean): LocalConnection {
-    return this.pool.take(hasBody ? BODY_REUSE_MAX_IDLE_MS : Infinity) ?? this.pool.open(false);
+    return this.pool.take(hasBody) ?? this.pool.open(false);
   }
 
   /** A fresh connection of its own (upgrades; retries after a stale keep-alive socket). */
@@ -261,9 +256,6 @@ export class LocalForwarder {
     this.onExchange(summary);
   }
 }
-
-/** Requests with a body reuse only connections idle for less than this (ms). */
-const BODY_REUSE_MAX_IDLE_MS = 1000;
 
 /** Reason phrases longer than this (the wire limit) are cut. */
 const MAX_REASON_CHARS = 1024;
@@ -434,7 +426,7 @@ class PlainExchange extends BaseExchange {
   onBody(chunk: Buffer): void {
     this.bytes += chunk.length;
     this.observer?.responseData?.(chunk);
-    if (!this.stream.write(chunk)) this.conn?.socket.pause();
+    if (!this.stream.write(chunk)) this.conn?.pauseReading();
   }
 
   onDone(trailers: HeaderList): void {
@@ -508,7 +500,7 @@ class UpgradeExchange extends BaseExchange {
   onBody(chunk: Buffer): void {
     this.bytes += chunk.length;
     this.observer?.responseData?.(chunk);
-    if (!this.stream.write(chunk)) this.conn?.socket.pause();
+    if (!this.stream.write(chunk)) this.conn?.pauseReading();
   }
 
   onDone(trailers: HeaderList): void {

@@ -98,10 +98,6 @@ class Fifo<T> {
 }
 
 /**
- * Multiplexes streams over one open, handshaken WebSocket. Owns the socket's only 'message' listener
- * and is the only code that sends on it.
- */
-/**
  * The TCP socket under a WebSocket, to cork around the two writes of a fragmented message, or undefined. ws keeps it
  * in a private field; over TLS it is left alone (ws internals there are not to be relied on), and without the field
  * (another ws version) nothing is corked: the two fragments then simply leave as two writes.
@@ -111,6 +107,10 @@ function plainSocketOf(ws: WebSocket): Socket | undefined {
   return socket instanceof Socket && !(socket instanceof TLSSocket) ? socket : undefined;
 }
 
+/**
+ * Multiplexes streams over one open, handshaken WebSocket. Owns the socket's only 'message' listener
+ * and is the only code that sends on it.
+ */
 export class Session implements StreamHost {
   readonly streams = new Map<number, TunnelStream>();
   /** Round-trip time of the last heartbeat, in ms; -1 before the first pong. */
@@ -131,7 +131,7 @@ export class Session implements StreamHost {
   /** Highest stream id opened so far (by us on the relay, by the peer on the client). */
   private highestId = 0;
   private flushScheduled = false;
-  /** Small frames of this turn, sent as one Batch message at its end (see send()). */
+  /** Small frames of this turn, sent as one Batch message at its end or after 8 frames (see send()). */
   private batch: Buffer[] = [];
   private batchBytes = 0;
   private batchScheduled = false;
@@ -411,9 +411,9 @@ export class Session implements StreamHost {
   }
 
   /**
-   * Small frames wait for the end of this turn of the event loop and leave together as one Batch message (one
-   * WebSocket frame, one system call) — a request's Response, Data and End, and the frames of every other stream
-   * that moved in the same turn. A large frame has nothing to gain from waiting and would stall bulk transfers,
+   * Small frames wait for the end of this turn of the event loop, or until 8 have gathered, and leave together as
+   * one Batch message (one WebSocket frame, one system call) — a request's Response, Data and End, and the frames
+   * of every other stream that moved in the same turn. A large frame has nothing to gain from waiting and would stall bulk transfers,
    * so it goes at once, after the batch queued before it.
    */
   private send(frame: Buffer): void {

@@ -276,6 +276,78 @@ test('a request with a body does not reuse a connection idle for over a second (
   expect(local.conns[0]!.heads).toHaveLength(1);
 });
 
+test('with the idle pool full, the connection idle longest makes room for a fresh one a body can use', async () => {
+  // 260 requests held until all have arrived: 260 connections, of which the pool keeps 256 when they finish.
+  const WAVE = 260;
+  let waiting: Array<() => void> = [];
+  let holding = true;
+  const local = await rawLocal(async (conn, _head, index) => {
+    if (holding)
+      await new Promise<void>((release) => {
+        waiting.push(release);
+        if (waiting.length === WAVE) for (const r of waiting.splice(0)) r();
+      });
+    const text = `conn ${index}`;
+    conn.socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${text.length}\r\n\r\n${text}`, 'latin1');
+  });
+  const { relayPort, host } = await tunnelTo(local.port);
+  const statuses = await Promise.all(
+    Array.from(
+      { length: WAVE },
+      async () => (await rawRequest({ port: relayPort, headers: { Host: host } })).status,
+    ),
+  );
+  expect(statuses).toEqual(Array(WAVE).fill(200));
+  holding = false;
+  waiting = [];
+  await sleep(1100); // every pooled connection is now too old to carry a body
+  const post = () =>
+    rawRequest({
+      port: relayPort,
+      method: 'POST',
+      headers: { Host: host, 'Content-Length': '3' },
+      body: 'abc',
+    });
+  expect((await post()).body.toString()).toBe(`conn ${WAVE}`); // a fresh connection
+  // The fresh connection was kept (the oldest idle one made room), so the next body reuses it.
+  expect((await post()).body.toString()).toBe(`conn ${WAVE}`);
+  expect(local.conns).toHaveLength(WAVE + 1);
+});
+
+test('a connection whose response was paused for a slow visitor does not carry the next body', async () => {
+  // While the visitor is not reading, the server may finish its response and start its keep-alive timer long before
+  // the client reads the end, so how long the connection has been idle is unknown.
+  const SIZE = 16 * 1024 * 1024;
+  const local = await rawLocal((conn, head, index) => {
+    if (head.startsWith('GET')) {
+      conn.socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${SIZE}\r\n\r\n`, 'latin1');
+      conn.socket.write(Buffer.alloc(SIZE, 7));
+    } else {
+      conn.socket.write(`HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nconn ${index}`, 'latin1');
+    }
+  });
+  const { relayPort, host } = await tunnelTo(local.port);
+  // A visitor that reads nothing for a while, then everything.
+  const visitor = net.connect(relayPort, '127.0.0.1');
+  cleanup.add(() => visitor.destroy());
+  visitor.pause();
+  visitor.write(`GET /big HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+  await sleep(500);
+  let got = 0;
+  visitor.on('data', (d: Buffer) => (got += d.length));
+  visitor.resume();
+  await once(visitor, 'end');
+  expect(got).toBeGreaterThan(SIZE);
+  const post = await rawRequest({
+    port: relayPort,
+    method: 'POST',
+    headers: { Host: host, 'Content-Length': '3' },
+    body: 'abc',
+  });
+  expect(post.body.toString()).toBe('conn 1');
+  expect(local.conns).toHaveLength(2);
+});
+
 test('a 101 whose head is split across writes, with channel bytes after it in the same write, switches intact', async () => {
   // websocket.test.ts covers the 101 and a frame in one write; here the head arrives in pieces first.
   const local = await rawLocal(async (conn) => {

@@ -15,6 +15,7 @@ import {
   ANALYSIS_END,
   ANALYSIS_START,
   BIN,
+  flag,
   fmt,
   killAll,
   median,
@@ -26,10 +27,6 @@ import {
 } from './lib.mjs';
 
 const argv = process.argv.slice(2);
-const flag = (name, fallback) => {
-  const i = argv.indexOf(`--${name}`);
-  return i >= 0 ? argv[i + 1] : fallback;
-};
 const rounds = Number(flag('rounds', 3));
 const seconds = Number(flag('seconds', 5));
 const out = path.resolve(flag('out', path.join(ROOT, 'bench', 'BOUNDS.md')));

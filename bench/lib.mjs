@@ -240,3 +240,10 @@ export function wrkVersion() {
     return /^wrk \S+/m.exec(String(err.stdout ?? ''))?.[0];
   }
 }
+
+/** `--name value` from this process's arguments, or `fallback` when the flag is absent. */
+export function flag(name, fallback) {
+  const argv = process.argv.slice(2);
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 ? argv[i + 1] : fallback;
+}

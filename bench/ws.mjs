@@ -8,6 +8,7 @@ import {
   ANALYSIS_START,
   BIN,
   ROOT,
+  flag,
   fmt,
   killAll,
   median,
@@ -20,10 +21,6 @@ import {
 } from './lib.mjs';
 
 const argv = process.argv.slice(2);
-const flag = (name, fallback) => {
-  const i = argv.indexOf(`--${name}`);
-  return i >= 0 ? argv[i + 1] : fallback;
-};
 const rounds = Number(flag('rounds', 3));
 const seconds = Number(flag('seconds', 5));
 const channels = Number(flag('channels', 5000));

@@ -64,6 +64,31 @@ async function tunnelTo(port: number): Promise<{ relayPort: number; host: string
   return { relayPort: relay.port, host: new URL(client.url).host };
 }
 
+/** A raw local server answering "conn <index>" that, while `barrier.on`, holds answers until `size` requests wait. */
+async function barrierLocal(size: number) {
+  const barrier = { on: true, waiting: [] as Array<() => void> };
+  const local = await rawLocal(async (conn, _head, index) => {
+    if (barrier.on)
+      await new Promise<void>((release) => {
+        barrier.waiting.push(release);
+        if (barrier.waiting.length === size) for (const r of barrier.waiting.splice(0)) r();
+      });
+    const text = `conn ${index}`;
+    conn.socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${text.length}\r\n\r\n${text}`, 'latin1');
+  });
+  return { local, barrier };
+}
+
+/** `n` GETs sent at once through the tunnel, each on its own public connection; their statuses. */
+function getsAtOnce(n: number, relayPort: number, host: string): Promise<number[]> {
+  return Promise.all(
+    Array.from(
+      { length: n },
+      async () => (await rawRequest({ port: relayPort, headers: { Host: host } })).status,
+    ),
+  );
+}
+
 /** Writes `data` one byte per write, with a short pause between writes so each is its own segment. */
 async function dribble(socket: net.Socket, data: string): Promise<void> {
   for (const byte of Buffer.from(data, 'latin1')) {
@@ -172,27 +197,11 @@ test('a keep-alive response with Content-Length leaves the connection for the ne
 test('a hundred requests at once leave a hundred connections that the next hundred reuse', async () => {
   // The local server holds every answer until the whole wave has arrived, so each wave needs 100 connections at once.
   const WAVE = 100;
-  let waiting: Array<() => void> = [];
-  const local = await rawLocal(async (conn, head, index) => {
-    await new Promise<void>((release) => {
-      waiting.push(release);
-      if (waiting.length === WAVE) for (const r of waiting.splice(0)) r();
-    });
-    const text = `conn ${index}`;
-    conn.socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${text.length}\r\n\r\n${text}`, 'latin1');
-  });
+  const { local } = await barrierLocal(WAVE);
   const { relayPort, host } = await tunnelTo(local.port);
-  const wave = () =>
-    Promise.all(
-      Array.from(
-        { length: WAVE },
-        async () => (await rawRequest({ port: relayPort, headers: { Host: host } })).status,
-      ),
-    );
-  expect(await wave()).toEqual(Array(WAVE).fill(200));
+  expect(await getsAtOnce(WAVE, relayPort, host)).toEqual(Array(WAVE).fill(200));
   expect(local.conns).toHaveLength(WAVE);
-  waiting = [];
-  expect(await wave()).toEqual(Array(WAVE).fill(200));
+  expect(await getsAtOnce(WAVE, relayPort, host)).toEqual(Array(WAVE).fill(200));
   // Every connection served one request of each wave: none was closed for want of room in the idle pool.
   expect(local.conns).toHaveLength(WAVE);
   expect(local.conns.map((c) => c.heads.length)).toEqual(Array(WAVE).fill(2));
@@ -279,27 +288,10 @@ test('a request with a body does not reuse a connection idle for over a second (
 test('with the idle pool full, the connection idle longest makes room for a fresh one a body can use', async () => {
   // 260 requests held until all have arrived: 260 connections, of which the pool keeps 256 when they finish.
   const WAVE = 260;
-  let waiting: Array<() => void> = [];
-  let holding = true;
-  const local = await rawLocal(async (conn, _head, index) => {
-    if (holding)
-      await new Promise<void>((release) => {
-        waiting.push(release);
-        if (waiting.length === WAVE) for (const r of waiting.splice(0)) r();
-      });
-    const text = `conn ${index}`;
-    conn.socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${text.length}\r\n\r\n${text}`, 'latin1');
-  });
+  const { local, barrier } = await barrierLocal(WAVE);
   const { relayPort, host } = await tunnelTo(local.port);
-  const statuses = await Promise.all(
-    Array.from(
-      { length: WAVE },
-      async () => (await rawRequest({ port: relayPort, headers: { Host: host } })).status,
-    ),
-  );
-  expect(statuses).toEqual(Array(WAVE).fill(200));
-  holding = false;
-  waiting = [];
+  expect(await getsAtOnce(WAVE, relayPort, host)).toEqual(Array(WAVE).fill(200));
+  barrier.on = false;
   await sleep(1100); // every pooled connection is now too old to carry a body
   const post = () =>
     rawRequest({

@@ -65,6 +65,8 @@ export class ResponseParser {
   private trailerBytes = 0;
   /** The connection may carry another request once this response is done. */
   keepAlive = false;
+  /** How long the server keeps the connection open when idle, if its last response said (`Keep-Alive: timeout`). */
+  idleTimeoutMs: number | undefined;
   /** Some bytes of a response arrived (a stale keep-alive socket closes before any). */
   started = false;
 
@@ -204,6 +206,7 @@ export class ResponseParser {
 
     const framing = bodyFraming(headers);
     this.keepAlive = !framing.close && (minor === '1' || framing.keepAlive10);
+    this.idleTimeoutMs = framing.idleTimeoutMs;
     this.handler.onHead(status, reason, headers, false);
     if (!this.head || status === 204 || status === 304) {
       this.finishMessage([], bodyAt < buf.length);
@@ -329,6 +332,8 @@ interface Framing {
   close: boolean;
   /** HTTP/1.0 with Connection: keep-alive. */
   keepAlive10: boolean;
+  /** `Keep-Alive: timeout=N`: how long (ms) the server says it keeps the idle connection open. */
+  idleTimeoutMs: number | undefined;
 }
 
 /** Reads the headers that decide how the body is framed and whether the connection survives it. */
@@ -337,6 +342,7 @@ function bodyFraming(headers: string[]): Framing {
   let length: number | undefined;
   let close = false;
   let keepAlive10 = false;
+  let idleTimeoutMs: number | undefined;
   for (let i = 0; i < headers.length; i += 2) {
     const name = headers[i]!;
     // Cheap length checks first: most headers are none of these.
@@ -358,6 +364,9 @@ function bodyFraming(headers: string[]): Framing {
         if (t === 'close') close = true;
         else if (t === 'keep-alive') keepAlive10 = true;
       }
+    } else if (name.length === 10 && name.toLowerCase() === 'keep-alive') {
+      const m = /(?:^|[,;\s])timeout\s*=\s*"?(\d{1,9})/i.exec(headers[i + 1]!);
+      if (m) idleTimeoutMs = Number(m[1]) * 1000;
     }
   }
   if (te !== undefined) {
@@ -366,7 +375,13 @@ function bodyFraming(headers: string[]): Framing {
     const codings = te.toLowerCase().split(',');
     const chunked = codings[codings.length - 1]!.trim() === 'chunked';
     // Another final coding: the body runs until the connection closes.
-    return { chunked, length: undefined, close: close || !chunked, keepAlive10: keepAlive10 && chunked };
+    return {
+      chunked,
+      length: undefined,
+      close: close || !chunked,
+      keepAlive10: keepAlive10 && chunked,
+      idleTimeoutMs,
+    };
   }
-  return { chunked: false, length, close, keepAlive10 };
+  return { chunked: false, length, close, keepAlive10, idleTimeoutMs };
 }

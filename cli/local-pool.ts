@@ -58,6 +58,8 @@ export class LocalConnection {
   reused = false;
   /** When it went idle (ms since epoch), for the pool's idle timeout. */
   idleSince = 0;
+  /** When the pool stops offering it (ms since epoch): our idle timeout, or sooner if the server said so. */
+  expiresAt = 0;
   /**
    * Reading stopped during the exchange (a slow visitor). The server may then have finished its response, and started
    * its keep-alive timer, long before we read the end of it: how long it has really been idle is unknown.
@@ -174,6 +176,10 @@ export class LocalPool {
     // A socket the server already ended (its 'close' still to come) cannot carry a request.
     while (conn && (conn.socket.destroyed || conn.socket.readableEnded)) conn = this.idle.pop();
     if (!conn) return undefined;
+    if (Date.now() >= conn.expiresAt) {
+      conn.socket.destroy(); // the server may be closing it; the others went idle earlier still
+      return undefined;
+    }
     if (forBody && (conn.wasPaused || Date.now() - conn.idleSince >= BODY_REUSE_MAX_IDLE_MS)) {
       this.idle.push(conn); // the others went idle earlier still
       return undefined;
@@ -211,10 +217,17 @@ export class LocalPool {
 
   /** Keeps an idle connection (called by LocalConnection.release). */
   keep(conn: LocalConnection): void {
-    if (this.closed) return void conn.socket.destroy();
+    // A server's `Keep-Alive: timeout=N` is honoured with a second to spare (as undici does); under that, not kept.
+    const serverIdleMs = conn.parser.idleTimeoutMs;
+    const keepMs =
+      serverIdleMs === undefined
+        ? LOCAL_IDLE_TIMEOUT_MS
+        : Math.min(LOCAL_IDLE_TIMEOUT_MS, serverIdleMs - 1000);
+    if (this.closed || keepMs <= 0) return void conn.socket.destroy();
     // Full: the connection idle longest goes, so the pool keeps the fresh ones that requests with a body can use.
     if (this.idle.length >= MAX_IDLE_CONNECTIONS) this.idle.shift()!.socket.destroy();
     conn.idleSince = Date.now();
+    conn.expiresAt = conn.idleSince + keepMs;
     conn.socket.unref(); // an idle pool must not keep the process alive
     if (conn.socket.isPaused()) conn.socket.resume(); // a paused socket would not notice the server closing it
     this.idle.push(conn);
@@ -236,9 +249,11 @@ export class LocalPool {
   }
 
   private sweep(): void {
-    const cutoff = Date.now() - LOCAL_IDLE_TIMEOUT_MS;
-    // Oldest first: the list is in release order.
-    while (this.idle.length > 0 && this.idle[0]!.idleSince <= cutoff) this.idle.shift()!.socket.destroy();
+    const now = Date.now();
+    for (const conn of this.idle.filter((c) => c.expiresAt <= now)) {
+      this.idle.splice(this.idle.indexOf(conn), 1);
+      conn.socket.destroy();
+    }
     if (this.idle.length === 0) this.stopSweeper();
   }
 

@@ -735,3 +735,35 @@ describe('started', () => {
     expect(r.parser.started).toBe(true);
   });
 });
+
+describe('the server idle timeout a response announces', () => {
+  const idleTimeout = (header: string | undefined): number | undefined => {
+    const extra = header === undefined ? '' : `${header}\r\n`;
+    const { parser } = feed([`HTTP/1.1 200 OK\r\n${extra}Content-Length: 0\r\n\r\n`]);
+    return parser.idleTimeoutMs;
+  };
+
+  test('Keep-Alive: timeout=N is read in seconds, whatever the case, order, spacing or quotes', () => {
+    expect(idleTimeout('Keep-Alive: timeout=5')).toBe(5000);
+    expect(idleTimeout('keep-alive: max=100, timeout=2')).toBe(2000);
+    expect(idleTimeout('KEEP-ALIVE: Timeout = "3"')).toBe(3000);
+  });
+
+  test('no Keep-Alive header, or one without a timeout, announces nothing', () => {
+    expect(idleTimeout(undefined)).toBeUndefined();
+    expect(idleTimeout('Keep-Alive: max=5')).toBeUndefined();
+    expect(idleTimeout('Keep-Alive: mytimeout=5')).toBeUndefined();
+  });
+
+  test('each response announces its own: a later one without the header clears it', () => {
+    const r = recorder();
+    r.parser.expect('GET', false);
+    r.parser.execute(
+      Buffer.from('HTTP/1.1 200 OK\r\nKeep-Alive: timeout=2\r\nContent-Length: 0\r\n\r\n', 'latin1'),
+    );
+    expect(r.parser.idleTimeoutMs).toBe(2000);
+    r.parser.expect('GET', false);
+    r.parser.execute(Buffer.from('HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n', 'latin1'));
+    expect(r.parser.idleTimeoutMs).toBeUndefined();
+  });
+});

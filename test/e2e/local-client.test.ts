@@ -340,6 +340,30 @@ test('a connection whose response was paused for a slow visitor does not carry t
   expect(local.conns).toHaveLength(2);
 });
 
+test("a server's Keep-Alive timeout is honoured with a second to spare; under two seconds the connection is not kept", async () => {
+  const local = await rawLocal((conn, head, index) => {
+    const timeout = /^GET \/timeout=(\d+)/.exec(head)![1]!;
+    const text = `conn ${index}`;
+    conn.socket.write(
+      `HTTP/1.1 200 OK\r\nKeep-Alive: timeout=${timeout}\r\nContent-Length: ${text.length}\r\n\r\n${text}`,
+      'latin1',
+    );
+  });
+  const { relayPort, host } = await tunnelTo(local.port);
+  const get = async (path: string) =>
+    (await rawRequest({ port: relayPort, path, headers: { Host: host } })).body.toString();
+  // timeout=5 (Node's default): kept, and reused at once.
+  expect(await get('/timeout=5')).toBe('conn 0');
+  // timeout=2: offered for one second only.
+  expect(await get('/timeout=2')).toBe('conn 0');
+  await sleep(1300);
+  expect(await get('/timeout=1')).toBe('conn 1');
+  await waitFor(() => local.conns[0]!.endedAt !== undefined, 'the client to close the expired connection');
+  // timeout=1: not kept at all; the next request opens another connection.
+  await waitFor(() => local.conns[1]!.endedAt !== undefined, 'the client to close the connection');
+  expect(await get('/timeout=5')).toBe('conn 2');
+});
+
 test('a 101 whose head is split across writes, with channel bytes after it in the same write, switches intact', async () => {
   // websocket.test.ts covers the 101 and a frame in one write; here the head arrives in pieces first.
   const local = await rawLocal(async (conn) => {

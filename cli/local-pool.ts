@@ -172,15 +172,15 @@ export class LocalPool {
    * just as the body goes out, and the visitor would get a 502. Bodiless requests are retried instead.
    */
   take(forBody = false): LocalConnection | undefined {
+    const now = Date.now();
     let conn = this.idle.pop();
-    // A socket the server already ended (its 'close' still to come) cannot carry a request.
-    while (conn && (conn.socket.destroyed || conn.socket.readableEnded)) conn = this.idle.pop();
-    if (!conn) return undefined;
-    if (Date.now() >= conn.expiresAt) {
-      conn.socket.destroy(); // the server may be closing it; the others went idle earlier still
-      return undefined;
+    // Skipped and closed: a socket the server already ended (its 'close' still to come), and one past its time.
+    while (conn && (conn.socket.destroyed || conn.socket.readableEnded || now >= conn.expiresAt)) {
+      conn.socket.destroy();
+      conn = this.idle.pop();
     }
-    if (forBody && (conn.wasPaused || Date.now() - conn.idleSince >= BODY_REUSE_MAX_IDLE_MS)) {
+    if (!conn) return undefined;
+    if (forBody && (conn.wasPaused || now - conn.idleSince >= BODY_REUSE_MAX_IDLE_MS)) {
       this.idle.push(conn); // the others went idle earlier still
       return undefined;
     }

@@ -107,25 +107,17 @@ export class ResponseParser {
         case State.Head:
           pos = this.parseHead(buf, pos);
           break;
-        case State.Length: {
-          const n = Math.min(this.remaining, buf.length - pos);
-          this.remaining -= n;
-          this.handler.onBody(pos === 0 && n === buf.length ? buf : buf.subarray(pos, pos + n));
-          pos += n;
+        case State.Length:
+          pos = this.passBody(buf, pos);
           if (this.remaining === 0) this.finishMessage([], pos < buf.length);
           break;
-        }
         case State.ChunkSize:
           pos = this.parseChunkSize(buf, pos);
           break;
-        case State.ChunkData: {
-          const n = Math.min(this.remaining, buf.length - pos);
-          this.remaining -= n;
-          this.handler.onBody(buf.subarray(pos, pos + n));
-          pos += n;
+        case State.ChunkData:
+          pos = this.passBody(buf, pos);
           if (this.remaining === 0) this.state = State.ChunkDataEnd;
           break;
-        }
         case State.ChunkDataEnd:
           pos = this.parseChunkEnd(buf, pos);
           break;
@@ -223,6 +215,14 @@ export class ResponseParser {
       this.state = State.UntilClose;
     }
     return bodyAt;
+  }
+
+  /** Hands on what this read holds of the `remaining` body bytes (the read itself when it is all body). */
+  private passBody(buf: Buffer, pos: number): number {
+    const n = Math.min(this.remaining, buf.length - pos);
+    this.remaining -= n;
+    this.handler.onBody(pos === 0 && n === buf.length ? buf : buf.subarray(pos, pos + n));
+    return pos + n;
   }
 
   private parseChunkSize(buf: Buffer, pos: number): number {

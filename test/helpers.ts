@@ -56,6 +56,32 @@ export async function startRelay(cleanup: Cleanup, options: Partial<RelayOptions
   return { relay, port, url: `http://127.0.0.1:${port}`, events };
 }
 
+/**
+ * A raw `net` server on 127.0.0.1 port 0 for tests that write exact bytes: `onSocket` gets each accepted socket
+ * (no delay, errors ignored). Its sockets are destroyed and it is closed at cleanup. Returns the port.
+ */
+export async function startRawServer(
+  cleanup: Cleanup,
+  onSocket: (socket: Socket) => void,
+  options: net.ServerOpts = {},
+): Promise<number> {
+  const sockets = new Set<Socket>();
+  const server = net.createServer(options, (socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    socket.setNoDelay(true);
+    socket.on('error', () => {});
+    onSocket(socket);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  cleanup.add(() => {
+    for (const socket of sockets) socket.destroy();
+    return new Promise((r) => server.close(r));
+  });
+  return (server.address() as AddressInfo).port;
+}
+
 export interface LocalServer {
   server: http.Server;
   port: number;

@@ -2,10 +2,10 @@
 // close-delimited bodies, keep-alive reuse and idle close, upgrades split across writes, byte-at-a-time responses.
 import { once } from 'node:events';
 import http from 'node:http';
-import net, { type AddressInfo } from 'node:net';
+import net from 'node:net';
 import { afterEach, expect, test } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { Cleanup, rawRequest, sleep, startClient, startRelay, waitFor } from '../helpers.js';
+import { Cleanup, startRawServer, rawRequest, sleep, startClient, startRelay, waitFor } from '../helpers.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -25,36 +25,32 @@ type Answer = (conn: LocalConn, head: string, index: number) => void | Promise<v
 /** A raw `net` local server on 127.0.0.1 port 0 that splits bodiless requests at CRLF CRLF and answers each. */
 async function rawLocal(answer: Answer): Promise<{ port: number; conns: LocalConn[] }> {
   const conns: LocalConn[] = [];
-  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
-    const conn: LocalConn = { socket, heads: [] };
-    const index = conns.push(conn) - 1;
-    socket.setNoDelay(true);
-    socket.on('error', () => {});
-    socket.on('end', () => {
-      conn.endedAt ??= Date.now();
-      socket.end();
-    });
-    socket.on('close', () => (conn.endedAt ??= Date.now()));
-    let buf = '';
-    let chain = Promise.resolve();
-    socket.on('data', (d: Buffer) => {
-      buf += d.toString('latin1');
-      let end: number;
-      while ((end = buf.indexOf('\r\n\r\n')) >= 0) {
-        const head = buf.slice(0, end);
-        buf = buf.slice(end + 4);
-        conn.heads.push(head);
-        chain = chain.then(() => answer(conn, head, index));
-      }
-    });
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  cleanup.add(() => {
-    for (const c of conns) c.socket.destroy();
-    return new Promise((r) => server.close(r));
-  });
-  return { port: (server.address() as AddressInfo).port, conns };
+  const port = await startRawServer(
+    cleanup,
+    (socket) => {
+      const conn: LocalConn = { socket, heads: [] };
+      const index = conns.push(conn) - 1;
+      socket.on('end', () => {
+        conn.endedAt ??= Date.now();
+        socket.end();
+      });
+      socket.on('close', () => (conn.endedAt ??= Date.now()));
+      let buf = '';
+      let chain = Promise.resolve();
+      socket.on('data', (d: Buffer) => {
+        buf += d.toString('latin1');
+        let end: number;
+        while ((end = buf.indexOf('\r\n\r\n')) >= 0) {
+          const head = buf.slice(0, end);
+          buf = buf.slice(end + 4);
+          conn.heads.push(head);
+          chain = chain.then(() => answer(conn, head, index));
+        }
+      });
+    },
+    { allowHalfOpen: true },
+  );
+  return { port, conns };
 }
 
 /** A relay and a client exposing `port`; returns the public port and the tunnel's Host header. */

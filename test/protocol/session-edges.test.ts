@@ -16,7 +16,7 @@ import {
 import { Session, type SessionOptions } from '../../protocol/session.js';
 import type { TunnelStream } from '../../protocol/stream.js';
 import { Cleanup, waitFor } from '../helpers.js';
-import { socketPair } from './socket-pair.js';
+import { getRequest as get, socketPair } from './socket-pair.js';
 
 const KiB = 1024;
 
@@ -116,17 +116,6 @@ async function peerOf(role: 'relay' | 'client', flow: FlowSettings, extra: Parti
     sync,
   };
 }
-
-const get = (id: number): RequestFrame => ({
-  type: FrameType.Request,
-  id,
-  method: 'GET',
-  target: `/r${id}`,
-  headers: ['Host', 'demo.example.com'],
-  body: BodyKind.None,
-  upgrade: false,
-  tunnel: 0,
-});
 
 const post = (id: number): RequestFrame => ({ ...get(id), method: 'POST', body: BodyKind.Length });
 

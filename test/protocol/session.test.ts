@@ -20,7 +20,7 @@ import {
 import { Session, type SessionOptions } from '../../protocol/session.js';
 import type { TunnelStream } from '../../protocol/stream.js';
 import { Cleanup, sleep, waitFor } from '../helpers.js';
-import { socketPair } from './socket-pair.js';
+import { getRequest as get, socketPair } from './socket-pair.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -535,16 +535,6 @@ const request = (id: number, upgrade = false): RequestFrame => ({
 });
 
 describe('small responses travel whole', () => {
-  const get = (id: number): RequestFrame => ({
-    type: FrameType.Request,
-    id,
-    method: 'GET',
-    target: `/r${id}`,
-    headers: ['Host', 'demo.example.com'],
-    body: BodyKind.None,
-    upgrade: false,
-    tunnel: 0,
-  });
   const framesFor = (frames: Frame[], id: number): Frame[] => frames.filter((f) => 'id' in f && f.id === id);
 
   it('head, a small body and End written in one turn leave as one Response frame', async () => {

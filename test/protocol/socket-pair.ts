@@ -1,8 +1,9 @@
-// A connected WebSocket pair on 127.0.0.1, configured like the relay and the client, for session tests.
+// For session tests: a connected WebSocket pair on 127.0.0.1, configured like the relay and the client, and the
+// Request frame most of them send.
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import WebSocket, { WebSocketServer } from 'ws';
-import { WIRE_LIMITS } from '../../protocol/frames.js';
+import { BodyKind, FrameType, WIRE_LIMITS, type RequestFrame } from '../../protocol/frames.js';
 import type { Cleanup } from '../helpers.js';
 
 /** Opens a server and a client WebSocket connected to each other; `cleanup` closes both. */
@@ -32,3 +33,15 @@ export async function socketPair(cleanup: Cleanup): Promise<{ server: WebSocket;
   server.on('error', () => {});
   return { server, client };
 }
+
+/** A bodiless GET of `/r<id>` on stream `id`. */
+export const getRequest = (id: number): RequestFrame => ({
+  type: FrameType.Request,
+  id,
+  method: 'GET',
+  target: `/r${id}`,
+  headers: ['Host', 'demo.example.com'],
+  body: BodyKind.None,
+  upgrade: false,
+  tunnel: 0,
+});

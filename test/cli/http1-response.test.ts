@@ -52,6 +52,18 @@ function feed(pieces: string[], method = 'GET', upgrade = false): Run {
   return r;
 }
 
+/** The response runs until the connection closes: the connection is not reusable, and after finish() the body is
+ * `body`, then done. */
+function expectUntilClose({ parser, events }: Run, body: string): void {
+  expect(parser.untilClose).toBe(true);
+  expect(parser.keepAlive).toBe(false);
+  parser.finish();
+  expect(merged(events).slice(1)).toEqual([
+    { type: 'body', data: body },
+    { type: 'done', trailers: [], keepAlive: false },
+  ]);
+}
+
 /** Every way of cutting `text` into two reads, and one byte per read. */
 function splits(text: string): string[][] {
   const out: string[][] = [];
@@ -200,14 +212,7 @@ describe('chunked bodies', () => {
   });
 
   test('a final coding other than chunked runs until close and ends keep-alive', () => {
-    const { parser, events } = feed(['HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n\x1f\x8b']);
-    expect(parser.untilClose).toBe(true);
-    expect(parser.keepAlive).toBe(false);
-    parser.finish();
-    expect(merged(events).slice(1)).toEqual([
-      { type: 'body', data: '\x1f\x8b' },
-      { type: 'done', trailers: [], keepAlive: false },
-    ]);
+    expectUntilClose(feed(['HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n\x1f\x8b']), '\x1f\x8b');
   });
 
   test('"gzip, chunked" is chunked', () => {
@@ -408,14 +413,7 @@ describe('keep-alive', () => {
   });
 
   test('an HTTP/1.0 response without length is read until close, even with keep-alive', () => {
-    const { parser, events } = feed(['HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\nold', ' school']);
-    expect(parser.untilClose).toBe(true);
-    expect(parser.keepAlive).toBe(false);
-    parser.finish();
-    expect(merged(events).slice(1)).toEqual([
-      { type: 'body', data: 'old school' },
-      { type: 'done', trailers: [], keepAlive: false },
-    ]);
+    expectUntilClose(feed(['HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\nold', ' school']), 'old school');
   });
 
   test('bytes after a complete response (same read or later) end keep-alive', () => {

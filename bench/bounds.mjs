@@ -14,14 +14,15 @@ import path from 'node:path';
 import {
   ANALYSIS_END,
   ANALYSIS_START,
-  BIN,
   flag,
   fmt,
   killAll,
   median,
   previousAnalysis,
   ROOT,
+  spawnClient,
   spawnNode,
+  spawnRelay,
   waitForLine,
   wrkVersion,
 } from './lib.mjs';
@@ -87,31 +88,9 @@ const httpPipes = await proxy('pipe', httpPipe.port);
 const httpProxy = await proxy('http', httpLocal.port);
 const wsPipe = await proxy('pipe', wsLocal.port);
 const wsPipes = await proxy('pipe', wsPipe.port);
-const relay = spawnNode(
-  'relay',
-  [BIN, 'relay', '--port', '0', '--host', '127.0.0.1', '--domain', 'localhost', '--token', TOKEN],
-  { env: { GGROK_RATE_LIMIT: '100000000' } },
-);
-const relayPort = Number((await waitForLine(relay, /listening on [^\s]+:(\d+)/))[1]);
-for (const [name, port] of [
-  ['h', httpLocal.port],
-  ['w', wsLocal.port],
-]) {
-  const client = spawnNode(`client ${name}`, [
-    BIN,
-    'http',
-    String(port),
-    '--server',
-    `http://127.0.0.1:${relayPort}`,
-    '--token',
-    TOKEN,
-    '--subdomain',
-    name,
-    '-q',
-    '--no-inspect',
-  ]);
-  await waitForLine(client, /Forwarding/);
-}
+const { port: relayPort } = await spawnRelay({ token: TOKEN, env: { GGROK_RATE_LIMIT: '100000000' } });
+await spawnClient({ localPort: httpLocal.port, relayPort, token: TOKEN, subdomain: 'h' });
+await spawnClient({ localPort: wsLocal.port, relayPort, token: TOKEN, subdomain: 'w' });
 const ggrok = (name) => ({ port: relayPort, host: `${name}.localhost:${relayPort}` });
 
 const paths = {

@@ -247,3 +247,37 @@ export function flag(name, fallback) {
   const i = argv.indexOf(`--${name}`);
   return i >= 0 ? argv[i + 1] : fallback;
 }
+
+/**
+ * Starts a relay (`node [nodeArgs] <bin> relay`) on 127.0.0.1, port 0, tunnels at `<name>.localhost`, with `token`
+ * and any `extra` flags; resolves with the child and the port it listens on.
+ */
+export async function spawnRelay({ token, bin = BIN, nodeArgs = [], extra = [], env } = {}) {
+  const args = [...nodeArgs, bin, 'relay', '--port', '0', '--host', '127.0.0.1', '--domain', 'localhost'];
+  const child = spawnNode('relay', [...args, '--token', token, ...extra], { env });
+  const port = Number((await waitForLine(child, /listening on 127\.0\.0\.1:(\d+)/))[1]);
+  return { child, port };
+}
+
+/**
+ * Starts a client (`node [nodeArgs] <bin> http <localPort>`) on the relay at `relayPort` as `<subdomain>.localhost`,
+ * quiet and without the inspector (which records bodies on top of the data path); resolves once it forwards.
+ */
+export async function spawnClient({ localPort, relayPort, token, subdomain, bin = BIN, nodeArgs = [] }) {
+  const child = spawnNode(`client ${subdomain}`, [
+    ...nodeArgs,
+    bin,
+    'http',
+    String(localPort),
+    '--server',
+    `http://127.0.0.1:${relayPort}`,
+    '--token',
+    token,
+    '--subdomain',
+    subdomain,
+    '-q',
+    '--no-inspect',
+  ]);
+  await waitForLine(child, /Forwarding\s+\S+/);
+  return child;
+}

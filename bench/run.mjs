@@ -24,7 +24,9 @@ import {
   ROOT,
   sampleRss,
   sleep,
+  spawnClient,
   spawnNode,
+  spawnRelay,
   stopChild,
   waitForLine,
   wrkVersion,
@@ -136,40 +138,20 @@ async function startTunnel(localPort, token, profile) {
     profile
       ? ['--cpu-prof', '--cpu-prof-dir', profile.dir, '--cpu-prof-name', `${who}-${profile.tag}.cpuprofile`]
       : [];
-  const relay = spawnNode(
-    'relay',
-    [
-      ...prof('relay'),
-      SNAPSHOT_BIN,
-      'relay',
-      '--port',
-      '0',
-      '--host',
-      '127.0.0.1',
-      '--domain',
-      'localhost',
-      '--token',
-      token,
-    ],
-    { env: RELAY_ENV },
-  );
-  const m = await waitForLine(relay, /listening on 127\.0\.0\.1:(\d+)/);
-  const relayPort = Number(m[1]);
-  const client = spawnNode('client', [
-    ...prof('client'),
-    SNAPSHOT_BIN,
-    'http',
-    String(localPort),
-    '--server',
-    `http://127.0.0.1:${relayPort}`,
-    '--token',
+  const { child: relay, port: relayPort } = await spawnRelay({
     token,
-    '--subdomain',
-    SUBDOMAIN,
-    '-q',
-    '--no-inspect', // measure the data path; the inspector records bodies on top of it
-  ]);
-  await waitForLine(client, /Forwarding\s+\S+/);
+    bin: SNAPSHOT_BIN,
+    nodeArgs: prof('relay'),
+    env: RELAY_ENV,
+  });
+  const client = await spawnClient({
+    localPort,
+    relayPort,
+    token,
+    subdomain: SUBDOMAIN,
+    bin: SNAPSHOT_BIN,
+    nodeArgs: prof('client'),
+  });
   const host = `${SUBDOMAIN}.localhost:${relayPort}`;
   const deadline = Date.now() + 10_000;
   for (;;) {

@@ -6,7 +6,6 @@ import path from 'node:path';
 import {
   ANALYSIS_END,
   ANALYSIS_START,
-  BIN,
   ROOT,
   flag,
   fmt,
@@ -15,7 +14,9 @@ import {
   previousAnalysis,
   rssKiB,
   sleep,
+  spawnClient,
   spawnNode,
+  spawnRelay,
   stopChild,
   waitForLine,
 } from './lib.mjs';
@@ -54,42 +55,20 @@ async function settledRss(pid) {
 const local = spawnNode('ws-local', [path.join(ROOT, 'bench', 'ws-local.mjs')]);
 const localPort = Number((await waitForLine(local, /^port (\d+)$/))[1]);
 /** A relay of its own process, with limits raised for the channel and tunnel counts. */
-async function startRelay() {
-  const child = spawnNode('relay', [
-    BIN,
-    'relay',
-    '--port',
-    '0',
-    '--host',
-    '127.0.0.1',
-    '--domain',
-    'localhost',
-    '--token',
-    TOKEN,
-    '--max-channels',
-    String(channels + 100),
-    '--rate-limit',
-    '100000',
-    '--max-tunnels-per-token',
-    String(tunnels + 10),
-  ]);
-  return { child, port: Number((await waitForLine(child, /listening on [^\s]+:(\d+)/))[1]) };
-}
+const startRelay = () =>
+  spawnRelay({
+    token: TOKEN,
+    extra: [
+      '--max-channels',
+      String(channels + 100),
+      '--rate-limit',
+      '100000',
+      '--max-tunnels-per-token',
+      String(tunnels + 10),
+    ],
+  });
 const { child: relay, port: relayPort } = await startRelay();
-const client = spawnNode('client', [
-  BIN,
-  'http',
-  String(localPort),
-  '--server',
-  `http://127.0.0.1:${relayPort}`,
-  '--token',
-  TOKEN,
-  '--subdomain',
-  'ws',
-  '-q',
-  '--no-inspect',
-]);
-await waitForLine(client, /Forwarding/);
+const client = await spawnClient({ localPort, relayPort, token: TOKEN, subdomain: 'ws' });
 const direct = { url: `ws://127.0.0.1:${localPort}/` };
 const tunnel = { url: `ws://127.0.0.1:${relayPort}/`, host: `ws.localhost:${relayPort}` };
 console.log(`local :${localPort}, relay :${relayPort} (pid ${relay.pid}), client pid ${client.pid}`);

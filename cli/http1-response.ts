@@ -1,6 +1,7 @@
 // Incremental HTTP/1.1 response parser for the local side: status lines, raw headers, bodies, trailers, upgrades.
 // The local service is the user's own, but its bytes are still checked: a malformed response is an error, never a
 // mis-framed body. Framing follows RFC 9112 §6.3 (HEAD/1xx/204/304 bodiless, chunked, Content-Length, until close).
+import { FIELD_VALUE, TOKEN } from '../protocol/headers.js';
 
 /** What the parser reports, in wire order. One object per connection, so no closures per request. */
 export interface ResponseHandler {
@@ -39,9 +40,6 @@ const State = {
 } as const;
 type StateValue = (typeof State)[keyof typeof State];
 
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-/** Field values and reason phrases: visible characters, spaces, tabs and obs-text; no other control bytes. */
-const BAD_TEXT = /[^\t\x20-\x7e\x80-\xff]/;
 const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/;
 const CHUNK_SIZE = /^([0-9A-Fa-f]{1,12})[\t ]*(;.*)?$/;
 const CRLFCRLF = Buffer.from('\r\n\r\n');
@@ -181,7 +179,7 @@ export class ResponseParser {
     const minor = m[1]!;
     const status = Number(m[2]);
     const reason = m[3] ?? '';
-    if (status < 100 || BAD_TEXT.test(reason)) throw new ResponseParseError('invalid status line');
+    if (status < 100 || !FIELD_VALUE.test(reason)) throw new ResponseParseError('invalid status line');
     const headers = parseFields(lines, 1, MAX_RESPONSE_HEADERS);
 
     if (status < 200) {
@@ -311,7 +309,7 @@ function parseFieldLine(line: string, out: string[]): void {
     // RFC 9112 §5.2: a recipient of obs-fold in a response replaces it with a space.
     if (out.length === 0) throw new ResponseParseError('header continuation line without a header');
     const value = trimOWS(line);
-    if (BAD_TEXT.test(value)) throw new ResponseParseError('invalid character in a header value');
+    if (!FIELD_VALUE.test(value)) throw new ResponseParseError('invalid character in a header value');
     out[out.length - 1] = value ? `${out[out.length - 1]!} ${value}` : out[out.length - 1]!;
     return;
   }
@@ -320,7 +318,7 @@ function parseFieldLine(line: string, out: string[]): void {
   if (!TOKEN.test(name))
     throw new ResponseParseError(`invalid header line ${JSON.stringify(line.slice(0, 80))}`);
   const value = trimOWS(line.slice(colon + 1));
-  if (BAD_TEXT.test(value)) throw new ResponseParseError(`invalid character in the value of ${name}`);
+  if (!FIELD_VALUE.test(value)) throw new ResponseParseError(`invalid character in the value of ${name}`);
   out.push(name, value);
 }
 

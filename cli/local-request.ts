@@ -1,8 +1,15 @@
 // One tunnel stream <-> one request to the local service (plain HTTP, or an upgrade that becomes a raw channel).
 import type { Socket } from 'node:net';
 import { ResetCode } from '../protocol/errors.js';
-import { BodyKind, type HeaderList, type RequestFrame } from '../protocol/frames.js';
-import { getHeader, setHeader, stripHopByHop, withoutHeader } from '../protocol/headers.js';
+import { BodyKind, WIRE_LIMITS, type HeaderList, type RequestFrame } from '../protocol/frames.js';
+import {
+  FIELD_VALUE,
+  getHeader,
+  setHeader,
+  stripHopByHop,
+  TOKEN,
+  withoutHeader,
+} from '../protocol/headers.js';
 import { ChunkHolder, pipeIntoStream, pipeStreamInto, type TunnelStream } from '../protocol/stream.js';
 import { ResponseParseError } from './http1-response.js';
 import {
@@ -110,10 +117,12 @@ export const NO_HEADER_RULES: HeaderRules = {
 
 /** Parses "Name: value" (for --request-header-add and friends). Throws with a one-line reason. */
 export function parseHeaderArg(arg: string): [string, string] {
-  const m = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):\s*(.*)$/.exec(arg);
-  if (!m || /[^\t\x20-\x7e\x80-\xff]/.test(m[2]!))
+  const colon = arg.indexOf(':');
+  const name = arg.slice(0, colon);
+  const value = arg.slice(colon + 1).replace(/^\s+/, '');
+  if (colon < 0 || !TOKEN.test(name) || !FIELD_VALUE.test(value))
     throw new Error(`"${arg}" is not a header; use "Name: value"`);
-  return [m[1]!, m[2]!];
+  return [name, value];
 }
 
 function edit(headers: HeaderList, remove: string[], add: HeaderList): HeaderList {
@@ -257,8 +266,6 @@ export class LocalForwarder {
   }
 }
 
-/** Reason phrases longer than this (the wire limit) are cut. */
-const MAX_REASON_CHARS = 1024;
 /** Informational (1xx) heads passed on per exchange; more are dropped. */
 const MAX_INFORMATIONAL = 16;
 
@@ -298,7 +305,7 @@ abstract class BaseExchange implements ConnectionUser {
   /** Sends a final or informational head back to the public client. */
   protected passHead(status: number, reason: string, headers: HeaderList, info: boolean): void {
     // The wire carries reason phrases of up to 1 024 characters; a longer one is cut, not a reason for a 502.
-    if (reason.length > MAX_REASON_CHARS) reason = reason.slice(0, MAX_REASON_CHARS);
+    if (reason.length > WIRE_LIMITS.MAX_REASON_CHARS) reason = reason.slice(0, WIRE_LIMITS.MAX_REASON_CHARS);
     if (info) {
       // 1xx heads are not flow-controlled: a server sending them without end gets the first few through.
       if (++this.informational > MAX_INFORMATIONAL) return;

@@ -1,6 +1,7 @@
 // Encodes frames to msgpack and decodes + validates untrusted bytes back into frames.
 import { Packr, Unpackr } from 'msgpackr';
 import { GgrokError } from './errors.js';
+import { FIELD_VALUE, TOKEN } from './headers.js';
 import {
   BodyKind,
   FrameType,
@@ -506,10 +507,6 @@ function str(v: unknown, what: string, id = 0, max: number = WIRE_LIMITS.MAX_STR
   return v;
 }
 
-// RFC 9110 token characters (method and header names).
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-// Field values and reason phrases: visible ASCII, obs-text, space and tab; never CR, LF or NUL.
-const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 // Request target: visible ASCII only (Node's parser already rejects the rest on the public side).
 const TARGET = /^[\x21-\x7e\x80-\xff]+$/;
 
@@ -525,7 +522,7 @@ function target(v: unknown, id: number): string {
 }
 
 function reason(v: unknown, id: number): string {
-  if (typeof v !== 'string' || v.length > 1024 || !FIELD_VALUE.test(v))
+  if (typeof v !== 'string' || v.length > WIRE_LIMITS.MAX_REASON_CHARS || !FIELD_VALUE.test(v))
     throw new FrameError('bad reason phrase', id);
   return v;
 }

@@ -241,6 +241,8 @@ export const WIRE_LIMITS = {
   /** Entries (name + value counts as 2) in one header list: Node's default maxHeadersCount (2000) plus room for X-Forwarded-*. */
   MAX_HEADER_LIST_ENTRIES: 2 * 2010,
   MAX_TARGET_BYTES: 64 * 1024,
+  /** Characters of a reason phrase. */
+  MAX_REASON_CHARS: 1024,
   MAX_STRING_BYTES: 4096,
   /** Entries in each list of access rules. */
   MAX_ACCESS_RULES: 100,

@@ -1,6 +1,11 @@
 // HTTP header rules both ends apply: hop-by-hop stripping, upgrade detection and X-Forwarded-* headers.
 import type { HeaderList } from './frames.js';
 
+/** RFC 9110 token characters: methods and header names. */
+export const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** Header values and reason phrases: visible ASCII, obs-text, space and tab; never CR, LF, NUL or other controls. */
+export const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
 /** Hop-by-hop headers (RFC 9110 §7.6.1) plus the non-standard ones proxies must not forward. */
 const HOP_BY_HOP = new Set([
   'connection',

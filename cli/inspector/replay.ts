@@ -2,7 +2,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { HeaderList } from '../../protocol/frames.js';
-import { getHeader, setHeader, stripHopByHop, withoutHeader } from '../../protocol/headers.js';
+import { getHeader, setHeader, stripHopByHop, TOKEN, withoutHeader } from '../../protocol/headers.js';
 import { describeLocalError, describeTarget, lookupLocalhost, type LocalTarget } from '../local-request.js';
 import type { ExchangeRecord, InspectorStore } from './store.js';
 
@@ -27,7 +27,6 @@ export class ReplayError extends Error {
   }
 }
 
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const MAX_TARGET_CHARS = 16 * 1024;
 const MAX_HEADERS = 1000;
 /** A replay with no data either way for this long is cut (the tunnel's own idle timeout is 15 minutes). */

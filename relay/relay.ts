@@ -111,8 +111,8 @@ const MAX_WAITERS_PER_TUNNEL = 1000;
 /** Requests waiting for any tunnel, at most. */
 const MAX_WAITERS_TOTAL = 10_000;
 
-/** One public request or upgrade, followed from arrival to its end for metrics, Stats and the access log. */
-/** One public request or upgrade, for metrics and the access log; also the Meter that counts its bytes. */
+/** One public request or upgrade, followed from arrival to its end for metrics, Stats and the access log; also the
+ * Meter that counts its bytes. */
 class Exchange implements Meter {
   /** performance.now() at arrival. */
   readonly startedAt = performance.now();
@@ -422,7 +422,7 @@ export class Relay {
     const at = this.hostOf(req);
     const route = this.route(req, at);
     if (route.kind === 'relay') return serveRelayEndpoint(req, res, this.self);
-    const x = this.startExchange(false, at);
+    const x = new Exchange(false, at);
     res.once('close', () =>
       this.finishExchange(req, x, res.headersSent ? res.statusCode : CLIENT_CLOSED_STATUS),
     );
@@ -434,10 +434,6 @@ export class Relay {
   }
 
   // ---- observability ----
-
-  private startExchange(upgrade: boolean, at: HostParts): Exchange {
-    return new Exchange(upgrade, at);
-  }
 
   /** Records a finished public request or upgrade: metrics, the tunnel's counters, the access log. */
   private finishExchange(req: IncomingMessage, x: Exchange, status: number): void {
@@ -460,7 +456,6 @@ export class Relay {
     });
   }
 
-  /** Whether a request may read metrics or status: a bearer token (or ?token= where allowed) that matches. */
   /** What /_ggrok/status shows; never a token, only its label. */
   statusReport(): RelayStatus {
     const now = Date.now();
@@ -681,7 +676,7 @@ export class Relay {
     const at = this.hostOf(req);
     const route = this.route(req, at);
     if (route.kind !== 'relay') {
-      const x = this.startExchange(true, at);
+      const x = new Exchange(true, at);
       socket.once('close', () => this.finishExchange(req, x, x.status || CLIENT_CLOSED_STATUS));
       if (route.kind === 'tunnel') return this.forwardUpgrade(route.tunnel, req, socket, head, x);
       if (!route.heldName) return this.rawErrorPage(socket, route.page, x);

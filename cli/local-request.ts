@@ -5,6 +5,7 @@ import { BodyKind, WIRE_LIMITS, type HeaderList, type RequestFrame } from '../pr
 import {
   FIELD_VALUE,
   getHeader,
+  headerLines,
   setHeader,
   stripHopByHop,
   TOKEN,
@@ -185,21 +186,19 @@ function framingOf(headers: HeaderList): string {
 
 /** The request head as bytes for the local service (latin1: header values carry the public request's raw bytes). */
 function requestHead(head: RequestFrame, headers: HeaderList): string {
-  let text = `${head.method} ${head.target} HTTP/1.1\r\n`;
-  for (let i = 0; i < headers.length; i += 2) text += `${headers[i]!}: ${headers[i + 1]!}\r\n`;
-  return `${text}\r\n`;
+  return `${head.method} ${head.target} HTTP/1.1\r\n${headerLines(headers)}\r\n`;
 }
 
 /** The last chunk of a chunked body, with its trailers. */
 function lastChunk(trailers: HeaderList): string {
-  let text = '0\r\n';
-  for (let i = 0; i < trailers.length; i += 2) text += `${trailers[i]!}: ${trailers[i + 1]!}\r\n`;
-  return `${text}\r\n`;
+  return `0\r\n${headerLines(trailers)}\r\n`;
 }
 
 /** Replays tunnel streams against the local target. One per tunnel; holds the keep-alive pool. */
 export class LocalForwarder {
   private readonly pool: LocalPool;
+  /** The header rules remove or add Content-Length or Transfer-Encoding (the only way they can touch framing). */
+  private readonly rulesNameFraming: boolean;
 
   constructor(
     readonly target: LocalTarget,
@@ -208,6 +207,10 @@ export class LocalForwarder {
     private readonly observe?: Observe,
   ) {
     this.pool = new LocalPool(target);
+    const added = rules.requestAdd.filter((_, i) => i % 2 === 0);
+    this.rulesNameFraming = [...rules.requestRemove, ...added].some((name) =>
+      /^(content-length|transfer-encoding)$/i.test(name),
+    );
   }
 
   /** Frees pooled connections. */
@@ -227,7 +230,7 @@ export class LocalForwarder {
   private localHeaders(head: RequestFrame): HeaderList {
     const rules = this.rules;
     let headers = edit(head.headers, rules.requestRemove, rules.requestAdd);
-    if (headers !== head.headers && framingOf(headers) !== framingOf(head.headers)) {
+    if (this.rulesNameFraming && framingOf(headers) !== framingOf(head.headers)) {
       // The body's framing belongs to the tunnel, not to header rules: a removed or added Content-Length would
       // make the local server read the body as the next request on this keep-alive connection.
       headers = withoutHeader(withoutHeader(headers, 'content-length'), 'transfer-encoding');

@@ -19,6 +19,13 @@ const HOP_BY_HOP = new Set([
 ]);
 
 /** Lowercased tokens of every Connection header in the list (a header may repeat and hold a list). */
+/** A header list as HTTP/1.1 field lines, each ending in CRLF (heads and trailer sections). */
+export function headerLines(headers: HeaderList): string {
+  let out = '';
+  for (let i = 0; i < headers.length; i += 2) out += `${headers[i]!}: ${headers[i + 1]!}\r\n`;
+  return out;
+}
+
 export function connectionTokens(headers: HeaderList): Set<string> {
   const tokens = new Set<string>();
   for (let i = 0; i < headers.length; i += 2) {

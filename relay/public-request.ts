@@ -4,7 +4,13 @@ import type { Duplex } from 'node:stream';
 import { headerListFits } from '../protocol/codec.js';
 import { ResetCode, statusForReset, type GgrokError } from '../protocol/errors.js';
 import { BodyKind, type HeaderList, type InfoFrame, type ResponseFrame } from '../protocol/frames.js';
-import { addForwardedHeaders, stripHopByHop, toPairs, withoutHeader } from '../protocol/headers.js';
+import {
+  addForwardedHeaders,
+  headerLines,
+  stripHopByHop,
+  toPairs,
+  withoutHeader,
+} from '../protocol/headers.js';
 import type { Session } from '../protocol/session.js';
 import { pipeIntoStream, pipeStreamInto, type TunnelStream } from '../protocol/stream.js';
 import { plainAddress } from './access.js';
@@ -231,9 +237,7 @@ function writeInformational(res: ServerResponse, head: InfoFrame): boolean {
 
 /** Serialises a response head for a raw socket. */
 function rawHead(head: ResponseFrame, headers: HeaderList): string {
-  let out = `HTTP/1.1 ${head.status} ${head.reason}\r\n`;
-  for (let i = 0; i < headers.length; i += 2) out += `${headers[i]}: ${headers[i + 1]}\r\n`;
-  return `${out}\r\n`;
+  return `HTTP/1.1 ${head.status} ${head.reason}\r\n${headerLines(headers)}\r\n`;
 }
 
 /**

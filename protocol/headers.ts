@@ -18,7 +18,6 @@ const HOP_BY_HOP = new Set([
   'upgrade',
 ]);
 
-/** Lowercased tokens of every Connection header in the list (a header may repeat and hold a list). */
 /** A header list as HTTP/1.1 field lines, each ending in CRLF (heads and trailer sections). */
 export function headerLines(headers: HeaderList): string {
   let out = '';
@@ -26,10 +25,12 @@ export function headerLines(headers: HeaderList): string {
   return out;
 }
 
+/** Lowercased tokens of every Connection header in the list (a header may repeat and hold a list). */
 export function connectionTokens(headers: HeaderList): Set<string> {
   const tokens = new Set<string>();
   for (let i = 0; i < headers.length; i += 2) {
-    if (headers[i]!.toLowerCase() !== 'connection') continue;
+    const name = headers[i]!;
+    if (name.length !== 10 || name.toLowerCase() !== 'connection') continue;
     for (const t of headers[i + 1]!.split(',')) {
       const token = t.trim().toLowerCase();
       if (token) tokens.add(token);
@@ -62,18 +63,26 @@ export function stripHopByHop(headers: HeaderList, keepUpgrade = false): HeaderL
       break;
     }
   if (clean) return headers.slice();
+  // Names Connection adds to the fixed set (usually none: "keep-alive" and "upgrade" are in it already). Only
+  // names of their lengths are lowercased to be looked up.
   const named = connectionTokens(headers);
+  for (const name of HOP_BY_HOP) named.delete(name);
+  const namedLengths = new Set<number>();
+  for (const name of named) namedLengths.add(name.length);
   const out: HeaderList = [];
   let connectionKept = false;
   for (let i = 0; i < headers.length; i += 2) {
     const name = headers[i]!;
-    const lower = name.toLowerCase();
-    if (keepUpgrade && lower === 'connection') {
-      if (!connectionKept) out.push(name, 'Upgrade');
-      connectionKept = true;
-    } else if (keepUpgrade && lower === 'upgrade') {
-      out.push(name, headers[i + 1]!);
-    } else if (!HOP_BY_HOP.has(lower) && !lower.startsWith('proxy-') && !named.has(lower)) {
+    if (maybeHopByHop(name)) {
+      // Hop-by-hop (the fixed set or Proxy-*): dropped, except what an upgrade needs end to end.
+      const lower = name.toLowerCase();
+      if (keepUpgrade && lower === 'connection') {
+        if (!connectionKept) out.push(name, 'Upgrade');
+        connectionKept = true;
+      } else if (keepUpgrade && lower === 'upgrade') {
+        out.push(name, headers[i + 1]!);
+      }
+    } else if (!namedLengths.has(name.length) || !named.has(name.toLowerCase())) {
       out.push(name, headers[i + 1]!);
     }
   }

@@ -320,7 +320,7 @@ export class Session implements StreamHost {
    */
   private takeData(stream: TunnelStream): Buffer | [Buffer, Buffer] {
     const queue = stream.outQueue;
-    const limit = Math.min(this.opts.remoteFlow.maxData, stream.sendCredit, this.sendCredit);
+    const limit = this.sendLimit(stream);
     const head = queue[0]!;
     const parts: Buffer[] = [];
     let n: number;
@@ -347,11 +347,7 @@ export class Session implements StreamHost {
       }
       queue.splice(0, whole);
     }
-    stream.outBytes -= n;
-    stream.lastActivityAt = Date.now();
-    stream.sendCredit -= n;
-    this.sendCredit -= n;
-    this.stats.dataBytesOut += n;
+    this.charge(stream, n);
     // A large payload of one piece is sent as it is, after its header (two fragments of one message): no copy.
     const frame: Buffer | [Buffer, Buffer] =
       parts.length === 1 && n >= BATCH_MAX_FRAME_BYTES
@@ -380,21 +376,10 @@ export class Session implements StreamHost {
     const head = stream.pendingHead!;
     stream.pendingHead = undefined;
     const n = stream.outBytes;
-    if (
-      n > 0 &&
-      !stream.closed &&
-      n < BATCH_MAX_FRAME_BYTES &&
-      n <= stream.sendCredit &&
-      n <= this.sendCredit &&
-      n <= this.opts.remoteFlow.maxData
-    ) {
+    if (n > 0 && !stream.closed && n < BATCH_MAX_FRAME_BYTES && n <= this.sendLimit(stream)) {
       head.body = stream.outQueue.length === 1 ? stream.outQueue[0]! : Buffer.concat(stream.outQueue, n);
       stream.outQueue.length = 0;
-      stream.outBytes = 0;
-      stream.sendCredit -= n;
-      this.sendCredit -= n;
-      this.stats.dataBytesOut += n;
-      stream.lastActivityAt = Date.now();
+      this.charge(stream, n);
       if (stream.endPending) this.sendEnd(stream, head);
       if (stream.needDrain) {
         stream.needDrain = false;
@@ -402,6 +387,20 @@ export class Session implements StreamHost {
       }
     }
     return encodeFrame(head);
+  }
+
+  /** The most payload a stream may send now: within a Data frame and both windows. */
+  private sendLimit(stream: TunnelStream): number {
+    return Math.min(this.opts.remoteFlow.maxData, stream.sendCredit, this.sendCredit);
+  }
+
+  /** Counts `n` payload bytes of `stream` as sent: off its queue's total and both windows. */
+  private charge(stream: TunnelStream, n: number): void {
+    stream.outBytes -= n;
+    stream.sendCredit -= n;
+    this.sendCredit -= n;
+    this.stats.dataBytesOut += n;
+    stream.lastActivityAt = Date.now();
   }
 
   private stalled(scope: 'stream' | 'connection'): void {

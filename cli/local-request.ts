@@ -4,6 +4,8 @@ import { ResetCode } from '../protocol/errors.js';
 import { BodyKind, WIRE_LIMITS, type HeaderList, type RequestFrame } from '../protocol/frames.js';
 import {
   FIELD_VALUE,
+  allowedTrailers,
+  declaredLength,
   getHeader,
   headerLines,
   setHeader,
@@ -184,6 +186,36 @@ function framingOf(headers: HeaderList): string {
   return out;
 }
 
+/**
+ * Checks that the head about to be written frames exactly the body the relay decided on (the Request frame's body
+ * kind), never what some header happened to say: bodiless requests and upgrades carry no Content-Length but 0 and
+ * no Transfer-Encoding; a Length body exactly one Content-Length; a chunked body only the Transfer-Encoding this
+ * client adds. Returns the body length to hold the body to (undefined: none or chunked), or why the head is refused.
+ */
+export function requestFraming(
+  head: RequestFrame,
+  headers: HeaderList,
+): { length: number | undefined } | string {
+  const length = declaredLength(headers);
+  let codings = 0;
+  for (let i = 0; i < headers.length; i += 2)
+    if (headers[i]!.length === 17 && headers[i]!.toLowerCase() === 'transfer-encoding') codings++;
+  if (Number.isNaN(length)) return 'malformed Content-Length';
+  const body = head.upgrade ? BodyKind.None : head.body;
+  switch (body) {
+    case BodyKind.None:
+      if (codings > 0 || (length !== undefined && length !== 0)) return 'a bodiless request declares a body';
+      return { length: undefined };
+    case BodyKind.Length:
+      if (codings > 0 || length === undefined || length === 0)
+        return 'a body of known length without its length';
+      return { length };
+    case BodyKind.Chunked:
+      if (length !== undefined || codings !== 1) return 'a chunked body with another framing';
+      return { length: undefined };
+  }
+}
+
 /** The request head as bytes for the local service (latin1: header values carry the public request's raw bytes). */
 function requestHead(head: RequestFrame, headers: HeaderList): string {
   return `${head.method} ${head.target} HTTP/1.1\r\n${headerLines(headers)}\r\n`;
@@ -221,9 +253,24 @@ export class LocalForwarder {
   /** Serves one stream opened by the relay. */
   serve(stream: TunnelStream, head: RequestFrame): void {
     const headers = this.localHeaders(head);
+    const framing = requestFraming(head, headers);
+    if (typeof framing === 'string') {
+      // Never written: a head whose framing disagrees with the body that follows desynchronises the local connection.
+      stream.reset(ResetCode.ProtocolError, `request framing: ${framing}`);
+      this.onExchange({
+        method: head.method,
+        target: head.target,
+        status: 502,
+        durationMs: 0,
+        bytes: 0,
+        upgrade: head.upgrade,
+        error: `refused a request whose framing disagrees with its body: ${framing}`,
+      });
+      return;
+    }
     const observer = this.observe?.(head, headers);
     if (head.upgrade) new UpgradeExchange(this, stream, head, headers, observer).start();
-    else new PlainExchange(this, stream, head, headers, observer).start();
+    else new PlainExchange(this, stream, head, headers, observer, framing).start();
   }
 
   /** The request headers as the local service should see them. */
@@ -353,6 +400,8 @@ abstract class BaseExchange implements ConnectionUser {
 
 /** A plain HTTP request: head and body out, 1xx heads, final head, body and trailers back. */
 class PlainExchange extends BaseExchange {
+  /** Body bytes still to come for a Length body; the relay must send exactly the length the head declares. */
+  private bodyLeft: number;
   private responded = false;
   private responseDone = false;
   private requestDone = false;
@@ -362,6 +411,18 @@ class PlainExchange extends BaseExchange {
   private waitingDrain = false;
   /** Body chunks that arrived while the socket was full (made when first needed). */
   private held: ChunkHolder | undefined;
+
+  constructor(
+    fwd: LocalForwarder,
+    stream: TunnelStream,
+    head: RequestFrame,
+    headers: HeaderList,
+    observer: ExchangeObserver | undefined,
+    framing: { length: number | undefined },
+  ) {
+    super(fwd, stream, head, headers, observer);
+    this.bodyLeft = framing.length ?? Infinity;
+  }
 
   start(): void {
     const { stream, head } = this;
@@ -382,6 +443,9 @@ class PlainExchange extends BaseExchange {
   }
 
   private writeBody(chunk: Buffer): void {
+    if (chunk.length > this.bodyLeft)
+      return this.misframed('the request body is longer than its Content-Length');
+    this.bodyLeft -= chunk.length;
     const socket = this.conn?.socket;
     if (!socket || socket.destroyed) return this.stream.ack(chunk.length); // nowhere to go: keep the flow moving
     this.unacked += chunk.length;
@@ -418,11 +482,25 @@ class PlainExchange extends BaseExchange {
     this.ackWritten();
   }
 
+  /**
+   * The body does not match the length its head declared: the local server would read the difference as (or from) the
+   * next request on this connection. The connection is dropped, never reused, and the stream fails.
+   */
+  private misframed(why: string): void {
+    this.stream.reset(ResetCode.ProtocolError, why);
+    const conn = this.conn;
+    this.conn = undefined;
+    conn?.discard();
+    this.report(502, why);
+  }
+
   private endBody(trailers: HeaderList): void {
+    if (this.head.body === BodyKind.Length && this.bodyLeft !== 0)
+      return this.misframed('the request body is shorter than its Content-Length');
     const socket = this.conn?.socket;
     if (socket && !socket.destroyed) {
       if (this.held) for (const chunk of this.held.take()) this.writeFramed(socket, chunk); // bounded by the window
-      if (this.head.body === BodyKind.Chunked) socket.write(lastChunk(trailers), 'latin1');
+      if (this.head.body === BodyKind.Chunked) socket.write(lastChunk(allowedTrailers(trailers)), 'latin1');
     }
     this.requestDone = true;
     this.maybeRelease();
@@ -441,7 +519,7 @@ class PlainExchange extends BaseExchange {
 
   onDone(trailers: HeaderList): void {
     this.responseDone = true;
-    this.stream.end(trailers);
+    this.stream.end(allowedTrailers(trailers));
     this.report(this.status);
     this.maybeRelease();
   }
@@ -514,7 +592,7 @@ class UpgradeExchange extends BaseExchange {
   }
 
   onDone(trailers: HeaderList): void {
-    this.stream.end(trailers);
+    this.stream.end(allowedTrailers(trailers));
     this.report(this.status);
     const conn = this.conn;
     this.conn = undefined;

@@ -18,6 +18,26 @@ const HOP_BY_HOP = new Set([
   'upgrade',
 ]);
 
+/**
+ * Fields a Connection header may never remove, whatever it names. They frame the message (Content-Length; the
+ * transfer coding is the tunnel's own), route it (Host) or carry what the relay decided and vouches for (credentials,
+ * the visitor's address and scheme). Naming one in Connection is meaningless for an honest peer (RFC 9110 §7.6.1:
+ * a sender must not list fields meant for every recipient) and is how requests get smuggled, so such a token is
+ * ignored: the field stays, the token goes with the Connection header.
+ */
+export const CONNECTION_PROOF = new Set([
+  'host',
+  'content-length',
+  'transfer-encoding',
+  'authorization',
+  'forwarded',
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'x-forwarded-port',
+  'fly-client-ip',
+]);
+
 /** A header list as HTTP/1.1 field lines, each ending in CRLF (heads and trailer sections). */
 export function headerLines(headers: HeaderList): string {
   let out = '';
@@ -51,8 +71,8 @@ function maybeHopByHop(name: string): boolean {
 }
 
 /**
- * Returns a new list without hop-by-hop headers: the fixed set, anything Connection names, and every
- * Proxy-* header. With `keepUpgrade`, Connection and Upgrade survive (a protocol switch needs them end to end).
+ * Returns a new list without hop-by-hop headers: the fixed set, anything Connection names (except the
+ * CONNECTION_PROOF fields), and every Proxy-* header. With `keepUpgrade`, Connection and Upgrade survive (a protocol switch needs them end to end).
  */
 export function stripHopByHop(headers: HeaderList, keepUpgrade = false): HeaderList {
   // Fast path, most messages: nothing to strip (no Connection header, no hop-by-hop name).
@@ -67,6 +87,7 @@ export function stripHopByHop(headers: HeaderList, keepUpgrade = false): HeaderL
   // names of their lengths are lowercased to be looked up.
   const named = connectionTokens(headers);
   for (const name of HOP_BY_HOP) named.delete(name);
+  for (const name of CONNECTION_PROOF) named.delete(name);
   const namedLengths = new Set<number>();
   for (const name of named) namedLengths.add(name.length);
   const out: HeaderList = [];
@@ -87,6 +108,72 @@ export function stripHopByHop(headers: HeaderList, keepUpgrade = false): HeaderL
     }
   }
   return out;
+}
+
+/**
+ * The Content-Length a header list declares: undefined when there is none, NaN when it is malformed (not digits, or
+ * several different values; a repeated identical value, as a list or as repeated fields, counts once).
+ */
+export function declaredLength(headers: HeaderList): number | undefined {
+  let length: number | undefined;
+  for (let i = 0; i < headers.length; i += 2) {
+    const name = headers[i]!;
+    if (name.length !== 14 || name.toLowerCase() !== 'content-length') continue;
+    for (const part of headers[i + 1]!.split(',')) {
+      const v = part.trim();
+      if (!/^\d{1,15}$/.test(v)) return NaN;
+      const n = Number(v);
+      if (length !== undefined && length !== n) return NaN;
+      length = n;
+    }
+  }
+  return length;
+}
+
+/**
+ * Fields that may not travel as trailers (RFC 9110 §6.5.1): framing, routing, connection management, credentials
+ * and content metadata. A recipient that merges trailers into the header section must never find them there.
+ */
+const NOT_A_TRAILER = new Set([
+  'content-length',
+  'transfer-encoding',
+  'content-encoding',
+  'content-type',
+  'content-range',
+  'trailer',
+  'host',
+  'connection',
+  'keep-alive',
+  'te',
+  'upgrade',
+  'authorization',
+  'proxy-authorization',
+  'proxy-authenticate',
+  'www-authenticate',
+  'cookie',
+  'set-cookie',
+  'expect',
+  'max-forwards',
+  'cache-control',
+  'age',
+  'expires',
+  'date',
+  'location',
+  'retry-after',
+  'vary',
+  'warning',
+]);
+
+/** A copy of a trailer list without the fields trailers may not carry (see NOT_A_TRAILER); usually the list itself. */
+export function allowedTrailers(trailers: HeaderList): HeaderList {
+  let out: HeaderList | undefined;
+  for (let i = 0; i < trailers.length; i += 2) {
+    const lower = trailers[i]!.toLowerCase();
+    const bad = NOT_A_TRAILER.has(lower) || lower.startsWith('proxy-');
+    if (bad && !out) out = trailers.slice(0, i);
+    else if (!bad && out) out.push(trailers[i]!, trailers[i + 1]!);
+  }
+  return out ?? trailers;
 }
 
 /** True when the headers ask for a protocol upgrade (Connection lists "upgrade" and Upgrade is present). */

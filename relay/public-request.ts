@@ -6,6 +6,8 @@ import { ResetCode, statusForReset, type GgrokError } from '../protocol/errors.j
 import { BodyKind, type HeaderList, type InfoFrame, type ResponseFrame } from '../protocol/frames.js';
 import {
   addForwardedHeaders,
+  allowedTrailers,
+  declaredLength,
   headerLines,
   stripHopByHop,
   toPairs,
@@ -85,6 +87,36 @@ function requestHeaders(req: IncomingMessage, ctx: PublicContext, upgrade: boole
   return headers;
 }
 
+/**
+ * Why the relay will not forward a request whose framing or routing is ambiguous, or undefined. Node's parser already
+ * refuses Content-Length with Transfer-Encoding and repeated Content-Length; what it lets through is checked here.
+ */
+export function requestProblem(req: IncomingMessage, upgrade: boolean): ErrorPage | undefined {
+  const raw = req.rawHeaders;
+  let hosts = 0;
+  for (let i = 0; i < raw.length; i += 2)
+    if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === 'host') hosts++;
+  // The relay routes on one Host and the local service might read another (RFC 9112 §3.2: answer 400).
+  if (hosts > 1) return badRequest(400, 'The request has more than one Host header.');
+  const te = req.headers['transfer-encoding'];
+  // A coding the tunnel does not apply would reach the local service mislabelled (RFC 9112 §6.1: answer 501).
+  if (te !== undefined && te.trim().toLowerCase() !== 'chunked')
+    return badRequest(501, `Transfer-Encoding "${te.slice(0, 80)}" is not supported; only chunked is.`);
+  // Node hands an upgrade's body bytes over as the new protocol's first bytes: there is no body to frame.
+  if (upgrade && (te !== undefined || (declaredLength(raw) ?? 0) !== 0))
+    return badRequest(400, 'An upgrade request cannot carry a body.');
+  return undefined;
+}
+
+function badRequest(status: 400 | 501, detail: string): ErrorPage {
+  return {
+    status,
+    code: 'bad_request',
+    title: status === 400 ? 'Bad Request' : 'Not Implemented',
+    detail,
+  };
+}
+
 function bodyKind(req: IncomingMessage): (typeof BodyKind)[keyof typeof BodyKind] {
   if (req.headers['transfer-encoding'] !== undefined) return BodyKind.Chunked;
   if (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0')
@@ -137,6 +169,12 @@ export function forwardRequest(
   done: Done,
   meter: Meter = NO_METER,
 ): void {
+  const problem = requestProblem(req, false);
+  if (problem) {
+    res.shouldKeepAlive = false; // what follows on this connection cannot be trusted to be framed as we think
+    sendErrorPage(res, problem);
+    return done();
+  }
   const headers = requestHeaders(req, ctx, false);
   if (!headerListFits(headers)) {
     sendErrorPage(res, HEADERS_TOO_LARGE);
@@ -154,7 +192,7 @@ export function forwardRequest(
   // A request without a body is complete with its head (the Request frame implies End): nothing to pipe.
   if (body !== BodyKind.None) {
     meterInbound(req, stream, meter);
-    pipeIntoStream(req, stream, { trailers: () => req.rawTrailers });
+    pipeIntoStream(req, stream, { trailers: () => allowedTrailers(req.rawTrailers) });
   }
   res.on('close', () => {
     // The public client went away before the whole response was written: stop the local side too.
@@ -165,8 +203,18 @@ export function forwardRequest(
   stream.onInfo = (head) => {
     if (informational < MAX_INFORMATIONAL && writeInformational(res, head)) informational++;
   };
+  /** Body bytes the response head promised and that have not come yet (Infinity: not framed by a length). */
+  let bodyLeft = Infinity;
+  const misframed = (why: string): void => {
+    // Anything but exactly the declared length would desynchronise the visitor's connection (and every visitor's,
+    // behind a front that pools connections): cut it, never pass the difference on.
+    stream.reset(ResetCode.ProtocolError, why);
+    res.destroy();
+  };
   stream.onResponse = (head) => {
+    const length = declaredLength(head.headers);
     try {
+      if (Number.isNaN(length)) throw new Error('malformed Content-Length');
       res.writeHead(head.status, head.reason, stripHopByHop(head.headers));
     } catch (err) {
       stream.reset(ResetCode.ProtocolError, 'response head rejected');
@@ -178,11 +226,23 @@ export function forwardRequest(
       });
       return;
     }
+    const bodiless = req.method === 'HEAD' || head.status === 204 || head.status === 304;
+    if (length !== undefined && !bodiless) bodyLeft = length;
     pipeStreamInto(stream, res);
     meterOutbound(stream, meter);
+    if (bodyLeft === Infinity) return;
+    const pass = stream.onData;
+    stream.onData = (chunk) => {
+      if (chunk.length > bodyLeft) return misframed('response body longer than its Content-Length');
+      bodyLeft -= chunk.length;
+      pass(chunk);
+    };
   };
   stream.onEnd = (trailers) => {
-    if (trailers.length > 0) res.addTrailers(toPairs(trailers));
+    if (bodyLeft !== Infinity && bodyLeft > 0)
+      return misframed('response body shorter than its Content-Length');
+    const allowed = allowedTrailers(trailers);
+    if (allowed.length > 0) res.addTrailers(toPairs(allowed));
     res.end();
     // Answered before the whole request body arrived (e.g. 413 or 417): stop forwarding the rest and
     // discard it, as a server that answers early does.
@@ -253,6 +313,12 @@ export function forwardUpgrade(
   done: Done,
   meter: Meter = NO_METER,
 ): void {
+  const problem = requestProblem(req, true);
+  if (problem) {
+    meter.answered(problem.status);
+    writeRawErrorPage(socket, problem);
+    return done();
+  }
   const headers = requestHeaders(req, ctx, true);
   if (!headerListFits(headers)) {
     meter.answered(HEADERS_TOO_LARGE.status);

@@ -55,6 +55,8 @@ export const CloseCode = {
   HeartbeatTimeout: 4002,
   HandshakeTimeout: 4003,
   Replaced: 4004,
+  /** The peer let more unsent control data pile up than MAX_CONTROL_BACKLOG_BYTES: it stopped reading. */
+  Overloaded: 4005,
 } as const;
 
 /** HTTP status the relay answers a public client with when a stream fails before its response head. */

@@ -40,6 +40,13 @@ const BATCH_MAX_BYTES = 64 * 1024;
  * batches let the peer start on the first requests while this side is still reading the rest.
  */
 const BATCH_MAX_FRAMES = 8;
+/**
+ * Encoded control frames (request heads, resets, window updates, …) that may wait unsent because the peer stopped
+ * reading its socket. Past it the session is closed (CloseCode.Overloaded): a peer that keeps talking but never
+ * reads must not make us queue replies without bound. Legitimate backlogs are far smaller: control frames leave
+ * before any data, and what a peer can trigger is bounded by its streams and windows (Pongs are coalesced).
+ */
+export const MAX_CONTROL_BACKLOG_BYTES = 16 * 1024 * 1024;
 /** Default: received-but-unconsumed bytes above which connection credit is returned only on consumption. */
 const DEFAULT_BUFFERED_SOFT_LIMIT_BYTES = 8 * 1024 * 1024;
 
@@ -123,6 +130,10 @@ export class Session implements StreamHost {
 
   /** Encoded control frames, and streams whose Response head is still to be encoded. */
   private readonly control = new Fifo<Buffer | TunnelStream>();
+  /** Bytes of the encoded frames waiting in `control`. */
+  private controlBytes = 0;
+  /** Nonce of the Pong owed to the peer, if any: however many Pings arrive meanwhile, one Pong (the latest) leaves. */
+  private pongDue: number | undefined;
   private readonly ready = new Fifo<TunnelStream>();
   private sendCredit: number;
   private recvCredit: number;
@@ -181,7 +192,7 @@ export class Session implements StreamHost {
       return stream;
     }
     // Fields spelled out: an object spread here costs more than the rest of the encode (V8, per request).
-    this.control.push(
+    this.pushControl(
       encodeFrame({
         type: FrameType.Request,
         id,
@@ -277,7 +288,18 @@ export class Session implements StreamHost {
 
   private sendControl(frame: Frame): void {
     if (this.closed) return;
-    this.control.push(encodeFrame(frame));
+    this.pushControl(encodeFrame(frame));
+  }
+
+  /** Queues an encoded control frame; a peer that lets too many pile up unread loses the session. */
+  private pushControl(frame: Buffer): void {
+    this.controlBytes += frame.length;
+    this.control.push(frame);
+    if (this.controlBytes > MAX_CONTROL_BACKLOG_BYTES) {
+      this.terminate();
+      this.finalize(CloseCode.Overloaded, 'the peer stopped reading its control socket');
+      return;
+    }
     this.scheduleFlush();
   }
 
@@ -296,7 +318,15 @@ export class Session implements StreamHost {
   private readonly flush = (): void => {
     this.flushScheduled = false;
     while (!this.closed && !this.awaitingDrain) {
-      const item = this.control.shift() ?? this.nextDataFrame();
+      if (this.pongDue !== undefined) {
+        const nonce = this.pongDue;
+        this.pongDue = undefined;
+        this.send(encodeFrame({ type: FrameType.Pong, nonce }));
+        continue;
+      }
+      const control = this.control.shift();
+      if (Buffer.isBuffer(control)) this.controlBytes -= control.length;
+      const item = control ?? this.nextDataFrame();
       if (!item) return;
       if (Array.isArray(item)) this.sendFragments(item[0], item[1]);
       else this.send(Buffer.isBuffer(item) ? item : this.encodeHead(item));
@@ -575,7 +605,8 @@ export class Session implements StreamHost {
   private dispatch(frame: Frame): void {
     switch (frame.type) {
       case FrameType.Ping:
-        return this.sendControl({ type: FrameType.Pong, nonce: frame.nonce });
+        this.pongDue = frame.nonce;
+        return this.scheduleFlush();
       case FrameType.Pong:
         if (frame.nonce === this.lastPingAt) this.rttMs = Date.now() - frame.nonce;
         return;

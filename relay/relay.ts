@@ -152,6 +152,7 @@ const CLOSE_REASONS: Record<number, string> = {
   [CloseCode.ProtocolError]: 'protocol error',
   [CloseCode.HeartbeatTimeout]: 'heartbeat timeout',
   [CloseCode.Replaced]: 'replaced by a new connection',
+  [CloseCode.Overloaded]: 'the client stopped reading its control socket',
 };
 
 /** The 503 answer when a tunnel is at its limit of concurrent requests or channels. */

@@ -250,7 +250,7 @@ async function hostileClient(port: number, name: string) {
       flow: DEFAULT_FLOW,
     }),
   );
-  await waitFor(() => frames.length > 0);
+  await waitFor(() => frames.length > 0, 'the welcome');
   expect(frames[0]).toMatchObject({ type: FrameType.Welcome });
   return { ws, frames };
 }
@@ -269,7 +269,7 @@ describe('a response whose body disagrees with its Content-Length is cut, never 
     socket.on('data', (d: Buffer) => (text += d.toString('latin1')));
     socket.on('error', () => {});
     socket.write(`GET /one HTTP/1.1\r\nHost: ${host}\r\n\r\nGET /two HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
-    await waitFor(() => frames.some((f) => f.type === FrameType.Request));
+    await waitFor(() => frames.some((f) => f.type === FrameType.Request), 'the request');
     const request = frames.find((f) => f.type === FrameType.Request)!;
     ws.send(
       encodeFrame({
@@ -381,7 +381,7 @@ describe('differential: the local service parses exactly the requests the relay 
           }
         });
         // Nothing reached the local service that the relay did not accept, and everything arrived intact.
-        await waitFor(() => seen.length - from >= accepted.length);
+        await waitFor(() => seen.length - from >= accepted.length, 'the local service to see every request');
         const parsed = seen.slice(from);
         expect(
           parsed.map((s) => [s.method, s.url, s.body.toString('latin1'), header(s.rawHeaders, 'x-tag')]),

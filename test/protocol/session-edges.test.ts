@@ -13,7 +13,7 @@ import {
   type RequestFrame,
   type ResponseFrame,
 } from '../../protocol/frames.js';
-import { Session, type SessionOptions } from '../../protocol/session.js';
+import { MAX_CONTROL_BACKLOG_BYTES, Session, type SessionOptions } from '../../protocol/session.js';
 import type { TunnelStream } from '../../protocol/stream.js';
 import { Cleanup, waitFor } from '../helpers.js';
 import { getRequest as get, socketPair } from './socket-pair.js';
@@ -342,5 +342,43 @@ describe('whole small responses: the relay side, from a hostile client', () => {
     await client.sync(1);
     expect(client.session.closed).toBe(false);
     expect(client.protocolErrors).toEqual([]);
+  });
+});
+
+describe('replies a peer can trigger are bounded (a peer that talks but never reads)', () => {
+  it('Pings that arrive while a Pong is owed are answered by one Pong: the latest', async () => {
+    const client = await peerOf('relay', DEFAULT_FLOW);
+    // 200 messages of 1 000 Pings each: one Pong at most per message read, never one per Ping.
+    const pings = Array.from({ length: 1000 }, (_, i) => ({ type: FrameType.Ping, nonce: i + 1 }) as const);
+    for (let m = 0; m < 200; m++) client.send(batch(pings));
+    await client.sync(5000);
+    const pongs = client.received.filter((f) => f.type === FrameType.Pong);
+    expect(pongs.length).toBeLessThanOrEqual(201);
+    expect(pongs.at(-1)).toMatchObject({ nonce: 5000 });
+    expect(client.session.closed).toBe(false);
+  });
+
+  it('control frames piling up unsent past MAX_CONTROL_BACKLOG_BYTES close the session (4005), not the process', async () => {
+    const { server, client: raw } = await socketPair(cleanup);
+    raw.pause(); // the peer never reads again
+    const closes: { code: number; reason: string }[] = [];
+    const session = new Session(server, {
+      role: 'relay',
+      localFlow: DEFAULT_FLOW,
+      remoteFlow: DEFAULT_FLOW,
+      heartbeatMs: 60_000,
+      deadAfterMs: 120_000,
+      onClose: (info) => closes.push(info),
+    });
+    cleanup.add(() => session.terminate());
+    const big: HeaderList = ['X-Big', 'x'.repeat(60 * KiB)];
+    // Far more request heads than the socket and its kernel buffers hold: the rest waits in the session's queue.
+    for (let i = 0; i < (2 * MAX_CONTROL_BACKLOG_BYTES) / (60 * KiB) && !session.closed; i++) {
+      session.openStream({ ...get(0), headers: big, tunnel: 0 });
+      if (i % 50 === 49) await new Promise((r) => setImmediate(r));
+    }
+    await waitFor(() => closes.length > 0, 'the session to close');
+    expect(closes[0]).toMatchObject({ code: CloseCode.Overloaded });
+    expect(session.streams.size).toBe(0);
   });
 });

@@ -23,6 +23,8 @@ export const RefuseCode = {
   TooManyTunnels: 'too_many_tunnels',
   /** The access rules in the hello are malformed (bad CIDR, credentials without a password). */
   AccessInvalid: 'access_invalid',
+  /** Too many wrong tokens came from this address lately; it may try again after a few seconds. */
+  TooManyAttempts: 'too_many_attempts',
 } as const;
 export type RefuseCodeValue = (typeof RefuseCode)[keyof typeof RefuseCode];
 
@@ -96,6 +98,8 @@ export function describeRefusal(code: string, relayMessage: string): string {
       return `${relayMessage}. Close another tunnel that uses this token, or ask the relay's operator for a higher limit.`;
     case RefuseCode.AccessInvalid:
       return `Invalid access rule: ${relayMessage}.`;
+    case RefuseCode.TooManyAttempts:
+      return `${relayMessage}. Check the token; ggrok tries again in a few seconds.`;
     default:
       return relayMessage || `The relay refused the connection (${code}).`;
   }
@@ -103,5 +107,5 @@ export function describeRefusal(code: string, relayMessage: string): string {
 
 /** Whether retrying the same hello later could succeed. */
 export function isRetryableRefusal(code: string): boolean {
-  return code === RefuseCode.RelayShuttingDown;
+  return code === RefuseCode.RelayShuttingDown || code === RefuseCode.TooManyAttempts;
 }

@@ -232,7 +232,7 @@ export interface ForwardedInfo {
   proto: string;
   host: string;
   port: string;
-  /** Keep X-Forwarded-Proto/Host/Port an upstream proxy set (Heroku router, Fly proxy) instead of replacing them. */
+  /** Keep X-Forwarded-Proto/Port an upstream proxy set (Heroku router, Fly proxy) instead of replacing them. */
   trustProxy: boolean;
 }
 
@@ -259,7 +259,9 @@ export function addForwardedHeaders(headers: HeaderList, info: ForwardedInfo): v
   const names = ['X-Forwarded-Proto', 'X-Forwarded-Host', 'X-Forwarded-Port'];
   for (let k = 0; k < 3; k++) {
     if (!(present & (1 << k))) headers.push(names[k]!, values[k]!);
-    else if (!info.trustProxy) setHeader(headers, names[k]!, values[k]!);
+    // X-Forwarded-Host is always the Host the relay routed on: Heroku's and Fly's proxies do not set it, so behind
+    // them a visitor's own value would reach the app looking vouched for (host header injection).
+    else if (!info.trustProxy || k === 1) setHeader(headers, names[k]!, values[k]!);
   }
 }
 

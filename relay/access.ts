@@ -11,13 +11,37 @@ export function plainAddress(address: string): string {
 }
 
 /**
- * The visitor's address: the socket peer, or behind a trusted proxy the address that proxy reports
- * (Fly-Client-IP, else the right-most X-Forwarded-For entry, which the proxy itself appended).
+ * Where the relay reads a visitor's address from: the TCP peer; behind a trusted proxy, the right-most
+ * X-Forwarded-For entry (the one that proxy appended itself); on Fly.io only, Fly-Client-IP, which Fly's proxy sets
+ * and overwrites. Anywhere else Fly-Client-IP is just a header a visitor can send.
  */
-export function visitorAddress(req: IncomingMessage, trustProxy: boolean): string {
-  if (trustProxy) {
+export type VisitorAddressSource = 'peer' | 'x-forwarded-for' | 'fly-client-ip';
+
+/** The source to use: no proxy trusted means the TCP peer, whatever headers arrive. */
+export function visitorAddressSource(trustProxy: boolean, onFly: boolean): VisitorAddressSource {
+  if (!trustProxy) return 'peer';
+  return onFly ? 'fly-client-ip' : 'x-forwarded-for';
+}
+
+/** Words for the start-up line: which header (if any) the relay believes. */
+export function describeVisitorAddressSource(source: VisitorAddressSource): string {
+  switch (source) {
+    case 'peer':
+      return 'the TCP peer (no proxy trusted)';
+    case 'x-forwarded-for':
+      return 'the right-most X-Forwarded-For entry (trusted proxy)';
+    case 'fly-client-ip':
+      return "Fly-Client-IP (Fly.io's proxy)";
+  }
+}
+
+/** The visitor's address, read from `source`; the socket peer when the header is missing or not an address. */
+export function visitorAddress(req: IncomingMessage, source: VisitorAddressSource): string {
+  if (source === 'fly-client-ip') {
     const fly = req.headers['fly-client-ip'];
     if (typeof fly === 'string' && isIP(fly.trim())) return plainAddress(fly.trim());
+  }
+  if (source !== 'peer') {
     const xff = req.headers['x-forwarded-for'];
     const last = (Array.isArray(xff) ? xff.join(',') : (xff ?? '')).split(',').pop()?.trim() ?? '';
     if (isIP(last)) return plainAddress(last);

@@ -20,8 +20,14 @@ export interface RelaySelf {
   renderMetrics(): Promise<{ contentType: string; body: string }>;
   /** Whether a TLS certificate may be issued for this host name. */
   certificateAllowed(host: string): boolean;
-  /** Whether a presented token may read metrics and status. */
-  isObserverToken(token: string): boolean;
+  /**
+   * Whether a request presenting `token` (or none) may read metrics and status. An address that presented too
+   * many wrong tokens lately is told to wait, whatever it presents now.
+   */
+  observerAccess(
+    req: IncomingMessage,
+    token: string | undefined,
+  ): 'allowed' | 'denied' | { retryAfterSeconds: number };
   /** The relay's address as this request reached it, and a few words on what it serves (the landing page). */
   landing(req: IncomingMessage): { url: string; serves: string };
 }
@@ -62,18 +68,34 @@ export function serveRelayEndpoint(req: IncomingMessage, res: ServerResponse, se
   });
 }
 
-/** The observer token from Authorization: Bearer (or, where a browser must open the page, ?token=). */
-function observerAllowed(req: IncomingMessage, self: RelaySelf, allowQuery: boolean): boolean {
+/** The observer token from Authorization: Bearer (or, where a browser must open the page, ?token=), checked. */
+function observerAccess(
+  req: IncomingMessage,
+  self: RelaySelf,
+  allowQuery: boolean,
+): 'allowed' | 'denied' | { retryAfterSeconds: number } {
   const header = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '')?.[1];
   const query = allowQuery
     ? (new URL(req.url ?? '/', 'http://relay').searchParams.get('token') ?? undefined)
     : undefined;
-  const presented = header ?? query;
-  return presented !== undefined && self.isObserverToken(presented);
+  return self.observerAccess(req, header ?? query);
+}
+
+/** 429 for an address that must wait after too many wrong tokens. */
+function sendTooManyAttempts(res: ServerResponse, retryAfterSeconds: number): void {
+  sendErrorPage(res, {
+    status: 429,
+    code: 'too_many_attempts',
+    title: 'Too many attempts',
+    detail: 'Too many wrong tokens came from your address. Wait a few seconds and try again.',
+    retryAfterSeconds,
+  });
 }
 
 function serveMetrics(req: IncomingMessage, res: ServerResponse, self: RelaySelf): void {
-  if (!observerAllowed(req, self, false)) {
+  const access = observerAccess(req, self, false);
+  if (typeof access === 'object') return sendTooManyAttempts(res, access.retryAfterSeconds);
+  if (access === 'denied') {
     res.writeHead(401, {
       'Content-Type': 'text/plain; charset=utf-8',
       'WWW-Authenticate': 'Bearer realm="ggrok"',
@@ -104,7 +126,9 @@ function serveStatus(req: IncomingMessage, res: ServerResponse, self: RelaySelf)
   const format = new URL(req.url ?? '/', 'http://relay').searchParams.get('format');
   const json =
     format === 'json' || (format !== 'html' && /\bapplication\/json\b/i.test(req.headers.accept ?? ''));
-  if (!observerAllowed(req, self, true)) {
+  const access = observerAccess(req, self, true);
+  if (typeof access === 'object') return sendTooManyAttempts(res, access.retryAfterSeconds);
+  if (access === 'denied') {
     if (json) return sendJson(res, 401, { error: 'unauthorized' });
     return sendErrorPage(res, {
       status: 401,

@@ -4,6 +4,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { DEFAULT_FLOW, WIRE_LIMITS } from '../protocol/frames.js';
 import { formatEvent, LOG_FORMATS, type LogFormat, type RelayEvent } from './log.js';
 import { createRelay, generateToken, RELAY_VERSION } from './relay.js';
+import { describeVisitorAddressSource } from './access.js';
 
 interface RelayFlags {
   port: number;
@@ -293,6 +294,7 @@ async function runRelay(flags: RelayFlags): Promise<void> {
       domain: flags.domain,
       tokens,
       trustProxy: flags.trustProxy ?? behindPlatformProxy(),
+      onFly: Boolean(process.env.FLY_APP_NAME),
       maxRequestsPerTunnel: flags.maxRequests,
       maxChannelsPerTunnel: flags.maxChannels,
       waitForClientMs: flags.waitForClient,
@@ -335,6 +337,7 @@ async function runRelay(flags: RelayFlags): Promise<void> {
       mode: flags.domain ? 'domain' : 'own-host',
       domain: flags.domain ?? null,
       tls: Boolean(tls),
+      visitorAddress: relay.visitorAddressSource,
     });
     // Printed once on purpose (the operator needs it): the one field the formatter is told not to redact.
     if (generated)
@@ -352,6 +355,7 @@ async function runRelay(flags: RelayFlags): Promise<void> {
         ? `mode: subdomains — tunnels at ${scheme}://<name>.${flags.domain}:${port}${tls ? '' : ' (or https behind a TLS proxy)'}`
         : "mode: own-host — one tunnel served at this relay's own address",
     );
+    write(`visitor addresses: ${describeVisitorAddressSource(relay.visitorAddressSource)}`);
     if (generated) write(`token: ${tokens[0]} (generated; set GGROK_TOKEN to keep one across restarts)`);
     write(
       `connect: ggrok http 3000 --server ${local}${generated ? ` --token ${tokens[0]}` : ' --token <token>'}`,

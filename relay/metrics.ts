@@ -29,6 +29,7 @@ const REFUSAL_REASONS = [
   'ip_not_allowed',
   'tunnel_busy',
   'rate_limited',
+  'too_many_attempts',
 ];
 
 /** `2xx` for 204; a nonstandard status of 600 or more keeps its own class (`6xx` …). */
@@ -54,6 +55,7 @@ export class RelayMetrics {
   private readonly protocolErrors: Counter<'code' | 'fatal'>;
   private readonly refusals: Counter<'reason'>;
   private readonly reconnects: Counter;
+  private readonly authFailures: Counter<'kind'>;
 
   constructor(
     private readonly source: MetricsSource,
@@ -150,6 +152,13 @@ export class RelayMetrics {
       registers,
     });
     for (const reason of REFUSAL_REASONS) this.refusals.inc({ reason }, 0);
+    this.authFailures = new Counter({
+      name: 'ggrok_auth_failures_total',
+      help: "Secrets presented and rejected: client tokens, metrics/status bearer tokens, visitors' Basic credentials.",
+      labelNames: ['kind'],
+      registers,
+    });
+    for (const kind of ['client_token', 'observer_token', 'basic_auth']) this.authFailures.inc({ kind }, 0);
     this.reconnects = new Counter({
       name: 'ggrok_reconnects_total',
       help: 'Tunnels that came back under a name held for their owner, or replaced their own stale connection.',
@@ -241,6 +250,10 @@ export class RelayMetrics {
 
   refused(reason: string): void {
     this.refusals.inc({ reason });
+  }
+
+  authFailed(kind: string): void {
+    this.authFailures.inc({ kind });
   }
 
   reconnected(): void {

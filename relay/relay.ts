@@ -14,7 +14,8 @@ import {
   type TunnelRequest,
 } from '../protocol/frames.js';
 import { Session } from '../protocol/session.js';
-import { AccessPolicy, visitorAddress } from './access.js';
+import { AccessPolicy, visitorAddress, visitorAddressSource, type VisitorAddressSource } from './access.js';
+import { AuthFailures, type AuthKind } from './auth-failures.js';
 import { WebhookSender, type HookEvent } from './hooks.js';
 import type { RelayEvent } from './log.js';
 import { RelayMetrics } from './metrics.js';
@@ -44,6 +45,11 @@ export interface RelayOptions {
   tokens: string[];
   /** Trust X-Forwarded-Proto/Host/Port from a proxy in front (Heroku router, Fly proxy, Caddy). */
   trustProxy?: boolean;
+  /**
+   * The relay runs on Fly.io (main.ts: FLY_APP_NAME is set): with trustProxy, visitor addresses come from
+   * Fly-Client-IP. Elsewhere that header is the visitor's to forge, and the right-most X-Forwarded-For counts.
+   */
+  onFly?: boolean;
   heartbeatMs?: number;
   deadAfterMs?: number;
   handshakeTimeoutMs?: number;
@@ -86,6 +92,8 @@ export interface RelayOptions {
   webhook?: { url: string; secret?: string; timeoutMs?: number; maxPending?: number };
   /** How often changed traffic counters go to clients as Stats frames (0 = never). */
   statsIntervalMs?: number;
+  /** The clock for time-based limits (failed-secret throttling); tests inject one. */
+  now?: () => number;
 }
 
 /** The status logged and counted for a visitor who left before any response head (nginx's convention). */
@@ -155,6 +163,17 @@ const CLOSE_REASONS: Record<number, string> = {
   [CloseCode.Overloaded]: 'the client stopped reading its control socket',
 };
 
+/** The answer to a visitor whose address presented too many wrong secrets lately. */
+function tooManyAttempts(waitMs: number): ErrorPage {
+  return {
+    status: 429,
+    code: RefuseCode.TooManyAttempts,
+    title: 'Too many attempts',
+    detail: 'Too many wrong credentials came from your address. Wait a few seconds and try again.',
+    retryAfterSeconds: Math.ceil(waitMs / 1000),
+  };
+}
+
 /** The 503 answer when a tunnel is at its limit of concurrent requests or channels. */
 function busyPage(what: 'requests' | 'channels', limit: number): ErrorPage {
   return {
@@ -180,9 +199,13 @@ export class Relay {
   readonly server: http.Server;
   private readonly wss: WebSocketServer;
   private readonly registry: Registry<Tunnel>;
+  /** Addresses that keep presenting wrong secrets wait before their next attempt is looked at. */
+  private readonly authFailures: AuthFailures;
   private readonly opts: Required<Omit<RelayOptions, 'domain' | 'log' | 'tls' | 'metricsToken' | 'webhook'>> &
     Pick<RelayOptions, 'domain' | 'log' | 'tls' | 'metricsToken' | 'webhook'>;
   private readonly startedAt = Date.now();
+  /** Where visitor addresses (for --allow-ip) are read from. */
+  readonly visitorAddressSource: VisitorAddressSource;
   private readonly tokenEntries: TokenEntry[];
   /** Strings /_ggrok/metrics and /_ggrok/status accept as a bearer token. */
   private readonly observerTokens: string[];
@@ -199,6 +222,7 @@ export class Relay {
     if (options.tokens.length === 0) throw new Error('at least one token is required');
     this.opts = {
       trustProxy: false,
+      onFly: false,
       heartbeatMs: 20_000,
       deadAfterMs: 40_000,
       handshakeTimeoutMs: 10_000,
@@ -217,10 +241,13 @@ export class Relay {
       accessLog: false,
       metricsPerTunnel: false,
       statsIntervalMs: 5000,
+      now: Date.now,
       ...options,
       domain: options.domain?.toLowerCase().replace(/^\.+|\.+$/g, '') || undefined,
     };
     this.tokenEntries = parseTokens(this.opts.tokens);
+    this.visitorAddressSource = visitorAddressSource(this.opts.trustProxy, this.opts.onFly);
+    this.authFailures = new AuthFailures(this.opts.now);
     this.observerTokens = this.opts.metricsToken
       ? [this.opts.metricsToken]
       : this.tokenEntries.flatMap((t) => t.accepted);
@@ -502,6 +529,23 @@ export class Relay {
     }
   }
 
+  /** Ms an address must wait after too many wrong secrets (counted and logged once per wait), or 0. */
+  private throttled(address: string): number {
+    const waitMs = this.authFailures.blockedFor(address);
+    if (waitMs > 0) {
+      if (this.authFailures.firstRefusal(address))
+        this.log({ event: 'refused', reason: RefuseCode.TooManyAttempts, peer: address, waitMs });
+    }
+    return waitMs;
+  }
+
+  /** A wrong secret: counted towards the address's throttle, in the metrics and in the log. */
+  private authFailed(kind: AuthKind, address: string, name?: string): void {
+    this.authFailures.failed(address);
+    this.metrics.authFailed(kind);
+    this.log({ event: 'auth_failed', kind, peer: address, ...(name === undefined ? {} : { name }) });
+  }
+
   private refusal(reason: string, fields: Record<string, unknown>): void {
     this.metrics.refused(reason);
     this.log({ event: 'refused', reason, ...fields });
@@ -538,7 +582,16 @@ export class Relay {
     limit: number,
     what: 'requests' | 'channels',
   ): ErrorPage | undefined {
-    const denied = tunnel.access?.check(req, visitorAddress(req, this.opts.trustProxy));
+    const visitor = visitorAddress(req, this.visitorAddressSource);
+    const presentsCredentials =
+      tunnel.access?.requiresAuth === true && req.headers.authorization !== undefined;
+    if (presentsCredentials) {
+      const waitMs = this.throttled(visitor);
+      if (waitMs > 0) return tooManyAttempts(waitMs);
+    }
+    const denied = tunnel.access?.check(req, visitor);
+    if (denied?.code === 'auth_required' && presentsCredentials)
+      this.authFailed('basic_auth', visitor, tunnel.name);
     if (denied) return denied;
     if (open >= limit) return busyPage(what, limit);
     if (!tunnel.allowNewStream())
@@ -621,7 +674,18 @@ export class Relay {
     statusReport: () => this.statusReport(),
     renderMetrics: () => this.metrics.render(),
     certificateAllowed: (host) => this.certificateAllowed(host),
-    isObserverToken: (token) => tokenMatches(token, this.observerTokens),
+    observerAccess: (req, presented) => {
+      const peer = visitorAddress(req, this.visitorAddressSource);
+      const waitMs = this.throttled(peer);
+      if (waitMs > 0) {
+        this.metrics.refused(RefuseCode.TooManyAttempts);
+        return { retryAfterSeconds: Math.ceil(waitMs / 1000) };
+      }
+      if (presented === undefined) return 'denied';
+      if (tokenMatches(presented, this.observerTokens)) return 'allowed';
+      this.authFailed('observer_token', peer);
+      return 'denied';
+    },
     landing: (req) => ({
       url: `${this.connectProto(req)}://${this.hostOf(req).host}`,
       serves: this.mode === 'domain' ? `tunnels at *.${this.opts.domain}` : 'one tunnel at this host',
@@ -707,8 +771,9 @@ export class Relay {
 
   private connectProto(req: IncomingMessage): string {
     const forwarded = this.opts.trustProxy ? req.headers['x-forwarded-proto'] : undefined;
-    const first = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(',')[0]?.trim();
-    if (first === 'https' || first === 'http') return first;
+    // The right-most value: a proxy that appends instead of replacing puts its own last, after the visitor's.
+    const last = (Array.isArray(forwarded) ? forwarded.join(',') : forwarded)?.split(',').pop()?.trim();
+    if (last === 'https' || last === 'http') return last;
     return (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http';
   }
 
@@ -721,13 +786,22 @@ export class Relay {
   }
 
   private onHello(hello: HelloFrame, req: IncomingMessage, ws: import('ws').WebSocket): HelloDecision {
-    const peer = req.socket.remoteAddress;
+    const peer = visitorAddress(req, this.visitorAddressSource);
     if (this.shuttingDown) {
       this.refusal(RefuseCode.RelayShuttingDown, { peer });
       return { refuse: RefuseCode.RelayShuttingDown, message: 'relay is shutting down' };
     }
+    const waitMs = this.throttled(peer);
+    if (waitMs > 0) {
+      this.metrics.refused(RefuseCode.TooManyAttempts);
+      return {
+        refuse: RefuseCode.TooManyAttempts,
+        message: `too many wrong tokens from ${peer}; try again in ${Math.ceil(waitMs / 1000)} s`,
+      };
+    }
     const token = matchToken(hello.token, this.tokenEntries);
     if (!token) {
+      this.authFailed('client_token', peer);
       this.refusal(RefuseCode.BadToken, { peer });
       return { refuse: RefuseCode.BadToken, message: 'token rejected' };
     }

@@ -156,7 +156,7 @@ export function acceptControlSocket(
 ): void {
   const timer = setTimeout(() => {
     onEarlyRefusal?.('handshake_timeout');
-    ws.close(CloseCode.HandshakeTimeout, 'no hello in time');
+    closeNow(ws, CloseCode.HandshakeTimeout, 'no hello in time');
   }, timeoutMs);
   timer.unref();
   ws.on('error', () => {});
@@ -190,5 +190,17 @@ export function acceptControlSocket(
 
 function refuse(ws: WebSocket, code: RefuseCodeValue, message: string): void {
   ws.send(encodeFrame({ type: FrameType.Refuse, code, message }));
-  ws.close(CloseCode.Refused, code);
+  closeNow(ws, CloseCode.Refused, code);
+}
+
+/** How long a turned-away socket gets to complete the close handshake before its TCP connection is dropped. */
+const CLOSE_GRACE_MS = 1000;
+
+/**
+ * Says why in a close frame, then drops the connection: a socket turned away must not hold a connection open for
+ * ws's 30 s close timeout (a client that never answers the close, or never said hello, is not owed that).
+ */
+function closeNow(ws: WebSocket, code: number, reason: string): void {
+  ws.close(code, reason);
+  setTimeout(() => ws.terminate(), CLOSE_GRACE_MS).unref();
 }

@@ -1,9 +1,11 @@
 // Access control, limits, TLS and hostile load: only owners get tunnels, protected tunnels stay protected,
 // and one misbehaving visitor or tunnel does not slow the others.
 import { execFileSync } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
@@ -92,6 +94,32 @@ describe('visitor protection', () => {
       headers: { Host: proxied.host, 'X-Forwarded-For': '203.0.113.9, 198.51.100.1' },
     });
     expect(spoofedLeft.status).toBe(403);
+    // Fly-Client-IP is a header like any other off Fly.io: behind Caddy, Heroku or nginx a visitor forges it.
+    const forgedFly = await proxied.request({
+      headers: { Host: proxied.host, 'Fly-Client-IP': '203.0.113.9', 'X-Forwarded-For': '198.51.100.1' },
+    });
+    expect(forgedFly.status).toBe(403);
+    expect(proxied.relay.relay.visitorAddressSource).toBe('x-forwarded-for');
+    // On Fly.io (FLY_APP_NAME set, so onFly), Fly's proxy sets and overwrites it: that one counts.
+    const fly = await startTunnel(cleanup, (_req, res) => reply(res, 200, 'in'), {
+      subdomain: 'fly',
+      relay: { trustProxy: true, onFly: true },
+      client: { access: { basicAuth: [], allowIp: ['203.0.113.0/24'], optionsWithoutAuth: false } },
+    });
+    const viaFly = await fly.request({
+      headers: { Host: fly.host, 'Fly-Client-IP': '203.0.113.9', 'X-Forwarded-For': '198.51.100.1' },
+    });
+    expect(viaFly.status).toBe(200);
+    // Without --trust-proxy nothing a visitor sends counts, only the TCP peer.
+    const direct = await startTunnel(cleanup, (_req, res) => reply(res, 200, 'in'), {
+      subdomain: 'direct',
+      relay: { onFly: true },
+      client: { access: { basicAuth: [], allowIp: ['203.0.113.0/24'], optionsWithoutAuth: false } },
+    });
+    const forged = await direct.request({
+      headers: { Host: direct.host, 'Fly-Client-IP': '203.0.113.9', 'X-Forwarded-For': '203.0.113.9' },
+    });
+    expect(forged.status).toBe(403);
   });
 
   test('malformed access rules are refused at connect time', async () => {
@@ -144,6 +172,86 @@ describe('visitor protection', () => {
   });
 });
 
+describe('wrong secrets are counted, logged and slowed down per address', () => {
+  /** A clock the test moves: the throttle refills over time, and the test must not depend on how fast it runs. */
+  function testClock(): { now: () => number; advance: (ms: number) => void } {
+    let t = Date.now();
+    return { now: () => t, advance: (ms) => (t += ms) };
+  }
+
+  test('client tokens: ten wrong ones, then even the right one waits; the wait ends after the refill', async () => {
+    const clock = testClock();
+    const r = await startRelay(cleanup, { now: clock.now });
+    const local = await startLocal(cleanup, (_req, res) => reply(res, 200, 'ok'));
+    const connect = (token: string): Promise<unknown> =>
+      startClient(cleanup, r.url, local.port, {
+        token,
+        subdomain: 'owner',
+        maxBackoffMs: 60_000,
+        minBackoffMs: 60_000,
+      });
+    for (let i = 0; i < 10; i++) expect((await refusal(connect(`wrong-${i}`))).code).toBe('bad_token');
+    const blocked = await refusal(connect(TOKEN));
+    expect(blocked.code).toBe('too_many_attempts');
+    expect(blocked.message).toMatch(/try again in 6 s/);
+    clock.advance(6000);
+    const client = (await connect(TOKEN)) as { url: string };
+    expect(client.url).toMatch(/owner\./);
+    expect(r.events.filter((e) => e.event === 'auth_failed' && e.kind === 'client_token')).toHaveLength(10);
+    expect(r.events.filter((e) => e.event === 'refused' && e.reason === 'too_many_attempts')).toHaveLength(1);
+  });
+
+  test('Basic credentials: a guessing address gets 429; another visitor and the tunnel are unaffected', async () => {
+    const clock = testClock();
+    const t = await startTunnel(cleanup, (_req, res) => reply(res, 200, 'in'), {
+      relay: { now: clock.now, trustProxy: true },
+      client: { access: { basicAuth: ['alice:s3cret'], allowIp: [], optionsWithoutAuth: false } },
+    });
+    const attempt = (pass: string, from: string) =>
+      t.request({ headers: { Host: t.host, Authorization: basic('alice', pass), 'X-Forwarded-For': from } });
+    // A browser's first request has no credentials: that is not a guess and costs nothing.
+    for (let i = 0; i < 20; i++)
+      expect((await t.request({ headers: { Host: t.host, 'X-Forwarded-For': '198.51.100.1' } })).status).toBe(
+        401,
+      );
+    for (let i = 0; i < 10; i++) expect((await attempt(`guess${i}`, '198.51.100.1')).status).toBe(401);
+    const blocked = await attempt('s3cret', '198.51.100.1');
+    expect([blocked.status, blocked.headers['x-ggrok-error'], blocked.headers['retry-after']]).toEqual([
+      429,
+      'too_many_attempts',
+      '6',
+    ]);
+    expect((await attempt('s3cret', '198.51.100.2')).status).toBe(200);
+    clock.advance(6000);
+    expect((await attempt('s3cret', '198.51.100.1')).status).toBe(200);
+    expect(t.relay.events.filter((e) => e.event === 'auth_failed' && e.kind === 'basic_auth')).toHaveLength(
+      10,
+    );
+  });
+
+  test('metrics and status bearer tokens: 429 after ten wrong ones; failures are in the metrics', async () => {
+    const clock = testClock();
+    const r = await startRelay(cleanup, { now: clock.now });
+    const get = (token: string) =>
+      rawRequest({
+        port: r.port,
+        path: '/_ggrok/status?format=json',
+        headers: { Authorization: `Bearer ${token}` },
+      });
+    for (let i = 0; i < 10; i++) expect((await get(`nope${i}`)).status).toBe(401);
+    expect((await get(TOKEN)).status).toBe(429);
+    clock.advance(6000);
+    const metrics = await rawRequest({
+      port: r.port,
+      path: '/_ggrok/metrics',
+      headers: { Authorization: `Bearer ${TOKEN}` },
+    });
+    expect(metrics.status).toBe(200);
+    expect(metrics.body.toString()).toMatch(/^ggrok_auth_failures_total\{kind="observer_token"\} 10$/m);
+    expect(metrics.body.toString()).toMatch(/^ggrok_refusals_total\{reason="too_many_attempts"\} 1$/m);
+  });
+});
+
 describe('limits', () => {
   test('tunnels per token are capped; a second token has its own budget', async () => {
     const r = await startRelay(cleanup, { maxTunnelsPerToken: 2, tokens: [TOKEN, 'other-token'] });
@@ -189,6 +297,27 @@ describe('limits', () => {
     );
     expect(answer).toMatch(/^HTTP\/1\.1 408 /);
     expect(t.local.requests).toHaveLength(0);
+  });
+
+  test('a control socket that never says hello is closed at the handshake timeout, TCP connection included', async () => {
+    const r = await startRelay(cleanup, { handshakeTimeoutMs: 300 });
+    // A hand-made WebSocket handshake: this peer will never answer the close frame, as a hostile one would not.
+    const socket = net.connect(r.port, '127.0.0.1');
+    socket.on('error', () => {});
+    cleanup.add(() => socket.destroy());
+    await once(socket, 'connect');
+    socket.write(
+      `GET /_ggrok/connect HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+        `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`,
+    );
+    let text = '';
+    socket.on('data', (c: Buffer) => (text += c.toString('latin1')));
+    const started = Date.now();
+    await once(socket, 'close');
+    expect(text).toMatch(/^HTTP\/1\.1 101 /);
+    expect(text).toContain('no hello in time');
+    // ws would wait 30 s for the close handshake; the relay gives it one second.
+    expect(Date.now() - started).toBeLessThan(15_000);
   });
 
   test('request heads over --max-header-bytes get 431', async () => {

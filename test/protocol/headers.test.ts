@@ -3,7 +3,9 @@ import { describe, expect, it } from 'vitest';
 import type { HeaderList } from '../../protocol/frames.js';
 import {
   addForwardedHeaders,
+  allowedTrailers,
   connectionTokens,
+  declaredLength,
   getHeader,
   hasHeader,
   isUpgradeRequest,
@@ -256,5 +258,72 @@ describe('addForwardedHeaders', () => {
       'X-Forwarded-Port', '8443',
       'X-Forwarded-Host', 'demo.example.com',
     ]);
+  });
+});
+
+describe('fields a Connection header or a trailer may never carry off', () => {
+  it('stripHopByHop ignores Connection tokens naming framing, routing or vouched-for fields', () => {
+    // prettier-ignore
+    const input: HeaderList = [
+      'Host', 'a.example',
+      'Connection', 'Content-Length, host, AUTHORIZATION, X-Forwarded-For, Forwarded, Fly-Client-IP, X-Hop',
+      'Content-Length', '5',
+      'Authorization', 'Bearer t',
+      'X-Forwarded-For', '198.51.100.1',
+      'Forwarded', 'for=198.51.100.1',
+      'Fly-Client-IP', '198.51.100.1',
+      'X-Hop', 'gone',
+    ];
+    // prettier-ignore
+    expect(stripHopByHop(input)).toEqual([
+      'Host', 'a.example',
+      'Content-Length', '5',
+      'Authorization', 'Bearer t',
+      'X-Forwarded-For', '198.51.100.1',
+      'Forwarded', 'for=198.51.100.1',
+      'Fly-Client-IP', '198.51.100.1',
+    ]);
+  });
+
+  it('declaredLength reads one length, repeated identical values once, and flags anything else', () => {
+    expect(declaredLength(['Host', 'h'])).toBeUndefined();
+    expect(declaredLength(['content-length', '12'])).toBe(12);
+    expect(declaredLength(['Content-Length', '7, 7', 'CONTENT-LENGTH', '7'])).toBe(7);
+    for (const bad of [
+      ['Content-Length', '7, 8'],
+      ['Content-Length', '-1'],
+      ['Content-Length', '0x10'],
+      ['Content-Length', ''],
+      ['Content-Length', '1', 'content-length', '2'],
+    ])
+      expect(declaredLength(bad)).toBeNaN();
+  });
+
+  it('allowedTrailers drops framing, routing, credential and cookie fields and keeps the rest in order', () => {
+    // prettier-ignore
+    expect(allowedTrailers([
+      'X-Checksum', 'abc',
+      'Content-Length', '9',
+      'host', 'evil',
+      'Set-Cookie', 'a=1',
+      'Authorization', 'x',
+      'Proxy-Foo', 'y',
+      'Server-Timing', 'db;dur=5',
+    ])).toEqual(['X-Checksum', 'abc', 'Server-Timing', 'db;dur=5']);
+    const clean = ['X-A', '1'];
+    expect(allowedTrailers(clean)).toBe(clean);
+  });
+
+  it('with trustProxy, X-Forwarded-Host is still the Host the relay routed on (proxies in front do not set it)', () => {
+    const list: HeaderList = ['X-Forwarded-Host', 'evil.example', 'X-Forwarded-Proto', 'https'];
+    addForwardedHeaders(list, {
+      remoteAddress: '10.1.2.3',
+      proto: 'http',
+      host: 'demo.example.com',
+      port: '80',
+      trustProxy: true,
+    });
+    expect(getHeader(list, 'x-forwarded-host')).toBe('demo.example.com');
+    expect(getHeader(list, 'x-forwarded-proto')).toBe('https');
   });
 });

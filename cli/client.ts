@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
 import { decodeFrame, encodeFrame } from '../protocol/codec.js';
-import { CloseCode, describeRefusal, GgrokError, isRetryableRefusal } from '../protocol/errors.js';
+import { CloseCode, describeRefusal, GgrokError, isRetryableRefusal, ResetCode } from '../protocol/errors.js';
 import {
   DEFAULT_FLOW,
   FrameType,
@@ -15,6 +15,7 @@ import {
   type WelcomeFrame,
 } from '../protocol/frames.js';
 import { Session } from '../protocol/session.js';
+import type { StreamHandler } from '../protocol/stream.js';
 import { VERSION } from '../protocol/version.js';
 import {
   LocalForwarder,
@@ -115,6 +116,9 @@ export function controlUrl(server: string): string {
 }
 
 const TLS_ERRORS = /^(ERR_TLS|CERT_|UNABLE_TO|DEPTH_ZERO|SELF_SIGNED|ERR_SSL)/;
+
+/** The owner of a stream for a tunnel this connection does not carry: it was reset at once; nothing else happens. */
+const IGNORED_STREAM: StreamHandler = { data() {}, end() {}, reset() {}, drain() {} };
 
 /** A tunnel client. start() resolves on the first welcome; afterwards it keeps itself online until close(). */
 export class TunnelClient extends EventEmitter<ClientEvents> {
@@ -341,8 +345,9 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
       maxInboundStreams: welcome.maxStreams,
       onRequest: (stream, head) => {
         const forwarder = this.forwarders[head.tunnel];
-        if (forwarder) forwarder.serve(stream, head);
-        else stream.reset('protocol_error', `no tunnel ${head.tunnel} on this connection`);
+        if (forwarder) return forwarder.serve(stream, head);
+        stream.reset(ResetCode.ProtocolError, `no tunnel ${head.tunnel} on this connection`);
+        return IGNORED_STREAM;
       },
       onGoAway: (frame) => (this.goAwayDelayMs = frame.reconnectAfterMs),
       onStats: (frame) => {

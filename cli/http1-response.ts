@@ -11,8 +11,11 @@ export interface ResponseHandler {
   onBody(chunk: Buffer): void;
   /** The response is complete; `trailers` are the chunked trailers (raw names and values). */
   onDone(trailers: string[]): void;
-  /** The 101 of an expected upgrade arrived; `rest` holds the bytes that followed it in the same read. */
-  onUpgrade(rest: Buffer): void;
+  /**
+   * The 101 of an expected upgrade arrived, head and all in one call (the connection stops being HTTP here);
+   * `rest` holds the bytes that followed the head in the same read.
+   */
+  onUpgrade(status: number, reason: string, headers: string[], rest: Buffer): void;
 }
 
 /** The response is not valid HTTP/1.1; the connection cannot be used any further. */
@@ -185,8 +188,7 @@ export class ResponseParser {
     if (status < 200) {
       if (status === 101 && this.upgrade) {
         this.state = State.Upgraded;
-        this.handler.onHead(status, reason, headers, false);
-        this.handler.onUpgrade(buf.subarray(bodyAt));
+        this.handler.onUpgrade(status, reason, headers, buf.subarray(bodyAt));
         return buf.length;
       }
       if (status === 101) throw new ResponseParseError('101 Switching Protocols without an upgrade request');

@@ -75,7 +75,7 @@ export class LocalConnection {
       onHead: (status, reason, headers, info) => this.user?.onHead(status, reason, headers, info),
       onBody: (chunk) => this.user?.onBody(chunk),
       onDone: (trailers) => this.user?.onDone(trailers),
-      onUpgrade: (rest) => this.user?.onUpgrade(rest),
+      onUpgrade: (status, reason, headers, rest) => this.user?.onUpgrade(status, reason, headers, rest),
     });
     socket.on('data', (data: Buffer) => {
       if (!this.user) return void this.socket.destroy(); // bytes while idle: not a usable HTTP/1.1 connection

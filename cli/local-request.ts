@@ -2,71 +2,18 @@
 import type { Socket } from 'node:net';
 import { ResetCode } from '../protocol/errors.js';
 import { BodyKind, WIRE_LIMITS, type HeaderList, type RequestFrame } from '../protocol/frames.js';
-import {
-  FIELD_VALUE,
-  allowedTrailers,
-  declaredLength,
-  getHeader,
-  headerLines,
-  setHeader,
-  stripHopByHop,
-  TOKEN,
-  withoutHeader,
-} from '../protocol/headers.js';
-import { ChunkHolder, pipeIntoStream, pipeStreamInto, type TunnelStream } from '../protocol/stream.js';
+import { allowedTrailers, declaredLength, headerLines } from '../protocol/headers.js';
+import { ChunkHolder, pump, StreamSink } from '../protocol/stream-io.js';
+import type { Stream, StreamHandler } from '../protocol/stream.js';
+import { HeaderEditor, NO_HEADER_RULES, type HeaderRules } from './header-rules.js';
 import { ResponseParseError } from './http1-response.js';
-import {
-  HANG_UP_MESSAGE,
-  LocalPool,
-  type ConnectionUser,
-  type LocalConnection,
-  type LocalTarget,
-} from './local-pool.js';
+import { HANG_UP_MESSAGE, LocalPool, type ConnectionUser, type LocalConnection } from './local-pool.js';
+import { describeTarget, targetHost, type LocalTarget } from './target.js';
 
-export { lookupLocalhost, type LocalTarget } from './local-pool.js';
-
-/** Parses `3000`, `host:port`, `[::1]:8080` or a full `http(s)://host:port` URL. Throws with a one-line reason. */
-export function parseTarget(spec: string, insecure = false): LocalTarget {
-  const s = spec.trim();
-  if (/^\d+$/.test(s))
-    return { protocol: 'http:', host: 'localhost', port: checkPort(Number(s), spec), insecure };
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(s)) {
-    let url: URL;
-    try {
-      url = new URL(s);
-    } catch {
-      throw new Error(`"${spec}" is not a valid URL`);
-    }
-    if (url.protocol !== 'http:' && url.protocol !== 'https:')
-      throw new Error(`"${spec}": only http:// and https:// targets are supported`);
-    const port = url.port ? Number(url.port) : url.protocol === 'https:' ? 443 : 80;
-    return {
-      protocol: url.protocol,
-      host: url.hostname.replace(/^\[|\]$/g, ''),
-      port: checkPort(port, spec),
-      insecure,
-    };
-  }
-  const m = /^(\[[^\]]+\]|[^:[\]]+):(\d+)$/.exec(s);
-  if (!m) throw new Error(`"${spec}" is not a port, host:port or URL`);
-  return {
-    protocol: 'http:',
-    host: m[1]!.replace(/^\[|\]$/g, ''),
-    port: checkPort(Number(m[2]), spec),
-    insecure,
-  };
-}
-
-function checkPort(port: number, spec: string): number {
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`"${spec}": port must be 1-65535`);
-  return port;
-}
-
-/** Human form of a target, e.g. http://localhost:3000. */
-export function describeTarget(t: LocalTarget): string {
-  const host = t.host.includes(':') ? `[${t.host}]` : t.host;
-  return `${t.protocol}//${host}:${t.port}`;
-}
+// Until every importer moved to ./target.js and ./header-rules.js (issue 22).
+export { lookupLocalhost } from './local-pool.js';
+export { describeTarget, parseTarget, type LocalTarget } from './target.js';
+export { NO_HEADER_RULES, parseHeaderArg, type HeaderRules } from './header-rules.js';
 
 const CONNECT_FAILURES = new Set([
   'ECONNREFUSED',
@@ -101,39 +48,6 @@ function isConnectFailure(err: unknown): boolean {
   );
 }
 
-/** Header edits the client applies on the way to and from the local service. */
-export interface HeaderRules {
-  /** "rewrite": Host becomes the target's host:port (dev servers with host checks, e.g. Vite); another value replaces Host; absent keeps the public Host. */
-  hostHeader?: string;
-  requestAdd: HeaderList;
-  requestRemove: string[];
-  responseAdd: HeaderList;
-  responseRemove: string[];
-}
-
-export const NO_HEADER_RULES: HeaderRules = {
-  requestAdd: [],
-  requestRemove: [],
-  responseAdd: [],
-  responseRemove: [],
-};
-
-/** Parses "Name: value" (for --request-header-add and friends). Throws with a one-line reason. */
-export function parseHeaderArg(arg: string): [string, string] {
-  const colon = arg.indexOf(':');
-  const name = arg.slice(0, colon);
-  const value = arg.slice(colon + 1).replace(/^\s+/, '');
-  if (colon < 0 || !TOKEN.test(name) || !FIELD_VALUE.test(value))
-    throw new Error(`"${arg}" is not a header; use "Name: value"`);
-  return [name, value];
-}
-
-function edit(headers: HeaderList, remove: string[], add: HeaderList): HeaderList {
-  let out = headers;
-  for (const name of remove) out = withoutHeader(out, name);
-  return add.length > 0 ? [...out, ...add] : out;
-}
-
 /**
  * Watches one exchange for the inspector. Every method is optional and must be cheap: it runs on the
  * data path. Chunks are the same Buffers the tunnel carries; copy what you keep.
@@ -152,16 +66,6 @@ export interface ExchangeObserver {
 /** Called at the start of each exchange with its request head (as the local service receives it). */
 export type Observe = (head: RequestFrame, localHeaders: HeaderList) => ExchangeObserver | undefined;
 
-/** Wraps a stream's onData so the observer sees each chunk first. */
-function tapData(stream: TunnelStream, see: ((chunk: Buffer) => void) | undefined): void {
-  if (!see) return;
-  const inner = stream.onData;
-  stream.onData = (chunk) => {
-    see(chunk);
-    inner(chunk);
-  };
-}
-
 /** Summary of one finished exchange, for the terminal and the programmatic API. */
 export interface Exchange {
   /** Name of the tunnel that carried it (filled in by the client). */
@@ -174,16 +78,6 @@ export interface Exchange {
   bytes: number;
   upgrade: boolean;
   error?: string;
-}
-
-/** The Content-Length and Transfer-Encoding lines of a header list, to tell whether header rules touched them. */
-function framingOf(headers: HeaderList): string {
-  let out = '';
-  for (let i = 0; i < headers.length; i += 2) {
-    const name = headers[i]!.toLowerCase();
-    if (name === 'content-length' || name === 'transfer-encoding') out += `${name}: ${headers[i + 1]!}\n`;
-  }
-  return out;
 }
 
 /**
@@ -229,20 +123,16 @@ function lastChunk(trailers: HeaderList): string {
 /** Replays tunnel streams against the local target. One per tunnel; holds the keep-alive pool. */
 export class LocalForwarder {
   private readonly pool: LocalPool;
-  /** The header rules remove or add Content-Length or Transfer-Encoding (the only way they can touch framing). */
-  private readonly rulesNameFraming: boolean;
+  private readonly editor: HeaderEditor;
 
   constructor(
     readonly target: LocalTarget,
     private readonly onExchange: (x: Exchange) => void = () => {},
-    private readonly rules: HeaderRules = NO_HEADER_RULES,
+    rules: HeaderRules = NO_HEADER_RULES,
     private readonly observe?: Observe,
   ) {
     this.pool = new LocalPool(target);
-    const added = rules.requestAdd.filter((_, i) => i % 2 === 0);
-    this.rulesNameFraming = [...rules.requestRemove, ...added].some((name) =>
-      /^(content-length|transfer-encoding)$/i.test(name),
-    );
+    this.editor = new HeaderEditor(rules, targetHost(target));
   }
 
   /** Frees pooled connections. */
@@ -250,9 +140,14 @@ export class LocalForwarder {
     this.pool.close();
   }
 
-  /** Serves one stream opened by the relay. */
-  serve(stream: TunnelStream, head: RequestFrame): void {
-    const headers = this.localHeaders(head);
+  /** Local connections in use right now (pooled idle ones not counted). */
+  get busyConnections(): number {
+    return this.pool.busy;
+  }
+
+  /** Serves one stream opened by the relay; returns the exchange that owns it. */
+  serve(stream: Stream, head: RequestFrame): StreamHandler {
+    const headers = this.editor.request(head);
     const framing = requestFraming(head, headers);
     if (typeof framing === 'string') {
       // Never written: a head whose framing disagrees with the body that follows desynchronises the local connection.
@@ -266,37 +161,19 @@ export class LocalForwarder {
         upgrade: head.upgrade,
         error: `refused a request whose framing disagrees with its body: ${framing}`,
       });
-      return;
+      return IGNORED;
     }
     const observer = this.observe?.(head, headers);
-    if (head.upgrade) new UpgradeExchange(this, stream, head, headers, observer).start();
-    else new PlainExchange(this, stream, head, headers, observer, framing).start();
-  }
-
-  /** The request headers as the local service should see them. */
-  private localHeaders(head: RequestFrame): HeaderList {
-    const rules = this.rules;
-    let headers = edit(head.headers, rules.requestRemove, rules.requestAdd);
-    if (this.rulesNameFraming && framingOf(headers) !== framingOf(head.headers)) {
-      // The body's framing belongs to the tunnel, not to header rules: a removed or added Content-Length would
-      // make the local server read the body as the next request on this keep-alive connection.
-      headers = withoutHeader(withoutHeader(headers, 'content-length'), 'transfer-encoding');
-      const length = getHeader(head.headers, 'content-length');
-      if (head.body === BodyKind.Length && length !== undefined) headers.push('Content-Length', length);
-    }
-    const host = rules.hostHeader;
-    if (host) {
-      const value = host === 'rewrite' ? describeTarget(this.target).replace(/^https?:\/\//, '') : host;
-      headers = [...headers];
-      setHeader(headers, 'Host', value);
-    }
-    return head.body === BodyKind.Chunked ? [...headers, 'Transfer-Encoding', 'chunked'] : headers;
+    const exchange = head.upgrade
+      ? new UpgradeExchange(this, stream, head, headers, observer)
+      : new PlainExchange(this, stream, head, headers, observer, framing);
+    exchange.start();
+    return exchange;
   }
 
   /** The response headers as the public client should see them. */
   publicHeaders(rawHeaders: HeaderList, upgrade = false): HeaderList {
-    // The parser caps the local response head (64 KiB, 2000 headers), inside the wire limits.
-    return edit(stripHopByHop(rawHeaders, upgrade), this.rules.responseRemove, this.rules.responseAdd);
+    return this.editor.response(rawHeaders, upgrade);
   }
 
   /** A pooled connection (one fit to carry a body, if the request has one), or a new one. */
@@ -316,11 +193,17 @@ export class LocalForwarder {
   }
 }
 
+/** The owner of a stream whose request was refused before any exchange began: whatever still arrives is dropped. */
+const IGNORED: StreamHandler = { data() {}, end() {}, reset() {}, drain() {} };
+
 /** Informational (1xx) heads passed on per exchange; more are dropped. */
 const MAX_INFORMATIONAL = 16;
 
-/** What both kinds of exchange share: the stream, the head, reporting once, failing before a response. */
-abstract class BaseExchange implements ConnectionUser {
+/**
+ * What both kinds of exchange share: the stream (whose handler the exchange is), the local connection (whose user it
+ * is), reporting once, and failing before a response.
+ */
+abstract class BaseExchange implements ConnectionUser, StreamHandler {
   protected conn: LocalConnection | undefined;
   private informational = 0;
   protected status = 0;
@@ -331,17 +214,23 @@ abstract class BaseExchange implements ConnectionUser {
 
   constructor(
     protected readonly fwd: LocalForwarder,
-    protected readonly stream: TunnelStream,
+    protected readonly stream: Stream,
     protected readonly head: RequestFrame,
     protected readonly headers: HeaderList,
     protected readonly observer: ExchangeObserver | undefined,
   ) {}
 
   abstract start(): void;
+  // The stream's side (StreamHandler).
+  abstract data(chunk: Buffer): void;
+  abstract end(trailers: HeaderList): void;
+  abstract reset(): void;
+  abstract drain(): void;
+  // The local connection's side (ConnectionUser).
   abstract onHead(status: number, reason: string, headers: HeaderList, info: boolean): void;
   abstract onBody(chunk: Buffer): void;
   abstract onDone(trailers: HeaderList): void;
-  abstract onUpgrade(rest: Buffer): void;
+  abstract onUpgrade(status: number, reason: string, headers: HeaderList, rest: Buffer): void;
   abstract onConnectionLost(err: Error): void;
   abstract onWritable(): void;
 
@@ -359,12 +248,19 @@ abstract class BaseExchange implements ConnectionUser {
     if (info) {
       // 1xx heads are not flow-controlled: a server sending them without end gets the first few through.
       if (++this.informational > MAX_INFORMATIONAL) return;
-      return this.stream.sendInfo(status, reason, headers);
+      return this.stream.inform(status, reason, headers);
     }
     this.status = status;
     const out = this.fwd.publicHeaders(headers, status === 101);
-    this.stream.sendResponse(status, reason, out);
+    this.stream.respond(status, reason, out);
     this.observer?.response?.(status, reason, out);
+  }
+
+  /** Passes a piece of the response body (or channel bytes) back; stops reading while the stream is full. */
+  protected passBody(chunk: Buffer): void {
+    this.bytes += chunk.length;
+    this.observer?.responseData?.(chunk);
+    if (!this.stream.write(chunk)) this.conn?.pauseReading();
   }
 
   /** The local service could not be reached or failed before answering: reset the stream with why. */
@@ -404,7 +300,7 @@ class PlainExchange extends BaseExchange {
   private bodyLeft: number;
   private responded = false;
   private responseDone = false;
-  private requestDone = false;
+  private requestDone: boolean;
   private retried = false;
   /** Body bytes written to the socket (or held) but not yet acknowledged to the relay (waiting for 'drain'). */
   private unacked = 0;
@@ -414,7 +310,7 @@ class PlainExchange extends BaseExchange {
 
   constructor(
     fwd: LocalForwarder,
-    stream: TunnelStream,
+    stream: Stream,
     head: RequestFrame,
     headers: HeaderList,
     observer: ExchangeObserver | undefined,
@@ -422,27 +318,18 @@ class PlainExchange extends BaseExchange {
   ) {
     super(fwd, stream, head, headers, observer);
     this.bodyLeft = framing.length ?? Infinity;
+    this.requestDone = head.body === BodyKind.None;
   }
 
   start(): void {
-    const { stream, head } = this;
-    stream.onReset = () => this.cancel();
-    if (head.body === BodyKind.None) {
-      this.requestDone = true;
-      stream.onData = (chunk) => stream.ack(chunk.length);
-    } else {
-      const see = this.observer?.requestData?.bind(this.observer);
-      stream.onData = (chunk) => {
-        see?.(chunk);
-        this.writeBody(chunk);
-      };
-      stream.onEnd = (trailers) => this.endBody(trailers);
-    }
-    stream.onDrain = () => this.conn?.socket.resume();
-    this.send(this.fwd.connection(head.body !== BodyKind.None));
+    this.send(this.fwd.connection(this.head.body !== BodyKind.None));
   }
 
-  private writeBody(chunk: Buffer): void {
+  // ---- the stream: the request body, from the relay ----
+
+  data(chunk: Buffer): void {
+    if (this.requestDone) return this.stream.ack(chunk.length);
+    this.observer?.requestData?.(chunk);
     if (chunk.length > this.bodyLeft)
       return this.misframed('the request body is longer than its Content-Length');
     this.bodyLeft -= chunk.length;
@@ -452,6 +339,26 @@ class PlainExchange extends BaseExchange {
     if (this.waitingDrain) return (this.held ??= new ChunkHolder()).add(chunk);
     if (this.writeFramed(socket, chunk)) this.ackWritten();
     else this.waitingDrain = true;
+  }
+
+  end(trailers: HeaderList): void {
+    if (this.head.body === BodyKind.Length && this.bodyLeft !== 0)
+      return this.misframed('the request body is shorter than its Content-Length');
+    const socket = this.conn?.socket;
+    if (socket && !socket.destroyed) {
+      if (this.held) for (const chunk of this.held.take()) this.writeFramed(socket, chunk); // bounded by the window
+      if (this.head.body === BodyKind.Chunked) socket.write(lastChunk(allowedTrailers(trailers)), 'latin1');
+    }
+    this.requestDone = true;
+    this.maybeRelease();
+  }
+
+  reset(): void {
+    this.cancel();
+  }
+
+  drain(): void {
+    this.conn?.socket.resume();
   }
 
   /** Writes one piece of the body in the request's framing; false when the socket asks us to wait. */
@@ -471,17 +378,6 @@ class PlainExchange extends BaseExchange {
     this.stream.ack(n);
   }
 
-  onWritable(): void {
-    if (!this.waitingDrain) return;
-    const socket = this.conn?.socket;
-    let ok = true;
-    if (socket && !socket.destroyed && this.held)
-      for (const chunk of this.held.take()) ok = this.writeFramed(socket, chunk);
-    if (!ok) return; // still full: wait for the next 'drain'
-    this.waitingDrain = false;
-    this.ackWritten();
-  }
-
   /**
    * The body does not match the length its head declared: the local server would read the difference as (or from) the
    * next request on this connection. The connection is dropped, never reused, and the stream fails.
@@ -494,16 +390,17 @@ class PlainExchange extends BaseExchange {
     this.report(502, why);
   }
 
-  private endBody(trailers: HeaderList): void {
-    if (this.head.body === BodyKind.Length && this.bodyLeft !== 0)
-      return this.misframed('the request body is shorter than its Content-Length');
+  // ---- the local connection: the response ----
+
+  onWritable(): void {
+    if (!this.waitingDrain) return;
     const socket = this.conn?.socket;
-    if (socket && !socket.destroyed) {
-      if (this.held) for (const chunk of this.held.take()) this.writeFramed(socket, chunk); // bounded by the window
-      if (this.head.body === BodyKind.Chunked) socket.write(lastChunk(allowedTrailers(trailers)), 'latin1');
-    }
-    this.requestDone = true;
-    this.maybeRelease();
+    let ok = true;
+    if (socket && !socket.destroyed && this.held)
+      for (const chunk of this.held.take()) ok = this.writeFramed(socket, chunk);
+    if (!ok) return; // still full: wait for the next 'drain'
+    this.waitingDrain = false;
+    this.ackWritten();
   }
 
   onHead(status: number, reason: string, headers: HeaderList, info: boolean): void {
@@ -512,9 +409,7 @@ class PlainExchange extends BaseExchange {
   }
 
   onBody(chunk: Buffer): void {
-    this.bytes += chunk.length;
-    this.observer?.responseData?.(chunk);
-    if (!this.stream.write(chunk)) this.conn?.pauseReading();
+    this.passBody(chunk);
   }
 
   onDone(trailers: HeaderList): void {
@@ -530,7 +425,7 @@ class PlainExchange extends BaseExchange {
     const reused = this.conn?.reused ?? false;
     const started = this.conn?.parser.started ?? false;
     this.conn = undefined;
-    if (this.responseDone) return; // the rest of the request body has nowhere to go; writeBody acks and drops it
+    if (this.responseDone) return; // the rest of the request body has nowhere to go; data() acks and drops it
     if (this.responded) {
       this.stream.reset(ResetCode.LocalError, 'the local service closed the connection mid-response');
       return this.report(this.status, 'the local service closed the connection mid-response');
@@ -552,43 +447,78 @@ class PlainExchange extends BaseExchange {
   }
 }
 
+/** Where an upgrade is: handshaking (the visitor's early bytes wait), refused by the local server, or a raw channel. */
+const UpgradePhase = {
+  Handshake: 'handshake',
+  Refused: 'refused',
+  Channel: 'channel',
+} as const;
+type UpgradePhaseValue = (typeof UpgradePhase)[keyof typeof UpgradePhase];
+
 /** An upgrade: the handshake goes through as HTTP; after the local service's 101 the stream is a raw channel. */
 class UpgradeExchange extends BaseExchange {
+  private phase: UpgradePhaseValue = UpgradePhase.Handshake;
   /** Bytes the public client sent before the switch wait here (unacknowledged, so bounded by the window). */
   private readonly early: Buffer[] = [];
+  /** The public client half-closed before the switch. */
   private earlyEnd = false;
+  /** After the switch: the local socket, and the sink writing the visitor's bytes into it. */
   private upgraded: Socket | undefined;
-  private switchHead: { reason: string; headers: HeaderList } | undefined;
+  private sink: StreamSink | undefined;
 
   start(): void {
-    const { stream } = this;
-    stream.onData = (chunk) => this.early.push(chunk);
-    stream.onEnd = () => (this.earlyEnd = true);
-    stream.onReset = () => {
-      this.upgraded?.resetAndDestroy(); // the channel was cut: the local server must not see a clean end
-      this.cancel();
-    };
-    stream.onDrain = () => this.conn?.socket.resume();
     this.send(this.fwd.freshConnection(true));
   }
 
-  onHead(status: number, reason: string, headers: HeaderList, info: boolean): void {
-    if (status === 101) {
-      this.switchHead = { reason, headers };
-      return;
+  // ---- the stream: the visitor's bytes ----
+
+  data(chunk: Buffer): void {
+    switch (this.phase) {
+      case UpgradePhase.Handshake:
+        return void this.early.push(chunk);
+      case UpgradePhase.Refused:
+        return this.stream.ack(chunk.length); // nowhere to go: the local server refused the switch
+      case UpgradePhase.Channel:
+        this.observer?.channelData?.('in', chunk);
+        return this.sink!.write(chunk);
     }
+  }
+
+  end(): void {
+    switch (this.phase) {
+      case UpgradePhase.Handshake:
+        this.earlyEnd = true;
+        return;
+      case UpgradePhase.Refused:
+        return;
+      case UpgradePhase.Channel:
+        this.sink!.flush(); // bytes the socket could not take yet go before the end
+        this.upgraded!.end();
+    }
+  }
+
+  reset(): void {
+    this.upgraded?.resetAndDestroy(); // the channel was cut: the local server must not see a clean end
+    this.cancel();
+  }
+
+  drain(): void {
+    if (this.upgraded) this.upgraded.resume();
+    else this.conn?.socket.resume();
+  }
+
+  // ---- the local connection: the answer to the handshake ----
+
+  onHead(status: number, reason: string, headers: HeaderList, info: boolean): void {
     this.passHead(status, reason, headers, info);
     if (info) return;
     // The local server refused the upgrade: its answer goes back as it is; what the client sent is dropped.
-    const { stream } = this;
-    stream.onData = (chunk) => stream.ack(chunk.length);
-    for (const chunk of this.early.splice(0)) stream.ack(chunk.length);
+    this.phase = UpgradePhase.Refused;
+    for (const chunk of this.early.splice(0)) this.stream.ack(chunk.length);
   }
 
   onBody(chunk: Buffer): void {
-    this.bytes += chunk.length;
-    this.observer?.responseData?.(chunk);
-    if (!this.stream.write(chunk)) this.conn?.pauseReading();
+    this.passBody(chunk);
   }
 
   onDone(trailers: HeaderList): void {
@@ -599,31 +529,27 @@ class UpgradeExchange extends BaseExchange {
     conn?.discard(); // an upgrade socket never goes back to the pool
   }
 
-  onUpgrade(rest: Buffer): void {
+  onUpgrade(status: number, reason: string, headers: HeaderList, rest: Buffer): void {
     const { stream, observer } = this;
     const socket = this.conn!.detach();
     this.conn = undefined;
     this.upgraded = socket;
-    const { reason, headers } = this.switchHead!;
-    this.passHead(101, reason || 'Switching Protocols', headers, false);
+    this.passHead(status, reason || 'Switching Protocols', headers, false);
+    this.phase = UpgradePhase.Channel;
+    this.sink = new StreamSink(stream, socket);
     // Bytes the local server sent in the same packet as its 101 must not be lost.
     if (rest.length > 0) {
       observer?.channelData?.('out', rest);
       stream.write(rest);
     }
-    if (observer?.channelData) socket.on('data', (chunk: Buffer) => observer.channelData!('out', chunk));
-    pipeIntoStream(socket, stream, {
+    pump(socket, stream, {
       abortCode: ResetCode.LocalError,
       abortMessage: () => 'the local service closed the channel',
+      tap: observer?.channelData ? (chunk) => observer.channelData!('out', chunk) : undefined,
     });
-    pipeStreamInto(stream, socket);
-    tapData(stream, observer?.channelData && ((chunk) => observer.channelData!('in', chunk)));
-    for (const chunk of this.early.splice(0)) stream.onData(chunk);
-    stream.onEnd = () => socket.end();
-    if (this.earlyEnd) {
-      stream.flushHeld?.(); // early bytes the socket could not take yet go before the end
-      socket.end();
-    }
+    // What the visitor sent before the switch goes first, in order; then its half-close, if it came already.
+    for (const chunk of this.early.splice(0)) this.data(chunk);
+    if (this.earlyEnd) this.end();
     socket.on('close', () => this.report(101));
   }
 

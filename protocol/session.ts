@@ -1,22 +1,12 @@
-// One control WebSocket after the handshake: the single writer, flow control, heartbeats and routing by stream id.
-import { Socket } from 'node:net';
-import { TLSSocket } from 'node:tls';
+// One control WebSocket after the handshake: reads and routes frames by stream id, keeps the receive windows and
+// heartbeats, and owns the streams' lifecycle. Everything it sends goes through its Writer.
 import type WebSocket from 'ws';
-import {
-  dataFromFragments,
-  decodeFrame,
-  encodeBatch,
-  encodeDataHeader,
-  encodeDataParts,
-  encodeFrame,
-  FrameError,
-  splitBatch,
-} from './codec.js';
+import { dataFromFragments, decodeFrame, encodeFrame, FrameError, splitBatch } from './codec.js';
 import { CloseCode, GgrokError, ResetCode } from './errors.js';
+import { RecvWindow } from './flow.js';
 import {
   BodyKind,
   FrameType,
-  WIRE_LIMITS,
   type FlowSettings,
   type Frame,
   type GoAwayFrame,
@@ -26,27 +16,11 @@ import {
   type ResponseFrame,
   type StatsFrame,
 } from './frames.js';
-import { TunnelStream, type StreamHost } from './stream.js';
+import { Phase, Stream, type PhaseValue, type StreamHandler, type StreamHost } from './stream.js';
+import { Writer, type WriterHost } from './writer.js';
 
-/** Bytes queued in the WebSocket (ours and the socket's) above which the writer waits for a flush. */
-const WS_HIGH_WATER_BYTES = 256 * 1024;
-/** Frames at least this large are sent at once, as their own message, instead of joining the turn's batch. */
-const BATCH_MAX_FRAME_BYTES = 16 * 1024;
-/** A batch this large leaves at once instead of waiting for the end of the turn. */
-const BATCH_MAX_BYTES = 64 * 1024;
-/**
- * A batch also closes after this many frames. With one batch per turn, a busy turn moved every request through the
- * tunnel as one convoy: the peer sat idle while this side worked through the whole turn, then the reverse. Smaller
- * batches let the peer start on the first requests while this side is still reading the rest.
- */
-const BATCH_MAX_FRAMES = 8;
-/**
- * Encoded control frames (request heads, resets, window updates, …) that may wait unsent because the peer stopped
- * reading its socket. Past it the session is closed (CloseCode.Overloaded): a peer that keeps talking but never
- * reads must not make us queue replies without bound. Legitimate backlogs are far smaller: control frames leave
- * before any data, and what a peer can trigger is bounded by its streams and windows (Pongs are coalesced).
- */
-export const MAX_CONTROL_BACKLOG_BYTES = 16 * 1024 * 1024;
+export { MAX_CONTROL_BACKLOG_BYTES } from './writer.js';
+
 /** Default: received-but-unconsumed bytes above which connection credit is returned only on consumption. */
 const DEFAULT_BUFFERED_SOFT_LIMIT_BYTES = 8 * 1024 * 1024;
 
@@ -70,8 +44,8 @@ export interface SessionOptions {
    * memory at this limit plus the connection window.
    */
   bufferedSoftLimit?: number;
-  /** A new stream opened by the peer (client side: a public request). */
-  onRequest?: (stream: TunnelStream, head: RequestFrame) => void;
+  /** Client side: the peer opened a stream (a public request); returns the stream's owner. */
+  onRequest?: (stream: Stream, head: RequestFrame) => StreamHandler;
   onGoAway?: (frame: GoAwayFrame) => void;
   /** Client side: the relay's traffic counters for one of this connection's tunnels. */
   onStats?: (frame: StatsFrame) => void;
@@ -82,87 +56,44 @@ export interface SessionOptions {
   onClose?: (info: { code: number; reason: string }) => void;
 }
 
-/** A FIFO with O(1) push and shift, for the control and ready queues. */
-class Fifo<T> {
-  private items: (T | undefined)[] = [];
-  private head = 0;
-  get length(): number {
-    return this.items.length - this.head;
-  }
-  push(item: T): void {
-    this.items.push(item);
-  }
-  shift(): T | undefined {
-    if (this.head >= this.items.length) return undefined;
-    const item = this.items[this.head];
-    this.items[this.head++] = undefined;
-    if (this.head > 1024 && this.head * 2 > this.items.length) {
-      this.items = this.items.slice(this.head);
-      this.head = 0;
-    }
-    return item;
-  }
-}
+/** Where a session is: open, closing (close() was called: inbound frames are ignored), or closed. */
+export const SessionState = {
+  Open: 'open',
+  Closing: 'closing',
+  Closed: 'closed',
+} as const;
+export type SessionStateValue = (typeof SessionState)[keyof typeof SessionState];
 
 /**
- * The TCP socket under a WebSocket, to cork around the two writes of a fragmented message, or undefined. ws keeps it
- * in a private field; over TLS it is left alone (ws internals there are not to be relied on), and without the field
- * (another ws version) nothing is corked: the two fragments then simply leave as two writes.
+ * Multiplexes streams over one open, handshaken WebSocket. Owns the socket's only 'message' listener; its Writer
+ * is the only code that sends on it.
  */
-function plainSocketOf(ws: WebSocket): Socket | undefined {
-  const socket = (ws as unknown as { _socket?: unknown })._socket;
-  return socket instanceof Socket && !(socket instanceof TLSSocket) ? socket : undefined;
-}
-
-/**
- * Multiplexes streams over one open, handshaken WebSocket. Owns the socket's only 'message' listener
- * and is the only code that sends on it.
- */
-export class Session implements StreamHost {
-  readonly streams = new Map<number, TunnelStream>();
+export class Session implements StreamHost, WriterHost {
+  readonly streams = new Map<number, Stream>();
   /** Round-trip time of the last heartbeat, in ms; -1 before the first pong. */
   rttMs = -1;
-  closed = false;
-  /** close() was called; inbound frames are ignored from now on. */
-  closing = false;
-  /** Counters for observability: payload bytes of Data frames each way; times our writer waited for credit. */
-  readonly stats = { dataBytesIn: 0, dataBytesOut: 0, streamsOpened: 0, streamStalls: 0, connStalls: 0 };
+  private state: SessionStateValue = SessionState.Open;
+  /** Payload bytes of Data frames received, and streams opened (by either side). */
+  private readonly counts = { dataBytesIn: 0, streamsOpened: 0 };
 
-  /** Encoded control frames, and streams whose Response head is still to be encoded. */
-  private readonly control = new Fifo<Buffer | TunnelStream>();
-  /** Bytes of the encoded frames waiting in `control`. */
-  private controlBytes = 0;
-  /** Nonce of the Pong owed to the peer, if any: however many Pings arrive meanwhile, one Pong (the latest) leaves. */
-  private pongDue: number | undefined;
-  private readonly ready = new Fifo<TunnelStream>();
-  private sendCredit: number;
-  private recvCredit: number;
-  private connUnacked = 0;
+  private readonly writer: Writer;
+  /** What the peer may still send on the whole connection. */
+  private readonly window: RecvWindow;
+  /** Received bytes not consumed yet, over all streams (see bufferedSoftLimit). */
   private inboundBuffered = 0;
   /** Highest stream id opened so far (by us on the relay, by the peer on the client). */
   private highestId = 0;
-  private flushScheduled = false;
-  /** Small frames of this turn, sent as one Batch message at its end or after 8 frames (see send()). */
-  private batch: Buffer[] = [];
-  private batchBytes = 0;
-  private batchScheduled = false;
-  private awaitingDrain = false;
   private lastReceivedAt = Date.now();
   private lastPingAt = 0;
-  /** The connection window ran out with data queued, and no Window(0) has arrived since (a stall counted once). */
-  private connStalled = false;
   private readonly heartbeatTimer: NodeJS.Timeout;
   private readonly softLimit: number;
-  /** The plain TCP socket under the WebSocket, corked around the two fragments of a large Data frame. */
-  private readonly socket: Socket | undefined;
 
   constructor(
     private readonly ws: WebSocket,
     private readonly opts: SessionOptions,
   ) {
-    this.sendCredit = opts.remoteFlow.connWindow;
-    this.recvCredit = opts.localFlow.connWindow;
-    this.socket = plainSocketOf(ws);
+    this.writer = new Writer(ws, this, opts.remoteFlow.maxData, opts.remoteFlow.connWindow);
+    this.window = new RecvWindow(opts.localFlow.connWindow);
     this.softLimit = opts.bufferedSoftLimit ?? DEFAULT_BUFFERED_SOFT_LIMIT_BYTES;
     // Messages arrive as their fragments, so a Data frame sent as header + payload is read without joining them.
     ws.binaryType = 'fragments';
@@ -174,25 +105,52 @@ export class Session implements StreamHost {
     this.heartbeatTimer.unref();
   }
 
+  /** Counters for observability: payload bytes of Data frames each way, streams opened, times the writer waited. */
+  get stats(): {
+    dataBytesIn: number;
+    dataBytesOut: number;
+    streamsOpened: number;
+    streamStalls: number;
+    connStalls: number;
+  } {
+    const w = this.writer.stats;
+    return {
+      ...this.counts,
+      dataBytesOut: w.dataBytesOut,
+      streamStalls: w.streamStalls,
+      connStalls: w.connStalls,
+    };
+  }
+
+  /** The session is closed: its socket is gone and every stream was reset. */
+  get closed(): boolean {
+    return this.state === SessionState.Closed;
+  }
+
+  /** close() was called or the session is closed: no new work. */
+  get closing(): boolean {
+    return this.state !== SessionState.Open;
+  }
+
   /** Largest Data payload we may send. */
   get maxData(): number {
     return this.opts.remoteFlow.maxData;
   }
 
-  /** Relay side: opens a stream for a public request. Returns the stream; its id is assigned here. */
-  openStream(head: Omit<RequestFrame, 'type' | 'id'>): TunnelStream {
+  /** Relay side: opens a stream for a public request, owned by `handler`. Its id is assigned here. */
+  openStream(head: Omit<RequestFrame, 'type' | 'id'>, handler: StreamHandler): Stream {
     const id = ++this.highestId;
-    const stream = this.createStream(id);
     // A request without a body has nothing to end: the Request frame itself implies End (saves a frame).
-    if (!head.upgrade && head.body === BodyKind.None) stream.endPending = stream.localEnded = true;
-    if (this.closed || this.closing) {
+    const bodiless = !head.upgrade && head.body === BodyKind.None;
+    const stream = this.createStream(id, bodiless ? Phase.Ended : Phase.Body, Phase.Head, handler);
+    if (this.closing) {
       // Too late: fail the stream the way every other stream of a closed session fails.
       this.dispose(stream);
-      queueMicrotask(() => stream.onReset(new GgrokError(ResetCode.TunnelClosed, 'tunnel closed')));
+      queueMicrotask(() => stream.deliverReset(new GgrokError(ResetCode.TunnelClosed, 'tunnel closed')));
       return stream;
     }
     // Fields spelled out: an object spread here costs more than the rest of the encode (V8, per request).
-    this.pushControl(
+    this.writer.encoded(
       encodeFrame({
         type: FrameType.Request,
         id,
@@ -204,33 +162,31 @@ export class Session implements StreamHost {
         tunnel: head.tunnel,
       }),
     );
-    this.scheduleFlush();
     return stream;
   }
 
   /** Sends a GoAway frame (graceful shutdown notice). */
   goAway(code: string, message: string, reconnectAfterMs: number): void {
-    this.sendControl({ type: FrameType.GoAway, code, message, reconnectAfterMs });
+    this.writer.frame({ type: FrameType.GoAway, code, message, reconnectAfterMs });
   }
 
   /** Relay side: sends a tunnel's traffic counters to the client. */
   sendStats(stats: Omit<StatsFrame, 'type'>): void {
     if (this.closing) return;
-    this.sendControl({ type: FrameType.Stats, ...stats });
+    this.writer.frame({ type: FrameType.Stats, ...stats });
   }
 
   /** Sends a ping now; the pong updates rttMs. */
   ping(): void {
     this.lastPingAt = Date.now();
-    this.sendControl({ type: FrameType.Ping, nonce: this.lastPingAt });
+    this.writer.frame({ type: FrameType.Ping, nonce: this.lastPingAt });
   }
 
   /** Closes the control socket after queued frames; every open stream is reset as tunnel_closed. */
   close(code: number = CloseCode.Normal, reason = ''): void {
-    if (this.closed || this.closing) return;
-    this.flush();
-    this.sendBatch();
-    this.closing = true;
+    if (this.closing) return;
+    this.writer.flushNow();
+    this.state = SessionState.Closing;
     this.ws.close(code, reason.slice(0, 120));
     // A peer that never answers the close handshake must not hold us open.
     setTimeout(() => this.ws.terminate(), 5000).unref();
@@ -241,282 +197,52 @@ export class Session implements StreamHost {
     this.ws.terminate();
   }
 
-  // ---- StreamHost: called by TunnelStream ----
+  // ---- StreamHost: what streams ask of their session ----
 
-  streamWrote(stream: TunnelStream): void {
-    if (!stream.queued && stream.sendCredit > 0) this.enqueueReady(stream);
-    // Data queued on an empty queue with no credit left: the writer must wait (counted once per stall).
-    else if (stream.sendCredit <= 0 && stream.outQueue.length === 1) this.stalled('stream');
-    if (this.sendCredit <= 0 && !this.connStalled) this.stalled('connection');
-    this.scheduleFlush();
+  streamWrote(stream: Stream): void {
+    this.writer.wrote(stream);
   }
 
-  streamEnded(stream: TunnelStream, _trailers: HeaderList): void {
-    if (stream.outBytes === 0) this.sendEnd(stream);
+  streamEnded(stream: Stream): void {
+    this.writer.ended(stream);
   }
 
-  streamReset(stream: TunnelStream, code: string, message: string): void {
-    this.sendControl({ type: FrameType.Reset, id: stream.id, code, message: message.slice(0, 1000) });
-    this.dispose(stream);
+  streamReset(stream: Stream, code: string, message: string): void {
+    this.resetStream(stream, code, message);
   }
 
-  streamAcked(stream: TunnelStream, bytes: number): void {
-    const n = Math.min(bytes, stream.recvBuffered);
-    stream.recvBuffered -= n;
+  streamAcked(stream: Stream, bytes: number): void {
+    const n = Math.min(bytes, stream.buffered);
+    stream.buffered -= n;
     this.inboundBuffered -= n;
     const owed = Math.min(n, stream.connOwed);
     stream.connOwed -= owed;
     this.returnConnCredit(owed);
-    if (stream.remoteEnded) return;
-    stream.recvUnacked += n;
-    if (stream.recvUnacked >= this.opts.localFlow.streamWindow / 4) {
-      stream.recvCredit += stream.recvUnacked;
-      this.sendControl({ type: FrameType.Window, id: stream.id, increment: stream.recvUnacked });
-      stream.recvUnacked = 0;
-    }
+    if (stream.remote === Phase.Ended) return; // the peer sends nothing more: no credit to return
+    const increment = stream.recvWindow.release(n);
+    if (increment > 0) this.writer.frame({ type: FrameType.Window, id: stream.id, increment });
   }
 
-  sendHead(stream: TunnelStream, head: ResponseFrame | InfoFrame): void {
-    if (head.type === FrameType.Info || head.status === 101 || this.closed) return this.sendControl(head);
-    // Encoded when it leaves (see encodeHead), so that a small body and End written in the same turn ride along.
+  streamHead(stream: Stream, head: ResponseFrame | InfoFrame): void {
+    if (head.type === FrameType.Info || head.status === 101 || this.closed) return this.writer.frame(head);
+    // Encoded when it leaves (see Writer.encodeHead), so that a small body and End written in the same turn ride along.
     stream.pendingHead = head;
-    this.control.push(stream);
-    this.scheduleFlush();
+    this.writer.head(stream);
   }
 
-  // ---- writer ----
+  // ---- WriterHost: what the writer tells its session ----
 
-  private sendControl(frame: Frame): void {
-    if (this.closed) return;
-    this.pushControl(encodeFrame(frame));
+  localEnded(stream: Stream): void {
+    if (stream.localEnded()) this.dispose(stream);
   }
 
-  /** Queues an encoded control frame; a peer that lets too many pile up unread loses the session. */
-  private pushControl(frame: Buffer): void {
-    this.controlBytes += frame.length;
-    this.control.push(frame);
-    if (this.controlBytes > MAX_CONTROL_BACKLOG_BYTES) {
-      this.terminate();
-      this.finalize(CloseCode.Overloaded, 'the peer stopped reading its control socket');
-      return;
-    }
-    this.scheduleFlush();
-  }
-
-  private enqueueReady(stream: TunnelStream): void {
-    stream.queued = true;
-    this.ready.push(stream);
-  }
-
-  private scheduleFlush(): void {
-    if (this.flushScheduled || this.closed) return;
-    this.flushScheduled = true;
-    queueMicrotask(this.flush);
-  }
-
-  /** Sends control frames first, then one Data frame per ready stream in turn, while the socket has room. */
-  private readonly flush = (): void => {
-    this.flushScheduled = false;
-    while (!this.closed && !this.awaitingDrain) {
-      if (this.pongDue !== undefined) {
-        const nonce = this.pongDue;
-        this.pongDue = undefined;
-        this.send(encodeFrame({ type: FrameType.Pong, nonce }));
-        continue;
-      }
-      const control = this.control.shift();
-      if (Buffer.isBuffer(control)) this.controlBytes -= control.length;
-      const item = control ?? this.nextDataFrame();
-      if (!item) return;
-      if (Array.isArray(item)) this.sendFragments(item[0], item[1]);
-      else this.send(Buffer.isBuffer(item) ? item : this.encodeHead(item));
-    }
-  };
-
-  private nextDataFrame(): Buffer | [Buffer, Buffer] | undefined {
-    while (this.sendCredit > 0) {
-      const stream = this.ready.shift();
-      if (!stream) return undefined;
-      stream.queued = false;
-      if (stream.closed || stream.outBytes === 0 || stream.sendCredit <= 0) continue;
-      return this.takeData(stream);
-    }
-    return undefined;
-  }
-
-  /**
-   * Cuts one Data frame off the stream's queue within both windows. Several small queued chunks are joined into one
-   * frame: a frame per tiny chunk would cost both ends far more than the bytes (flow control counts bytes only).
-   */
-  private takeData(stream: TunnelStream): Buffer | [Buffer, Buffer] {
-    const queue = stream.outQueue;
-    const limit = this.sendLimit(stream);
-    const head = queue[0]!;
-    const parts: Buffer[] = [];
-    let n: number;
-    if (head.length >= limit || head.length >= BATCH_MAX_FRAME_BYTES || queue.length === 1) {
-      // The common case: one chunk (bulk chunks always go alone, so they are copied once, in the encoder).
-      n = Math.min(head.length, limit);
-      parts.push(n === head.length ? head : head.subarray(0, n));
-      if (n === head.length) queue.shift();
-      else queue[0] = head.subarray(n);
-    } else {
-      n = 0;
-      let whole = 0; // small chunks taken entirely
-      while (whole < queue.length && n < limit && queue[whole]!.length < BATCH_MAX_FRAME_BYTES) {
-        const next = queue[whole]!;
-        const take = Math.min(next.length, limit - n);
-        n += take;
-        if (take < next.length) {
-          parts.push(next.subarray(0, take));
-          queue[whole] = next.subarray(take);
-          break;
-        }
-        parts.push(next);
-        whole++;
-      }
-      queue.splice(0, whole);
-    }
-    this.charge(stream, n);
-    // A large payload of one piece is sent as it is, after its header (two fragments of one message): no copy.
-    const frame: Buffer | [Buffer, Buffer] =
-      parts.length === 1 && n >= BATCH_MAX_FRAME_BYTES
-        ? [encodeDataHeader(stream.id, n), parts[0]!]
-        : encodeDataParts(stream.id, parts, n);
-    if (this.sendCredit <= 0 && !this.connStalled && (stream.outBytes > 0 || this.ready.length > 0))
-      this.stalled('connection');
-    if (stream.outBytes > 0) {
-      if (stream.sendCredit > 0) this.enqueueReady(stream);
-      else this.stalled('stream');
-    } else if (stream.endPending) {
-      this.sendEnd(stream);
-    }
-    if (stream.needDrain && stream.outBytes < this.opts.remoteFlow.maxData) {
-      stream.needDrain = false;
-      stream.onDrain();
-    }
-    return frame;
-  }
-
-  /**
-   * Encodes a stream's Response head. A small body already queued behind it (within both windows) and an End
-   * without trailers join the same frame: a small response is then one frame instead of three.
-   */
-  private encodeHead(stream: TunnelStream): Buffer {
-    const head = stream.pendingHead!;
-    stream.pendingHead = undefined;
-    const n = stream.outBytes;
-    if (n > 0 && !stream.closed && n < BATCH_MAX_FRAME_BYTES && n <= this.sendLimit(stream)) {
-      head.body = stream.outQueue.length === 1 ? stream.outQueue[0]! : Buffer.concat(stream.outQueue, n);
-      stream.outQueue.length = 0;
-      this.charge(stream, n);
-      if (stream.endPending) this.sendEnd(stream, head);
-      if (stream.needDrain) {
-        stream.needDrain = false;
-        stream.onDrain();
-      }
-    }
-    return encodeFrame(head);
-  }
-
-  /** The most payload a stream may send now: within a Data frame and both windows. */
-  private sendLimit(stream: TunnelStream): number {
-    return Math.min(this.opts.remoteFlow.maxData, stream.sendCredit, this.sendCredit);
-  }
-
-  /** Counts `n` payload bytes of `stream` as sent: off its queue's total and both windows. */
-  private charge(stream: TunnelStream, n: number): void {
-    stream.outBytes -= n;
-    stream.sendCredit -= n;
-    this.sendCredit -= n;
-    this.stats.dataBytesOut += n;
-    stream.lastActivityAt = Date.now();
-  }
-
-  private stalled(scope: 'stream' | 'connection'): void {
-    if (scope === 'stream') this.stats.streamStalls++;
-    else {
-      this.connStalled = true;
-      this.stats.connStalls++;
-    }
+  stalled(scope: 'stream' | 'connection'): void {
     this.opts.onFlowStall?.(scope);
   }
 
-  /**
-   * Small frames wait for the end of this turn of the event loop, or until 8 have gathered, and leave together as
-   * one Batch message (one WebSocket frame, one system call) — a request's Response, Data and End, and the frames
-   * of every other stream that moved in the same turn. A large frame has nothing to gain from waiting and would stall bulk transfers,
-   * so it goes at once, after the batch queued before it.
-   */
-  private send(frame: Buffer): void {
-    if (frame.length >= BATCH_MAX_FRAME_BYTES) {
-      this.sendBatch();
-      return this.write(frame);
-    }
-    this.batch.push(frame);
-    this.batchBytes += frame.length;
-    if (
-      this.batchBytes >= BATCH_MAX_BYTES ||
-      this.batch.length >= BATCH_MAX_FRAMES ||
-      this.ws.bufferedAmount + this.batchBytes >= WS_HIGH_WATER_BYTES
-    )
-      this.sendBatch();
-    else if (!this.batchScheduled) {
-      this.batchScheduled = true;
-      setImmediate(this.endOfTurn);
-    }
-  }
-
-  private readonly endOfTurn = (): void => {
-    this.batchScheduled = false;
-    if (!this.closed) this.sendBatch();
-  };
-
-  private sendBatch(): void {
-    const n = this.batch.length;
-    if (n === 0) return;
-    const message = n === 1 ? this.batch[0]! : encodeBatch(this.batch, this.batchBytes);
-    this.batch = [];
-    this.batchBytes = 0;
-    this.write(message);
-  }
-
-  /** Sends a large Data frame as two fragments of one WebSocket message: its header, then its payload untouched. */
-  private sendFragments(header: Buffer, payload: Buffer): void {
-    this.sendBatch();
-    // Both fragments in one write: on its own, the few bytes of the header cost a system call and a wake-up of the
-    // peer per Data frame (corked: about a sixth less client CPU per downloaded byte, and downloads about 8 % faster).
-    this.socket?.cork();
-    try {
-      this.ws.send(header, { binary: true, fin: false });
-      this.write(payload); // the last fragment: ws sends it as the message's continuation
-    } finally {
-      this.socket?.uncork(); // never leave the control socket corked
-    }
-  }
-
-  /** Sends one message; the one that fills the socket asks for a completion callback, which is our 'drain'. */
-  private write(message: Buffer): void {
-    if (this.ws.bufferedAmount + message.length >= WS_HIGH_WATER_BYTES) {
-      this.awaitingDrain = true;
-      this.ws.send(message, { binary: true }, this.onDrained);
-    } else {
-      this.ws.send(message, { binary: true });
-    }
-  }
-
-  private readonly onDrained = (err?: Error): void => {
-    this.awaitingDrain = false;
-    if (!err) this.flush();
-  };
-
-  /** Ends our side of the stream: on its Response head if that has not left yet (no trailers), else as End. */
-  private sendEnd(stream: TunnelStream, head = stream.pendingHead): void {
-    if (stream.localEnded) return;
-    stream.localEnded = true;
-    if (head && stream.endTrailers.length === 0) head.end = true;
-    else this.sendControl({ type: FrameType.End, id: stream.id, trailers: stream.endTrailers });
-    this.maybeFinish(stream);
+  overloaded(): void {
+    this.terminate();
+    this.finalize(CloseCode.Overloaded, 'the peer stopped reading its control socket');
   }
 
   // ---- reader ----
@@ -527,12 +253,12 @@ export class Session implements StreamHost {
     const frame = isBinary && data.length === 2 ? dataFromFragments(data[0]!, data[1]!) : undefined;
     if (!frame) return this.onMessage(Buffer.concat(data), isBinary);
     this.lastReceivedAt = Date.now();
-    if (!this.closed && !this.closing) this.handle(frame);
+    if (!this.closing) this.handle(frame);
   }
 
   private onMessage(data: Buffer, isBinary: boolean): void {
     this.lastReceivedAt = Date.now();
-    if (this.closed || this.closing) return;
+    if (this.closing) return;
     if (!isBinary) return this.fatal(new FrameError('text message on the control socket'));
     let frames: Buffer[] | undefined;
     try {
@@ -542,7 +268,7 @@ export class Session implements StreamHost {
     }
     if (!frames) return this.onFrame(data);
     for (const frame of frames) {
-      if (this.closed || this.closing) return;
+      if (this.closing) return;
       this.onFrame(frame);
     }
   }
@@ -562,7 +288,7 @@ export class Session implements StreamHost {
       if (e.streamId && this.opts.role === 'client' && data[1] === FrameType.Request) {
         this.highestId = e.streamId;
         this.opts.onProtocolError?.(e, false);
-        this.sendControl({
+        this.writer.frame({
           type: FrameType.Reset,
           id: e.streamId,
           code: ResetCode.ProtocolError,
@@ -594,9 +320,9 @@ export class Session implements StreamHost {
     const id = (frame as { id?: number }).id;
     const stream = id ? this.streams.get(id) : undefined;
     if (!stream) return;
-    this.streamReset(stream, ResetCode.Internal, 'internal error');
+    this.resetStream(stream, ResetCode.Internal, 'internal error');
     try {
-      stream.onReset(e);
+      stream.deliverReset(e);
     } catch {
       // The owner fails again while cleaning up: the stream is already gone from the session.
     }
@@ -605,8 +331,7 @@ export class Session implements StreamHost {
   private dispatch(frame: Frame): void {
     switch (frame.type) {
       case FrameType.Ping:
-        this.pongDue = frame.nonce;
-        return this.scheduleFlush();
+        return this.writer.pong(frame.nonce);
       case FrameType.Pong:
         if (frame.nonce === this.lastPingAt) this.rttMs = Date.now() - frame.nonce;
         return;
@@ -630,7 +355,7 @@ export class Session implements StreamHost {
         const stream = this.streamFor(frame.id);
         if (!stream) return;
         this.dispose(stream);
-        return stream.onReset(new GgrokError(frame.code, frame.message));
+        return stream.deliverReset(new GgrokError(frame.code, frame.message));
       }
       case FrameType.Hello:
       case FrameType.Welcome:
@@ -641,19 +366,14 @@ export class Session implements StreamHost {
 
   private onWindow(id: number, increment: number): void {
     if (id === 0) {
-      this.connStalled = false;
-      this.sendCredit += increment;
-      if (this.sendCredit > WIRE_LIMITS.MAX_WINDOW_BYTES)
-        return this.fatal(new FrameError('connection window overflow'));
-      return this.scheduleFlush();
+      if (!this.writer.connectionGranted(increment)) this.fatal(new FrameError('connection window overflow'));
+      return;
     }
     const stream = this.streamFor(id);
     if (!stream) return;
-    stream.sendCredit += increment;
-    if (stream.sendCredit > WIRE_LIMITS.MAX_WINDOW_BYTES)
+    if (!stream.sendWindow.grant(increment))
       return this.streamProtocolError(stream, 'stream window overflow');
-    if (stream.outBytes > 0 && !stream.queued) this.enqueueReady(stream);
-    this.scheduleFlush();
+    this.writer.streamGranted(stream);
   }
 
   private onRequest(head: RequestFrame): void {
@@ -662,7 +382,7 @@ export class Session implements StreamHost {
       return this.fatal(new FrameError(`stream id ${head.id} reused or out of order`));
     this.highestId = head.id;
     if (this.streams.size >= (this.opts.maxInboundStreams ?? Infinity)) {
-      this.sendControl({
+      this.writer.frame({
         type: FrameType.Reset,
         id: head.id,
         code: ResetCode.RefusedStream,
@@ -670,21 +390,22 @@ export class Session implements StreamHost {
       });
       return;
     }
-    const stream = this.createStream(head.id);
-    if (!head.upgrade && head.body === BodyKind.None) stream.remoteEnded = true; // implied End, see openStream
-    this.opts.onRequest?.(stream, head);
+    // A request without a body is complete with its head: the Request frame implies End (see openStream).
+    const bodiless = !head.upgrade && head.body === BodyKind.None;
+    const stream = this.createStream(head.id, Phase.Head, bodiless ? Phase.Ended : Phase.Body);
+    const handler = this.opts.onRequest?.(stream, head);
+    if (handler && !stream.closed) stream.bind(handler);
   }
 
   private onHead(head: ResponseFrame | InfoFrame): void {
     if (this.opts.role !== 'relay') return this.fatal(new FrameError('only the client sends responses'));
     const stream = this.streamFor(head.id);
     if (!stream) return;
-    if (stream.headDone) return this.streamProtocolError(stream, 'response head after the response');
-    if (head.type === FrameType.Info) return stream.onInfo(head);
-    stream.headDone = true;
-    stream.onResponse(head);
+    if (stream.remote !== Phase.Head)
+      return this.streamProtocolError(stream, 'response head after the response');
+    if (head.type === FrameType.Info) return stream.deliverInfo(head);
+    stream.responded(head);
     // A small response carries its body and End in the head frame: handled as the frames they stand for.
-    if (head.type !== FrameType.Response) return;
     if (head.body && head.body.length > 0) this.onData(head.id, head.body);
     if (head.end) this.onEnd(head.id, []);
   }
@@ -692,47 +413,41 @@ export class Session implements StreamHost {
   private onEnd(id: number, trailers: HeaderList): void {
     const stream = this.streamFor(id);
     if (!stream) return;
-    if (stream.remoteEnded) return this.streamProtocolError(stream, 'End after End');
-    if (this.opts.role === 'relay' && !stream.headDone)
-      return this.streamProtocolError(stream, 'End before response');
-    stream.remoteEnded = true;
-    stream.flushHeld?.();
-    stream.onEnd(trailers);
-    this.maybeFinish(stream);
+    if (stream.remote === Phase.Ended) return this.streamProtocolError(stream, 'End after End');
+    if (stream.remote === Phase.Head) return this.streamProtocolError(stream, 'End before response');
+    if (stream.remoteEnded(trailers)) this.dispose(stream);
   }
 
   private onData(id: number, data: Buffer): void {
     const n = data.length;
     if (n > this.opts.localFlow.maxData)
       return this.fatal(new FrameError(`data frame of ${n} bytes over the limit`));
-    this.recvCredit -= n;
-    if (this.recvCredit < 0) return this.fatal(new FrameError('connection window overrun'));
-    this.stats.dataBytesIn += n;
+    if (!this.window.receive(n)) return this.fatal(new FrameError('connection window overrun'));
+    this.counts.dataBytesIn += n;
     const stream = this.streamFor(id);
     if (!stream) return this.returnConnCredit(n);
-    if (stream.remoteEnded) {
+    if (stream.remote === Phase.Ended) {
       this.returnConnCredit(n);
       return this.streamProtocolError(stream, 'Data after End');
     }
-    if (this.opts.role === 'relay' && !stream.headDone) {
+    if (stream.remote === Phase.Head) {
       this.returnConnCredit(n);
       return this.streamProtocolError(stream, 'Data before response');
     }
-    stream.recvCredit -= n;
-    if (stream.recvCredit < 0) {
+    if (!stream.recvWindow.receive(n)) {
       this.returnConnCredit(n);
       return this.streamProtocolError(stream, 'stream window overrun');
     }
-    stream.recvBuffered += n;
+    stream.buffered += n;
     stream.lastActivityAt = this.lastReceivedAt;
     this.inboundBuffered += n;
     if (this.inboundBuffered <= this.softLimit) this.returnConnCredit(n);
     else stream.connOwed += n;
-    if (n > 0) stream.onData(data);
+    if (n > 0) stream.deliverData(data);
   }
 
   /** The open stream with this id; undefined (frame ignored) for streams already closed; fatal for never-opened ids. */
-  private streamFor(id: number): TunnelStream | undefined {
+  private streamFor(id: number): Stream | undefined {
     const stream = this.streams.get(id);
     if (stream) return stream;
     if (id > this.highestId) this.fatal(new FrameError(`frame for stream ${id}, which was never opened`));
@@ -741,50 +456,47 @@ export class Session implements StreamHost {
 
   private returnConnCredit(n: number): void {
     if (n <= 0 || this.closed) return;
-    this.connUnacked += n;
-    if (this.connUnacked >= this.opts.localFlow.connWindow / 4) {
-      this.recvCredit += this.connUnacked;
-      this.sendControl({ type: FrameType.Window, id: 0, increment: this.connUnacked });
-      this.connUnacked = 0;
-    }
+    const increment = this.window.release(n);
+    if (increment > 0) this.writer.frame({ type: FrameType.Window, id: 0, increment });
   }
 
   // ---- lifecycle ----
 
-  private createStream(id: number): TunnelStream {
-    const stream = new TunnelStream(
+  private createStream(id: number, local: PhaseValue, remote: PhaseValue, handler?: StreamHandler): Stream {
+    const stream = new Stream(
       id,
       this,
-      this.opts.remoteFlow.streamWindow,
-      this.opts.localFlow.streamWindow,
+      { send: this.opts.remoteFlow.streamWindow, recv: this.opts.localFlow.streamWindow },
+      { local, remote },
+      handler,
     );
     this.streams.set(id, stream);
-    this.stats.streamsOpened++;
+    this.counts.streamsOpened++;
     return stream;
   }
 
-  private maybeFinish(stream: TunnelStream): void {
-    if (stream.localEnded && stream.remoteEnded) this.dispose(stream);
+  /** Tells the peer the stream is reset and forgets it (the owner is told separately, if it did not reset it). */
+  private resetStream(stream: Stream, code: string, message: string): void {
+    this.writer.frame({ type: FrameType.Reset, id: stream.id, code, message: message.slice(0, 1000) });
+    this.dispose(stream);
   }
 
   /** Forgets a stream and gives back whatever connection credit and buffer accounting it held. */
-  private dispose(stream: TunnelStream): void {
+  private dispose(stream: Stream): void {
     if (stream.closed) return;
-    stream.closed = true;
+    stream.close();
     this.streams.delete(stream.id);
-    stream.outQueue.length = 0;
-    stream.outBytes = 0;
-    this.inboundBuffered -= stream.recvBuffered;
-    stream.recvBuffered = 0;
+    this.inboundBuffered -= stream.buffered;
+    stream.buffered = 0;
     this.returnConnCredit(stream.connOwed);
     stream.connOwed = 0;
   }
 
-  private streamProtocolError(stream: TunnelStream, message: string): void {
+  private streamProtocolError(stream: Stream, message: string): void {
     const err = new GgrokError(ResetCode.ProtocolError, `stream ${stream.id}: ${message}`);
     this.opts.onProtocolError?.(err, false);
-    this.streamReset(stream, ResetCode.ProtocolError, message);
-    stream.onReset(err);
+    this.resetStream(stream, ResetCode.ProtocolError, message);
+    stream.deliverReset(err);
   }
 
   private fatal(err: GgrokError): void {
@@ -806,15 +518,15 @@ export class Session implements StreamHost {
       for (const stream of [...this.streams.values()]) {
         if (now - stream.lastActivityAt < idleMs) continue;
         const message = `no data for ${Math.round(idleMs / 1000)} s`;
-        this.streamReset(stream, ResetCode.IdleTimeout, message);
-        stream.onReset(new GgrokError(ResetCode.IdleTimeout, message));
+        this.resetStream(stream, ResetCode.IdleTimeout, message);
+        stream.deliverReset(new GgrokError(ResetCode.IdleTimeout, message));
       }
     }
   }
 
   private finalize(code: number, reason: string): void {
     if (this.closed) return;
-    this.closed = true;
+    this.state = SessionState.Closed;
     clearInterval(this.heartbeatTimer);
     const err = new GgrokError(
       ResetCode.TunnelClosed,
@@ -822,7 +534,7 @@ export class Session implements StreamHost {
     );
     for (const stream of [...this.streams.values()]) {
       this.dispose(stream);
-      stream.onReset(err);
+      stream.deliverReset(err);
     }
     this.opts.onClose?.({ code, reason });
   }

@@ -1,223 +1,227 @@
-// One exchange (an HTTP request/response or an upgraded raw channel) multiplexed on a session.
-import type { Readable, Writable } from 'node:stream';
+// One exchange (an HTTP request/response or an upgraded raw channel) multiplexed on a session: its state, its
+// windows and its outbound queue. Its events go to the one handler its owner gave when the stream was opened.
 import { GgrokError, ResetCode } from './errors.js';
+import { RecvWindow, SendWindow } from './flow.js';
 import { FrameType, type HeaderList, type InfoFrame, type ResponseFrame } from './frames.js';
 
-/** What a stream needs from its session; implemented by Session so the two files stay decoupled. */
+/**
+ * Where one direction of a stream is, in wire order: waiting for its head (the Response on the way back; the Request
+ * is the stream's opening, so requests start in Body), carrying its body, ended (End sent or received), or closed
+ * (the stream was reset or finished and forgotten by its session).
+ */
+export const Phase = {
+  Head: 'head',
+  Body: 'body',
+  Ended: 'ended',
+  Closed: 'closed',
+} as const;
+export type PhaseValue = (typeof Phase)[keyof typeof Phase];
+
+/** The owner of a stream: what it receives, in wire order. Given when the stream is opened; never replaced. */
+export interface StreamHandler {
+  /** Relay side: the final response head. */
+  response?(head: ResponseFrame): void;
+  /** Relay side: an informational (1xx) head before it. */
+  info?(head: InfoFrame): void;
+  /** Body bytes (or channel bytes); call `stream.ack(n)` once n of them were passed on, to let the peer send more. */
+  data(chunk: Buffer): void;
+  /** The peer sent everything, with these trailers. */
+  end(trailers: HeaderList): void;
+  /** The stream was abandoned: by the peer, the session closing, or a protocol error. Called at most once. */
+  reset(err: GgrokError): void;
+  /** write() returned false earlier and the queue has room again. */
+  drain(): void;
+}
+
+/** What a stream needs from its session (Session implements it, so the two files stay decoupled). */
 export interface StreamHost {
+  /** Largest Data payload the peer accepts. */
   readonly maxData: number;
-  streamWrote(stream: TunnelStream): void;
-  streamEnded(stream: TunnelStream, trailers: HeaderList): void;
-  streamReset(stream: TunnelStream, code: string, message: string): void;
-  streamAcked(stream: TunnelStream, bytes: number): void;
-  sendHead(stream: TunnelStream, head: ResponseFrame | InfoFrame): void;
+  /** Bytes were queued on the stream. */
+  streamWrote(stream: Stream): void;
+  /** end() was called on the stream. */
+  streamEnded(stream: Stream): void;
+  /** The owner abandons the stream. */
+  streamReset(stream: Stream, code: string, message: string): void;
+  /** The owner passed on `bytes` received bytes. */
+  streamAcked(stream: Stream, bytes: number): void;
+  /** Client side: a response head to send. */
+  streamHead(stream: Stream, head: ResponseFrame | InfoFrame): void;
+}
+
+/** A handler for streams nobody serves: drops data (acknowledging it so the connection keeps moving). */
+const UNBOUND: StreamHandler = { data() {}, end() {}, reset() {}, drain() {} };
+
+/** Outbound bytes of one stream waiting for credit, and the End queued behind them. Written by the session's writer. */
+export class OutQueue {
+  readonly chunks: Buffer[] = [];
+  /** Bytes in `chunks`. */
+  bytes = 0;
+  /** Trailers of the End that follows the queued data; undefined until end() is called. */
+  endTrailers: HeaderList | undefined;
+  /** write() returned false: the owner waits for drain(). */
+  full = false;
+  /** The stream sits in the writer's ready queue. */
+  scheduled = false;
 }
 
 /**
- * A bidirectional stream with credit-based flow control.
- * Outbound: write()/end()/reset(); write() returns false when the caller should pause until onDrain.
- * Inbound: the owner sets the on* handlers and calls ack(n) once it has passed n received bytes on,
- * which is what lets the peer send more.
+ * A bidirectional stream with credit-based flow control. Outbound: write()/end()/reset() (and, on the client,
+ * respond()/inform()); write() returns false when the owner should wait for its handler's drain(). Inbound: the
+ * handler receives frames and calls ack(n) once it passed n bytes on.
  */
-export class TunnelStream {
-  // Inbound handlers, set by whoever owns the stream.
-  onResponse: (head: ResponseFrame) => void = () => {};
-  onInfo: (head: InfoFrame) => void = () => {};
-  onData: (chunk: Buffer) => void = () => {};
-  onEnd: (trailers: HeaderList) => void = () => {};
-  onReset: (err: GgrokError) => void = () => {};
-  onDrain: () => void = () => {};
-
-  /** Bytes of send credit left on this stream. */
-  sendCredit: number;
-  /** Bytes the peer may still send before we grant more. */
-  recvCredit: number;
-  /** Queued outbound chunks not yet framed; bounded by OUT_HIGH_WATER through write()'s return value. */
-  readonly outQueue: Buffer[] = [];
-  outBytes = 0;
-  /** Set when write() returned false; onDrain fires when the queue drains below the mark. */
-  needDrain = false;
-  /** end() was called; End is sent once outQueue is empty. */
-  endPending = false;
-  endTrailers: HeaderList = [];
-  localEnded = false;
-  remoteEnded = false;
-  closed = false;
-  /** In the session's ready queue. */
-  queued = false;
-  /** Received bytes handed to onData and not acked yet. */
-  recvBuffered = 0;
-  /** Consumed bytes whose stream credit has not been returned yet (batched). */
-  recvUnacked = 0;
-  /** Received bytes whose connection credit is returned only when consumed (see Session). */
+export class Stream {
+  /** Our direction and the peer's (see Phase). */
+  private localPhase: PhaseValue;
+  private remotePhase: PhaseValue;
+  private handler: StreamHandler;
+  private resetDelivered = false;
+  readonly out = new OutQueue();
+  /** Credit for what we send, and for what the peer sends. */
+  readonly sendWindow: SendWindow;
+  readonly recvWindow: RecvWindow;
+  /** Received bytes handed to the handler and not acknowledged yet. */
+  buffered = 0;
+  /** Received bytes whose connection credit is returned only once consumed (the session's soft limit). */
   connOwed = 0;
-  /** Response head received (relay side) or sent (client side). */
-  headDone = false;
-  /** Client side: the Response head waiting in the session's queue; body and End may still join it. */
+  /** Client side: the Response head waiting in the writer, which a small body and End may still join. */
   pendingHead: ResponseFrame | undefined;
-  /** Set by pipeStreamInto: writes out data it holds for a full sink, so the owner's end comes after it. */
-  flushHeld: (() => void) | undefined;
   /** Last time data moved either way (ms since epoch), for idle timeouts. */
   lastActivityAt = Date.now();
 
   constructor(
     readonly id: number,
     private readonly host: StreamHost,
-    sendWindow: number,
-    recvWindow: number,
+    windows: { send: number; recv: number },
+    phases: { local: PhaseValue; remote: PhaseValue },
+    handler: StreamHandler = UNBOUND,
   ) {
-    this.sendCredit = sendWindow;
-    this.recvCredit = recvWindow;
+    this.sendWindow = new SendWindow(windows.send);
+    this.recvWindow = new RecvWindow(windows.recv);
+    this.localPhase = phases.local;
+    this.remotePhase = phases.remote;
+    this.handler = handler;
   }
 
-  /** Queues bytes for the peer. Returns false when the caller should wait for onDrain. */
+  /** Our direction's phase. */
+  get local(): PhaseValue {
+    return this.localPhase;
+  }
+
+  /** The peer's direction's phase. */
+  get remote(): PhaseValue {
+    return this.remotePhase;
+  }
+
+  /** end() was called (its End may still wait behind queued data), or the End already left. */
+  get endRequested(): boolean {
+    return this.out.endTrailers !== undefined || this.localPhase === Phase.Ended;
+  }
+
+  /** Reset, or finished and forgotten by the session. */
+  get closed(): boolean {
+    return this.localPhase === Phase.Closed;
+  }
+
+  /** Client side: gives a stream the peer opened its owner. Once. */
+  bind(handler: StreamHandler): void {
+    if (this.handler !== UNBOUND) throw new Error(`stream ${this.id} already has an owner`);
+    this.handler = handler;
+  }
+
+  // ---- the owner's side ----
+
+  /** Queues bytes for the peer. Returns false when the owner should wait for drain(). */
   write(chunk: Buffer): boolean {
     // A closed stream drops data but never asks the source to pause: a paused source would never resume.
-    if (this.closed || this.endPending || chunk.length === 0) return true;
-    this.outQueue.push(chunk);
-    this.outBytes += chunk.length;
+    if (this.closed || this.out.endTrailers !== undefined || chunk.length === 0) return true;
+    this.out.chunks.push(chunk);
+    this.out.bytes += chunk.length;
     this.host.streamWrote(this);
-    if (this.outBytes >= this.host.maxData) this.needDrain = true;
-    return !this.needDrain;
+    if (this.out.bytes >= this.host.maxData) this.out.full = true;
+    return !this.out.full;
   }
 
   /** Ends our side after all queued data, with optional trailers. */
   end(trailers: HeaderList = []): void {
-    if (this.closed || this.endPending) return;
-    this.endPending = true;
-    this.endTrailers = trailers;
-    this.host.streamEnded(this, trailers);
+    if (this.closed || this.out.endTrailers !== undefined || this.localPhase === Phase.Ended) return;
+    this.out.endTrailers = trailers;
+    this.host.streamEnded(this);
   }
 
-  /** Abandons the stream in both directions and tells the peer why. */
+  /** Abandons the stream in both directions and tells the peer why. The handler is not called. */
   reset(code: string = ResetCode.Cancel, message = ''): void {
     if (this.closed) return;
+    this.resetDelivered = true; // the owner knows: it is the one resetting
     this.host.streamReset(this, code, message);
   }
 
-  /** Sends the final response head (client side). */
-  sendResponse(status: number, reason: string, headers: HeaderList): void {
-    if (this.closed || this.headDone) return;
-    this.headDone = true;
-    this.host.sendHead(this, { type: FrameType.Response, id: this.id, status, reason, headers });
+  /** Client side: sends the final response head. */
+  respond(status: number, reason: string, headers: HeaderList): void {
+    if (this.closed || this.localPhase !== Phase.Head) return;
+    this.localPhase = Phase.Body;
+    this.host.streamHead(this, { type: FrameType.Response, id: this.id, status, reason, headers });
   }
 
-  /** Sends an informational 1xx head (client side). */
-  sendInfo(status: number, reason: string, headers: HeaderList): void {
-    if (this.closed || this.headDone) return;
-    this.host.sendHead(this, { type: FrameType.Info, id: this.id, status, reason, headers });
+  /** Client side: sends an informational (1xx) head before the final one. */
+  inform(status: number, reason: string, headers: HeaderList): void {
+    if (this.closed || this.localPhase !== Phase.Head) return;
+    this.host.streamHead(this, { type: FrameType.Info, id: this.id, status, reason, headers });
   }
 
   /** Reports that `bytes` received bytes were passed on, so the peer may send that much more. */
   ack(bytes: number): void {
     if (bytes > 0 && !this.closed) this.host.streamAcked(this, bytes);
   }
-}
 
-/**
- * Sends everything a readable produces into the stream, pausing it while the stream is full.
- * `onEnd` supplies trailers once the readable ended (e.g. IncomingMessage.rawTrailers).
- * A readable that closes without ending resets the stream with `abortCode`.
- */
-export function pipeIntoStream(
-  source: Readable,
-  stream: TunnelStream,
-  options: { trailers?: () => HeaderList; abortCode?: string; abortMessage?: () => string } = {},
-): void {
-  let ended = false;
-  stream.onDrain = () => source.resume();
-  source.on('data', (chunk: Buffer) => {
-    if (!stream.write(chunk)) source.pause();
-  });
-  source.on('end', () => {
-    ended = true;
-    stream.end(options.trailers?.() ?? []);
-  });
-  source.on('error', () => {}); // 'close' below decides; the error itself is reported by the owner.
-  source.on('close', () => {
-    if (!ended) stream.reset(options.abortCode ?? ResetCode.Cancel, options.abortMessage?.() ?? '');
-  });
-}
+  // ---- the session's side: transitions and delivery ----
 
-/** Held chunks smaller than this are copied together into shared buffers instead of kept one by one. */
-const HOLD_COPY_MAX_BYTES = 16 * 1024;
-const HOLD_BUFFER_BYTES = 64 * 1024;
-
-/**
- * Chunks waiting for a full sink, merged into a few buffers: flow control counts bytes, so a peer sending
- * one-byte chunks must not turn a window of bytes into a million queued objects.
- */
-export class ChunkHolder {
-  private readonly held: Buffer[] = [];
-  private acc: Buffer | undefined;
-  private accUsed = 0;
-
-  get empty(): boolean {
-    return this.held.length === 0 && this.accUsed === 0;
+  /** Our End left (on its own or on the Response head). Returns true when both directions are now ended. */
+  localEnded(): boolean {
+    this.localPhase = Phase.Ended;
+    return this.remotePhase === Phase.Ended;
   }
 
-  add(chunk: Buffer): void {
-    if (chunk.length >= HOLD_COPY_MAX_BYTES) {
-      this.closeAcc();
-      this.held.push(chunk);
-      return;
-    }
-    if (!this.acc || this.accUsed + chunk.length > this.acc.length) {
-      this.closeAcc();
-      this.acc = Buffer.allocUnsafe(HOLD_BUFFER_BYTES);
-    }
-    chunk.copy(this.acc, this.accUsed);
-    this.accUsed += chunk.length;
+  /** The peer's Response head arrived (relay side). */
+  responded(head: ResponseFrame): void {
+    this.remotePhase = Phase.Body;
+    this.handler.response?.(head);
   }
 
-  /** Everything held, in order, as few buffers; the holder is empty afterwards. */
-  take(): Buffer[] {
-    this.closeAcc();
-    return this.held.splice(0);
+  /** The peer's End arrived. Returns true when both directions are now ended. */
+  remoteEnded(trailers: HeaderList): boolean {
+    this.remotePhase = Phase.Ended;
+    this.handler.end(trailers);
+    return this.localPhase === Phase.Ended;
   }
 
-  private closeAcc(): void {
-    if (this.acc && this.accUsed > 0) this.held.push(this.acc.subarray(0, this.accUsed));
-    this.acc = undefined;
-    this.accUsed = 0;
+  /** Forgets everything queued; both directions are closed. */
+  close(): void {
+    this.localPhase = this.remotePhase = Phase.Closed;
+    this.out.chunks.length = 0;
+    this.out.bytes = 0;
   }
-}
 
-/**
- * Writes everything the stream receives into a writable, acknowledging bytes as the writable
- * accepts them, so the peer never has more in flight than the stream window. While the writable is full,
- * arriving chunks wait in a ChunkHolder.
- * Ending and resets are left to the caller (they differ for responses, requests and sockets).
- */
-export function pipeStreamInto(stream: TunnelStream, sink: Writable): void {
-  let pending = 0; // bytes handed to the sink (or held) and not acknowledged yet
-  let waiting = false;
-  let held: ChunkHolder | undefined; // made when first needed: most responses never wait
-  // Before the stream's end reaches the owner (who then ends the sink), everything held goes into the sink.
-  stream.flushHeld = () => {
-    if (held) for (const chunk of held.take()) sink.write(chunk);
-  };
-  const onDrain = (): void => {
-    waiting = false;
-    let ok = true;
-    if (held) for (const chunk of held.take()) ok = sink.write(chunk);
-    if (!ok) {
-      waiting = true;
-      sink.once('drain', onDrain);
-      return;
-    }
-    stream.ack(pending);
-    pending = 0;
-  };
-  stream.onData = (chunk) => {
-    pending += chunk.length;
-    if (waiting) return (held ??= new ChunkHolder()).add(chunk);
-    if (sink.write(chunk)) {
-      stream.ack(pending);
-      pending = 0;
-    } else {
-      waiting = true;
-      sink.once('drain', onDrain);
-    }
-  };
+  /** Hands received body or channel bytes to the owner. */
+  deliverData(chunk: Buffer): void {
+    this.handler.data(chunk);
+  }
+
+  /** Hands an informational head to the owner. */
+  deliverInfo(head: InfoFrame): void {
+    this.handler.info?.(head);
+  }
+
+  /** Tells the owner the queue has room again. */
+  deliverDrain(): void {
+    this.out.full = false;
+    this.handler.drain();
+  }
+
+  /** Tells the owner the stream is gone (at most once, and never after the owner reset it itself). */
+  deliverReset(err: GgrokError): void {
+    if (this.resetDelivered) return;
+    this.resetDelivered = true;
+    this.handler.reset(err);
+  }
 }

@@ -14,7 +14,8 @@ import {
   withoutHeader,
 } from '../protocol/headers.js';
 import type { Session } from '../protocol/session.js';
-import { pipeIntoStream, pipeStreamInto, type TunnelStream } from '../protocol/stream.js';
+import { pump, StreamSink } from '../protocol/stream-io.js';
+import { Phase, type Stream, type StreamHandler } from '../protocol/stream.js';
 import { plainAddress } from './access.js';
 import { sendErrorPage, writeRawErrorPage, type ErrorPage } from './pages.js';
 
@@ -51,28 +52,6 @@ export interface Meter {
 }
 
 const NO_METER: Meter = { in: () => {}, out: () => {}, answered: () => {} };
-
-/** Counts the bytes the stream hands to its sink (call after pipeStreamInto). */
-function meterOutbound(stream: TunnelStream, meter: Meter): void {
-  if (meter === NO_METER) return;
-  const write = stream.onData;
-  stream.onData = (chunk) => {
-    meter.out(chunk.length);
-    write(chunk);
-  };
-}
-
-/** Counts the bytes a visitor sends while the stream still takes them. */
-function meterInbound(
-  source: { on(event: 'data', fn: (chunk: Buffer) => void): unknown },
-  stream: TunnelStream,
-  meter: Meter,
-): void {
-  if (meter === NO_METER) return;
-  source.on('data', (chunk: Buffer) => {
-    if (!stream.closed) meter.in(chunk.length);
-  });
-}
 
 function requestHeaders(req: IncomingMessage, ctx: PublicContext, upgrade: boolean): HeaderList {
   let headers = stripHopByHop(req.rawHeaders, upgrade);
@@ -169,55 +148,82 @@ export function forwardRequest(
   done: Done,
   meter: Meter = NO_METER,
 ): void {
-  const problem = requestProblem(req, false);
-  if (problem) {
-    res.shouldKeepAlive = false; // what follows on this connection cannot be trusted to be framed as we think
-    sendErrorPage(res, problem);
-    return done();
-  }
-  const headers = requestHeaders(req, ctx, false);
-  if (!headerListFits(headers)) {
-    sendErrorPage(res, HEADERS_TOO_LARGE);
-    return done();
-  }
-  const body = bodyKind(req);
-  const stream = tunnel.session.openStream({
-    tunnel: tunnel.index,
-    method: req.method ?? 'GET',
-    target: req.url ?? '/',
-    headers,
-    body,
-    upgrade: false,
-  });
-  // A request without a body is complete with its head (the Request frame implies End): nothing to pipe.
-  if (body !== BodyKind.None) {
-    meterInbound(req, stream, meter);
-    pipeIntoStream(req, stream, { trailers: () => allowedTrailers(req.rawTrailers) });
-  }
-  res.on('close', () => {
-    // The public client went away before the whole response was written: stop the local side too.
-    if (!res.writableFinished) stream.reset(ResetCode.Cancel, 'public client went away');
-    done();
-  });
-  let informational = 0; // 1xx heads passed on so far
-  stream.onInfo = (head) => {
-    if (informational < MAX_INFORMATIONAL && writeInformational(res, head)) informational++;
-  };
+  new PublicRequest(req, res, meter, done).start(tunnel, ctx);
+}
+
+/**
+ * One visitor's HTTP request through the tunnel: owns its stream, passes the request body in, writes the answer
+ * (1xx heads, final head, body, trailers) to the ServerResponse, and ends once whatever the outcome.
+ */
+class PublicRequest implements StreamHandler {
+  private stream: Stream | undefined;
+  /** Writes the response body into the ServerResponse at the pace the visitor reads it. */
+  private sink: StreamSink | undefined;
+  /** 1xx heads passed on so far. */
+  private informational = 0;
   /** Body bytes the response head promised and that have not come yet (Infinity: not framed by a length). */
-  let bodyLeft = Infinity;
-  const misframed = (why: string): void => {
-    // Anything but exactly the declared length would desynchronise the visitor's connection (and every visitor's,
-    // behind a front that pools connections): cut it, never pass the difference on.
-    stream.reset(ResetCode.ProtocolError, why);
-    res.destroy();
-  };
-  stream.onResponse = (head) => {
+  private bodyLeft = Infinity;
+
+  constructor(
+    private readonly req: IncomingMessage,
+    private readonly res: ServerResponse,
+    private readonly meter: Meter,
+    private readonly done: Done,
+  ) {}
+
+  start(tunnel: { session: Session; index: number }, ctx: PublicContext): void {
+    const { req, res } = this;
+    const problem = requestProblem(req, false);
+    if (problem) {
+      res.shouldKeepAlive = false; // what follows on this connection cannot be trusted to be framed as we think
+      sendErrorPage(res, problem);
+      return this.done();
+    }
+    const headers = requestHeaders(req, ctx, false);
+    if (!headerListFits(headers)) {
+      sendErrorPage(res, HEADERS_TOO_LARGE);
+      return this.done();
+    }
+    const body = bodyKind(req);
+    const stream = tunnel.session.openStream(
+      {
+        tunnel: tunnel.index,
+        method: req.method ?? 'GET',
+        target: req.url ?? '/',
+        headers,
+        body,
+        upgrade: false,
+      },
+      this,
+    );
+    this.stream = stream;
+    // A request without a body is complete with its head (the Request frame implies End): nothing to pump.
+    if (body !== BodyKind.None) {
+      const meter = this.meter;
+      pump(req, stream, {
+        trailers: () => allowedTrailers(req.rawTrailers),
+        tap: meter === NO_METER ? undefined : (chunk) => meter.in(chunk.length),
+      });
+    }
+    res.on('close', () => {
+      // The public client went away before the whole response was written: stop the local side too.
+      if (!res.writableFinished) stream.reset(ResetCode.Cancel, 'public client went away');
+      this.done();
+    });
+  }
+
+  info(head: InfoFrame): void {
+    if (this.informational < MAX_INFORMATIONAL && writeInformational(this.res, head)) this.informational++;
+  }
+
+  response(head: ResponseFrame): void {
+    const { res, stream } = this;
     const length = declaredLength(head.headers);
     try {
       if (Number.isNaN(length)) throw new Error('malformed Content-Length');
       res.writeHead(head.status, head.reason, stripHopByHop(head.headers));
     } catch (err) {
-      stream.reset(ResetCode.ProtocolError, 'response head rejected');
+      stream!.reset(ResetCode.ProtocolError, 'response head rejected');
       sendErrorPage(res, {
         status: 502,
         code: ResetCode.ProtocolError,
@@ -226,32 +232,36 @@ export function forwardRequest(
       });
       return;
     }
-    const bodiless = req.method === 'HEAD' || head.status === 204 || head.status === 304;
-    if (length !== undefined && !bodiless) bodyLeft = length;
-    pipeStreamInto(stream, res);
-    meterOutbound(stream, meter);
-    if (bodyLeft === Infinity) return;
-    const pass = stream.onData;
-    stream.onData = (chunk) => {
-      if (chunk.length > bodyLeft) return misframed('response body longer than its Content-Length');
-      bodyLeft -= chunk.length;
-      pass(chunk);
-    };
-  };
-  stream.onEnd = (trailers) => {
-    if (bodyLeft !== Infinity && bodyLeft > 0)
-      return misframed('response body shorter than its Content-Length');
+    const bodiless = this.req.method === 'HEAD' || head.status === 204 || head.status === 304;
+    if (length !== undefined && !bodiless) this.bodyLeft = length;
+    this.sink = new StreamSink(stream!, res);
+  }
+
+  data(chunk: Buffer): void {
+    if (chunk.length > this.bodyLeft) return this.misframed('response body longer than its Content-Length');
+    this.bodyLeft -= chunk.length;
+    this.meter.out(chunk.length);
+    this.sink!.write(chunk);
+  }
+
+  end(trailers: HeaderList): void {
+    const { req, res } = this;
+    if (this.bodyLeft !== Infinity && this.bodyLeft > 0)
+      return this.misframed('response body shorter than its Content-Length');
+    this.sink?.flush(); // what waited for a full socket goes before the end
     const allowed = allowedTrailers(trailers);
     if (allowed.length > 0) res.addTrailers(toPairs(allowed));
     res.end();
     // Answered before the whole request body arrived (e.g. 413 or 417): stop forwarding the rest and
     // discard it, as a server that answers early does.
     if (!req.complete) {
-      stream.reset(ResetCode.Cancel, 'response complete');
+      this.stream!.reset(ResetCode.Cancel, 'response complete');
       req.resume();
     }
-  };
-  stream.onReset = (err) => {
+  }
+
+  reset(err: GgrokError): void {
+    const { req, res } = this;
     // Whatever is left of the request body is not wanted any more. Drain it (it may be paused by flow
     // control), or the keep-alive connection never reads its next request.
     req.resume();
@@ -259,7 +269,20 @@ export function forwardRequest(
     if (res.headersSent)
       res.destroy(); // cut, never end as if complete
     else sendErrorPage(res, resetPage(err));
-  };
+  }
+
+  drain(): void {
+    this.req.resume();
+  }
+
+  /**
+   * Anything but exactly the declared length would desynchronise the visitor's connection (and every visitor's,
+   * behind a front that pools connections): cut it, never pass the difference on.
+   */
+  private misframed(why: string): void {
+    this.stream!.reset(ResetCode.ProtocolError, why);
+    this.res.destroy();
+  }
 }
 
 /** Informational heads passed to one public request at most; more are dropped (1xx are not flow-controlled). */
@@ -313,69 +336,109 @@ export function forwardUpgrade(
   done: Done,
   meter: Meter = NO_METER,
 ): void {
-  const problem = requestProblem(req, true);
-  if (problem) {
-    meter.answered(problem.status);
-    writeRawErrorPage(socket, problem);
-    return done();
+  new PublicUpgrade(req, socket, meter, done).start(tunnel, ctx, head);
+}
+
+/**
+ * One visitor's upgrade through the tunnel: owns its stream and the visitor's raw socket. The local server's answer
+ * goes back as it is; after a 101 the stream carries raw bytes both ways, with half-close.
+ */
+class PublicUpgrade implements StreamHandler {
+  private stream: Stream | undefined;
+  private sink: StreamSink | undefined;
+  private responded = false;
+  private finished = false;
+
+  constructor(
+    private readonly req: IncomingMessage,
+    private readonly socket: Duplex,
+    private readonly meter: Meter,
+    private readonly done: Done,
+  ) {}
+
+  start(tunnel: { session: Session; index: number }, ctx: PublicContext, early: Buffer): void {
+    const { req, socket, meter } = this;
+    const problem = requestProblem(req, true);
+    if (problem) {
+      meter.answered(problem.status);
+      writeRawErrorPage(socket, problem);
+      return this.done();
+    }
+    const headers = requestHeaders(req, ctx, true);
+    if (!headerListFits(headers)) {
+      meter.answered(HEADERS_TOO_LARGE.status);
+      writeRawErrorPage(socket, HEADERS_TOO_LARGE);
+      return this.done();
+    }
+    const stream = tunnel.session.openStream(
+      {
+        tunnel: tunnel.index,
+        method: req.method ?? 'GET',
+        target: req.url ?? '/',
+        headers,
+        body: BodyKind.None,
+        upgrade: true,
+      },
+      this,
+    );
+    this.stream = stream;
+    // Bytes the public client sent right after its request head belong to the new protocol: send them first.
+    if (early.length > 0) {
+      meter.in(early.length);
+      stream.write(early);
+    }
+    pump(socket, stream, { tap: meter === NO_METER ? undefined : (chunk) => meter.in(chunk.length) });
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      // After a clean end each way, queued bytes and End may still be on their way to the local side:
+      // only an abrupt close cancels the channel.
+      if (!stream.endRequested || stream.remote !== Phase.Ended)
+        stream.reset(ResetCode.Cancel, 'public client went away');
+      this.finish();
+    });
   }
-  const headers = requestHeaders(req, ctx, true);
-  if (!headerListFits(headers)) {
-    meter.answered(HEADERS_TOO_LARGE.status);
-    writeRawErrorPage(socket, HEADERS_TOO_LARGE);
-    return done();
-  }
-  const stream: TunnelStream = tunnel.session.openStream({
-    tunnel: tunnel.index,
-    method: req.method ?? 'GET',
-    target: req.url ?? '/',
-    headers,
-    body: BodyKind.None,
-    upgrade: true,
-  });
-  let responded = false;
-  let finished = false;
-  const finish = (): void => {
-    if (finished) return;
-    finished = true;
-    done();
-  };
-  // Bytes the public client sent right after its request head belong to the new protocol: send them first.
-  if (head.length > 0) {
-    meter.in(head.length);
-    stream.write(head);
-  }
-  meterInbound(socket, stream, meter);
-  pipeIntoStream(socket, stream);
-  socket.on('error', () => {});
-  socket.on('close', () => {
-    // After a clean end each way, queued bytes and End may still be on their way to the local side:
-    // only an abrupt close cancels the channel.
-    if (!stream.endPending || !stream.remoteEnded) stream.reset(ResetCode.Cancel, 'public client went away');
-    finish();
-  });
-  stream.onResponse = (resHead) => {
-    responded = true;
-    meter.answered(resHead.status);
-    const upgraded = resHead.status === 101;
-    const headers = stripHopByHop(resHead.headers, upgraded);
+
+  response(head: ResponseFrame): void {
+    this.responded = true;
+    this.meter.answered(head.status);
+    const upgraded = head.status === 101;
+    const headers = stripHopByHop(head.headers, upgraded);
     if (!upgraded) headers.push('Connection', 'close');
-    socket.write(rawHead(resHead, headers));
-    pipeStreamInto(stream, socket);
-    meterOutbound(stream, meter);
-  };
-  // Half-close: the local side finished sending; the public side may still talk.
-  stream.onEnd = () => socket.end();
-  stream.onReset = (err) => {
+    this.socket.write(rawHead(head, headers));
+    this.sink = new StreamSink(this.stream!, this.socket);
+  }
+
+  data(chunk: Buffer): void {
+    this.meter.out(chunk.length);
+    this.sink!.write(chunk);
+  }
+
+  /** Half-close: the local side finished sending; the public side may still talk. */
+  end(): void {
+    this.sink?.flush();
+    this.socket.end();
+  }
+
+  reset(err: GgrokError): void {
     // A cut channel must not look like a clean end to the public client: reset the TCP connection.
-    if (responded) resetSocket(socket);
+    if (this.responded) resetSocket(this.socket);
     else {
       const page = resetPage(err);
-      meter.answered(page.status);
-      writeRawErrorPage(socket, page);
+      this.meter.answered(page.status);
+      writeRawErrorPage(this.socket, page);
     }
-    finish();
-  };
+    this.finish();
+  }
+
+  drain(): void {
+    this.socket.resume();
+  }
+
+  private finish(): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.done();
+  }
 }
 
 /** Destroys a socket with a TCP RST where possible, so the peer sees an error rather than a clean end. */

@@ -23,7 +23,12 @@ function recorder() {
     onBody: (chunk) => events.push({ type: 'body', data: chunk.toString('latin1') }),
     // keepAlive as it stands when the response completes: that is when the connection is released.
     onDone: (trailers) => events.push({ type: 'done', trailers: [...trailers], keepAlive: parser.keepAlive }),
-    onUpgrade: (rest) => events.push({ type: 'upgrade', rest: rest.toString('latin1') }),
+    // One call for the switch; recorded as the head it carries, then the handover.
+    onUpgrade: (status, reason, headers, rest) =>
+      events.push(
+        { type: 'head', status, reason, headers: [...headers], info: false },
+        { type: 'upgrade', rest: rest.toString('latin1') },
+      ),
   });
   return { parser, events };
 }

@@ -14,7 +14,7 @@ import {
   type ResponseFrame,
 } from '../../protocol/frames.js';
 import { MAX_CONTROL_BACKLOG_BYTES, Session, type SessionOptions } from '../../protocol/session.js';
-import type { TunnelStream } from '../../protocol/stream.js';
+import type { Stream, StreamHandler } from '../../protocol/stream.js';
 import { Cleanup, waitFor } from '../helpers.js';
 import { getRequest as get, socketPair } from './socket-pair.js';
 
@@ -31,29 +31,37 @@ class Watch {
   reset: GgrokError | undefined;
   ended = false;
   trailers: HeaderList | undefined;
-
-  constructor(
-    readonly stream: TunnelStream,
-    autoAck = true,
-  ) {
-    stream.onResponse = (h) => {
+  stream!: Stream;
+  /** The stream's owner: records each event into this watch. */
+  readonly handler: StreamHandler = {
+    response: (h) => {
       this.response = h;
       this.events.push(`response ${h.status}`);
-    };
-    stream.onData = (chunk) => {
+    },
+    data: (chunk) => {
       this.bytes += chunk.length;
       this.events.push(`data ${chunk.length}`);
-      if (autoAck) stream.ack(chunk.length);
-    };
-    stream.onEnd = (trailers) => {
+      if (this.autoAck) this.stream.ack(chunk.length);
+    },
+    end: (trailers) => {
       this.ended = true;
       this.trailers = trailers;
       this.events.push('end');
-    };
-    stream.onReset = (err) => {
+    },
+    reset: (err) => {
       this.reset = err;
       this.events.push(`reset ${err.code}`);
-    };
+    },
+    drain: () => {},
+  };
+
+  constructor(private readonly autoAck = true) {}
+
+  /** A watch owning a stream `session` opens. */
+  static open(session: Session, head: Omit<RequestFrame, 'type' | 'id'>, autoAck = true): Watch {
+    const w = new Watch(autoAck);
+    w.stream = session.openStream(head, w.handler);
+    return w;
   }
 }
 
@@ -71,7 +79,12 @@ async function peerOf(role: 'relay' | 'client', flow: FlowSettings, extra: Parti
     heartbeatMs: 60_000,
     deadAfterMs: 120_000,
     ...extra,
-    onRequest: (stream) => inbound.push(new Watch(stream)),
+    onRequest: (stream) => {
+      const w = new Watch();
+      w.stream = stream;
+      inbound.push(w);
+      return w.handler;
+    },
     onProtocolError: (err, fatal) => protocolErrors.push({ message: err.message, fatal }),
     onClose: (info) => closes.push(info),
   });
@@ -140,7 +153,7 @@ describe('whole small responses: the client side', () => {
     relay.send(get(1));
     await waitFor(() => relay.inbound.length === 1, 'the request');
     const { stream } = relay.inbound[0]!;
-    stream.sendResponse(200, 'OK', ['Content-Length', '1500']);
+    stream.respond(200, 'OK', ['Content-Length', '1500']);
     stream.write(Buffer.alloc(1500, 1));
     stream.end();
     await relay.sync(1);
@@ -174,10 +187,10 @@ describe('whole small responses: the client side', () => {
     relay.send(get(2));
     await waitFor(() => relay.inbound.length === 2, 'the requests');
     const [a, b] = relay.inbound.map((w) => w.stream);
-    a!.sendResponse(200, 'OK', []);
+    a!.respond(200, 'OK', []);
     a!.write(Buffer.alloc(4 * KiB, 1)); // the whole connection window
     await relay.sync(1);
-    b!.sendResponse(200, 'OK', []);
+    b!.respond(200, 'OK', []);
     b!.write(Buffer.from('small'));
     b!.end();
     await relay.sync(2);
@@ -199,7 +212,7 @@ describe('whole small responses: the client side', () => {
     relay.send(batch(ids.map(get)));
     await waitFor(() => relay.inbound.length === 20, 'the requests');
     for (const { stream } of relay.inbound) {
-      stream.sendResponse(200, 'OK', ['Content-Length', '2']);
+      stream.respond(200, 'OK', ['Content-Length', '2']);
       stream.write(Buffer.from('ok'));
       stream.end();
     }
@@ -220,7 +233,7 @@ describe('whole small responses: the client side', () => {
     relay.send(get(1));
     await waitFor(() => relay.inbound.length === 1, 'the request');
     const { stream } = relay.inbound[0]!;
-    stream.sendResponse(200, 'OK', []);
+    stream.respond(200, 'OK', []);
     stream.write(Buffer.from('partial'));
     stream.reset(ResetCode.LocalError, 'local service died');
     await relay.sync(1);
@@ -286,7 +299,7 @@ describe('whole small responses: the relay side, from a hostile client', () => {
 
   it('a body larger than maxData in a Response is fatal, as a Data frame that large would be', async () => {
     const client = await peerOf('relay', flow);
-    const w = new Watch(client.session.openStream({ ...get(0), tunnel: 0 }));
+    const w = Watch.open(client.session, { ...get(0), tunnel: 0 });
     client.send(whole(w.stream.id, Buffer.alloc(4 * KiB + 1), true));
     const closed = await client.closed;
     expect(closed.code).toBe(CloseCode.ProtocolError);
@@ -298,14 +311,14 @@ describe('whole small responses: the relay side, from a hostile client', () => {
     const client = await peerOf('relay', flow, { bufferedSoftLimit: 0 });
     const watches: Watch[] = [];
     for (let i = 0; i < 16; i++) {
-      const w = new Watch(client.session.openStream({ ...get(0), tunnel: 0 }), false);
+      const w = Watch.open(client.session, { ...get(0), tunnel: 0 }, false);
       watches.push(w);
       client.send(whole(w.stream.id, Buffer.alloc(4 * KiB, i), false));
     }
     await client.sync(1);
     expect(client.session.closed).toBe(false);
     expect(watches.every((w) => w.bytes === 4 * KiB)).toBe(true);
-    const last = new Watch(client.session.openStream({ ...get(0), tunnel: 0 }), false);
+    const last = Watch.open(client.session, { ...get(0), tunnel: 0 }, false);
     client.send(whole(last.stream.id, Buffer.alloc(1), true));
     const closed = await client.closed;
     expect(closed.code).toBe(CloseCode.ProtocolError);
@@ -314,14 +327,14 @@ describe('whole small responses: the relay side, from a hostile client', () => {
 
   it('a whole Response whose body overruns the stream window resets the stream, not the session', async () => {
     const client = await peerOf('relay', flow);
-    const a = new Watch(client.session.openStream({ ...get(0), tunnel: 0 }), false);
+    const a = Watch.open(client.session, { ...get(0), tunnel: 0 }, false);
     client.send(
       encodeFrame({ type: FrameType.Response, id: a.stream.id, status: 200, reason: 'OK', headers: [] }),
     );
     client.send(encodeData(a.stream.id, Buffer.alloc(4 * KiB)));
     client.send(encodeData(a.stream.id, Buffer.alloc(4 * KiB)));
     await client.sync(1);
-    const b = new Watch(client.session.openStream({ ...get(0), tunnel: 0 }), false);
+    const b = Watch.open(client.session, { ...get(0), tunnel: 0 }, false);
     client.send(whole(b.stream.id, Buffer.alloc(4 * KiB), false));
     client.send(encodeData(b.stream.id, Buffer.alloc(4 * KiB)));
     client.send(encodeData(b.stream.id, Buffer.alloc(1))); // one byte over b's window
@@ -335,7 +348,7 @@ describe('whole small responses: the relay side, from a hostile client', () => {
     // 64 KiB connection window, 4 KiB bodies: 40 of them (160 KiB) only fit if each one's credit comes back.
     const client = await peerOf('relay', flow, { bufferedSoftLimit: 0 });
     for (let i = 0; i < 40; i++) {
-      const w = new Watch(client.session.openStream({ ...get(0), tunnel: 0 }), false);
+      const w = Watch.open(client.session, { ...get(0), tunnel: 0 }, false);
       w.stream.reset(ResetCode.Cancel, 'public client went away');
       client.send(whole(w.stream.id, Buffer.alloc(4 * KiB, i), true));
     }
@@ -374,7 +387,7 @@ describe('replies a peer can trigger are bounded (a peer that talks but never re
     const big: HeaderList = ['X-Big', 'x'.repeat(60 * KiB)];
     // Far more request heads than the socket and its kernel buffers hold: the rest waits in the session's queue.
     for (let i = 0; i < (2 * MAX_CONTROL_BACKLOG_BYTES) / (60 * KiB) && !session.closed; i++) {
-      session.openStream({ ...get(0), headers: big, tunnel: 0 });
+      session.openStream({ ...get(0), headers: big, tunnel: 0 }, new Watch().handler);
       if (i % 50 === 49) await new Promise((r) => setImmediate(r));
     }
     await waitFor(() => closes.length > 0, 'the session to close');

@@ -12,26 +12,32 @@ import {
   type StatsFrame,
 } from '../../protocol/frames.js';
 import { Session, type SessionOptions } from '../../protocol/session.js';
-import type { TunnelStream } from '../../protocol/stream.js';
+import type { Stream, StreamHandler } from '../../protocol/stream.js';
 import { Cleanup, sleep, waitFor } from '../helpers.js';
 import { socketPair } from './socket-pair.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
 
+/** An owner that does nothing with what arrives (these tests ack by hand, or never). */
+const IDLE: StreamHandler = { data() {}, end() {}, reset() {}, drain() {} };
+
 /** A relay session and a client session on one real WebSocket over 127.0.0.1. */
 async function pair(
   flow: FlowSettings,
   extra: { relay?: Partial<SessionOptions>; client?: Partial<SessionOptions> } = {},
-): Promise<{ relay: Session; client: Session; inbound: TunnelStream[]; clientWs: WebSocket }> {
+): Promise<{ relay: Session; client: Session; inbound: Stream[]; clientWs: WebSocket }> {
   const { server: serverWs, client: clientWs } = await socketPair(cleanup);
   const common = { localFlow: flow, remoteFlow: flow, heartbeatMs: 60_000, deadAfterMs: 120_000 };
-  const inbound: TunnelStream[] = [];
+  const inbound: Stream[] = [];
   const relay = new Session(serverWs, { role: 'relay', ...common, ...extra.relay });
   const client = new Session(clientWs, {
     role: 'client',
     ...common,
-    onRequest: (stream) => inbound.push(stream), // never acks: no credit goes back
+    onRequest: (stream) => {
+      inbound.push(stream); // never acks: no credit goes back
+      return IDLE;
+    },
     ...extra.client,
   });
   cleanup.add(() => relay.terminate());
@@ -90,7 +96,11 @@ it('the writer reports a stall each time a stream or the connection runs out of 
     relay: { onFlowStall: (scope) => stalls.push(scope) },
     client: { bufferedSoftLimit: 0 },
   });
-  const streams = [relay.openStream(request), relay.openStream(request), relay.openStream(request)];
+  const streams = [
+    relay.openStream(request, IDLE),
+    relay.openStream(request, IDLE),
+    relay.openStream(request, IDLE),
+  ];
   for (const s of streams) s.write(Buffer.alloc(10_000));
   // Round robin in 4 KiB frames: 1, 2, 3, 1; then the connection window is empty and stream 1's too.
   await waitFor(() => relay.stats.dataBytesOut === 16384, 'the connection window to be used up');
@@ -101,7 +111,7 @@ it('the writer reports a stall each time a stream or the connection runs out of 
 
   // The client consumes what it got: the credit comes back and the rest (13 616 bytes) flows without a stall.
   await waitFor(() => inbound.length === 3, 'three streams on the client');
-  for (const s of inbound) s.ack(s.recvBuffered);
+  for (const s of inbound) s.ack(s.buffered);
   await waitFor(() => relay.stats.dataBytesOut === 30_000, 'the rest after the acks');
   expect(relay.stats).toMatchObject({ connStalls: 1, streamStalls: 1 });
 
@@ -117,7 +127,7 @@ it('a stream that fits its window exactly, with nothing more queued, is not a st
   const stalls: string[] = [];
   const flow = { streamWindow: 8192, connWindow: 65536, maxData: 4096 };
   const { relay } = await pair(flow, { relay: { onFlowStall: (scope) => stalls.push(scope) } });
-  relay.openStream(request).write(Buffer.alloc(8192));
+  relay.openStream(request, IDLE).write(Buffer.alloc(8192));
   await waitFor(() => relay.stats.dataBytesOut === 8192, 'the data to leave');
   await sleep(50);
   expect(stalls).toEqual([]);

@@ -18,7 +18,7 @@ import {
   type ResponseFrame,
 } from '../../protocol/frames.js';
 import { Session, type SessionOptions } from '../../protocol/session.js';
-import type { TunnelStream } from '../../protocol/stream.js';
+import type { Stream, StreamHandler } from '../../protocol/stream.js';
 import { Cleanup, sleep, waitFor } from '../helpers.js';
 import { getRequest as get, socketPair } from './socket-pair.js';
 
@@ -32,6 +32,10 @@ const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex
 
 /** Records everything that happens to one stream; acks received bytes at once or when told to. */
 class Receiver {
+  /** The stream this receiver owns (set when it is opened, or when the peer opened it). */
+  stream!: Stream;
+  /** What drain() does: writeAll() sets it to continue writing. */
+  onDrain: () => void = () => {};
   bytes = 0;
   unacked = 0;
   ended = false;
@@ -41,30 +45,33 @@ class Receiver {
   infos: InfoFrame[] = [];
   private readonly hash = createHash('sha256');
 
+  /** The stream's owner: records everything into this receiver. */
+  readonly handler: StreamHandler = {
+    data: (chunk) => {
+      this.bytes += chunk.length;
+      this.hash.update(chunk);
+      if (this.autoAck) this.stream.ack(chunk.length);
+      else this.unacked += chunk.length;
+    },
+    end: (trailers) => {
+      this.ended = true;
+      this.trailers = trailers;
+      this.log.push(`end ${this.stream.id}`);
+    },
+    reset: (err) => {
+      this.reset = err;
+      this.log.push(`reset ${this.stream.id} ${err.code}`);
+    },
+    response: (head) => (this.response = head),
+    info: (head) => this.infos.push(head),
+    drain: () => this.onDrain(),
+  };
+
   constructor(
-    readonly stream: TunnelStream,
     public autoAck: boolean,
     private readonly log: string[] = [],
     readonly head?: RequestFrame,
-  ) {
-    stream.onData = (chunk) => {
-      this.bytes += chunk.length;
-      this.hash.update(chunk);
-      if (this.autoAck) stream.ack(chunk.length);
-      else this.unacked += chunk.length;
-    };
-    stream.onEnd = (trailers) => {
-      this.ended = true;
-      this.trailers = trailers;
-      this.log.push(`end ${stream.id}`);
-    };
-    stream.onReset = (err) => {
-      this.reset = err;
-      this.log.push(`reset ${stream.id} ${err.code}`);
-    };
-    stream.onResponse = (head) => (this.response = head);
-    stream.onInfo = (head) => this.infos.push(head);
-  }
+  ) {}
 
   /** Passes `n` received bytes on (all unacknowledged ones by default). */
   ack(n = this.unacked): void {
@@ -108,7 +115,12 @@ function attach(
     remoteFlow: flow,
     ...QUIET,
     ...extra,
-    onRequest: (stream, head) => inbound.push(new Receiver(stream, side.autoAck, log, head)),
+    onRequest: (stream, head) => {
+      const rx = new Receiver(side.autoAck, log, head);
+      rx.stream = stream;
+      inbound.push(rx);
+      return rx.handler;
+    },
     onClose: (info) => closes.push(info),
     onProtocolError: (err, fatal) => protocolErrors.push({ err, fatal }),
     onGoAway: (frame) => goAways.push(frame),
@@ -140,6 +152,18 @@ const head = (target = '/', upgrade = false): Omit<RequestFrame, 'type' | 'id'> 
   tunnel: 0,
 });
 
+/** Opens a stream from `side` (a relay) owned by a new Receiver. */
+function open(
+  side: Side,
+  h: Omit<RequestFrame, 'type' | 'id'>,
+  autoAck = true,
+  log: string[] = [],
+): Receiver {
+  const rx = new Receiver(autoAck, log);
+  rx.stream = side.session.openStream(h, rx.handler);
+  return rx;
+}
+
 /** A small deterministic PRNG, so chunk patterns are reproducible. */
 function prng(seed: number): () => number {
   let s = seed >>> 0;
@@ -151,12 +175,13 @@ function prng(seed: number): () => number {
 
 /** Writes `data` in chunks, honouring write()'s backpressure, then ends the stream (with `trailers`). */
 function writeAll(
-  stream: TunnelStream,
+  rx: Receiver,
   data: Buffer,
   options: { maxChunk?: number; seed?: number; trailers?: HeaderList; end?: boolean } = {},
 ): Promise<void> {
   const rnd = prng(options.seed ?? 1);
   const maxChunk = options.maxChunk ?? 100 * KiB;
+  const stream = rx.stream;
   return new Promise((resolve) => {
     let at = 0;
     const pump = (): void => {
@@ -166,11 +191,11 @@ function writeAll(
         at += n;
         if (!ok) return;
       }
-      stream.onDrain = () => {};
+      rx.onDrain = () => {};
       if (options.end !== false) stream.end(options.trailers);
       resolve();
     };
-    stream.onDrain = pump;
+    rx.onDrain = pump;
     pump();
   });
 }
@@ -196,14 +221,14 @@ describe('data transfer', () => {
     const { relay, client } = await sessionPair();
     const up = randomBytes(5 * MiB);
     const down = randomBytes(5 * MiB);
-    const rs = relay.session.openStream(head('/upload'));
-    const relayRx = new Receiver(rs, true);
-    const uploading = writeAll(rs, up, { seed: 7, trailers: ['X-Sum', sha256(up)] });
+    const relayRx = open(relay, head('/upload'));
+    const rs = relayRx.stream;
+    const uploading = writeAll(relayRx, up, { seed: 7, trailers: ['X-Sum', sha256(up)] });
     await waitFor(() => client.inbound.length === 1, 'the request');
     const clientRx = client.inbound[0]!;
     expect(clientRx.head).toEqual({ type: FrameType.Request, id: rs.id, ...head('/upload') });
-    clientRx.stream.sendResponse(200, 'OK', ['Content-Type', 'application/octet-stream']);
-    const downloading = writeAll(clientRx.stream, down, { seed: 11, maxChunk: 300 * KiB });
+    clientRx.stream.respond(200, 'OK', ['Content-Type', 'application/octet-stream']);
+    const downloading = writeAll(clientRx, down, { seed: 11, maxChunk: 300 * KiB });
     await Promise.all([uploading, downloading]);
     await waitFor(() => relayRx.ended && clientRx.ended, 'both ends', 30_000);
 
@@ -242,9 +267,9 @@ describe('data transfer', () => {
   it('assigns increasing stream ids and keeps many concurrent streams apart', async () => {
     const { relay, client } = await sessionPair();
     const bodies = Array.from({ length: 20 }, (_, i) => randomBytes(10 * KiB + i * 3001));
-    const streams = bodies.map((_, i) => relay.session.openStream(head(`/s${i}`)));
-    expect(streams.map((s) => s.id)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
-    await Promise.all(streams.map((s, i) => writeAll(s, bodies[i]!, { seed: i + 1, maxChunk: 7 * KiB })));
+    const senders = bodies.map((_, i) => open(relay, head(`/s${i}`)));
+    expect(senders.map((s) => s.stream.id)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+    await Promise.all(senders.map((s, i) => writeAll(s, bodies[i]!, { seed: i + 1, maxChunk: 7 * KiB })));
     await waitFor(
       () => client.inbound.length === 20 && client.inbound.every((r) => r.ended),
       'all streams',
@@ -259,13 +284,13 @@ describe('data transfer', () => {
 
   it('passes Info heads before the Response, and empty bodies end cleanly', async () => {
     const { relay, client } = await sessionPair();
-    const rs = relay.session.openStream(head('/empty'));
-    const rx = new Receiver(rs, true, relay.log);
+    const rx = open(relay, head('/empty'), true, relay.log);
+    const rs = rx.stream;
     rs.end();
     await waitFor(() => client.inbound[0]?.ended === true, 'the request end');
     const cs = client.inbound[0]!.stream;
-    cs.sendInfo(103, 'Early Hints', ['Link', '</a.css>; rel=preload']);
-    cs.sendResponse(204, 'No Content', []);
+    cs.inform(103, 'Early Hints', ['Link', '</a.css>; rel=preload']);
+    cs.respond(204, 'No Content', []);
     cs.end(['X-Trailer', 'yes']);
     await waitFor(() => rx.ended, 'the response end');
     expect(rx.infos.map((i) => i.status)).toEqual([103]);
@@ -285,15 +310,15 @@ describe('flow control', () => {
     const { relay, client } = await sessionPair({ flow: SMALL });
     client.autoAck = false;
     const data = randomBytes(3 * W);
-    const rs = relay.session.openStream(head());
+    const rs = open(relay, head()).stream;
     rs.write(data); // queue it all at once, past the drain mark, so the window alone limits what is sent
     rs.end();
     await waitFor(() => client.inbound[0]?.bytes === W, 'one window of data');
     const rx = client.inbound[0]!;
     await settle(relay);
     expect(rx.bytes).toBe(W);
-    expect(rs.sendCredit).toBe(0);
-    expect(rs.outBytes).toBe(2 * W); // the rest stays queued on the sender
+    expect(rs.sendWindow.available).toBe(0);
+    expect(rs.out.bytes).toBe(2 * W); // the rest stays queued on the sender
     expect(rx.ended).toBe(false);
 
     // Credit goes back in batches of a quarter window of consumed bytes.
@@ -304,7 +329,7 @@ describe('flow control', () => {
     await waitFor(() => rx.bytes === W + W / 4, 'a quarter window more');
     await settle(relay);
     expect(rx.bytes).toBe(W + W / 4);
-    expect(rs.outBytes).toBe(2 * W - W / 4);
+    expect(rs.out.bytes).toBe(2 * W - W / 4);
 
     rx.autoAck = true;
     rx.ack();
@@ -319,7 +344,7 @@ describe('flow control', () => {
     const { relay, client } = await sessionPair({ flow, client: { bufferedSoftLimit: 0 } });
     client.autoAck = false;
     const bodies = Array.from({ length: 4 }, () => randomBytes(W));
-    const streams = bodies.map(() => relay.session.openStream(head()));
+    const streams = bodies.map(() => open(relay, head()).stream);
     streams.forEach((s, i) => {
       s.write(bodies[i]!);
       s.end();
@@ -329,7 +354,7 @@ describe('flow control', () => {
     await settle(relay);
     expect(total()).toBe(flow.connWindow);
     for (const rx of client.inbound) expect(rx.bytes).toBeLessThanOrEqual(W);
-    expect(streams.reduce((n, s) => n + s.outBytes, 0)).toBe(4 * W - flow.connWindow);
+    expect(streams.reduce((n, s) => n + s.out.bytes, 0)).toBe(4 * W - flow.connWindow);
 
     for (const rx of client.inbound) {
       rx.autoAck = true;
@@ -345,7 +370,7 @@ describe('flow control', () => {
     const { relay, client } = await sessionPair({ flow, client: { bufferedSoftLimit: softLimit } });
     client.autoAck = false;
     const bodies = Array.from({ length: 6 }, () => randomBytes(W));
-    bodies.forEach((b) => void writeAll(relay.session.openStream(head()), b));
+    bodies.forEach((b) => void writeAll(open(relay, head()), b));
     const total = (): number => client.inbound.reduce((n, r) => n + r.bytes, 0);
     // 16 KiB frames: the first 6 (96 KiB <= soft limit) give their credit back on receipt, the rest hold it.
     const expected = 6 * 16 * KiB + flow.connWindow;
@@ -367,7 +392,7 @@ describe('flow control', () => {
     const { relay, client } = await sessionPair();
     client.autoAck = false;
     const big = randomBytes(4 * MiB);
-    const a = relay.session.openStream(head('/big'));
+    const a = open(relay, head('/big'));
     void writeAll(a, big, { maxChunk: 256 * KiB });
     await waitFor(
       () => client.inbound[0]?.bytes === DEFAULT_FLOW.streamWindow,
@@ -380,7 +405,7 @@ describe('flow control', () => {
 
     const small = randomBytes(1 * KiB);
     client.autoAck = true;
-    const b = relay.session.openStream(head('/small'));
+    const b = open(relay, head('/small'));
     void writeAll(b, small);
     await waitFor(() => client.inbound[1]?.ended === true, 'the small stream');
     const smallRx = client.inbound[1]!;
@@ -390,17 +415,17 @@ describe('flow control', () => {
 
     await waitFor(() => bigRx.ended, 'the big stream', 30_000);
     expect(bigRx.digest()).toBe(sha256(big));
-    expect(client.log).toEqual([`end ${b.id}`, `end ${a.id}`]);
+    expect(client.log).toEqual([`end ${b.stream.id}`, `end ${a.stream.id}`]);
   });
 
   it('round-robin: with full credit, a small stream opened after a big one still finishes first', async () => {
     const { relay, client } = await sessionPair();
     const big = randomBytes(8 * MiB);
     const small = randomBytes(2 * KiB);
-    const a = relay.session.openStream(head('/big'));
+    const a = open(relay, head('/big')).stream;
     a.write(big); // queue everything at once; the writer must still interleave
     a.end();
-    const b = relay.session.openStream(head('/small'));
+    const b = open(relay, head('/small')).stream;
     b.write(small);
     b.end();
     await waitFor(
@@ -417,8 +442,8 @@ describe('flow control', () => {
 describe('stream lifecycle', () => {
   it('a Reset from the relay reaches the client with its code and removes the stream on both sides', async () => {
     const { relay, client } = await sessionPair();
-    const rs = relay.session.openStream(head());
-    const relayRx = new Receiver(rs, true, relay.log);
+    const relayRx = open(relay, head(), true, relay.log);
+    const rs = relayRx.stream;
     rs.write(Buffer.from('partial'));
     await waitFor(() => client.inbound[0]?.bytes === 7, 'some data');
     expect(relay.session.streams.has(rs.id)).toBe(true);
@@ -432,7 +457,7 @@ describe('stream lifecycle', () => {
     expect(relayRx.reset).toBeUndefined();
     // Writes after a reset go nowhere.
     rs.write(Buffer.from('more'));
-    expect(rs.outBytes).toBe(0);
+    expect(rs.out.bytes).toBe(0);
     await settle(relay);
     expect(client.inbound[0]!.bytes).toBe(7);
     expect(relay.protocolErrors).toEqual([]);
@@ -441,8 +466,8 @@ describe('stream lifecycle', () => {
 
   it('a Reset from the client reaches the relay, and the session carries on', async () => {
     const { relay, client } = await sessionPair();
-    const rs = relay.session.openStream(head());
-    const relayRx = new Receiver(rs, true, relay.log);
+    const relayRx = open(relay, head(), true, relay.log);
+    const rs = relayRx.stream;
     await waitFor(() => client.inbound.length === 1, 'the request');
     client.inbound[0]!.stream.reset(ResetCode.LocalUnreachable, 'connect ECONNREFUSED 127.0.0.1:3000');
     await waitFor(() => relayRx.reset !== undefined, 'the reset');
@@ -453,7 +478,7 @@ describe('stream lifecycle', () => {
     expect(relay.session.streams.size).toBe(0);
     expect(client.session.streams.size).toBe(0);
 
-    const next = relay.session.openStream(head('/next'));
+    const next = open(relay, head('/next')).stream;
     next.end();
     await waitFor(() => client.inbound[1]?.ended === true, 'a second stream');
     expect(next.id).toBe(rs.id + 1);
@@ -461,8 +486,8 @@ describe('stream lifecycle', () => {
 
   it('a stream over maxInboundStreams is refused with refused_stream', async () => {
     const { relay, client } = await sessionPair({ client: { maxInboundStreams: 1 } });
-    const first = new Receiver(relay.session.openStream(head('/1')), true);
-    const second = new Receiver(relay.session.openStream(head('/2')), true);
+    const first = open(relay, head('/1'));
+    const second = open(relay, head('/2'));
     await waitFor(() => second.reset !== undefined, 'the refusal');
     expect(second.reset?.code).toBe(ResetCode.RefusedStream);
     expect(first.reset).toBeUndefined();
@@ -486,7 +511,7 @@ describe('stream lifecycle', () => {
 
   it('close() closes both ends with code 1000 and resets open streams as tunnel_closed', async () => {
     const { relay, client } = await sessionPair();
-    const rx = new Receiver(relay.session.openStream(head()), true);
+    const rx = open(relay, head());
     await waitFor(() => client.inbound.length === 1, 'the request');
     client.session.close(CloseCode.Normal, 'client closed');
     await waitFor(() => relay.closes.length === 1 && client.closes.length === 1, 'both closes');
@@ -542,7 +567,7 @@ describe('small responses travel whole', () => {
     peer.send(get(1));
     await waitFor(() => peer.side.inbound.length === 1, 'the request');
     const { stream } = peer.side.inbound[0]!;
-    stream.sendResponse(200, 'OK', ['Content-Length', '5']);
+    stream.respond(200, 'OK', ['Content-Length', '5']);
     stream.write(Buffer.from('hel'));
     stream.write(Buffer.from('lo'));
     stream.end();
@@ -566,13 +591,13 @@ describe('small responses travel whole', () => {
     for (const id of [1, 2, 3]) peer.send(get(id));
     await waitFor(() => peer.side.inbound.length === 3, 'the requests');
     const [large, trailed, later] = peer.side.inbound.map((r) => r.stream);
-    large!.sendResponse(200, 'OK', []);
+    large!.respond(200, 'OK', []);
     large!.write(Buffer.alloc(20 * KiB, 7));
     large!.end();
-    trailed!.sendResponse(200, 'OK', []);
+    trailed!.respond(200, 'OK', []);
     trailed!.write(Buffer.from('x'));
     trailed!.end(['X-Sum', '1']);
-    later!.sendResponse(204, 'No Content', []);
+    later!.respond(204, 'No Content', []);
     await peer.sync(1);
     later!.end();
     await peer.sync(2);
@@ -603,13 +628,10 @@ describe('small responses travel whole', () => {
 
   it('a relay session turns a whole Response back into head, data and end for the stream', async () => {
     const { relay, client } = await sessionPair();
-    const rx = new Receiver(
-      relay.session.openStream({ ...head('/x', false), method: 'GET', body: BodyKind.None }),
-      true,
-    );
+    const rx = open(relay, { ...head('/x', false), method: 'GET', body: BodyKind.None });
     await waitFor(() => client.inbound.length === 1, 'the request');
     const { stream } = client.inbound[0]!;
-    stream.sendResponse(200, 'OK', ['A', 'b']);
+    stream.respond(200, 'OK', ['A', 'b']);
     stream.write(Buffer.from('payload'));
     stream.end();
     await waitFor(() => rx.ended, 'the end');
@@ -669,8 +691,8 @@ describe('a hostile peer', () => {
 
   it('relay side: Data before the Response head, and a second Response head, are stream errors', async () => {
     const peer = await hostilePeer('relay', flow);
-    const a = new Receiver(peer.side.session.openStream(head('/a')), true);
-    const b = new Receiver(peer.side.session.openStream(head('/b')), true);
+    const a = open(peer.side, head('/a'));
+    const b = open(peer.side, head('/b'));
     peer.send(encodeData(a.stream.id, Buffer.from('too early')));
     peer.send({ type: FrameType.Response, id: b.stream.id, status: 200, reason: 'OK', headers: [] });
     peer.send({ type: FrameType.Response, id: b.stream.id, status: 200, reason: 'OK', headers: [] });
@@ -803,7 +825,7 @@ describe('heartbeats', () => {
     // deadAfterMs has a wide margin here: after an event-loop stall, timers run before pending socket reads,
     // so a stall longer than deadAfterMs on this loaded machine would look like a silent peer.
     const { relay, client, sockets } = await sessionPair({ relay: { heartbeatMs: 100, deadAfterMs: 1500 } });
-    const rx = new Receiver(relay.session.openStream(head()), true);
+    const rx = open(relay, head());
     // Twenty heartbeat intervals: only the client's pongs keep the relay side alive (the client never pings itself).
     await sleep(2000);
     expect(relay.closes).toEqual([]);

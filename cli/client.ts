@@ -132,6 +132,24 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
   /** Latest relay-side counters per tunnel index. */
   readonly stats = new Map<number, TunnelStats>();
 
+  /** Streams (requests and channels) open on the control connection right now. */
+  get openStreams(): number {
+    return this.session?.streams.size ?? 0;
+  }
+
+  /** Connections to the local services busy with an exchange right now (idle pooled ones not counted). */
+  get busyLocalConnections(): number {
+    return this.forwarders.reduce((n, f) => n + f.busyConnections, 0);
+  }
+
+  /**
+   * Drops the control connection at once, without a close handshake, as a dead network or a sleeping laptop
+   * would; the client then reconnects as it does after any drop. For tests and `ggrok` diagnostics.
+   */
+  dropConnection(): void {
+    this.session?.terminate();
+  }
+
   private readonly clientId = randomBytes(12).toString('base64url');
   private readonly specs: TunnelSpec[];
   private readonly forwarders: LocalForwarder[];

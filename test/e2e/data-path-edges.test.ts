@@ -70,7 +70,7 @@ async function tunnelTo(port: number, options: Partial<ClientOptions> = {}) {
 }
 
 /** Connections to the local service the client holds for exchanges in progress. */
-const busy = (client: TunnelClient): number => client['forwarders'][0]!['pool'].busy;
+const busy = (client: TunnelClient): number => client.busyLocalConnections;
 
 /** A raw public client: writes `data` to the relay and collects what comes back. */
 async function rawPublic(port: number, data: string) {

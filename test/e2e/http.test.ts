@@ -441,7 +441,7 @@ describe('cancellation', () => {
     await once(res, 'data');
     req.destroy();
     await closed; // the local response was torn down, not left hanging
-    await waitFor(() => t.client['session']?.streams.size === 0, 'the stream to be freed on the client');
+    await waitFor(() => t.client.openStreams === 0, 'the stream to be freed on the client');
   });
 
   test('a local server that dies mid-response cuts the public response', async () => {

@@ -371,9 +371,11 @@ describe('Stats frames', () => {
       (req, res) => void readBody(req).then((b) => reply(res, 200, 'y'.repeat(b.length * 2))),
       { relay: { statsIntervalMs: 50 } },
     );
-    const received: StatsFrame[] = [];
-    const session = t.client['session']!;
-    session['opts'].onStats = (frame) => received.push(frame);
+    // What the client's session received, as the client reports it (the frame's counters, named by tunnel).
+    const received: (Omit<StatsFrame, 'type' | 'tunnel'> & { type: number; tunnel: number })[] = [];
+    t.client.on('stats', ({ name, ...counters }) =>
+      received.push({ type: FrameType.Stats, tunnel: name === t.client.name ? 0 : -1, ...counters }),
+    );
     await sleep(300);
     expect(received).toEqual([]); // nothing happened yet: nothing sent
     for (let i = 0; i < 4; i++) await t.request({ method: 'POST', body: 'z'.repeat(100) });

@@ -257,7 +257,7 @@ test('after 1 000 connect/disconnect cycles and 10 000 aborted streams, relay me
           if (i % 2 === 1) {
             // An abrupt drop (no close handshake), then the client is stopped before it reconnects.
             const offline = new Promise<OfflineInfo>((r) => client.once('offline', r));
-            client['session']!.terminate();
+            client.dropConnection();
             await offline;
           }
           await client.close();
@@ -283,7 +283,7 @@ test('after 1 000 connect/disconnect cycles and 10 000 aborted streams, relay me
           last.tunnels === 1 &&
           last.connections === connections &&
           localClosed === arrived.size &&
-          abortClient['session']?.streams.size === 0
+          abortClient.openStreams === 0
         );
       },
       'the relay, the client and the local service to let go of every aborted request',
@@ -291,7 +291,7 @@ test('after 1 000 connect/disconnect cycles and 10 000 aborted streams, relay me
     ).catch((err: Error) => {
       throw new Error(
         `${err.message}: relay ${JSON.stringify(last)}, local closed ${localClosed}/${arrived.size}, ` +
-          `client streams ${abortClient['session']?.streams.size}`,
+          `client streams ${abortClient.openStreams}`,
       );
     });
     return last!;
@@ -336,8 +336,8 @@ test('after 1 000 connect/disconnect cycles and 10 000 aborted streams, relay me
   expect(arrived.size).toBe(10_500);
   expect(localClosed).toBe(10_500);
   // Nothing is left behind.
-  expect(abortClient['session']!.streams.size).toBe(0);
-  expect(abortClient['forwarders'][0]!['pool'].busy).toBe(0);
+  expect(abortClient.openStreams).toBe(0);
+  expect(abortClient.busyLocalConnections).toBe(0);
   expect(after).toMatchObject({
     tunnels: baseline.tunnels,
     activeRequests: 0,

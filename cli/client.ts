@@ -16,6 +16,7 @@ import {
 } from '../protocol/frames.js';
 import { Session } from '../protocol/session.js';
 import { VERSION } from '../protocol/version.js';
+import { bothObservers, HostCheckWatch, type HostCheckHint } from './host-check.js';
 import {
   LocalForwarder,
   type Exchange,
@@ -88,6 +89,8 @@ export interface ClientEvents {
   online: [OnlineInfo];
   offline: [OfflineInfo];
   request: [Exchange];
+  /** A dev server refused a visitor with its host check: which, why and how to fix it (once per tunnel). */
+  hint: [HostCheckHint];
   /** Relay-side traffic counters of one tunnel. */
   stats: [TunnelStats];
   /** An error retrying cannot fix (bad token, name taken, …); the client has stopped. */
@@ -149,18 +152,26 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
       { subdomain: opts.subdomain, target: opts.target, access: opts.access, headerRules: opts.headerRules },
       ...(opts.more ?? []),
     ];
-    this.forwarders = this.specs.map(
-      (spec, i) =>
-        new LocalForwarder(
-          spec.target,
-          (x) => {
-            x.tunnel = this.names[i] ?? ''; // the summary is ours to fill in (no copy per request)
-            this.emit('request', x);
-          },
-          spec.headerRules,
-          opts.observe && ((head, localHeaders) => opts.observe!(this.names[i] ?? '', head, localHeaders)),
-        ),
-    );
+    this.forwarders = this.specs.map((spec, i) => {
+      const hostCheck = new HostCheckWatch(
+        () => ({
+          tunnel: this.names[i] ?? '',
+          target: spec.target,
+          hostHeader: spec.headerRules?.hostHeader,
+        }),
+        (hint) => this.emit('hint', hint),
+      );
+      return new LocalForwarder(
+        spec.target,
+        (x) => {
+          x.tunnel = this.names[i] ?? ''; // the summary is ours to fill in (no copy per request)
+          this.emit('request', x);
+        },
+        spec.headerRules,
+        (head, localHeaders) =>
+          bothObservers(hostCheck.observe(head), opts.observe?.(this.names[i] ?? '', head, localHeaders)),
+      );
+    });
   }
 
   /** Connects; resolves with the public URL, rejects with a GgrokError that says what to do. */

@@ -12,6 +12,7 @@ import {
   withoutHeader,
 } from '../protocol/headers.js';
 import { ChunkHolder, pipeIntoStream, pipeStreamInto, type TunnelStream } from '../protocol/stream.js';
+import { rewriteSameOrigin } from './host-check.js';
 import { ResponseParseError } from './http1-response.js';
 import {
   HANG_UP_MESSAGE,
@@ -242,6 +243,7 @@ export class LocalForwarder {
       const value = host === 'rewrite' ? describeTarget(this.target).replace(/^https?:\/\//, '') : host;
       headers = [...headers];
       setHeader(headers, 'Host', value);
+      rewriteSameOrigin(headers, getHeader(head.headers, 'host'), value, this.target);
     }
     return head.body === BodyKind.Chunked ? [...headers, 'Transfer-Encoding', 'chunked'] : headers;
   }

@@ -6,6 +6,7 @@ import { TunnelClient, type TunnelSpec } from './client.js';
 import { defaultConfigPath, loadConfig, setConfigValue, type Config, type TunnelConfig } from './config.js';
 import { parseInspectAddress, startInspector, type Inspector } from './inspector/index.js';
 import { describeTarget, parseHeaderArg, parseTarget } from './local-request.js';
+import { checkTarget } from './target-check.js';
 import { Ui } from './ui.js';
 
 /** Exit codes: 0 clean stop, 1 runtime failure (refused, unreachable for good), 2 usage or config error. */
@@ -315,9 +316,20 @@ async function runTunnels(
       reconnected: info.reconnected,
       inspector: inspector?.url,
     });
+    // Tell at start what the first visitor would otherwise discover as a 502: no server yet, or an untrusted certificate.
+    if (!info.reconnected)
+      for (const t of info.tunnels)
+        checkTarget(t.target).then(
+          (problem) => problem && ui.warn(problem.message, { code: problem.code, tunnel: t.name }),
+          () => {},
+        );
   });
   client.on('offline', (info) => ui.offline(info.reason, info.retryInMs));
   client.on('request', (x) => ui.request(x, specs.length > 1));
+  client.on('hint', (hint) => {
+    inspector?.addHint(hint);
+    ui.hint(hint);
+  });
   client.on('stats', (stats) => {
     inspector?.setStats(stats);
     ui.stats(stats);

@@ -45,6 +45,8 @@ export interface HostCheckHint {
   why: string;
   /** How to fix it, best first, each with the value to use. */
   fixes: string[];
+  /** What else the fix needs for this server (hot reload through the tunnel), if anything. */
+  note?: string;
 }
 
 /** Which server refused, read from the response alone. Exported for the unit tests. */
@@ -148,6 +150,7 @@ export function hintFor(
     `so redirects and absolute URLs it builds from Host name ${local} (X-Forwarded-Host still carries ${host})`;
   let why: string;
   let fixes: string[];
+  let note: string | undefined;
   switch (refusal.server) {
     case DevServer.Vite: {
       const option = refusal.preview ? 'preview' : 'server';
@@ -162,6 +165,8 @@ export function hintFor(
         `in webpack.config.js set devServer: { allowedHosts: ['${dotted}'] } (Create React App: use --host-header rewrite)`,
       ];
       if (!rewriteOn) fixes.unshift(rewrite);
+      // Its client is built with the dev server's own port in the hot-reload socket's URL, not the page's.
+      note = `for hot reload through the tunnel also set devServer: { client: { webSocketURL: 'auto://0.0.0.0:0/ws' } } (Create React App: WDS_SOCKET_PORT=0)`;
       break;
     case DevServer.Next:
       why = `it blocks requests for its /_next/ resources from page origins not in allowedDevOrigins`;
@@ -195,6 +200,7 @@ export function hintFor(
     host,
     why,
     fixes,
+    ...(note ? { note } : {}),
   };
 }
 

@@ -111,6 +111,7 @@ export class Ui {
     const target = h.target.length > 60 ? `${h.target.slice(0, 59)}…` : h.target;
     let text = `${c.yellow('hint:')} ${h.serverName} refused ${h.host} (${h.method} ${target} ${h.status}, tunnel ${h.tunnel}): ${h.why}\n`;
     h.fixes.forEach((fix, i) => (text += `  ${i === 0 ? 'fix:' : 'or: '} ${fix}\n`));
+    if (h.note) text += `  note: ${h.note}\n`;
     this.err.write(text);
   }
 

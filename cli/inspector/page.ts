@@ -292,6 +292,7 @@ const PAGE = String.raw`<!doctype html>
       var list = el('ul');
       h.fixes.forEach(function (f) { list.appendChild(el('li', null, el('code', null, f))); });
       box.appendChild(list);
+      if (h.note) box.appendChild(el('div', { className: 'note' }, 'Note: ' + h.note));
     });
   }
 

@@ -169,7 +169,9 @@ export function hintFor(
       note = `for hot reload through the tunnel also set devServer: { client: { webSocketURL: 'auto://0.0.0.0:0/ws' } } (Create React App: WDS_SOCKET_PORT=0)`;
       break;
     case DevServer.Next:
-      why = `it blocks requests for its /_next/ resources from page origins not in allowedDevOrigins`;
+      why = request.target.includes('hmr')
+        ? `it refused the hot-reload socket: Next.js dev answers page origins not in allowedDevOrigins with a bare "Unauthorized" (blocked by default since Next.js 16)`
+        : `it blocks requests for its /_next/ resources from page origins not in allowedDevOrigins`;
       fixes = [
         `in next.config.js add allowedDevOrigins: ['${exact ? host : `*.${domain}`}'] and restart next dev`,
       ];
@@ -277,8 +279,14 @@ class RefusalWatch implements ExchangeObserver {
     if (this.prefix && !this.decided && this.prefix.add(chunk)) this.decide();
   }
 
-  end(_summary: Exchange): void {
-    if (this.prefix && !this.decided) this.decide();
+  end(summary: Exchange): void {
+    if (this.prefix && !this.decided) return this.decide();
+    const { head } = this;
+    if (head.upgrade && recogniseUpgradeFailure(head.target, summary))
+      this.watch.found(
+        { server: DevServer.Next },
+        { method: head.method, target: head.target, status: summary.status, publicHost: hostOf(head) },
+      );
   }
 
   private decide(): void {
@@ -297,9 +305,27 @@ class RefusalWatch implements ExchangeObserver {
         method: head.method,
         target: head.target,
         status: this.status,
-        publicHost: getHeader(head.headers, 'host') ?? '',
+        publicHost: hostOf(head),
       });
   }
+}
+
+/** The Host the visitor sent. */
+function hostOf(head: RequestFrame): string {
+  return getHeader(head.headers, 'host') ?? '';
+}
+
+/**
+ * True for Next.js dev refusing its hot-reload socket to a page origin not in allowedDevOrigins (the default since
+ * Next.js 16): it writes a bare "Unauthorized" on the socket instead of an HTTP response, which the client reports as
+ * an invalid response. Nothing else answers an upgrade of /_next/hmr or /_next/webpack-hmr that way.
+ */
+export function recogniseUpgradeFailure(target: string, summary: Exchange): boolean {
+  return (
+    /\/_next\/(webpack-)?hmr(\?|$)/.test(target) &&
+    summary.status === 502 &&
+    (summary.error ?? '').startsWith('invalid response from ')
+  );
 }
 
 /** One observer that feeds two (the host-check watch and the inspector); either may be missing. */

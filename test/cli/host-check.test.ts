@@ -13,6 +13,7 @@ import {
   HostCheckWatch,
   mayBeRefusal,
   recogniseRefusal,
+  recogniseUpgradeFailure,
   rewriteSameOrigin,
   type HostCheckHint,
 } from '../../cli/host-check.js';
@@ -37,6 +38,14 @@ const RAILS_TEXT = Buffer.from(
   'Blocked hosts: demo.relay.example\n\nTo allow requests to these hosts, make sure they are valid hostnames (containing only numbers, letters, dashes and dots), then add the following to your environment configuration:\n\n  config.hosts << "demo.relay.example"\n\nFor more details on host authorization view: https://guides.rubyonrails.org/configuring.html#actiondispatch-hostauthorization\n',
 );
 
+const SUMMARY: Exchange = {
+  method: 'GET',
+  target: '/',
+  status: 403,
+  durationMs: 1,
+  bytes: 0,
+  upgrade: false,
+};
 const TARGET: LocalTarget = { protocol: 'http:', host: 'localhost', port: 5173, insecure: false };
 
 describe('recogniseRefusal', () => {
@@ -98,6 +107,25 @@ describe('recogniseRefusal', () => {
     ["Vite's words with a 400", 400, '/', 'Blocked request. This host ("x") is not allowed.'],
   ])('no match: %s', (_name, status, target, body) => {
     expect(recogniseRefusal({ status, target, body: Buffer.from(body) })).toBeUndefined();
+  });
+});
+
+describe('recogniseUpgradeFailure', () => {
+  const failed = (error: string): Exchange => ({ ...SUMMARY, status: 502, upgrade: true, error });
+  // What the client reported for Next.js 16.4.6's refused /_next/hmr socket (seen by hand, next dev through a tunnel).
+  const seen =
+    'invalid response from http://localhost:8767: the local service closed the connection mid-response';
+
+  test('Next.js dev\'s bare "Unauthorized" on its hot-reload socket', () => {
+    expect(recogniseUpgradeFailure('/_next/hmr?id=a4U5bIvXb5Z_E-Wz6iTP3', failed(seen))).toBe(true);
+    expect(recogniseUpgradeFailure('/_next/webpack-hmr', failed(seen))).toBe(true);
+  });
+
+  test('other failed upgrades are not Next.js refusing', () => {
+    expect(recogniseUpgradeFailure('/ws', failed(seen))).toBe(false);
+    expect(recogniseUpgradeFailure('/_next/hmr', failed('ECONNREFUSED 127.0.0.1:3000'))).toBe(false);
+    expect(recogniseUpgradeFailure('/_next/hmr', { ...SUMMARY, status: 101, upgrade: true })).toBe(false);
+    expect(recogniseUpgradeFailure('/_next/hmrx', failed(seen))).toBe(false);
   });
 });
 
@@ -188,15 +216,6 @@ function head(target = '/', host = 'demo.relay.example'): RequestFrame {
   };
 }
 
-const SUMMARY: Exchange = {
-  method: 'GET',
-  target: '/',
-  status: 403,
-  durationMs: 1,
-  bytes: 0,
-  upgrade: false,
-};
-
 /** Feeds one response through an observer the way the forwarder does. */
 function feed(
   o: ExchangeObserver | undefined,
@@ -238,6 +257,24 @@ describe('HostCheckWatch', () => {
     expect(watch.observe(head())).toBeUndefined(); // nothing watched any more
     await Promise.resolve();
     expect(hints).toHaveLength(1);
+  });
+
+  test('Next.js refusing its hot-reload socket is reported, with allowedDevOrigins first', async () => {
+    const { watch, hints } = watcher();
+    const o = watch.observe({ ...head('/_next/hmr?id=x'), upgrade: true })!;
+    o.end!({
+      ...SUMMARY,
+      status: 502,
+      upgrade: true,
+      error:
+        'invalid response from http://localhost:5173: the local service closed the connection mid-response',
+    });
+    await Promise.resolve();
+    expect(hints).toHaveLength(1);
+    expect(hints[0]).toMatchObject({ server: 'next', status: 502, target: '/_next/hmr?id=x' });
+    expect(hints[0]!.why).toContain('hot-reload socket');
+    expect(hints[0]!.fixes[0]).toContain("allowedDevOrigins: ['*.relay.example']");
+    expect(hints[0]!.fixes[1]).toContain('--host-header rewrite');
   });
 
   test('ordinary responses are not kept and give no hint', async () => {

@@ -13,6 +13,7 @@ export const HOST_CHECK_PREFIX_BYTES = 16 * 1024;
 /** The dev servers whose refusals are recognised. */
 export const DevServer = {
   Vite: 'vite',
+  Angular: 'angular',
   Webpack: 'webpack-dev-server',
   Next: 'next',
   Django: 'django',
@@ -22,6 +23,7 @@ export type DevServerId = (typeof DevServer)[keyof typeof DevServer];
 
 const NAMES: Record<DevServerId, string> = {
   vite: 'Vite',
+  angular: 'Angular CLI (ng serve)',
   'webpack-dev-server': 'webpack-dev-server',
   next: 'Next.js (dev)',
   django: 'Django',
@@ -85,6 +87,12 @@ export function recogniseRefusal(r: RefusalInput): Refusal | undefined {
     // default message is used).
     if (/^Blocked request\. This host \(".*"\) is not allowed\./.test(text))
       return { server: DevServer.Vite, preview: /`preview\.allowedHosts`/.test(text) };
+    // Angular CLI's dev server (Vite inside) puts Vite's sentence in an HTML page that points at angular.json.
+    if (
+      /<h1>Blocked request\. This host \(".*"\) is not allowed\.<\/h1>/.test(text) &&
+      text.includes('angular.json')
+    )
+      return { server: DevServer.Angular };
     // Next.js dev with allowedDevOrigins set answers cross-origin requests for its own resources with this word.
     if (text === 'Unauthorized' && /\/(_next\/|__nextjs)/.test(r.target)) return { server: DevServer.Next };
     // Rails 6+ (ActionDispatch::HostAuthorization, with detailed exceptions): HTML or, for XHR, text.
@@ -159,6 +167,13 @@ export function hintFor(
       if (!rewriteOn) fixes.unshift(rewrite);
       break;
     }
+    case DevServer.Angular:
+      why = `its host check (Vite's, inside ng serve) only answers localhost, IP addresses and allowedHosts`;
+      fixes = [
+        `in angular.json, under projects.<app>.architect.serve.options, set "allowedHosts": ["${dotted}"] and restart ng serve`,
+      ];
+      if (!rewriteOn) fixes.unshift(rewrite);
+      break;
     case DevServer.Webpack:
       why = `"Invalid Host header": its host check only answers localhost, IP addresses and devServer.allowedHosts`;
       fixes = [

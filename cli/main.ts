@@ -90,6 +90,21 @@ async function maybeInspector(flags: ConnectionFlags, cmd: Command, ui: Ui): Pro
   }
 }
 
+/** When to use --host-header rewrite and what it changes, under `ggrok http --help`. */
+const HOST_HEADER_HELP = `
+Dev servers and --host-header rewrite:
+  Vite, webpack-dev-server, Angular's ng serve, Django (DEBUG), Rails and Next.js dev (its hot-reload socket)
+  refuse requests for hosts or origins they do not know (DNS-rebinding protection), so a visitor through the
+  tunnel gets "Blocked request", "Invalid Host header", DisallowedHost, "Blocked hosts" or no hot reload. ggrok
+  recognises these refusals and prints which server refused and the fix.
+  --host-header rewrite (config file: host_header: rewrite) sends Host: <target host:port> instead of the public
+  host, and rewrites the Origin of the tunnel's own pages to match, which satisfies these checks and hot-reload
+  sockets. What changes: redirects and absolute URLs the app builds from Host name the target (localhost:5173),
+  not the public URL; X-Forwarded-Host still carries the public host. Rails checks X-Forwarded-Host too: add the
+  relay's domain to config.hosts instead. Or allow the relay's domain in the server's own setting, which the hint
+  names (server.allowedHosts, devServer.allowedHosts, allowedDevOrigins, ALLOWED_HOSTS, config.hosts).
+`;
+
 /** Builds the `http` subcommand. */
 export function httpCommand(): Command {
   return connectionOptions(
@@ -113,12 +128,13 @@ export function httpCommand(): Command {
     .option('--options-without-auth', 'let OPTIONS requests (CORS preflights) through without --basic-auth')
     .option(
       '--host-header <rewrite|value>',
-      'Host sent to the local service: "rewrite" = the target host:port',
+      'Host sent to the local service: "rewrite" = the target host:port (dev servers with host checks; see below)',
     )
     .option('--request-header-add <"Name: value">', 'add a header to requests (repeatable)', collect, [])
     .option('--request-header-remove <name>', 'remove a header from requests (repeatable)', collect, [])
     .option('--response-header-add <"Name: value">', 'add a header to responses (repeatable)', collect, [])
     .option('--response-header-remove <name>', 'remove a header from responses (repeatable)', collect, [])
+    .addHelpText('after', HOST_HEADER_HELP)
     .action(async (addr: string, flags: ConnectionFlags & TunnelFlags, cmd: Command) => {
       const spec = usage(cmd, () =>
         tunnelSpec(

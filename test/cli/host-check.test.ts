@@ -21,8 +21,8 @@ import type { Exchange, ExchangeObserver, LocalTarget } from '../../cli/local-re
 
 const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'host-check');
 /**
- * Bodies captured from the real servers (curl with Host: demo.relay.test:18080): Vite 6.4.6 and webpack-dev-server
- * 5.2.7 from this repository's devDependencies, Django 3.2.25 (Debian's python3-django, DEBUG = True). The Django
+ * Bodies captured from the real servers (curl with Host: <name>.relay.test:18080): Vite 6.4.6 and webpack-dev-server
+ * 5.2.7 from this repository's devDependencies, ng serve of Angular CLI 21 (@angular/build 21.2.30), Django 3.2.25 (Debian's python3-django, DEBUG = True). The Django
  * pages are cut to what recognition reads: the HTML to HOST_CHECK_PREFIX_BYTES, the text form to its first lines.
  */
 const captured = (name: string): Buffer => readFileSync(path.join(FIXTURES, name));
@@ -51,6 +51,13 @@ const TARGET: LocalTarget = { protocol: 'http:', host: 'localhost', port: 5173, 
 describe('recogniseRefusal', () => {
   test.each([
     ['Vite 6 (captured)', 403, '/', captured('vite-6.4.6.txt'), DevServer.Vite],
+    [
+      'ng serve, @angular/build 21.2.30 (captured)',
+      403,
+      '/',
+      captured('angular-build-21.2.30.html'),
+      DevServer.Angular,
+    ],
     [
       'webpack-dev-server 5 (captured)',
       403,
@@ -188,6 +195,7 @@ describe('hintFor', () => {
         { ...request, publicHost: 'demo.relay.example:8443' },
         { tunnel: 'demo', target: TARGET },
       ).fixes.join('\n');
+    expect(words('angular')).toContain('"allowedHosts": [".relay.example"]');
     expect(words('webpack-dev-server')).toContain("devServer: { allowedHosts: ['.relay.example'] }");
     expect(words('next')).toContain("allowedDevOrigins: ['*.relay.example']");
     expect(words('django')).toContain("ALLOWED_HOSTS = ['.relay.example', 'localhost', '127.0.0.1']");

@@ -515,6 +515,19 @@ describe('no false positives', () => {
   });
 });
 
+test('ggrok http --help says when to use --host-header rewrite and what it changes', async () => {
+  const help = runCli(cleanup, ['http', '--help']);
+  expect(await help.exited).toBe(0);
+  const text = help.stdout().replace(/\s+/g, ' ');
+  for (const words of [
+    '--host-header rewrite (config file: host_header: rewrite) sends Host: <target host:port>',
+    'redirects and absolute URLs the app builds from Host name the target',
+    'X-Forwarded-Host still carries the public host',
+    'Rails checks X-Forwarded-Host too',
+  ])
+    expect(text).toContain(words);
+});
+
 // Keeps this file honest about where Django comes from on a clean machine.
 test('scripts/install-test-deps.sh installs python3-django', () => {
   const script = readFileSync(path.join(ROOT, 'scripts', 'install-test-deps.sh'), 'utf8');

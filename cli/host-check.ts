@@ -5,8 +5,8 @@ import { getHeader, setHeader } from '../protocol/headers.js';
 import type { Exchange, ExchangeObserver, LocalTarget } from './local-request.js';
 
 /**
- * Bytes of a refusal's body looked at. Django's and Rails's debug pages carry 5-6 KiB of CSS before the message
- * (Django names the exception in its <title>, Rails only further down), so 4 KiB would miss Rails.
+ * Bytes of a refusal's body looked at. Django's and Rails's debug pages carry 4-6 KiB of CSS before their message
+ * (Django's "Invalid HTTP_HOST header" starts at 4.6 KiB, Rails's "Blocked hosts" near 6 KiB), so 4 KiB is not enough.
  */
 export const HOST_CHECK_PREFIX_BYTES = 16 * 1024;
 
@@ -69,7 +69,8 @@ export interface RefusalInput {
 
 /**
  * True when a response could be a host-check refusal, so its first bytes are worth keeping: 400 (Django) or 403
- * (Vite, webpack-dev-server 4+, Next.js, Rails). Compressed bodies are not read. Runs for every response: cheap first.
+ * (Vite, Angular, webpack-dev-server 4+, Next.js, Rails). Compressed bodies are not read. Runs for every response
+ * until the tunnel's hint is given: the status test comes first.
  */
 export function mayBeRefusal(status: number, headers: HeaderList): boolean {
   if (status !== 400 && status !== 403) return false;

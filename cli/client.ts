@@ -136,6 +136,8 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
   private readonly forwarders: LocalForwarder[];
   /** Names the relay gave each tunnel, reclaimed on reconnect. */
   private names: string[] = [];
+  /** Public URLs of the tunnels, as the relay announced them (for dev-server hints). */
+  private urls: string[] = [];
   private readonly wsUrl: string;
   private session: Session | undefined;
   private ws: WebSocket | undefined;
@@ -156,6 +158,7 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
       const hostCheck = new HostCheckWatch(
         () => ({
           tunnel: this.names[i] ?? '',
+          url: this.urls[i] ?? '',
           target: spec.target,
           hostHeader: spec.headerRules?.hostHeader,
         }),
@@ -368,6 +371,7 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
     this.name = welcome.name;
     const more = welcome.more ?? [];
     this.names = [welcome.name, ...more.map((t) => t.name)];
+    this.urls = [welcome.url, ...more.map((t) => t.url)];
     const tunnels = [{ name: welcome.name, url: welcome.url }, ...more].map((t, i) => ({
       ...t,
       target: this.specs[i]!.target,

@@ -115,6 +115,11 @@ export function recogniseRefusal(r: RefusalInput): Refusal | undefined {
 /** The tunnel facts the wording needs. */
 export interface HintContext {
   tunnel: string;
+  /**
+   * The tunnel's public URL as the relay announced it. The hint names its host, not the refused request's Host: a
+   * visitor chooses that one, and must not choose what the hint tells the user to allow.
+   */
+  url: string;
   target: LocalTarget;
   /** The tunnel's --host-header value, if any ("rewrite" or a host). */
   hostHeader?: string;
@@ -123,6 +128,15 @@ export interface HintContext {
 /** host:port the local service sees with --host-header rewrite. */
 export function rewrittenHost(target: LocalTarget): string {
   return `${target.host.includes(':') ? `[${target.host}]` : target.host}:${target.port}`;
+}
+
+/** The host (with port) of a public URL, or undefined when there is none yet. */
+function publicHostOf(url: string): string | undefined {
+  try {
+    return new URL(url).host || undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The host name of a Host header value (no port, no IPv6 brackets), lowercased. */
@@ -149,7 +163,7 @@ export function hintFor(
   request: { method: string; target: string; status: number; publicHost: string },
   ctx: HintContext,
 ): HostCheckHint {
-  const host = hostName(request.publicHost);
+  const host = hostName(publicHostOf(ctx.url) ?? request.publicHost);
   const { domain, exact } = allowed(host, ctx.tunnel);
   const dotted = exact ? host : `.${domain}`;
   const local = rewrittenHost(ctx.target);

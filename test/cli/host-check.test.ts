@@ -38,6 +38,8 @@ const RAILS_TEXT = Buffer.from(
   'Blocked hosts: demo.relay.example\n\nTo allow requests to these hosts, make sure they are valid hostnames (containing only numbers, letters, dashes and dots), then add the following to your environment configuration:\n\n  config.hosts << "demo.relay.example"\n\nFor more details on host authorization view: https://guides.rubyonrails.org/configuring.html#actiondispatch-hostauthorization\n',
 );
 
+/** The tunnel's public URL as the relay announced it. */
+const URL_ = 'https://demo.relay.example';
 const SUMMARY: Exchange = {
   method: 'GET',
   target: '/',
@@ -150,7 +152,7 @@ describe('hintFor', () => {
   const request = { method: 'GET', target: '/', status: 403, publicHost: 'demo.relay.example' };
 
   test('Vite: --host-header rewrite first (with what it changes), then allowedHosts with the relay domain', () => {
-    const hint = hintFor({ server: 'vite' }, request, { tunnel: 'demo', target: TARGET });
+    const hint = hintFor({ server: 'vite' }, request, { tunnel: 'demo', url: URL_, target: TARGET });
     expect(hint).toMatchObject({
       tunnel: 'demo',
       server: 'vite',
@@ -168,6 +170,7 @@ describe('hintFor', () => {
   test('with --host-header rewrite already on, only the framework setting is offered', () => {
     const hint = hintFor({ server: 'vite' }, request, {
       tunnel: 'demo',
+      url: URL_,
       target: TARGET,
       hostHeader: 'rewrite',
     });
@@ -180,7 +183,11 @@ describe('hintFor', () => {
     const hint = hintFor(
       { server: 'django' },
       { ...request, status: 400, publicHost: 'myrelay.herokuapp.com' },
-      { tunnel: 'default', target: { ...TARGET, host: '127.0.0.1', port: 8000 } },
+      {
+        tunnel: 'default',
+        url: 'https://myrelay.herokuapp.com',
+        target: { ...TARGET, host: '127.0.0.1', port: 8000 },
+      },
     );
     expect(hint.fixes[1]).toBe(
       "in settings.py set ALLOWED_HOSTS = ['myrelay.herokuapp.com', 'localhost', '127.0.0.1']",
@@ -193,7 +200,7 @@ describe('hintFor', () => {
       hintFor(
         { server },
         { ...request, publicHost: 'demo.relay.example:8443' },
-        { tunnel: 'demo', target: TARGET },
+        { tunnel: 'demo', url: URL_, target: TARGET },
       ).fixes.join('\n');
     expect(words('angular')).toContain('"allowedHosts": [".relay.example"]');
     expect(words('webpack-dev-server')).toContain("devServer: { allowedHosts: ['.relay.example'] }");
@@ -202,8 +209,19 @@ describe('hintFor', () => {
     expect(words('rails')).toContain('config.hosts << ".relay.example"');
   });
 
+  test("the host named is the tunnel's own, not one a visitor chose", () => {
+    const hint = hintFor(
+      { server: 'django' },
+      { ...request, status: 400, publicHost: 'attacker.example' },
+      { tunnel: 'demo', url: URL_, target: TARGET },
+    );
+    expect(hint.host).toBe('demo.relay.example');
+    expect(hint.fixes.join('\n')).not.toContain('attacker');
+    expect(hint.fixes[1]).toContain("ALLOWED_HOSTS = ['.relay.example', 'localhost', '127.0.0.1']");
+  });
+
   test('Rails: rewriting Host alone is not offered, since Rails checks X-Forwarded-Host too', () => {
-    const hint = hintFor({ server: 'rails' }, request, { tunnel: 'demo', target: TARGET });
+    const hint = hintFor({ server: 'rails' }, request, { tunnel: 'demo', url: URL_, target: TARGET });
     expect(hint.fixes[0]).toContain('config.hosts');
     expect(hint.fixes[1]).toBe(
       'restart ggrok with --host-header rewrite --request-header-remove X-Forwarded-Host',
@@ -242,7 +260,7 @@ describe('HostCheckWatch', () => {
   function watcher(): { watch: HostCheckWatch; hints: HostCheckHint[] } {
     const hints: HostCheckHint[] = [];
     const watch = new HostCheckWatch(
-      () => ({ tunnel: 'demo', target: TARGET }),
+      () => ({ tunnel: 'demo', url: URL_, target: TARGET }),
       (h) => hints.push(h),
     );
     return { watch, hints };

@@ -4,6 +4,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -463,7 +464,6 @@ describe('start-up check', () => {
 
   test('an https target with a self-signed certificate: the warning names --insecure', async () => {
     const { cert, key } = certificate();
-    const { default: https } = await import('node:https');
     const server = https.createServer({ cert, key }, (_req, res) => reply(res, 200, 'tls'));
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');

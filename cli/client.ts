@@ -17,6 +17,7 @@ import {
 import { Session } from '../protocol/session.js';
 import type { StreamHandler } from '../protocol/stream.js';
 import { VERSION } from '../protocol/version.js';
+import { bothObservers, HostCheckWatch, type HostCheckHint } from './host-check.js';
 import {
   LocalForwarder,
   type Exchange,
@@ -89,6 +90,8 @@ export interface ClientEvents {
   online: [OnlineInfo];
   offline: [OfflineInfo];
   request: [Exchange];
+  /** A dev server refused a visitor with its host check: which, why and how to fix it (once per tunnel). */
+  hint: [HostCheckHint];
   /** Relay-side traffic counters of one tunnel. */
   stats: [TunnelStats];
   /** An error retrying cannot fix (bad token, name taken, …); the client has stopped. */
@@ -155,6 +158,8 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
   private readonly forwarders: LocalForwarder[];
   /** Names the relay gave each tunnel, reclaimed on reconnect. */
   private names: string[] = [];
+  /** Public URLs of the tunnels, as the relay announced them (for dev-server hints). */
+  private urls: string[] = [];
   private readonly wsUrl: string;
   private session: Session | undefined;
   private ws: WebSocket | undefined;
@@ -171,18 +176,27 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
       { subdomain: opts.subdomain, target: opts.target, access: opts.access, headerRules: opts.headerRules },
       ...(opts.more ?? []),
     ];
-    this.forwarders = this.specs.map(
-      (spec, i) =>
-        new LocalForwarder(
-          spec.target,
-          (x) => {
-            x.tunnel = this.names[i] ?? ''; // the summary is ours to fill in (no copy per request)
-            this.emit('request', x);
-          },
-          spec.headerRules,
-          opts.observe && ((head, localHeaders) => opts.observe!(this.names[i] ?? '', head, localHeaders)),
-        ),
-    );
+    this.forwarders = this.specs.map((spec, i) => {
+      const hostCheck = new HostCheckWatch(
+        () => ({
+          tunnel: this.names[i] ?? '',
+          url: this.urls[i] ?? '',
+          target: spec.target,
+          hostHeader: spec.headerRules?.hostHeader,
+        }),
+        (hint) => this.emit('hint', hint),
+      );
+      return new LocalForwarder(
+        spec.target,
+        (x) => {
+          x.tunnel = this.names[i] ?? ''; // the summary is ours to fill in (no copy per request)
+          this.emit('request', x);
+        },
+        spec.headerRules,
+        (head, localHeaders) =>
+          bothObservers(hostCheck.observe(head), opts.observe?.(this.names[i] ?? '', head, localHeaders)),
+      );
+    });
   }
 
   /** Connects; resolves with the public URL, rejects with a GgrokError that says what to do. */
@@ -380,6 +394,7 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
     this.name = welcome.name;
     const more = welcome.more ?? [];
     this.names = [welcome.name, ...more.map((t) => t.name)];
+    this.urls = [welcome.url, ...more.map((t) => t.url)];
     const tunnels = [{ name: welcome.name, url: welcome.url }, ...more].map((t, i) => ({
       ...t,
       target: this.specs[i]!.target,

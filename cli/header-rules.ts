@@ -9,6 +9,8 @@ import {
   TOKEN,
   withoutHeader,
 } from '../protocol/headers.js';
+import { rewriteSameOrigin } from './host-check.js';
+import { targetHost, type LocalTarget } from './target.js';
 
 /** Header edits the client applies on the way to and from the local service. */
 export interface HeaderRules {
@@ -58,11 +60,14 @@ export class HeaderEditor {
   /** The rules remove or add Content-Length or Transfer-Encoding (the only way they can touch framing). */
   private readonly rulesNameFraming: boolean;
 
+  /** The Host value `rewrite` stands for (the target's host:port). */
+  private readonly rewrittenHost: string;
+
   constructor(
     private readonly rules: HeaderRules,
-    /** The Host value `rewrite` stands for (the target's host:port). */
-    private readonly rewrittenHost: string,
+    private readonly target: LocalTarget,
   ) {
+    this.rewrittenHost = targetHost(target);
     const added = rules.requestAdd.filter((_, i) => i % 2 === 0);
     this.rulesNameFraming = [...rules.requestRemove, ...added].some((name) =>
       /^(content-length|transfer-encoding)$/i.test(name),
@@ -82,8 +87,11 @@ export class HeaderEditor {
     }
     const host = rules.hostHeader;
     if (host) {
+      const value = host === 'rewrite' ? this.rewrittenHost : host;
       headers = [...headers];
-      setHeader(headers, 'Host', host === 'rewrite' ? this.rewrittenHost : host);
+      setHeader(headers, 'Host', value);
+      // Dev servers check Origin as well as Host on their hot-reload sockets (webpack-dev-server).
+      rewriteSameOrigin(headers, getHeader(head.headers, 'host'), value, this.target);
     }
     return head.body === BodyKind.Chunked ? [...headers, 'Transfer-Encoding', 'chunked'] : headers;
   }

@@ -1,6 +1,7 @@
 // Programmatic API: `const tunnel = await connect({ port: 3000, server, token })` -> { url, close() } and events.
 import { GgrokError } from '../protocol/errors.js';
 import { TunnelClient, type ClientEvents, type OfflineInfo, type OnlineInfo } from './client.js';
+import type { HostCheckHint } from './host-check.js';
 import { parseTarget, type Exchange, type LocalTarget } from './local-request.js';
 
 export {
@@ -8,6 +9,7 @@ export {
   TunnelClient,
   type ClientEvents,
   type Exchange,
+  type HostCheckHint,
   type LocalTarget,
   type OfflineInfo,
   type OnlineInfo,
@@ -28,7 +30,8 @@ export interface ConnectOptions {
 
 /**
  * Opens a tunnel and resolves once it is online. The returned client has `url`, `name`, `close()` and
- * emits 'request', 'offline', 'online' (on reconnects) and 'fatal'. Rejects with a GgrokError whose
+ * emits 'request', 'hint' (a dev server refused the tunnel's host: which, why, the fix), 'offline', 'online'
+ * (on reconnects) and 'fatal'. Rejects with a GgrokError whose
  * `code` says why (bad_token, name_in_use, relay_unreachable, …).
  */
 export async function connect(options: ConnectOptions): Promise<TunnelClient> {

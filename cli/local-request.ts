@@ -8,7 +8,7 @@ import type { Stream, StreamHandler } from '../protocol/stream.js';
 import { HeaderEditor, NO_HEADER_RULES, type HeaderRules } from './header-rules.js';
 import { ResponseParseError } from './http1-response.js';
 import { HANG_UP_MESSAGE, LocalPool, type ConnectionUser, type LocalConnection } from './local-pool.js';
-import { describeTarget, targetHost, type LocalTarget } from './target.js';
+import { describeTarget, type LocalTarget } from './target.js';
 
 // Until every importer moved to ./target.js and ./header-rules.js (issue 22).
 export { lookupLocalhost } from './local-pool.js';
@@ -132,7 +132,7 @@ export class LocalForwarder {
     private readonly observe?: Observe,
   ) {
     this.pool = new LocalPool(target);
-    this.editor = new HeaderEditor(rules, targetHost(target));
+    this.editor = new HeaderEditor(rules, target);
   }
 
   /** Frees pooled connections. */

@@ -6,6 +6,7 @@ import { TunnelClient, type TunnelSpec } from './client.js';
 import { defaultConfigPath, loadConfig, setConfigValue, type Config, type TunnelConfig } from './config.js';
 import { parseInspectAddress, startInspector, type Inspector } from './inspector/index.js';
 import { describeTarget, parseHeaderArg, parseTarget } from './local-request.js';
+import { checkTarget } from './target-check.js';
 import { Ui } from './ui.js';
 
 /** Exit codes: 0 clean stop, 1 runtime failure (refused, unreachable for good), 2 usage or config error. */
@@ -89,6 +90,21 @@ async function maybeInspector(flags: ConnectionFlags, cmd: Command, ui: Ui): Pro
   }
 }
 
+/** When to use --host-header rewrite and what it changes, under `ggrok http --help`. */
+const HOST_HEADER_HELP = `
+Dev servers and --host-header rewrite:
+  Vite, webpack-dev-server, Angular's ng serve, Django (DEBUG), Rails and Next.js dev (its hot-reload socket)
+  refuse requests for hosts or origins they do not know (DNS-rebinding protection), so a visitor through the
+  tunnel gets "Blocked request", "Invalid Host header", DisallowedHost, "Blocked hosts" or no hot reload. ggrok
+  recognises these refusals and prints which server refused and the fix.
+  --host-header rewrite (config file: host_header: rewrite) sends Host: <target host:port> instead of the public
+  host, and rewrites the Origin of the tunnel's own pages to match, which satisfies these checks and hot-reload
+  sockets. What changes: redirects and absolute URLs the app builds from Host name the target (localhost:5173),
+  not the public URL; X-Forwarded-Host still carries the public host. Rails checks X-Forwarded-Host too: add the
+  relay's domain to config.hosts instead. Or allow the relay's domain in the server's own setting, which the hint
+  names (server.allowedHosts, devServer.allowedHosts, allowedDevOrigins, ALLOWED_HOSTS, config.hosts).
+`;
+
 /** Builds the `http` subcommand. */
 export function httpCommand(): Command {
   return connectionOptions(
@@ -112,12 +128,13 @@ export function httpCommand(): Command {
     .option('--options-without-auth', 'let OPTIONS requests (CORS preflights) through without --basic-auth')
     .option(
       '--host-header <rewrite|value>',
-      'Host sent to the local service: "rewrite" = the target host:port',
+      'Host sent to the local service: "rewrite" = the target host:port (dev servers with host checks; see below)',
     )
     .option('--request-header-add <"Name: value">', 'add a header to requests (repeatable)', collect, [])
     .option('--request-header-remove <name>', 'remove a header from requests (repeatable)', collect, [])
     .option('--response-header-add <"Name: value">', 'add a header to responses (repeatable)', collect, [])
     .option('--response-header-remove <name>', 'remove a header from responses (repeatable)', collect, [])
+    .addHelpText('after', HOST_HEADER_HELP)
     .action(async (addr: string, flags: ConnectionFlags & TunnelFlags, cmd: Command) => {
       const spec = usage(cmd, () =>
         tunnelSpec(
@@ -315,9 +332,20 @@ async function runTunnels(
       reconnected: info.reconnected,
       inspector: inspector?.url,
     });
+    // Tell at start what the first visitor would otherwise discover as a 502: no server yet, or an untrusted certificate.
+    if (!info.reconnected)
+      for (const t of info.tunnels)
+        checkTarget(t.target).then(
+          (problem) => problem && ui.warn(problem.message, { code: problem.code, tunnel: t.name }),
+          () => {},
+        );
   });
   client.on('offline', (info) => ui.offline(info.reason, info.retryInMs));
   client.on('request', (x) => ui.request(x, specs.length > 1));
+  client.on('hint', (hint) => {
+    inspector?.addHint(hint);
+    ui.hint(hint);
+  });
   client.on('stats', (stats) => {
     inspector?.setStats(stats);
     ui.stats(stats);

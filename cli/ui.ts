@@ -1,5 +1,6 @@
 // All terminal output of `ggrok http`: the header, one line per request, status changes, errors.
 import { Chalk, type ChalkInstance } from 'chalk';
+import type { HostCheckHint } from './host-check.js';
 import type { Exchange } from './local-request.js';
 
 export interface UiOptions {
@@ -103,9 +104,20 @@ export class Ui {
       );
   }
 
+  /** A dev server refused a visitor with its host check: why, and the fixes (the client reports it once per tunnel). */
+  hint(h: HostCheckHint): void {
+    if (this.opts.format === 'json') return this.json('hint', { ...h });
+    const c = this.c;
+    const target = h.target.length > 60 ? `${h.target.slice(0, 59)}…` : h.target;
+    let text = `${c.yellow('hint:')} ${h.serverName} refused ${h.host} (${h.method} ${target} ${h.status}, tunnel ${h.tunnel}): ${h.why}\n`;
+    h.fixes.forEach((fix, i) => (text += `  ${i === 0 ? 'fix:' : 'or: '} ${fix}\n`));
+    if (h.note) text += `  note: ${h.note}\n`;
+    this.err.write(text);
+  }
+
   /** Something the user should know that does not stop the command. */
-  warn(message: string): void {
-    if (this.opts.format === 'json') return this.json('warning', { message });
+  warn(message: string, fields: Record<string, unknown> = {}): void {
+    if (this.opts.format === 'json') return this.json('warning', { message, ...fields });
     this.err.write(`${this.c.yellow('warning:')} ${message}\n`);
   }
 

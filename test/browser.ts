@@ -5,8 +5,11 @@ import type { Cleanup } from './helpers.js';
 
 export const CHROMIUM = '/usr/bin/chromium';
 
-/** Launches headless Chromium (closed by `cleanup`); fails with the install command when it is missing. */
-export async function launchChromium(cleanup: Cleanup): Promise<Browser> {
+/**
+ * Launches headless Chromium (closed by `cleanup`); fails with the install command when it is missing. `extraArgs`
+ * go on its command line (e.g. --host-resolver-rules, to send made-up host names to 127.0.0.1).
+ */
+export async function launchChromium(cleanup: Cleanup, extraArgs: string[] = []): Promise<Browser> {
   if (!existsSync(CHROMIUM))
     throw new Error(
       `${CHROMIUM} is missing: run scripts/install-test-deps.sh (npm run test:setup) to install Debian's chromium.`,
@@ -23,6 +26,7 @@ export async function launchChromium(cleanup: Cleanup): Promise<Browser> {
       '--disable-background-networking',
       '--disable-component-update',
       '--disable-sync',
+      ...extraArgs,
     ],
     timeout: 20_000,
   });

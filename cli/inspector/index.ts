@@ -3,6 +3,7 @@ import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { GgrokError } from '../../protocol/errors.js';
 import type { HeaderList, RequestFrame } from '../../protocol/frames.js';
+import type { HostCheckHint } from '../host-check.js';
 import type { ExchangeObserver, LocalTarget } from '../local-request.js';
 import type { TunnelInfo } from './export.js';
 import { createInspectorServer } from './server.js';
@@ -32,6 +33,8 @@ export interface Inspector {
   setTunnels(tunnels: { name: string; url: string; target: LocalTarget }[]): void;
   /** Call on every 'stats' event: the relay's traffic counters for one tunnel, shown in the page header. */
   setStats(stats: TunnelTraffic): void;
+  /** Call on every 'hint' event: a dev server's host-check refusal, shown above the list. */
+  addHint(hint: HostCheckHint): void;
   close(): Promise<void>;
 }
 
@@ -47,6 +50,8 @@ export interface TunnelTraffic {
 export const DEFAULT_INSPECTOR_PORT = 4040;
 /** How many ports after the first one are tried when it is taken. */
 const PORT_ATTEMPTS = 20;
+/** Hints kept (the client gives at most one per tunnel). */
+const MAX_HINTS = 20;
 
 /**
  * Parses the --inspect value: `4040`, `host:port`, `[::1]:4040` or a bare host (port 4040).
@@ -93,11 +98,13 @@ export async function startInspector(options: InspectorOptions = {}): Promise<In
   });
   let tunnels = new Map<string, TunnelInfo>();
   const traffic = new Map<string, TunnelTraffic>();
+  const hints: HostCheckHint[] = [];
   let port = 0;
   const { server, close: closeServer } = createInspectorServer({
     store,
     tunnels: () => tunnels,
     traffic: () => traffic,
+    hints: () => hints,
     host,
     port: () => port,
   });
@@ -156,6 +163,9 @@ export async function startInspector(options: InspectorOptions = {}): Promise<In
     setStats(stats) {
       const { name, requests, bytesIn, bytesOut, channels } = stats;
       traffic.set(name, { name, requests, bytesIn, bytesOut, channels });
+    },
+    addHint(hint) {
+      if (hints.length < MAX_HINTS) hints.push(hint);
     },
     close() {
       closed ??= new Promise<void>((resolve) => {

@@ -88,6 +88,9 @@ const PAGE = String.raw`<!doctype html>
   form.edit textarea { font-family: var(--mono); font-size: 12px; min-height: 90px; resize: vertical; }
   form.edit .buttons { grid-column: 2; display: flex; gap: 8px; }
   .note { color: var(--muted); font-size: 12px; }
+  #hints { padding: 6px 12px; border-bottom: 1px solid var(--line); border-left: 3px solid var(--client); background: var(--panel); }
+  #hints ul { margin: 2px 0 4px; padding-left: 20px; }
+  #hints code { font-family: var(--mono); font-size: 12px; }
   .hidden { display: none !important; }
 </style>
 </head>
@@ -100,6 +103,7 @@ const PAGE = String.raw`<!doctype html>
   <a class="button" href="/api/har" download="ggrok-session.har" data-testid="download-har">Download HAR</a>
   <span id="conn" data-testid="connection-status">connecting</span>
 </header>
+<div id="hints" data-testid="hints" class="hidden"></div>
 <main>
   <section id="list">
     <table>
@@ -272,7 +276,24 @@ const PAGE = String.raw`<!doctype html>
           : '';
         return x.url + ' \u2192 ' + target + traffic;
       }).join('   ') || 'no tunnel online yet';
+      renderHints(data.hints || []);
     }).catch(function () {});
+  }
+
+  // A dev server's host-check refusal, explained by the client (once per tunnel): why, and the fixes.
+  function renderHints(hints) {
+    var box = document.getElementById('hints');
+    box.textContent = '';
+    box.classList.toggle('hidden', hints.length === 0);
+    hints.forEach(function (h) {
+      box.appendChild(el('div', { testid: 'hint' },
+        el('strong', null, h.serverName + ' refused ' + h.host),
+        ' (' + h.method + ' ' + h.target + ' ' + h.status + ', tunnel ' + h.tunnel + '): ' + h.why));
+      var list = el('ul');
+      h.fixes.forEach(function (f) { list.appendChild(el('li', null, el('code', null, f))); });
+      box.appendChild(list);
+      if (h.note) box.appendChild(el('div', { className: 'note' }, 'Note: ' + h.note));
+    });
   }
 
   function select(id) {
@@ -560,7 +581,12 @@ const PAGE = String.raw`<!doctype html>
       loadList().catch(function () {});
       loadTunnels();
     });
-    es.addEventListener('exchange', function (e) { upsert(JSON.parse(e.data)); });
+    es.addEventListener('exchange', function (e) {
+      var s = JSON.parse(e.data);
+      upsert(s);
+      // A finished 400 or 403 may have brought a host-check hint: show it now rather than at the next poll.
+      if (s.done && (s.status === 400 || s.status === 403)) loadTunnels();
+    });
     // The relay's counters change as traffic flows: refresh the header now and then.
     if (!tunnelsTimer) tunnelsTimer = setInterval(loadTunnels, 5000);
     es.addEventListener('evict', function (e) { removeIds(JSON.parse(e.data)); });

@@ -4,6 +4,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import net from 'node:net';
 import type { HeaderList } from '../../protocol/frames.js';
 import { getHeader } from '../../protocol/headers.js';
+import type { HostCheckHint } from '../host-check.js';
 import { renderBody } from './body.js';
 import { publicUrl, toCurl, toHar, type TunnelInfo } from './export.js';
 import { inspectorPage } from './page.js';
@@ -19,6 +20,8 @@ export interface ServerContext {
     string,
     { requests: number; bytesIn: number; bytesOut: number; channels: number }
   >;
+  /** Dev servers' host-check refusals the client explained (shown above the list). */
+  hints?: () => readonly HostCheckHint[];
   /** The address the server is bound to (its own name is an accepted Host). */
   host: string;
   /** The port it listens on, once known. */
@@ -346,7 +349,7 @@ export function createInspectorServer(ctx: ServerContext): {
         target: t.target,
         traffic: ctx.traffic?.().get(t.name) ?? null,
       }));
-      return sendJson(res, 200, { tunnels: list });
+      return sendJson(res, 200, { tunnels: list, hints: ctx.hints?.() ?? [] });
     }
     if (path === '/api/har') {
       const har = toHar(store.chronological(), ctx.tunnels(), maxBody);

@@ -22,7 +22,7 @@ import type { Credentials } from './tokens.js';
 import { Tunnel } from './tunnel.js';
 
 /** How the relay answers a hello: refuse it, or welcome it and then start the tunnel. */
-export type HelloDecision =
+type HelloDecision =
   { refuse: RefuseCodeValue; message: string } | { welcome: Omit<WelcomeFrame, 'type'>; start: () => void };
 
 /** A refusal: its code, and the message the client shows. */
@@ -36,7 +36,7 @@ const CLOSE_GRACE_MS = 1000;
  * asks `decide` what to do with it, then answers Welcome and calls `start`, or answers Refuse and closes.
  * Nothing about tunnels happens before `decide` has checked the token.
  */
-export function acceptControlSocket(
+function acceptControlSocket(
   ws: WebSocket,
   timeoutMs: number,
   decide: (hello: HelloFrame) => HelloDecision,

@@ -58,7 +58,7 @@ export interface RelayOptions {
   metricsToken?: string;
   /** Add per-tunnel-name request and byte series to the metrics. */
   metricsPerTunnel?: boolean;
-  /** POST tunnel connect and disconnect events here (JSON, signed with `secret` when set). */
+  /** POST tunnel connect and disconnect events here (JSON, signed with `secret` when set; see hooks.ts). */
   webhook?: { url: string; secret?: string; timeoutMs?: number; maxPending?: number };
   /** How often changed traffic counters go to clients as Stats frames (0 = never). */
   statsIntervalMs?: number;
@@ -99,6 +99,12 @@ export const RELAY_DEFAULTS = {
   accessLog: false,
   metricsPerTunnel: false,
   statsIntervalMs: 5000,
+  /** webhook.timeoutMs: one delivery, from connecting to the end of the answer. */
+  webhookTimeoutMs: 3000,
+  /** webhook.maxPending: deliveries waiting beyond this are dropped (counted and logged). */
+  webhookMaxPending: 1000,
+  /** Webhook deliveries in flight at once. */
+  webhookConcurrency: 4,
 } as const;
 
 /** Options with every default filled in and checked: what the relay's modules read. */

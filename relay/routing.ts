@@ -25,7 +25,7 @@ export function parseHost(req: IncomingMessage): HostParts {
  * The scheme a request reached the relay with: behind a trusted proxy the right-most X-Forwarded-Proto (a proxy that
  * appends instead of replacing puts its own last, after the visitor's), otherwise whether the socket is TLS.
  */
-export function requestScheme(req: IncomingMessage, trustProxy: boolean): 'http' | 'https' {
+function requestScheme(req: IncomingMessage, trustProxy: boolean): 'http' | 'https' {
   const forwarded = trustProxy ? req.headers['x-forwarded-proto'] : undefined;
   const last = (Array.isArray(forwarded) ? forwarded.join(',') : forwarded)?.split(',').pop()?.trim();
   if (last === 'https' || last === 'http') return last;

@@ -105,8 +105,17 @@ describe('RELAY_DEFAULTS', () => {
     for (const option of options) expect(documented.get(option.long!)?.env, option.long).toBe(option.envVar);
     for (const [flag, value] of Object.entries(FLAG_DEFAULTS))
       expect(documented.get(flag)?.default, flag).toBe(readmeDefault(value));
+  });
+
+  it('is what the README says of shutdown and webhooks', () => {
     const deadline = /let in-flight requests finish \((\d+) s\)/.exec(README)?.[1];
     expect(Number(deadline)).toBe(D.closeDeadlineMs / 1000);
+    const hooks = /\((\d+) s timeout, (\d+) at a time, no retries\); beyond ([\d ]+) pending/.exec(README);
+    expect(hooks?.slice(1).map((n) => Number(n.replace(/ /g, '')))).toEqual([
+      D.webhookTimeoutMs / 1000,
+      D.webhookConcurrency,
+      D.webhookMaxPending,
+    ]);
   });
 
   it("is what the README's limits tables say", () => {

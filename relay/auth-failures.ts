@@ -93,3 +93,32 @@ function keyOf(address: string): string {
     .map((g) => g.replace(/^0+(?=.)/, ''))
     .join(':')}::/64`;
 }
+
+/** What the throttle tells the relay's log and metrics. */
+export interface ThrottleReports {
+  /** A wrong secret came from `address` (for tunnel `name`'s Basic auth, when set). */
+  authFailed(kind: AuthKind, address: string, name?: string): void;
+  /** `address` is turned away for the first time since its latest failure and must wait `waitMs`. */
+  throttled(address: string, waitMs: number): void;
+}
+
+/** AuthFailures as the relay's secret checks use it: every failure reported, and one refusal per wait. */
+export class SecretThrottle {
+  constructor(
+    private readonly failures: AuthFailures,
+    private readonly reports: ThrottleReports,
+  ) {}
+
+  /** Ms `address` must wait before a secret it presents is even looked at, or 0. */
+  waitMs(address: string): number {
+    const waitMs = this.failures.blockedFor(address);
+    if (waitMs > 0 && this.failures.firstRefusal(address)) this.reports.throttled(address, waitMs);
+    return waitMs;
+  }
+
+  /** A wrong secret from `address`: counted towards its throttle, and reported. */
+  failed(kind: AuthKind, address: string, name?: string): void {
+    this.failures.failed(address);
+    this.reports.authFailed(kind, address, name);
+  }
+}

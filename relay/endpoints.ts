@@ -4,6 +4,7 @@ import { landingPage, sendErrorPage, sendJson, statusPage, type RelayStatus } fr
 
 /** Paths under this prefix on the relay's own host belong to the relay. */
 export const RELAY_PATH_PREFIX = '/_ggrok/';
+/** Where clients open their control WebSocket. */
 export const CONNECT_PATH = '/_ggrok/connect';
 const HEALTH_PATH = '/_ggrok/health';
 /** Caddy's on-demand TLS asks here whether to issue a certificate for ?domain=. */

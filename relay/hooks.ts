@@ -2,6 +2,7 @@
 import { createHmac } from 'node:crypto';
 import { VERSION } from '../protocol/version.js';
 import type { RelayEvent } from './log.js';
+import { RELAY_DEFAULTS } from './options.js';
 
 /** What a webhook receives as its JSON body. */
 export interface HookEvent {
@@ -32,10 +33,6 @@ export interface WebhookOptions {
   onFailed?: () => void;
 }
 
-export const WEBHOOK_TIMEOUT_MS = 3000;
-export const WEBHOOK_MAX_PENDING = 1000;
-const WEBHOOK_CONCURRENCY = 4;
-
 /** The signature header value for a body: `sha256=` and the hex HMAC-SHA256 with the secret. */
 export function signBody(body: string, secret: string): string {
   return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
@@ -59,9 +56,9 @@ export class WebhookSender {
   delivered = 0;
 
   constructor(private readonly opts: WebhookOptions) {
-    this.timeoutMs = opts.timeoutMs ?? WEBHOOK_TIMEOUT_MS;
-    this.maxPending = opts.maxPending ?? WEBHOOK_MAX_PENDING;
-    this.concurrency = opts.concurrency ?? WEBHOOK_CONCURRENCY;
+    this.timeoutMs = opts.timeoutMs ?? RELAY_DEFAULTS.webhookTimeoutMs;
+    this.maxPending = opts.maxPending ?? RELAY_DEFAULTS.webhookMaxPending;
+    this.concurrency = opts.concurrency ?? RELAY_DEFAULTS.webhookConcurrency;
   }
 
   /** Deliveries queued or in flight. */

@@ -1,9 +1,6 @@
 // Programmatic entry for running a relay in-process (tests, embedding): createRelay(options).listen(port).
-export {
-  createRelay,
-  generateToken,
-  Relay,
-  RELAY_VERSION,
-  type RelayEvent,
-  type RelayOptions,
-} from './relay.js';
+export { VERSION as RELAY_VERSION } from '../protocol/version.js';
+export type { RelayEvent } from './log.js';
+export { flowProblem, RELAY_DEFAULTS, type RelayOptions } from './options.js';
+export { createRelay, Relay, type RelayCounts, type StreamView, type TunnelView } from './relay.js';
+export { generateToken } from './tokens.js';

@@ -6,11 +6,13 @@ export interface RelayEvent {
   [key: string]: unknown;
 }
 
+/** The formats `--log-format` takes. */
 export const LOG_FORMATS = ['text', 'json', 'logfmt'] as const;
 export type LogFormat = (typeof LOG_FORMATS)[number];
 
 /** Field names whose values are never printed, whatever an event carries. */
 const SECRET_KEY = /token|secret|password|passwd|authorization|cookie|credential/i;
+/** What a secret field's value is printed as. */
 export const REDACTED = '[redacted]';
 
 /** Largest string printed for one field; longer values (visitor-controlled paths, agents) are cut. */

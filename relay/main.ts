@@ -1,10 +1,26 @@
 // `ggrok relay`: configuration from flags and environment, listening on $PORT, signals.
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { DEFAULT_FLOW, WIRE_LIMITS } from '../protocol/frames.js';
-import { formatEvent, LOG_FORMATS, type LogFormat, type RelayEvent } from './log.js';
-import { createRelay, generateToken, RELAY_VERSION } from './relay.js';
+import { VERSION as RELAY_VERSION } from '../protocol/version.js';
 import { describeVisitorAddressSource } from './access.js';
+import { formatEvent, LOG_FORMATS, type LogFormat, type RelayEvent } from './log.js';
+import { flowProblem, RELAY_DEFAULTS, webhookUrlProblem } from './options.js';
+import { createRelay } from './relay.js';
+import { generateToken } from './tokens.js';
+
+/** RELAY_DEFAULTS in the units the flags take (KiB windows, seconds of idle time). */
+const FLAG_DEFAULTS = {
+  streamWindowKiB: RELAY_DEFAULTS.flow.streamWindow / 1024,
+  connWindowKiB: RELAY_DEFAULTS.flow.connWindow / 1024,
+  idleTimeoutSeconds: RELAY_DEFAULTS.idleStreamMs / 1000,
+} as const;
+
+/** The flags that set each flow setting, for flowProblem()'s messages. */
+const FLOW_FLAGS = {
+  streamWindow: '--stream-window',
+  connWindow: '--conn-window',
+  maxData: 'the Data frame size',
+} as const;
 
 interface RelayFlags {
   port: number;
@@ -27,9 +43,9 @@ interface RelayFlags {
   tlsCert?: string;
   tlsKey?: string;
   logFormat: LogFormat;
-  accessLog?: boolean;
+  accessLog: boolean;
   metricsToken?: string;
-  metricsPerTunnel?: boolean;
+  metricsPerTunnel: boolean;
   webhook?: string;
   webhookSecret?: string;
 }
@@ -72,7 +88,10 @@ export function relayCommand(): Command {
   return new Command('relay')
     .description('run the public relay server that clients connect to')
     .addOption(
-      new Option('-p, --port <port>', 'port to listen on').env('PORT').argParser(parsePort).default(8080),
+      new Option('-p, --port <port>', 'port to listen on')
+        .env('PORT')
+        .argParser(parsePort)
+        .default(RELAY_DEFAULTS.port),
     )
     .addOption(new Option('--host <addr>', 'address to bind (default: all interfaces)').env('GGROK_HOST'))
     .addOption(
@@ -92,31 +111,31 @@ export function relayCommand(): Command {
         'trust X-Forwarded-* from a proxy in front (on by default on Heroku and Fly; "false" turns it off)',
       )
         .env('GGROK_TRUST_PROXY')
-        .argParser((value: string) => !/^(0|false|no|off)$/i.test(value.trim())),
+        .argParser(booleanFlag),
     )
     .addOption(
       new Option('--max-requests <n>', 'concurrent HTTP requests per tunnel (more get 503)')
         .env('GGROK_MAX_REQUESTS')
         .argParser(positiveInt)
-        .default(1000),
+        .default(RELAY_DEFAULTS.maxRequestsPerTunnel),
     )
     .addOption(
       new Option('--max-channels <n>', 'concurrent WebSocket/upgrade channels per tunnel (more get 503)')
         .env('GGROK_MAX_CHANNELS')
         .argParser(positiveInt)
-        .default(10_000),
+        .default(RELAY_DEFAULTS.maxChannelsPerTunnel),
     )
     .addOption(
       new Option('--wait-for-client <ms>', 'how long requests wait for a reconnecting client before a 503')
         .env('GGROK_WAIT_FOR_CLIENT_MS')
         .argParser(nonNegativeInt)
-        .default(5000),
+        .default(RELAY_DEFAULTS.waitForClientMs),
     )
     .addOption(
       new Option('--headers-timeout <ms>', 'time a visitor has to send a complete request head (408 after)')
         .env('GGROK_HEADERS_TIMEOUT_MS')
         .argParser(positiveInt)
-        .default(30_000),
+        .default(RELAY_DEFAULTS.headersTimeoutMs),
     )
     .addOption(
       new Option(
@@ -125,7 +144,7 @@ export function relayCommand(): Command {
       )
         .env('GGROK_STARTUP_GRACE_MS')
         .argParser(nonNegativeInt)
-        .default(30_000),
+        .default(RELAY_DEFAULTS.startupGraceMs),
     )
     .addOption(
       new Option('--tokens-file <path>', 'file with one client token per line (# comments allowed)').env(
@@ -136,13 +155,13 @@ export function relayCommand(): Command {
       new Option('--max-tunnels-per-token <n>', 'live tunnels one token may hold')
         .env('GGROK_MAX_TUNNELS_PER_TOKEN')
         .argParser(positiveInt)
-        .default(20),
+        .default(RELAY_DEFAULTS.maxTunnelsPerToken),
     )
     .addOption(
       new Option('--rate-limit <n>', 'new requests per second per tunnel (bursts of 2n); more get 429')
         .env('GGROK_RATE_LIMIT')
         .argParser(positiveInt)
-        .default(500),
+        .default(RELAY_DEFAULTS.streamsPerSecond),
     )
     .addOption(
       new Option(
@@ -151,19 +170,19 @@ export function relayCommand(): Command {
       )
         .env('GGROK_STREAM_WINDOW')
         .argParser(positiveInt)
-        .default(DEFAULT_FLOW.streamWindow / 1024),
+        .default(FLAG_DEFAULTS.streamWindowKiB),
     )
     .addOption(
       new Option('--conn-window <KiB>', 'the same, for all requests of one client connection together')
         .env('GGROK_CONN_WINDOW')
         .argParser(positiveInt)
-        .default(DEFAULT_FLOW.connWindow / 1024),
+        .default(FLAG_DEFAULTS.connWindowKiB),
     )
     .addOption(
       new Option('--max-header-bytes <n>', 'largest public request head (431 beyond)')
         .env('GGROK_MAX_HEADER_BYTES')
         .argParser(positiveInt)
-        .default(16 * 1024),
+        .default(RELAY_DEFAULTS.maxHeaderBytes),
     )
     .addOption(
       new Option(
@@ -172,7 +191,7 @@ export function relayCommand(): Command {
       )
         .env('GGROK_IDLE_TIMEOUT')
         .argParser(nonNegativeInt)
-        .default(900),
+        .default(FLAG_DEFAULTS.idleTimeoutSeconds),
     )
     .addOption(
       new Option('--tls-cert <path>', 'PEM certificate chain: terminate TLS on the relay').env(
@@ -184,7 +203,7 @@ export function relayCommand(): Command {
       new Option('--log-format <format>', 'log format: one line per event')
         .choices(LOG_FORMATS)
         .env('GGROK_LOG_FORMAT')
-        .default('text'),
+        .default(RELAY_DEFAULTS.logFormat),
     )
     .addOption(
       new Option(
@@ -192,7 +211,8 @@ export function relayCommand(): Command {
         'log one line per public request (method, host, path without query, status, ms, bytes)',
       )
         .env('GGROK_ACCESS_LOG')
-        .argParser(booleanFlag),
+        .argParser(booleanFlag)
+        .default(RELAY_DEFAULTS.accessLog),
     )
     .addOption(
       new Option(
@@ -203,7 +223,8 @@ export function relayCommand(): Command {
     .addOption(
       new Option('--metrics-per-tunnel [bool]', 'add per-tunnel request and byte series to the metrics')
         .env('GGROK_METRICS_PER_TUNNEL')
-        .argParser(booleanFlag),
+        .argParser(booleanFlag)
+        .default(RELAY_DEFAULTS.metricsPerTunnel),
     )
     .addOption(
       new Option('--webhook <url>', 'POST tunnel connect/disconnect events (JSON) to this URL').env(
@@ -260,28 +281,16 @@ async function runRelay(flags: RelayFlags): Promise<void> {
   const write = (line: string): void => void process.stdout.write(`${line}\n`);
   const structured = flags.logFormat !== 'text';
   const logEvent = (e: RelayEvent): void => write(formatEvent(e, flags.logFormat));
-  if (flags.webhook) {
-    let url: URL | undefined;
-    try {
-      url = new URL(flags.webhook);
-    } catch {
-      url = undefined;
-    }
-    if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:'))
-      configError('--webhook must be an http:// or https:// URL');
-  }
+  const webhookWrong = flags.webhook && webhookUrlProblem(flags.webhook);
+  if (webhookWrong) configError(`--webhook ${webhookWrong}`);
   if (flags.webhookSecret && !flags.webhook) configError('--webhook-secret needs --webhook');
   const flow = {
     streamWindow: flags.streamWindow * 1024,
     connWindow: flags.connWindow * 1024,
-    maxData: DEFAULT_FLOW.maxData,
+    maxData: RELAY_DEFAULTS.flow.maxData,
   };
-  if (flow.streamWindow < flow.maxData || flow.connWindow < flow.streamWindow)
-    configError(
-      `--stream-window must be at least ${flow.maxData / 1024} KiB and --conn-window at least --stream-window`,
-    );
-  if (flow.connWindow > WIRE_LIMITS.MAX_WINDOW_BYTES)
-    configError('--conn-window is too large (at most 2 GiB)');
+  const flowWrong = flowProblem(flow, FLOW_FLAGS);
+  if (flowWrong) configError(flowWrong);
   let relay: ReturnType<typeof createRelay>;
   try {
     relay = createRelay({
@@ -301,9 +310,9 @@ async function runRelay(flags: RelayFlags): Promise<void> {
       startupGraceMs: flags.startupGrace,
       headersTimeoutMs: flags.headersTimeout,
       log: logEvent,
-      accessLog: flags.accessLog ?? false,
+      accessLog: flags.accessLog,
       metricsToken: flags.metricsToken || undefined,
-      metricsPerTunnel: flags.metricsPerTunnel ?? false,
+      metricsPerTunnel: flags.metricsPerTunnel,
       webhook: flags.webhook ? { url: flags.webhook, secret: flags.webhookSecret || undefined } : undefined,
     });
   } catch (err) {

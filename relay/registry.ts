@@ -26,6 +26,10 @@ export const RESERVED_NAMES = new Set([
   'cdn',
 ]);
 
+/** The name under which the single tunnel of own-host mode (no --domain) is registered. */
+export const OWN_HOST_NAME = 'default';
+
+/** Whether `name` may be a tunnel's subdomain (reserved names included). */
 export function isValidName(name: string): boolean {
   return NAME_PATTERN.test(name);
 }

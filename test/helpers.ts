@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { TunnelClient, type ClientOptions } from '../cli/client.js';
 import { parseTarget } from '../cli/local-request.js';
 import { GgrokError } from '../protocol/errors.js';
-import { createRelay, type Relay, type RelayEvent, type RelayOptions } from '../relay/relay.js';
+import { createRelay, type Relay, type RelayEvent, type RelayOptions } from '../relay/index.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 /** The compiled CLI (npm test builds it first). */

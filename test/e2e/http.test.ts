@@ -501,8 +501,8 @@ describe('memory', () => {
     );
     // Loopback socket buffers (a few MiB each) plus the 256 KiB stream window; unbounded buffering would be ~1 GiB.
     expect(written).toBeLessThan(48 * 1024 * 1024);
-    const relayStream = [...t.relay.relay['registry'].get('demo')!.session.streams.values()][0]!;
-    expect(relayStream.buffered).toBeLessThanOrEqual(DEFAULT_FLOW.streamWindow);
+    const relayStream = t.relay.relay.tunnel('demo')!.streams[0]!;
+    expect(relayStream.bufferedBytes).toBeLessThanOrEqual(DEFAULT_FLOW.streamWindow);
     req.destroy();
   });
 });

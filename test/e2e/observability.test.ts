@@ -180,7 +180,7 @@ describe('metrics', () => {
     );
 
     // The control socket drops; the client comes back under its held name: one reconnect.
-    t.relay.relay['registry'].get('demo')!.session.terminate();
+    expect(t.relay.relay.dropTunnel('demo')).toBe(true);
     await waitFor(() => t.relay.events.filter((e) => e.event === 'connect').length === 2, 'the reconnect');
     expect(t.relay.events.filter((e) => e.event === 'connect')[1]).toMatchObject({ reconnect: true });
 

@@ -25,7 +25,7 @@ describe('reconnects', () => {
     t.client.on('online', (info) => onlines.push(info));
     t.client.on('offline', (info) => offlines.push(info.reason));
     const before = t.client.url;
-    t.relay.relay['registry'].get('demo')!.session.terminate();
+    expect(t.relay.relay.dropTunnel('demo')).toBe(true);
     await waitFor(() => onlines.length === 1, 'the client to come back');
     expect(onlines[0]).toMatchObject({ url: before, name: 'demo', reconnected: true });
     expect(offlines).toHaveLength(1);
@@ -36,7 +36,7 @@ describe('reconnects', () => {
     const t = await startTunnel(cleanup, (req, res) => reply(res, 200, `served ${req.url}`), {
       client: { minBackoffMs: 400, maxBackoffMs: 400 },
     });
-    t.relay.relay['registry'].get('demo')!.session.terminate();
+    expect(t.relay.relay.dropTunnel('demo')).toBe(true);
     await waitFor(() => t.relay.relay.tunnelCount === 0, 'the tunnel to go away');
     const results = await Promise.all([1, 2, 3].map((i) => t.request({ path: `/${i}` })));
     expect(results.map((r) => `${r.status} ${r.body.toString()}`)).toEqual([
@@ -87,7 +87,7 @@ describe('reconnects', () => {
     });
     const pending = t.request({ path: '/hang' });
     await waitFor(() => t.local.requests.length === 1, 'the request to reach the local server');
-    t.relay.relay['registry'].get('demo')!.session.terminate();
+    expect(t.relay.relay.dropTunnel('demo')).toBe(true);
     const res = await pending;
     expect(res.status).toBe(502);
     expect(res.headers['x-ggrok-error']).toBe('tunnel_closed');

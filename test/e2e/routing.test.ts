@@ -146,7 +146,7 @@ describe('several tunnels on one connection', () => {
     await waitFor(() => seen.length === 1, 'the request event');
     expect(seen).toEqual(['backend']);
     const back = new Promise<OnlineInfo>((resolve) => client.once('online', resolve));
-    r.relay['registry'].get('web')!.session.terminate();
+    expect(r.relay.dropTunnel('web')).toBe(true);
     const info = await back;
     expect(info.tunnels.map((t) => t.name)).toEqual(names);
     expect(await get(names[2]!)).toBe('api /x');

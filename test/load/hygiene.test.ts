@@ -26,7 +26,9 @@ interface RelayStats {
   activeChannels: number;
   /** Open streams summed over every tunnel's session. */
   streams: number;
+  /** Public requests waiting for a reconnecting client. */
   waiters: number;
+  /** Control sockets open, handshakes included. */
   wsClients: number;
   /** TCP connections the relay's server holds (public and control). */
   connections: number;
@@ -52,9 +54,7 @@ const connections = () =>
   new Promise((resolve, reject) => relay.server.getConnections((e, n) => (e ? reject(e) : resolve(n))));
 async function report(gc) {
   if (gc) for (let i = 0; i < 4; i++) { globalThis.gc(); await new Promise((r) => setImmediate(r)); }
-  const tunnels = [...relay.registry.values()];
-  // One session may carry several tunnels: count each once.
-  const sessions = [...new Set(tunnels.map((t) => t.session))];
+  const counts = relay.counts();
   const resources = process.getActiveResourcesInfo();
   const byType = {};
   for (const r of resources) byType[r] = (byType[r] ?? 0) + 1;
@@ -65,11 +65,11 @@ async function report(gc) {
     handles: resources.length,
     resources: byType,
     tunnels: relay.tunnelCount,
-    activeRequests: tunnels.reduce((n, t) => n + t.activeRequests, 0),
-    activeChannels: tunnels.reduce((n, t) => n + t.activeChannels, 0),
-    streams: sessions.reduce((n, s) => n + s.streams.size, 0),
-    waiters: relay.waiters.size,
-    wsClients: relay.wss.clients.size,
+    activeRequests: counts.activeRequests,
+    activeChannels: counts.activeChannels,
+    streams: counts.openStreams,
+    waiters: counts.waitingRequests,
+    wsClients: counts.controlSockets,
     connections: await connections(),
   };
 }

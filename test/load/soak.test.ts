@@ -387,7 +387,7 @@ describe('what the soak meets by chance, on purpose', () => {
     for (; sent < 8 * 1024 * 1024; sent += chunk.length) socket.write(chunk);
     await waitFor(() => t.local.requests.length === 1, 'the upload to reach the local service');
     await sleep(1000); // the tunnel's windows fill up and the relay stops reading the upload
-    t.relay.relay['registry'].get('demo')!.session.terminate();
+    expect(t.relay.relay.dropTunnel('demo')).toBe(true);
     await waitFor(() => /\r\n\r\n/.test(got), 'the answer to the cut upload');
     expect(got).toMatch(/^HTTP\/1\.1 502 /);
     expect(got).toMatch(/X-Ggrok-Error: tunnel_closed/i);

@@ -1,0 +1,292 @@
+// The handshake on a control socket: the hello's token, names and limits decide a Welcome (and its tunnels) or a Refuse.
+import type { IncomingMessage } from 'node:http';
+import type WebSocket from 'ws';
+import { decodeFrame, encodeFrame } from '../protocol/codec.js';
+import { CloseCode, RefuseCode, type RefuseCodeValue } from '../protocol/errors.js';
+import {
+  FrameType,
+  PROTOCOL_VERSION,
+  type Frame,
+  type HelloFrame,
+  type TunnelRequest,
+  type WelcomeFrame,
+} from '../protocol/frames.js';
+import { Session } from '../protocol/session.js';
+import { AccessPolicy, visitorAddress, type VisitorAddressSource } from './access.js';
+import type { SecretThrottle } from './auth-failures.js';
+import type { ResolvedRelayOptions } from './options.js';
+import { OWN_HOST_NAME, type Registry } from './registry.js';
+import type { Router, WaitingRoom } from './routing.js';
+import type { Telemetry } from './telemetry.js';
+import type { Credentials } from './tokens.js';
+import { Tunnel } from './tunnel.js';
+
+/** How the relay answers a hello: refuse it, or welcome it and then start the tunnel. */
+type HelloDecision =
+  { refuse: RefuseCodeValue; message: string } | { welcome: Omit<WelcomeFrame, 'type'>; start: () => void };
+
+/** A refusal: its code, and the message the client shows. */
+type Refusal = { refuse: RefuseCodeValue; message: string };
+
+/** How long a turned-away socket gets to complete the close handshake before its TCP connection is dropped. */
+const CLOSE_GRACE_MS = 1000;
+
+/**
+ * Runs the relay side of the handshake on a freshly upgraded socket: waits for Hello (bounded in time),
+ * asks `decide` what to do with it, then answers Welcome and calls `start`, or answers Refuse and closes.
+ * Nothing about tunnels happens before `decide` has checked the token.
+ */
+function acceptControlSocket(
+  ws: WebSocket,
+  timeoutMs: number,
+  decide: (hello: HelloFrame) => HelloDecision,
+  /** Told about sockets turned away before `decide` saw a hello: `handshake_timeout`, `protocol_error`, … */
+  onEarlyRefusal?: (reason: string) => void,
+): void {
+  const timer = setTimeout(() => {
+    onEarlyRefusal?.('handshake_timeout');
+    closeNow(ws, CloseCode.HandshakeTimeout, 'no hello in time');
+  }, timeoutMs);
+  timer.unref();
+  ws.on('error', () => {});
+  ws.once('close', () => clearTimeout(timer));
+  ws.once('message', (data: Buffer, isBinary: boolean) => {
+    clearTimeout(timer);
+    let frame: Frame | undefined;
+    try {
+      if (isBinary) frame = decodeFrame(data);
+    } catch {
+      frame = undefined;
+    }
+    if (!frame || frame.type !== FrameType.Hello) {
+      onEarlyRefusal?.(RefuseCode.ProtocolError);
+      return refuse(ws, RefuseCode.ProtocolError, 'expected a hello frame first');
+    }
+    if (frame.version !== PROTOCOL_VERSION) {
+      onEarlyRefusal?.(RefuseCode.UnsupportedVersion);
+      return refuse(
+        ws,
+        RefuseCode.UnsupportedVersion,
+        `client speaks protocol v${frame.version}, relay speaks v${PROTOCOL_VERSION}`,
+      );
+    }
+    const decision = decide(frame);
+    if ('refuse' in decision) return refuse(ws, decision.refuse, decision.message);
+    ws.send(encodeFrame({ type: FrameType.Welcome, ...decision.welcome }));
+    decision.start();
+  });
+}
+
+function refuse(ws: WebSocket, code: RefuseCodeValue, message: string): void {
+  ws.send(encodeFrame({ type: FrameType.Refuse, code, message }));
+  closeNow(ws, CloseCode.Refused, code);
+}
+
+/**
+ * Says why in a close frame, then drops the connection: a socket turned away must not hold a connection open for
+ * ws's 30 s close timeout (a client that never answers the close, or never said hello, is not owed that).
+ */
+function closeNow(ws: WebSocket, code: number, reason: string): void {
+  ws.close(code, reason);
+  setTimeout(() => ws.terminate(), CLOSE_GRACE_MS).unref();
+}
+
+/** One tunnel a hello may open: its name, rules, and whether it takes over from its owner's earlier one. */
+interface TunnelPlan {
+  name: string;
+  access?: AccessPolicy;
+  replaces?: Tunnel;
+  /** The name was held for this owner, or this client's own stale tunnel is replaced. */
+  reconnect: boolean;
+}
+
+/** What the hello decision reads and tells. */
+export interface HelloDeps {
+  options: ResolvedRelayOptions;
+  registry: Registry<Tunnel>;
+  credentials: Credentials;
+  throttle: SecretThrottle;
+  visitorAddressSource: VisitorAddressSource;
+  router: Router;
+  waitingRoom: WaitingRoom;
+  telemetry: Telemetry;
+  /** True once the relay is shutting down: new tunnels are refused. */
+  closing(): boolean;
+}
+
+/** Decides each hello, and starts the session and tunnels of those welcomed. */
+export class HelloDecider {
+  constructor(private readonly deps: HelloDeps) {}
+
+  /** Takes a freshly upgraded control socket (upgraded from `req`) through the handshake. */
+  accept(ws: WebSocket, req: IncomingMessage): void {
+    acceptControlSocket(
+      ws,
+      this.deps.options.handshakeTimeoutMs,
+      (hello) => this.decide(hello, req, ws),
+      (reason) => this.deps.telemetry.refused(reason, { peer: req.socket.remoteAddress }),
+    );
+  }
+
+  /** Checks the token (behind the failed-secret throttle), every name asked for and the token's tunnel limit. */
+  private decide(hello: HelloFrame, req: IncomingMessage, ws: WebSocket): HelloDecision {
+    const { options, registry, telemetry } = this.deps;
+    const peer = visitorAddress(req, this.deps.visitorAddressSource);
+    if (this.deps.closing()) {
+      telemetry.refused(RefuseCode.RelayShuttingDown, { peer });
+      return { refuse: RefuseCode.RelayShuttingDown, message: 'relay is shutting down' };
+    }
+    const waitMs = this.deps.throttle.waitMs(peer);
+    if (waitMs > 0) {
+      telemetry.metrics.refused(RefuseCode.TooManyAttempts);
+      return {
+        refuse: RefuseCode.TooManyAttempts,
+        message: `too many wrong tokens from ${peer}; try again in ${Math.ceil(waitMs / 1000)} s`,
+      };
+    }
+    const token = this.deps.credentials.client(hello.token);
+    if (!token) {
+      this.deps.throttle.failed('client_token', peer);
+      telemetry.refused(RefuseCode.BadToken, { peer });
+      return { refuse: RefuseCode.BadToken, message: 'token rejected' };
+    }
+    const wanted: TunnelRequest[] = [{ name: hello.name, access: hello.access }, ...(hello.more ?? [])];
+    if (!options.domain && wanted.length > 1) {
+      telemetry.refused(RefuseCode.NameInUse, { peer, owner: token.label });
+      return { refuse: RefuseCode.NameInUse, message: 'this relay serves one tunnel (own-host mode)' };
+    }
+    const plans: TunnelPlan[] = [];
+    for (const tunnel of wanted) {
+      const plan = this.plan(tunnel, token.owner, hello.clientId, plans);
+      if ('refuse' in plan) {
+        telemetry.refused(plan.refuse, { name: tunnel.name.slice(0, 80), peer, owner: token.label });
+        return plan;
+      }
+      plans.push(plan);
+    }
+    const replaced = new Set(plans.map((p) => p.replaces).filter((t) => t !== undefined));
+    const held = [...registry.values()].filter((t) => t.owner === token.owner && !replaced.has(t)).length;
+    if (held + plans.length > options.maxTunnelsPerToken) {
+      telemetry.refused(RefuseCode.TooManyTunnels, { peer, owner: token.label });
+      return {
+        refuse: RefuseCode.TooManyTunnels,
+        message: `this token already has ${held} tunnels open and the relay allows ${options.maxTunnelsPerToken}`,
+      };
+    }
+    const urls = plans.map((p) => this.deps.router.tunnelUrl(req, p.name));
+    return {
+      welcome: {
+        name: plans[0]!.name,
+        url: urls[0]!,
+        flow: options.flow,
+        heartbeatMs: options.heartbeatMs,
+        maxStreams: options.maxRequestsPerTunnel + options.maxChannelsPerTunnel,
+        more: plans.slice(1).map((p, i) => ({ name: p.name, url: urls[i + 1]! })),
+      },
+      start: () => {
+        for (const old of replaced)
+          old.session.close(CloseCode.Replaced, 'replaced by a new connection from the same client');
+        this.start(ws, hello, plans, urls, { owner: token.owner, ownerLabel: token.label, peer });
+      },
+    };
+  }
+
+  /** Opens the welcomed client's session and its tunnels, and lets requests waiting for them through. */
+  private start(
+    ws: WebSocket,
+    hello: HelloFrame,
+    plans: TunnelPlan[],
+    urls: string[],
+    who: { owner: string; ownerLabel: string; peer: string },
+  ): void {
+    const { options, registry, telemetry } = this.deps;
+    const session = new Session(ws, {
+      role: 'relay',
+      localFlow: options.flow,
+      remoteFlow: hello.flow,
+      heartbeatMs: options.heartbeatMs,
+      deadAfterMs: options.deadAfterMs,
+      idleStreamMs: options.idleStreamMs,
+      onProtocolError: (err, fatal) => telemetry.protocolError(plans[0]!.name, err, fatal),
+      onFlowStall: (scope) => telemetry.metrics.flowStall(scope),
+      onClose: ({ code, reason }) => {
+        for (const tunnel of tunnels) {
+          registry.remove(tunnel.name, tunnel);
+          telemetry.tunnelDisconnected(tunnel, code, reason);
+        }
+      },
+    });
+    const rate = { perSecond: options.streamsPerSecond, burst: options.streamsPerSecond * 2 };
+    const tunnels = plans.map(
+      (p, index) =>
+        new Tunnel({
+          name: p.name,
+          url: urls[index]!,
+          owner: who.owner,
+          ownerLabel: who.ownerLabel,
+          clientId: hello.clientId,
+          agent: hello.agent,
+          session,
+          access: p.access,
+          rate,
+          index,
+        }),
+    );
+    for (const [index, tunnel] of tunnels.entries()) {
+      telemetry.tunnelConnected(tunnel, { peer: who.peer, reconnect: plans[index]!.reconnect });
+      registry.add(tunnel.name, tunnel);
+      this.deps.waitingRoom.release(tunnel);
+    }
+  }
+
+  /** Checks one requested tunnel: its access rules and its name. */
+  private plan(
+    wanted: TunnelRequest,
+    owner: string,
+    clientId: string,
+    planned: { name: string }[],
+  ): TunnelPlan | Refusal {
+    const registry = this.deps.registry;
+    let access: AccessPolicy | undefined;
+    try {
+      access = wanted.access ? new AccessPolicy(wanted.access) : undefined;
+    } catch (err) {
+      return { refuse: RefuseCode.AccessInvalid, message: (err as Error).message };
+    }
+    if (!this.deps.options.domain) {
+      const current = registry.get(OWN_HOST_NAME);
+      if (current && !(current.owner === owner && current.clientId === clientId))
+        return {
+          refuse: RefuseCode.NameInUse,
+          message: 'this relay already serves a tunnel (own-host mode serves one at a time)',
+        };
+      const reconnect = current !== undefined || registry.heldFor(OWN_HOST_NAME) === owner;
+      return { name: OWN_HOST_NAME, access, replaces: current, reconnect };
+    }
+    let name = wanted.name.toLowerCase();
+    while (!name || planned.some((p) => p.name === name && !wanted.name)) name = registry.pickName();
+    if (planned.some((p) => p.name === name))
+      return { refuse: RefuseCode.NameInUse, message: `subdomain "${name}" is asked for twice` };
+    const check = registry.check(name, owner, clientId);
+    switch (check.problem) {
+      case undefined: {
+        const reconnect = check.replaces !== undefined || registry.heldFor(name) === owner;
+        return { name, access, replaces: check.replaces, reconnect };
+      }
+      case 'invalid':
+        return {
+          refuse: RefuseCode.NameInvalid,
+          message: `"${wanted.name.slice(0, 80)}" is not a valid subdomain`,
+        };
+      case 'reserved':
+        return { refuse: RefuseCode.NameReserved, message: `"${name}" is reserved` };
+      case 'in_use':
+        return { refuse: RefuseCode.NameInUse, message: `subdomain "${name}" is in use by another client` };
+      case 'held':
+        return {
+          refuse: RefuseCode.NameInUse,
+          message: `subdomain "${name}" is held for its previous owner`,
+        };
+    }
+  }
+}

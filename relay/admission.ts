@@ -1,13 +1,11 @@
-// Admission of a public request or upgrade to its tunnel (access rules, limits, rate), then the hand-off to it.
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Duplex } from 'node:stream';
+// Admission of a public request or upgrade to its tunnel: access rules, the secret throttle, limits and rate.
+import type { IncomingMessage } from 'node:http';
 import { RefuseCode } from '../protocol/errors.js';
 import { visitorAddress, type VisitorAddressSource } from './access.js';
 import type { SecretThrottle } from './auth-failures.js';
-import type { Exchange } from './exchange.js';
 import type { ResolvedRelayOptions } from './options.js';
-import { sendErrorPage, writeRawErrorPage, type ErrorPage } from './pages.js';
-import { forwardRequest, forwardUpgrade, type PublicContext } from './public-request.js';
+import type { ErrorPage } from './pages.js';
+import type { PublicContext } from './public-request.js';
 import type { HostParts } from './routing.js';
 import type { Tunnel } from './tunnel.js';
 
@@ -45,39 +43,17 @@ export interface AdmissionDeps {
   refused(code: string): void;
 }
 
-/** Lets public requests and upgrades into their tunnel, or answers them with the relay's page. */
+/** Decides whether public requests and upgrades may into their tunnel, and how they reached the relay. */
 export class Admission {
   constructor(private readonly deps: AdmissionDeps) {}
 
-  /** A public HTTP request for `tunnel`: admitted and forwarded, or refused with a page. */
-  request(tunnel: Tunnel, req: IncomingMessage, res: ServerResponse, x: Exchange): void {
-    x.tunnel = tunnel;
-    const limit = this.deps.options.maxRequestsPerTunnel;
-    const refusal = this.check(tunnel, req, tunnel.activeRequests, limit, 'requests');
-    if (refusal) return sendErrorPage(res, refusal);
-    tunnel.activeRequests++;
-    forwardRequest(tunnel, req, res, this.context(req, tunnel, x.at), () => tunnel.activeRequests--, x);
-  }
-
-  /** A public upgrade for `tunnel`: admitted and forwarded as a channel, or refused with a page. */
-  upgrade(tunnel: Tunnel, req: IncomingMessage, socket: Duplex, head: Buffer, x: Exchange): void {
-    x.tunnel = tunnel;
-    const limit = this.deps.options.maxChannelsPerTunnel;
-    const refusal = this.check(tunnel, req, tunnel.activeChannels, limit, 'channels');
-    if (refusal) return rawErrorPage(socket, refusal, x);
-    tunnel.activeChannels++;
-    const ctx = this.context(req, tunnel, x.at);
-    forwardUpgrade(tunnel, req, socket, head, ctx, () => tunnel.activeChannels--, x);
-  }
-
-  /** The answer for a visitor who may not open a stream on this tunnel now (counted), or undefined. */
-  private check(
-    tunnel: Tunnel,
-    req: IncomingMessage,
-    open: number,
-    limit: number,
-    what: 'requests' | 'channels',
-  ): ErrorPage | undefined {
+  /** The answer for a visitor who may not open a request or channel on this tunnel now (counted), or undefined. */
+  check(tunnel: Tunnel, req: IncomingMessage, what: 'requests' | 'channels'): ErrorPage | undefined {
+    const options = this.deps.options;
+    const [open, limit] =
+      what === 'requests'
+        ? [tunnel.activeRequests, options.maxRequestsPerTunnel]
+        : [tunnel.activeChannels, options.maxChannelsPerTunnel];
     const refusal = this.refusal(tunnel, req, open, limit, what);
     if (refusal) this.deps.refused(refusal.code);
     return refusal;
@@ -114,7 +90,7 @@ export class Admission {
   }
 
   /** How the visitor reached the relay, as public-request.ts writes it into X-Forwarded-*. */
-  private context(req: IncomingMessage, tunnel: Tunnel, at: HostParts): PublicContext {
+  context(req: IncomingMessage, tunnel: Tunnel, at: HostParts): PublicContext {
     const { host, port } = at;
     const proto = (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http';
     return {
@@ -126,10 +102,4 @@ export class Admission {
       dropAuthorization: tunnel.access?.requiresAuth ?? false,
     };
   }
-}
-
-/** Answers an upgrade with one of the relay's pages, noting its status for the access log. */
-export function rawErrorPage(socket: Duplex, page: ErrorPage, x: Exchange): void {
-  x.status = page.status;
-  writeRawErrorPage(socket, page);
 }

@@ -1,4 +1,4 @@
-// A public request (or upgrade) <-> one tunnel stream: headers out, body both ways, response or raw channel back.
+// One visitor's request or upgrade, from arrival to its end: routing, admission, its stream, the answer, the report.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { headerListFits } from '../protocol/codec.js';
@@ -13,11 +13,13 @@ import {
   toPairs,
   withoutHeader,
 } from '../protocol/headers.js';
-import type { Session } from '../protocol/session.js';
 import { pump, StreamSink } from '../protocol/stream-io.js';
 import { Phase, type Stream, type StreamHandler } from '../protocol/stream.js';
 import { plainAddress } from './access.js';
+import type { Admission } from './admission.js';
 import { sendErrorPage, writeRawErrorPage, type ErrorPage } from './pages.js';
+import type { HostParts, Route } from './routing.js';
+import type { Tunnel } from './tunnel.js';
 
 /** What the relay knows about how the public client reached it. */
 export interface PublicContext {
@@ -38,20 +40,130 @@ const HEADERS_TOO_LARGE: ErrorPage = {
   detail: 'The request has more headers than the tunnel carries.',
 };
 
-/** Called when the exchange is over, whatever the outcome. */
-type Done = () => void;
+/** The status logged and counted for a visitor who left before any response head (nginx's convention). */
+export const CLIENT_CLOSED_STATUS = 499;
 
-/** Counts what crosses one exchange, for metrics, Stats and the access log. */
-export interface Meter {
-  /** Body bytes from the visitor that went into the tunnel. */
-  in(bytes: number): void;
-  /** Body bytes from the tunnel that went to the visitor. */
-  out(bytes: number): void;
-  /** The status the relay answered an upgrade with (plain requests have res.statusCode). */
-  answered(code: number): void;
+/** A visitor's exchange as the relay reports it once it is over: metrics, the tunnel's counters, the access log. */
+export interface FinishedExchange {
+  readonly req: IncomingMessage;
+  readonly upgrade: boolean;
+  /** The status answered (CLIENT_CLOSED_STATUS when the visitor left before any). */
+  readonly status: number;
+  /** Seconds from arrival to the end. */
+  readonly seconds: number;
+  /** Body bytes from the visitor into the tunnel, and back. */
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  /** The tunnel it was for, once routed to one. */
+  readonly tunnel: Tunnel | undefined;
 }
 
-const NO_METER: Meter = { in: () => {}, out: () => {}, answered: () => {} };
+/** What one visitor's exchange needs from the relay. */
+export interface ExchangeDesk {
+  readonly admission: Admission;
+  /**
+   * Holds the exchange for `name`, whose client is away: calls back with the tunnel when it is back, or with
+   * undefined (timeout, shutdown, no room). Returns a cancel for a visitor who leaves first.
+   */
+  wait(name: string, callback: (tunnel?: Tunnel) => void): () => void;
+  /** The exchange is over. */
+  finished(x: FinishedExchange): void;
+}
+
+/** Where a visitor's exchange is: arrived, held for a reconnecting client, carried by a stream, or over. */
+const ExchangeState = {
+  Arrived: 'arrived',
+  Waiting: 'waiting',
+  Forwarding: 'forwarding',
+  Done: 'done',
+} as const;
+type ExchangeStateValue = (typeof ExchangeState)[keyof typeof ExchangeState];
+
+/**
+ * What both kinds of visitor exchange share: routing (a live tunnel, a wait for one, or the relay's page), admission
+ * and its bookkeeping, byte counts, and finishing once.
+ */
+abstract class PublicExchange implements StreamHandler, FinishedExchange {
+  abstract readonly upgrade: boolean;
+  protected state: ExchangeStateValue = ExchangeState.Arrived;
+  protected stream: Stream | undefined;
+  tunnel: Tunnel | undefined;
+  bytesIn = 0;
+  bytesOut = 0;
+  private readonly startedAt = performance.now();
+  /** Admitted into the tunnel: it counts against the tunnel's concurrency limit until the exchange is over. */
+  private admitted = false;
+  private cancelWait: (() => void) | undefined;
+
+  constructor(
+    protected readonly desk: ExchangeDesk,
+    readonly req: IncomingMessage,
+    protected readonly at: HostParts,
+  ) {}
+
+  abstract get status(): number;
+  get seconds(): number {
+    return (performance.now() - this.startedAt) / 1000;
+  }
+
+  /** Follows the route: forward to a live tunnel, wait for one whose client is away, or answer the relay's page. */
+  route(route: Exclude<Route, { kind: 'relay' }>): void {
+    if (route.kind === 'tunnel') return this.admit(route.tunnel);
+    if (!route.heldName) return this.answer(route.page);
+    this.state = ExchangeState.Waiting;
+    this.cancelWait = this.desk.wait(route.heldName, (tunnel) => {
+      this.cancelWait = undefined;
+      if (this.state !== ExchangeState.Waiting) return;
+      if (tunnel) this.admit(tunnel);
+      else this.answer(route.page);
+    });
+  }
+
+  private admit(tunnel: Tunnel): void {
+    this.tunnel = tunnel;
+    const refusal = this.desk.admission.check(tunnel, this.req, this.upgrade ? 'channels' : 'requests');
+    if (refusal) return this.answer(refusal);
+    this.admitted = true;
+    if (this.upgrade) tunnel.activeChannels++;
+    else tunnel.activeRequests++;
+    this.state = ExchangeState.Forwarding;
+    this.forward(tunnel, this.desk.admission.context(this.req, tunnel, this.at));
+  }
+
+  /** Opens the exchange's stream on the tunnel and starts both directions. */
+  protected abstract forward(tunnel: Tunnel, ctx: PublicContext): void;
+  /** Answers with one of the relay's own pages. */
+  protected abstract answer(page: ErrorPage): void;
+
+  /** Body bytes from the visitor went into the tunnel. */
+  protected countIn(n: number): void {
+    this.bytesIn += n;
+    this.tunnel?.countIn(n);
+  }
+
+  /** Body bytes from the tunnel went to the visitor. */
+  protected countOut(n: number): void {
+    this.bytesOut += n;
+    this.tunnel?.countOut(n);
+  }
+
+  /** The visitor's side closed: the one place an exchange ends. */
+  protected finish(): void {
+    if (this.state === ExchangeState.Done) return;
+    this.state = ExchangeState.Done;
+    this.cancelWait?.();
+    if (this.admitted && this.tunnel) {
+      if (this.upgrade) this.tunnel.activeChannels--;
+      else this.tunnel.activeRequests--;
+    }
+    this.desk.finished(this);
+  }
+
+  abstract data(chunk: Buffer): void;
+  abstract end(trailers: HeaderList): void;
+  abstract reset(err: GgrokError): void;
+  abstract drain(): void;
+}
 
 function requestHeaders(req: IncomingMessage, ctx: PublicContext, upgrade: boolean): HeaderList {
   let headers = stripHopByHop(req.rawHeaders, upgrade);
@@ -139,24 +251,12 @@ export function resetPage(err: GgrokError): ErrorPage {
   }
 }
 
-/** Relays one public HTTP request through the session and streams the answer back. */
-export function forwardRequest(
-  tunnel: { session: Session; index: number },
-  req: IncomingMessage,
-  res: ServerResponse,
-  ctx: PublicContext,
-  done: Done,
-  meter: Meter = NO_METER,
-): void {
-  new PublicRequest(req, res, meter, done).start(tunnel, ctx);
-}
-
 /**
- * One visitor's HTTP request through the tunnel: owns its stream, passes the request body in, writes the answer
- * (1xx heads, final head, body, trailers) to the ServerResponse, and ends once whatever the outcome.
+ * One visitor's HTTP request: routed, admitted, carried by its own stream, its answer (1xx heads, final head, body,
+ * trailers) written to the ServerResponse. Created when the request arrives; over when the response closes.
  */
-class PublicRequest implements StreamHandler {
-  private stream: Stream | undefined;
+export class PublicRequest extends PublicExchange {
+  readonly upgrade = false;
   /** Writes the response body into the ServerResponse at the pace the visitor reads it. */
   private sink: StreamSink | undefined;
   /** 1xx heads passed on so far. */
@@ -165,25 +265,36 @@ class PublicRequest implements StreamHandler {
   private bodyLeft = Infinity;
 
   constructor(
-    private readonly req: IncomingMessage,
+    desk: ExchangeDesk,
+    req: IncomingMessage,
     private readonly res: ServerResponse,
-    private readonly meter: Meter,
-    private readonly done: Done,
-  ) {}
+    at: HostParts,
+  ) {
+    super(desk, req, at);
+    res.once('close', () => {
+      // The public client went away before the whole response was written: stop the local side too.
+      if (!res.writableFinished) this.stream?.reset(ResetCode.Cancel, 'public client went away');
+      this.finish();
+    });
+  }
 
-  start(tunnel: { session: Session; index: number }, ctx: PublicContext): void {
+  get status(): number {
+    return this.res.headersSent ? this.res.statusCode : CLIENT_CLOSED_STATUS;
+  }
+
+  protected answer(page: ErrorPage): void {
+    sendErrorPage(this.res, page);
+  }
+
+  protected forward(tunnel: Tunnel, ctx: PublicContext): void {
     const { req, res } = this;
     const problem = requestProblem(req, false);
     if (problem) {
       res.shouldKeepAlive = false; // what follows on this connection cannot be trusted to be framed as we think
-      sendErrorPage(res, problem);
-      return this.done();
+      return sendErrorPage(res, problem);
     }
     const headers = requestHeaders(req, ctx, false);
-    if (!headerListFits(headers)) {
-      sendErrorPage(res, HEADERS_TOO_LARGE);
-      return this.done();
-    }
+    if (!headerListFits(headers)) return sendErrorPage(res, HEADERS_TOO_LARGE);
     const body = bodyKind(req);
     const stream = tunnel.session.openStream(
       {
@@ -198,18 +309,11 @@ class PublicRequest implements StreamHandler {
     );
     this.stream = stream;
     // A request without a body is complete with its head (the Request frame implies End): nothing to pump.
-    if (body !== BodyKind.None) {
-      const meter = this.meter;
+    if (body !== BodyKind.None)
       pump(req, stream, {
         trailers: () => allowedTrailers(req.rawTrailers),
-        tap: meter === NO_METER ? undefined : (chunk) => meter.in(chunk.length),
+        tap: (chunk) => this.countIn(chunk.length),
       });
-    }
-    res.on('close', () => {
-      // The public client went away before the whole response was written: stop the local side too.
-      if (!res.writableFinished) stream.reset(ResetCode.Cancel, 'public client went away');
-      this.done();
-    });
   }
 
   info(head: InfoFrame): void {
@@ -240,7 +344,7 @@ class PublicRequest implements StreamHandler {
   data(chunk: Buffer): void {
     if (chunk.length > this.bodyLeft) return this.misframed('response body longer than its Content-Length');
     this.bodyLeft -= chunk.length;
-    this.meter.out(chunk.length);
+    this.countOut(chunk.length);
     this.sink!.write(chunk);
   }
 
@@ -324,52 +428,52 @@ function rawHead(head: ResponseFrame, headers: HeaderList): string {
 }
 
 /**
- * Relays a public upgrade (WebSocket or any other protocol) through the session. The local server's answer
- * comes back as it is; after a 101 the stream is a raw byte channel both ways, with half-close.
+ * One visitor's upgrade (WebSocket or any other protocol): routed, admitted, carried by its own stream on the
+ * visitor's raw socket. The local server's answer goes back as it is; after a 101 the stream carries raw bytes both
+ * ways, with half-close. Over when the visitor's socket closes.
  */
-export function forwardUpgrade(
-  tunnel: { session: Session; index: number },
-  req: IncomingMessage,
-  socket: Duplex,
-  head: Buffer,
-  ctx: PublicContext,
-  done: Done,
-  meter: Meter = NO_METER,
-): void {
-  new PublicUpgrade(req, socket, meter, done).start(tunnel, ctx, head);
-}
-
-/**
- * One visitor's upgrade through the tunnel: owns its stream and the visitor's raw socket. The local server's answer
- * goes back as it is; after a 101 the stream carries raw bytes both ways, with half-close.
- */
-class PublicUpgrade implements StreamHandler {
-  private stream: Stream | undefined;
+export class PublicUpgrade extends PublicExchange {
+  readonly upgrade = true;
   private sink: StreamSink | undefined;
   private responded = false;
-  private finished = false;
+  /** The status answered (the local server's, or the relay's page); 0 until known. */
+  private answered = 0;
 
   constructor(
-    private readonly req: IncomingMessage,
+    desk: ExchangeDesk,
+    req: IncomingMessage,
     private readonly socket: Duplex,
-    private readonly meter: Meter,
-    private readonly done: Done,
-  ) {}
+    /** Bytes the visitor sent right after its request head: the new protocol's first bytes. */
+    private readonly early: Buffer,
+    at: HostParts,
+  ) {
+    super(desk, req, at);
+    socket.on('error', () => {});
+    socket.once('close', () => {
+      const stream = this.stream;
+      // After a clean end each way, queued bytes and End may still be on their way to the local side:
+      // only an abrupt close cancels the channel.
+      if (stream && (!stream.endRequested || stream.remote !== Phase.Ended))
+        stream.reset(ResetCode.Cancel, 'public client went away');
+      this.finish();
+    });
+  }
 
-  start(tunnel: { session: Session; index: number }, ctx: PublicContext, early: Buffer): void {
-    const { req, socket, meter } = this;
+  get status(): number {
+    return this.answered || CLIENT_CLOSED_STATUS;
+  }
+
+  protected answer(page: ErrorPage): void {
+    this.answered = page.status;
+    writeRawErrorPage(this.socket, page);
+  }
+
+  protected forward(tunnel: Tunnel, ctx: PublicContext): void {
+    const { req, socket, early } = this;
     const problem = requestProblem(req, true);
-    if (problem) {
-      meter.answered(problem.status);
-      writeRawErrorPage(socket, problem);
-      return this.done();
-    }
+    if (problem) return this.answer(problem);
     const headers = requestHeaders(req, ctx, true);
-    if (!headerListFits(headers)) {
-      meter.answered(HEADERS_TOO_LARGE.status);
-      writeRawErrorPage(socket, HEADERS_TOO_LARGE);
-      return this.done();
-    }
+    if (!headerListFits(headers)) return this.answer(HEADERS_TOO_LARGE);
     const stream = tunnel.session.openStream(
       {
         tunnel: tunnel.index,
@@ -384,23 +488,15 @@ class PublicUpgrade implements StreamHandler {
     this.stream = stream;
     // Bytes the public client sent right after its request head belong to the new protocol: send them first.
     if (early.length > 0) {
-      meter.in(early.length);
+      this.countIn(early.length);
       stream.write(early);
     }
-    pump(socket, stream, { tap: meter === NO_METER ? undefined : (chunk) => meter.in(chunk.length) });
-    socket.on('error', () => {});
-    socket.on('close', () => {
-      // After a clean end each way, queued bytes and End may still be on their way to the local side:
-      // only an abrupt close cancels the channel.
-      if (!stream.endRequested || stream.remote !== Phase.Ended)
-        stream.reset(ResetCode.Cancel, 'public client went away');
-      this.finish();
-    });
+    pump(socket, stream, { tap: (chunk) => this.countIn(chunk.length) });
   }
 
   response(head: ResponseFrame): void {
     this.responded = true;
-    this.meter.answered(head.status);
+    this.answered = head.status;
     const upgraded = head.status === 101;
     const headers = stripHopByHop(head.headers, upgraded);
     if (!upgraded) headers.push('Connection', 'close');
@@ -409,7 +505,7 @@ class PublicUpgrade implements StreamHandler {
   }
 
   data(chunk: Buffer): void {
-    this.meter.out(chunk.length);
+    this.countOut(chunk.length);
     this.sink!.write(chunk);
   }
 
@@ -422,22 +518,11 @@ class PublicUpgrade implements StreamHandler {
   reset(err: GgrokError): void {
     // A cut channel must not look like a clean end to the public client: reset the TCP connection.
     if (this.responded) resetSocket(this.socket);
-    else {
-      const page = resetPage(err);
-      this.meter.answered(page.status);
-      writeRawErrorPage(this.socket, page);
-    }
-    this.finish();
+    else this.answer(resetPage(err));
   }
 
   drain(): void {
     this.socket.resume();
-  }
-
-  private finish(): void {
-    if (this.finished) return;
-    this.finished = true;
-    this.done();
   }
 }
 

@@ -9,10 +9,9 @@ import { WIRE_LIMITS } from '../protocol/frames.js';
 import type { Session } from '../protocol/session.js';
 import { VERSION as RELAY_VERSION } from '../protocol/version.js';
 import { visitorAddress, visitorAddressSource, type VisitorAddressSource } from './access.js';
-import { Admission, rawErrorPage } from './admission.js';
+import { Admission } from './admission.js';
 import { AuthFailures, SecretThrottle } from './auth-failures.js';
 import { CONNECT_PATH, serveRelayEndpoint, type RelaySelf } from './endpoints.js';
-import { CLIENT_CLOSED_STATUS, Exchange } from './exchange.js';
 import { HelloDecider } from './hello.js';
 import type { RelayMetrics } from './metrics.js';
 import {
@@ -21,7 +20,8 @@ import {
   type RelayOptions,
   type ResolvedRelayOptions,
 } from './options.js';
-import { sendErrorPage, writeRawErrorPage, type RelayStatus, type TunnelStatus } from './pages.js';
+import { writeRawErrorPage, type RelayStatus, type TunnelStatus } from './pages.js';
+import { PublicRequest, PublicUpgrade, type ExchangeDesk } from './public-request.js';
 import { Registry } from './registry.js';
 import { parseHost, Router, WaitingRoom } from './routing.js';
 import { Telemetry, tunnelStatus } from './telemetry.js';
@@ -70,6 +70,8 @@ export class Relay {
   private readonly router: Router;
   private readonly waitingRoom: WaitingRoom;
   private readonly admission: Admission;
+  /** What visitors' exchanges need from the relay. */
+  private readonly desk: ExchangeDesk;
   private readonly hellos: HelloDecider;
   private shuttingDown = false;
 
@@ -99,6 +101,11 @@ export class Relay {
       throttle: this.throttle,
       refused: (code) => this.metrics.refused(code),
     });
+    this.desk = {
+      admission: this.admission,
+      wait: (name, callback) => this.waitingRoom.wait(name, callback),
+      finished: (x) => this.telemetry.exchangeDone(x),
+    };
     this.hellos = new HelloDecider({
       options: o,
       registry: this.registry,
@@ -225,30 +232,14 @@ export class Relay {
     const at = parseHost(req);
     const route = this.router.route(req, at);
     if (route.kind === 'relay') return serveRelayEndpoint(req, res, this.self);
-    const x = new Exchange(false, at);
-    res.once('close', () =>
-      this.telemetry.exchangeDone(req, x, res.headersSent ? res.statusCode : CLIENT_CLOSED_STATUS),
-    );
-    if (route.kind === 'tunnel') return this.admission.request(route.tunnel, req, res, x);
-    if (!route.heldName) return sendErrorPage(res, route.page);
-    this.waitingRoom.wait(route.heldName, res, (tunnel) =>
-      tunnel ? this.admission.request(tunnel, req, res, x) : sendErrorPage(res, route.page),
-    );
+    new PublicRequest(this.desk, req, res, at).route(route);
   }
 
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => {});
     const at = parseHost(req);
     const route = this.router.route(req, at);
-    if (route.kind !== 'relay') {
-      const x = new Exchange(true, at);
-      socket.once('close', () => this.telemetry.exchangeDone(req, x, x.status || CLIENT_CLOSED_STATUS));
-      if (route.kind === 'tunnel') return this.admission.upgrade(route.tunnel, req, socket, head, x);
-      if (!route.heldName) return rawErrorPage(socket, route.page, x);
-      return this.waitingRoom.wait(route.heldName, socket, (tunnel) =>
-        tunnel ? this.admission.upgrade(tunnel, req, socket, head, x) : rawErrorPage(socket, route.page, x),
-      );
-    }
+    if (route.kind !== 'relay') return new PublicUpgrade(this.desk, req, socket, head, at).route(route);
     const path = (req.url ?? '/').split('?')[0]!;
     if (path !== CONNECT_PATH || req.headers.upgrade?.toLowerCase() !== 'websocket')
       return writeRawErrorPage(socket, {

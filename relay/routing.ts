@@ -152,21 +152,19 @@ export class WaitingRoom {
 
   /**
    * Holds a public request for tunnel `name`. Calls back with the tunnel when it returns, or with undefined on
-   * timeout, shutdown or when the room is full; never calls back if the public client left first.
+   * timeout, shutdown or when the room is full. Returns a cancel for a visitor who leaves first (no call back then).
    */
-  wait(
-    name: string,
-    publicSide: { once(event: 'close', fn: () => void): unknown },
-    callback: (tunnel?: Tunnel) => void,
-  ): void {
+  wait(name: string, callback: (tunnel?: Tunnel) => void): () => void {
     const existing = this.waiters.get(name);
     if (
       this.closed ||
       this.waitMs <= 0 ||
       (existing?.size ?? 0) >= MAX_WAITERS_PER_TUNNEL ||
       this.count >= MAX_WAITERS_TOTAL
-    )
-      return callback();
+    ) {
+      callback();
+      return () => {};
+    }
     const set = existing ?? new Set<Waiter>();
     this.waiters.set(name, set);
     this.count++;
@@ -182,7 +180,7 @@ export class WaitingRoom {
     };
     const timer = setTimeout(waiter, this.waitMs);
     set.add(waiter);
-    publicSide.once('close', stop);
+    return stop;
   }
 
   /** Lets the requests waiting for `tunnel`'s name through to it. */

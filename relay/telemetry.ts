@@ -1,8 +1,7 @@
 // What the relay reports: log events, metrics, webhooks, the access log and each tunnel's Stats frames.
-import type { IncomingMessage } from 'node:http';
 import { CloseCode, RefuseCode } from '../protocol/errors.js';
 import type { AuthKind, ThrottleReports } from './auth-failures.js';
-import type { Exchange } from './exchange.js';
+import type { FinishedExchange } from './public-request.js';
 import { WebhookSender, type HookEvent } from './hooks.js';
 import type { RelayEvent } from './log.js';
 import { RelayMetrics, type MetricsSource } from './metrics.js';
@@ -124,10 +123,11 @@ export class Telemetry implements ThrottleReports {
   }
 
   /** Records a finished public request or upgrade: metrics, the tunnel's counters, the access log. */
-  exchangeDone(req: IncomingMessage, x: Exchange, status: number): void {
-    const seconds = (performance.now() - x.startedAt) / 1000;
-    x.tunnel?.countRequest();
-    this.metrics.requestDone(status, x.upgrade ? undefined : seconds, x.tunnel);
+  exchangeDone(x: FinishedExchange): void {
+    const { req, status, tunnel } = x;
+    const seconds = x.seconds;
+    tunnel?.countRequest();
+    this.metrics.requestDone(status, x.upgrade ? undefined : seconds, tunnel);
     if (!this.options.accessLog) return;
     this.log({
       event: 'request',
@@ -139,7 +139,7 @@ export class Telemetry implements ThrottleReports {
       durationMs: Math.round(seconds * 1000),
       bytesIn: x.bytesIn,
       bytesOut: x.bytesOut,
-      tunnel: x.tunnel?.name ?? null,
+      tunnel: tunnel?.name ?? null,
       ...(x.upgrade ? { upgrade: true } : {}),
     });
   }

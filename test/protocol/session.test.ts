@@ -802,13 +802,29 @@ describe('heartbeats', () => {
   });
 
   it('a peer that never answers is declared dead: onClose with 4002', async () => {
-    const peer = await hostilePeer('client', DEFAULT_FLOW, { heartbeatMs: 100, deadAfterMs: 300 });
-    const closed = await peer.closed; // the session terminates the socket
-    await waitFor(() => peer.side.closes.length === 1, 'onClose');
-    expect(peer.side.closes[0]).toEqual({ code: CloseCode.HeartbeatTimeout, reason: 'heartbeat timeout' });
-    expect(closed.code).toBe(1006); // terminated: no close frame on the wire
-    expect(peer.received.filter((f) => f.type === FrameType.Ping).length).toBeGreaterThanOrEqual(1);
-    expect(peer.side.session.closed).toBe(true);
+    // On a fake clock (Date and setInterval; sockets stay real), so an event-loop stall on this loaded machine cannot
+    // pass the deadline before the first ping has gone out.
+    vi.useFakeTimers({ toFake: ['Date', 'setInterval', 'clearInterval'] });
+    try {
+      const peer = await hostilePeer('client', DEFAULT_FLOW, { heartbeatMs: 100, deadAfterMs: 300 });
+      vi.advanceTimersByTime(50); // the first heartbeat tick pings
+      await realTimeWait(() => peer.received.some((f) => f.type === FrameType.Ping), 'the first ping');
+      vi.advanceTimersByTime(250);
+      expect(peer.side.closes).toEqual([]); // 300 ms of silence is the limit, not past it
+      vi.advanceTimersByTime(50);
+      let closed: { code: number } | undefined;
+      void peer.closed.then((c) => (closed = c)); // the session terminates the socket
+      await realTimeWait(
+        () => closed !== undefined && peer.side.closes.length === 1,
+        'the close and onClose',
+      );
+      expect(peer.side.closes[0]).toEqual({ code: CloseCode.HeartbeatTimeout, reason: 'heartbeat timeout' });
+      expect(closed!.code).toBe(1006); // terminated: no close frame on the wire
+      expect(peer.received.filter((f) => f.type === FrameType.Ping).length).toBeGreaterThanOrEqual(1);
+      expect(peer.side.session.closed).toBe(true);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('answered heartbeats keep a session alive; when the peer stops reading, it is declared dead', async () => {

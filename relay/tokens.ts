@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { findSecret, hashSecret } from './secrets.js';
 
 /** Hashes a token; only hashes are kept in memory and compared. */
-function tokenId(token: string): string {
+export function tokenId(token: string): string {
   return hashSecret(token).toString('hex');
 }
 

@@ -20,10 +20,19 @@ describe('hostile load', () => {
       sockets.push(s);
     }
     await waitFor(() => sockets.every((s) => !s.connecting), 'the slow connections to open');
-    const started = Date.now();
-    const res = await t.request();
-    expect(res.body.toString()).toBe('fast');
-    expect(Date.now() - started).toBeLessThan(1000);
+    // Latency is the behaviour here, with a margin for a loaded machine: the median of three requests. A request
+    // queued behind the slow connections would wait for the relay's 30 s headers timeout, the only thing that frees
+    // them; a working relay answers in milliseconds.
+    const times: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const started = Date.now();
+      const res = await t.request();
+      times.push(Date.now() - started);
+      expect(res.body.toString()).toBe('fast');
+    }
+    times.sort((a, b) => a - b);
+    expect(times[1], `ms per request: ${times.join(', ')}`).toBeLessThan(3000);
+    expect(sockets.every((s) => !s.destroyed)).toBe(true); // the slow connections were all still open
   });
 
   test('a 3 000-request flood on one tunnel leaves another tunnel answering in under a second', async () => {
@@ -86,7 +95,8 @@ describe('hostile load', () => {
     `);
     await flood.waitForOutput(/flooding/);
     const times: number[] = [];
-    for (let i = 0; i < 5; i++) {
+    // Latency is the behaviour here ("under a second"); the margin for a loaded machine is the median of seven.
+    for (let i = 0; i < 7; i++) {
       const started = Date.now();
       const res = await rawRequest({ port, headers: { Host: `quiet.localhost:${port}` } });
       times.push(Date.now() - started);
@@ -99,7 +109,7 @@ describe('hostile load', () => {
     expect(Object.keys(counts).every((k) => k === '200' || k === '429')).toBe(true);
     expect((counts['200'] ?? 0) + (counts['429'] ?? 0)).toBe(3000);
     times.sort((a, b) => a - b);
-    expect(times[2]).toBeLessThan(1000); // the median quiet request during the flood
+    expect(times[3], `ms per quiet request: ${times.join(', ')}`).toBeLessThan(1000); // the median during the flood
   });
 });
 

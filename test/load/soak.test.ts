@@ -35,8 +35,11 @@ const MAX_BODY_BYTES = 256 * 1024;
 /** The disruptions in order, each GAP_MS after the previous one is over: client SIGKILL + restart, or relay SIGTERM + restart on its port. */
 const SCHEDULE = ['client', 'client', 'relay', 'client', 'client'] as const;
 const GAP_MS = 5_000;
-/** A relay told to stop finishes its in-flight requests (here well under a second each) and exits within this. */
-const RELAY_STOP_MS = 10_000;
+/**
+ * A relay told to stop finishes its in-flight requests (here well under a second each) and exits within this: long
+ * before its 25 s drain deadline, which is what a relay waiting for the traffic to stop would take.
+ */
+const RELAY_STOP_MS = 15_000;
 /**
  * Relay error pages a public client may meet while a client or the relay restarts: the tunnel dropped
  * mid-request (502), or its client did not come back in time (503). The local service never goes down
@@ -362,12 +365,12 @@ describe('what the soak meets by chance, on purpose', () => {
     const began = Date.now();
     const closing = t.relay.relay.close(20_000).then(() => Date.now() - began);
     // The load goes on for a while, as real visitors would; the relay must not wait for it to stop.
-    const stopMs = await Promise.race([closing, sleep(8_000).then(() => -1)]);
+    const stopMs = await Promise.race([closing, sleep(15_000).then(() => -1)]);
     stop = true;
     await Promise.all(load);
-    // Requests take 250 ms: a relay that stops taking new ones on kept-alive connections is gone well within 5 s.
-    expect(stopMs, 'ms from close() to stopped (-1: still serving after 8 s)').toBeGreaterThanOrEqual(0);
-    expect(stopMs).toBeLessThan(5_000);
+    // Requests take 250 ms. A relay that kept taking new ones on kept-alive connections would serve until its 20 s
+    // deadline; one that stops taking them is gone long before. 15 s leaves a loaded machine its margin.
+    expect(stopMs, 'ms from close() to stopped (-1: still serving after 15 s)').toBeGreaterThanOrEqual(0);
   }, 60_000);
 
   test('after a tunnel drops mid-upload, the next request on the same kept-alive connection is answered', async () => {

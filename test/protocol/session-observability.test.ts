@@ -13,7 +13,7 @@ import {
 } from '../../protocol/frames.js';
 import { Session, type SessionOptions } from '../../protocol/session.js';
 import type { Stream, StreamHandler } from '../../protocol/stream.js';
-import { Cleanup, sleep, waitFor } from '../helpers.js';
+import { Cleanup, waitFor } from '../helpers.js';
 import { socketPair } from './socket-pair.js';
 
 const cleanup = new Cleanup();
@@ -43,6 +43,16 @@ async function pair(
   cleanup.add(() => relay.terminate());
   cleanup.add(() => client.terminate());
   return { relay, client, inbound, clientWs };
+}
+
+/**
+ * A ping from `session` and its pong: every frame the peer sent before the pong (Window credit included) has been
+ * handled, so whatever that credit let `session` send is sent. Order, not a pause, says "nothing more is coming".
+ */
+async function roundTrip(session: Session): Promise<void> {
+  session.rttMs = -1;
+  session.ping();
+  await waitFor(() => session.rttMs >= 0, 'a pong', 15_000);
 }
 
 const request: Omit<RequestFrame, 'type' | 'id'> = {
@@ -104,7 +114,7 @@ it('the writer reports a stall each time a stream or the connection runs out of 
   for (const s of streams) s.write(Buffer.alloc(10_000));
   // Round robin in 4 KiB frames: 1, 2, 3, 1; then the connection window is empty and stream 1's too.
   await waitFor(() => relay.stats.dataBytesOut === 16384, 'the connection window to be used up');
-  await sleep(100);
+  await roundTrip(relay);
   expect(relay.stats.dataBytesOut).toBe(16384);
   expect(stalls.sort()).toEqual(['connection', 'stream']); // each counted once, not per waiting frame
   expect(relay.stats).toMatchObject({ connStalls: 1, streamStalls: 1 });
@@ -118,7 +128,8 @@ it('the writer reports a stall each time a stream or the connection runs out of 
   // More on stream 1: the connection window (16 384 - 13 616 = 2 768 left) runs out again: a second stall.
   streams[0]!.write(Buffer.alloc(10_000));
   await waitFor(() => relay.stats.dataBytesOut === 30_000 + 2768, 'the last of the connection window');
-  await sleep(50);
+  await roundTrip(relay);
+  expect(relay.stats.dataBytesOut).toBe(30_000 + 2768);
   expect(relay.stats).toMatchObject({ connStalls: 2, streamStalls: 1 });
   expect(stalls).toHaveLength(3);
 });
@@ -129,6 +140,6 @@ it('a stream that fits its window exactly, with nothing more queued, is not a st
   const { relay } = await pair(flow, { relay: { onFlowStall: (scope) => stalls.push(scope) } });
   relay.openStream(request, IDLE).write(Buffer.alloc(8192));
   await waitFor(() => relay.stats.dataBytesOut === 8192, 'the data to leave');
-  await sleep(50);
+  await roundTrip(relay); // the client's credit for those bytes is back: still no stall
   expect(stalls).toEqual([]);
 });

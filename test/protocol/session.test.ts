@@ -1,6 +1,6 @@
 // Two real sessions (or a session and a hand-driven hostile peer) over a real WebSocket on 127.0.0.1.
 import { createHash, randomBytes } from 'node:crypto';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type WebSocket from 'ws';
 import { decodeMessage, encodeData, encodeFrame } from '../../protocol/codec.js';
 import { CloseCode, ResetCode, type GgrokError } from '../../protocol/errors.js';
@@ -19,7 +19,7 @@ import {
 } from '../../protocol/frames.js';
 import { Session, type SessionOptions } from '../../protocol/session.js';
 import type { Stream, StreamHandler } from '../../protocol/stream.js';
-import { Cleanup, sleep, waitFor } from '../helpers.js';
+import { Cleanup, waitFor } from '../helpers.js';
 import { getRequest as get, socketPair } from './socket-pair.js';
 
 const KiB = 1024;
@@ -800,6 +800,18 @@ describe('a hostile peer', () => {
   });
 });
 
+/**
+ * waitFor for tests with a fake Date: polls on the real setTimeout and counts polls, not milliseconds (vi.waitFor
+ * would advance the fake clock while it waits).
+ */
+async function realTimeWait(check: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 1500; i++) {
+    if (check()) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
 describe('heartbeats', () => {
   it('rttMs is -1 until a pong arrives, then a round-trip time', async () => {
     const { relay, client } = await sessionPair();
@@ -812,29 +824,60 @@ describe('heartbeats', () => {
   });
 
   it('a peer that never answers is declared dead: onClose with 4002', async () => {
-    const peer = await hostilePeer('client', DEFAULT_FLOW, { heartbeatMs: 100, deadAfterMs: 300 });
-    const closed = await peer.closed; // the session terminates the socket
-    await waitFor(() => peer.side.closes.length === 1, 'onClose');
-    expect(peer.side.closes[0]).toEqual({ code: CloseCode.HeartbeatTimeout, reason: 'heartbeat timeout' });
-    expect(closed.code).toBe(1006); // terminated: no close frame on the wire
-    expect(peer.received.filter((f) => f.type === FrameType.Ping).length).toBeGreaterThanOrEqual(1);
-    expect(peer.side.session.closed).toBe(true);
+    // On a fake clock (Date and setInterval; sockets stay real), so an event-loop stall on this loaded machine cannot
+    // pass the deadline before the first ping has gone out.
+    vi.useFakeTimers({ toFake: ['Date', 'setInterval', 'clearInterval'] });
+    try {
+      const peer = await hostilePeer('client', DEFAULT_FLOW, { heartbeatMs: 100, deadAfterMs: 300 });
+      vi.advanceTimersByTime(50); // the first heartbeat tick pings
+      await realTimeWait(() => peer.received.some((f) => f.type === FrameType.Ping), 'the first ping');
+      vi.advanceTimersByTime(250);
+      expect(peer.side.closes).toEqual([]); // 300 ms of silence is the limit, not past it
+      vi.advanceTimersByTime(50);
+      let closed: { code: number } | undefined;
+      void peer.closed.then((c) => (closed = c)); // the session terminates the socket
+      await realTimeWait(
+        () => closed !== undefined && peer.side.closes.length === 1,
+        'the close and onClose',
+      );
+      expect(peer.side.closes[0]).toEqual({ code: CloseCode.HeartbeatTimeout, reason: 'heartbeat timeout' });
+      expect(closed!.code).toBe(1006); // terminated: no close frame on the wire
+      expect(peer.received.filter((f) => f.type === FrameType.Ping).length).toBeGreaterThanOrEqual(1);
+      expect(peer.side.session.closed).toBe(true);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('answered heartbeats keep a session alive; when the peer stops reading, it is declared dead', async () => {
-    // deadAfterMs has a wide margin here: after an event-loop stall, timers run before pending socket reads,
-    // so a stall longer than deadAfterMs on this loaded machine would look like a silent peer.
-    const { relay, client, sockets } = await sessionPair({ relay: { heartbeatMs: 100, deadAfterMs: 1500 } });
-    const rx = open(relay, head());
-    // Twenty heartbeat intervals: only the client's pongs keep the relay side alive (the client never pings itself).
-    await sleep(2000);
-    expect(relay.closes).toEqual([]);
-    expect(relay.session.rttMs).toBeGreaterThanOrEqual(0); // the heartbeat itself pinged
-    sockets.client.pause();
-    await waitFor(() => relay.closes.length === 1, 'the heartbeat timeout', 15_000);
-    expect(relay.closes[0]!.code).toBe(CloseCode.HeartbeatTimeout);
-    expect(rx.reset?.code).toBe(ResetCode.TunnelClosed);
-    expect(relay.session.streams.size).toBe(0);
-    expect(client.closes.length).toBeLessThanOrEqual(1);
+    // The heartbeat's clock is faked (Date and setInterval only; sockets and setTimeout stay real), so the time the
+    // loaded machine takes to deliver a pong never counts as the peer's silence: the heartbeat sees exactly the
+    // milliseconds the test advances, while the pings and pongs travel over the real socket.
+    vi.useFakeTimers({ toFake: ['Date', 'setInterval', 'clearInterval'] });
+    try {
+      const { relay, client, sockets } = await sessionPair({ relay: { heartbeatMs: 100, deadAfterMs: 300 } });
+      const rx = open(relay, head());
+      // Twenty heartbeat intervals, over six times deadAfterMs: only the client's pongs keep the relay side alive
+      // (the client never pings itself). Each interval the relay pings once and the pong comes back.
+      for (let i = 0; i < 20; i++) {
+        relay.session.rttMs = -1;
+        vi.advanceTimersByTime(100);
+        await realTimeWait(() => relay.session.rttMs >= 0, 'the pong');
+      }
+      expect(relay.closes).toEqual([]);
+      // The client stops reading: the next pings go unanswered, and past deadAfterMs the relay gives up.
+      sockets.client.pause();
+      vi.advanceTimersByTime(300);
+      expect(relay.closes).toEqual([]); // not yet: 300 ms without a frame is the limit, not past it
+      vi.advanceTimersByTime(100);
+      await realTimeWait(() => relay.closes.length === 1, 'the heartbeat timeout');
+      expect(relay.closes[0]!.code).toBe(CloseCode.HeartbeatTimeout);
+      expect(rx.reset?.code).toBe(ResetCode.TunnelClosed);
+      expect(relay.session.streams.size).toBe(0);
+      expect(client.closes.length).toBeLessThanOrEqual(1);
+      client.session.terminate(); // while its fake interval can still be cleared
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

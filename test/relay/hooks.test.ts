@@ -62,10 +62,13 @@ describe('WebhookSender', () => {
       log: (e) => logs.push(e),
       onDropped: () => dropped++,
     });
-    const started = Date.now();
-    for (let i = 0; i < 6; i++) sender.send(event(`n${i}`));
-    expect(Date.now() - started).toBeLessThan(50);
+    // send() never waits: it returns nothing to await, and all six are decided (queued or dropped) before the
+    // receiver could have answered or timed out — order, not a stopwatch.
+    const returned = [0, 1, 2, 3, 4, 5].map((i) => sender.send(event(`n${i}`)) as unknown);
+    expect(returned).toEqual(Array(6).fill(undefined));
+    expect(sender.delivered + sender.failed).toBe(0);
     // One in flight, two queued, three dropped.
+    expect(sender.pending).toBe(3);
     expect(sender.dropped).toBe(3);
     expect(dropped).toBe(3);
     expect(logs.filter((e) => e.event === 'webhook_dropped')).toHaveLength(3);

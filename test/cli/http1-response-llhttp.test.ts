@@ -510,7 +510,7 @@ interface Spec {
 
 const fraction = fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true });
 
-const spec: fc.Arbitrary<Spec> = fc
+const spec = fc
   .record({
     method: fc.constantFrom('GET', 'GET', 'GET', 'HEAD'),
     upgrade: fc.oneof(
@@ -580,7 +580,7 @@ const spec: fc.Arbitrary<Spec> = fc
       { weight: 1, arbitrary: fc.constant('bytes' as const) },
     ),
   })
-  .map((s) => ({ ...s, upgrade: s.upgrade && s.method === 'GET' }));
+  .map((s) => ({ ...s, upgrade: s.upgrade && s.method === 'GET' })) as unknown as fc.Arbitrary<Spec>;
 
 const pick = <T>(items: readonly T[], at: number): T => items[Math.floor(at * items.length)]!;
 const tokens = (value: string | null | string[]): string[] =>

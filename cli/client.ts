@@ -3,7 +3,8 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
 import { decodeFrame, encodeFrame } from '../protocol/codec.js';
-import { CloseCode, describeRefusal, GgrokError, isRetryableRefusal, ResetCode } from '../protocol/errors.js';
+import { CloseCode, ErrorCode, GgrokError, ResetCode } from '../protocol/errors.js';
+import { describeRefusal, isRetryableRefusal } from './advice.js';
 import {
   DEFAULT_FLOW,
   FrameType,
@@ -105,7 +106,7 @@ export function controlUrl(server: string): string {
   try {
     url = new URL(/^[a-z]+:\/\//i.test(server) ? server : `http://${server}`);
   } catch {
-    throw new GgrokError('bad_server_url', `"${server}" is not a valid relay URL`);
+    throw new GgrokError(ErrorCode.BadServerUrl, `"${server}" is not a valid relay URL`);
   }
   if (
     url.protocol !== 'http:' &&
@@ -113,7 +114,10 @@ export function controlUrl(server: string): string {
     url.protocol !== 'ws:' &&
     url.protocol !== 'wss:'
   )
-    throw new GgrokError('bad_server_url', `"${server}": the relay URL must start with http:// or https://`);
+    throw new GgrokError(
+      ErrorCode.BadServerUrl,
+      `"${server}": the relay URL must start with http:// or https://`,
+    );
   const secure = url.protocol === 'https:' || url.protocol === 'wss:';
   return `${secure ? 'wss' : 'ws'}://${url.host}${url.pathname.replace(/\/+$/, '')}/_ggrok/connect`;
 }
@@ -282,14 +286,15 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
         welcomed = true;
         this.onWelcome(ws, frame);
       } else if (frame?.type === FrameType.Refuse) {
+        const named = GgrokError.fromWire(frame.code, frame.message);
         failure = {
-          err: new GgrokError(frame.code, describeRefusal(frame.code, frame.message)),
-          retryable: isRetryableRefusal(frame.code),
+          err: new GgrokError(named.code, describeRefusal(named.code, named.message)),
+          retryable: isRetryableRefusal(named.code),
         };
       } else {
         failure = {
           err: new GgrokError(
-            'protocol_error',
+            ErrorCode.ProtocolError,
             'the relay sent something other than a welcome; is --server a ggrok relay?',
           ),
           retryable: false,
@@ -302,14 +307,14 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
         status >= 500
           ? {
               err: new GgrokError(
-                'relay_unavailable',
+                ErrorCode.RelayUnavailable,
                 `the relay answered ${status}; it may be starting or overloaded`,
               ),
               retryable: true,
             }
           : {
               err: new GgrokError(
-                'not_a_relay',
+                ErrorCode.NotARelay,
                 `${this.opts.server} answered ${status} instead of accepting a tunnel; is --server the URL of a ggrok relay?`,
               ),
               retryable: false,
@@ -322,7 +327,7 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
       if (TLS_ERRORS.test(err.code ?? '')) {
         failure = {
           err: new GgrokError(
-            'relay_tls',
+            ErrorCode.RelayTls,
             `cannot verify the relay's TLS certificate (${err.code}); fix the certificate or pass --insecure for a self-signed relay`,
           ),
           retryable: false,
@@ -331,7 +336,7 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
       }
       failure = {
         err: new GgrokError(
-          'relay_unreachable',
+          ErrorCode.RelayUnreachable,
           `cannot reach the relay at ${this.opts.server} (${err.code ?? err.message})`,
           {
             cause: err,
@@ -347,7 +352,7 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
       if (!welcomed) {
         const { err, retryable } = failure ?? {
           err: new GgrokError(
-            'relay_closed',
+            ErrorCode.RelayClosed,
             `the relay closed the connection during the handshake (${code} ${reason.toString()})`,
           ),
           retryable: true,
@@ -356,7 +361,7 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
         return this.scheduleReconnect(err.message);
       }
       if (this.opts.noReconnect)
-        return this.fail(new GgrokError('disconnected', `disconnected from the relay (${code})`));
+        return this.fail(new GgrokError(ErrorCode.Disconnected, `disconnected from the relay (${code})`));
       const why =
         code === CloseCode.HeartbeatTimeout
           ? 'the relay stopped answering'

@@ -3,7 +3,7 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
-import { GgrokError } from '../protocol/errors.js';
+import { ErrorCode, GgrokError } from '../protocol/errors.js';
 
 /** One named tunnel as written in the config file. */
 export interface TunnelConfig {
@@ -70,7 +70,7 @@ interface Ctx {
 function configError(ctx: Ctx, node: unknown, message: string): GgrokError {
   const range = (node as { range?: [number, number] } | undefined)?.range;
   const where = range ? `${ctx.file}:${ctx.lines.linePos(range[0]).line}` : ctx.file;
-  return new GgrokError('bad_config', `${where}: ${message}`);
+  return new GgrokError(ErrorCode.BadConfig, `${where}: ${message}`);
 }
 
 /** Reads and validates the config file; a missing file is an empty config. */
@@ -81,14 +81,14 @@ export function loadConfig(file: string = defaultConfigPath()): Config {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { path: file, tunnels: [] };
     throw new GgrokError(
-      'bad_config',
+      ErrorCode.BadConfig,
       `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
     );
   }
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines });
   if (doc.errors.length > 0)
-    throw new GgrokError('bad_config', `${file}: ${doc.errors[0]!.message.split('\n')[0]}`);
+    throw new GgrokError(ErrorCode.BadConfig, `${file}: ${doc.errors[0]!.message.split('\n')[0]}`);
   const ctx: Ctx = { file, lines };
   const root: unknown = doc.contents;
   if (root === null || root === undefined) return { path: file, tunnels: [] };
@@ -226,7 +226,7 @@ export function setConfigValue(file: string, key: 'token' | 'server', value: str
   }
   const doc = parseDocument(text || 'version: 1\n');
   if (doc.errors.length > 0)
-    throw new GgrokError('bad_config', `${file}: ${doc.errors[0]!.message.split('\n')[0]}`);
+    throw new GgrokError(ErrorCode.BadConfig, `${file}: ${doc.errors[0]!.message.split('\n')[0]}`);
   doc.set(key, value);
   mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
   // Write then rename, so a crash never leaves half a file; the token is a secret: owner-only permissions.

@@ -1,5 +1,5 @@
 // Programmatic API: `const tunnel = await connect({ port: 3000, server, token })` -> { url, close() } and events.
-import { GgrokError } from '../protocol/errors.js';
+import { ErrorCode, GgrokError } from '../protocol/errors.js';
 import { TunnelClient, type ClientEvents, type OfflineInfo, type OnlineInfo } from './client.js';
 import type { HostCheckHint } from './host-check.js';
 import { parseTarget, type Exchange, type LocalTarget } from './local-request.js';
@@ -36,15 +36,15 @@ export interface ConnectOptions {
  */
 export async function connect(options: ConnectOptions): Promise<TunnelClient> {
   const spec = options.target ?? (options.port !== undefined ? String(options.port) : undefined);
-  if (!spec) throw new GgrokError('bad_target', 'connect() needs a port or a target');
+  if (!spec) throw new GgrokError(ErrorCode.BadTarget, 'connect() needs a port or a target');
   let target: LocalTarget;
   try {
     target = parseTarget(spec, options.insecure ?? false);
   } catch (err) {
-    throw new GgrokError('bad_target', (err as Error).message);
+    throw new GgrokError(ErrorCode.BadTarget, (err as Error).message);
   }
   const token = options.token ?? process.env.GGROK_TOKEN;
-  if (!token) throw new GgrokError('no_token', 'connect() needs a token (or GGROK_TOKEN)');
+  if (!token) throw new GgrokError(ErrorCode.NoToken, 'connect() needs a token (or GGROK_TOKEN)');
   const client = new TunnelClient({
     server: options.server ?? process.env.GGROK_SERVER ?? 'http://localhost:8080',
     token,

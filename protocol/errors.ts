@@ -1,17 +1,12 @@
-// Error codes shared by relay and client, and their translation to HTTP statuses and WebSocket close codes.
+// The one catalogue of error codes (wire refusals and resets, relay pages, client failures) and close codes.
 
-/** Base error with a stable machine-readable `code`; tests and callers match on the code, never the text. */
-export class GgrokError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'GgrokError';
-    this.code = code;
-  }
-}
-
-/** Reasons a relay refuses a client's hello. The CLI turns each into a message and a non-zero exit. */
-export const RefuseCode = {
+/**
+ * Every error code ggrok uses, declared once. Codes travel on the wire (Refuse, Reset), in the relay's own pages
+ * (`X-Ggrok-Error`), in logs and metrics, and as the `code` of the errors the CLI and `connect()` raise. Tests and
+ * callers match on codes, never on messages.
+ */
+export const ErrorCode = {
+  // Handshake refusals (Refuse frames); the CLI explains each.
   BadToken: 'bad_token',
   NameInUse: 'name_in_use',
   NameInvalid: 'name_invalid',
@@ -23,21 +18,16 @@ export const RefuseCode = {
   TooManyTunnels: 'too_many_tunnels',
   /** The access rules in the hello are malformed (bad CIDR, credentials without a password). */
   AccessInvalid: 'access_invalid',
-  /** Too many wrong tokens came from this address lately; it may try again after a few seconds. */
+  /** Too many wrong secrets came from this address lately; it may try again after a few seconds. */
   TooManyAttempts: 'too_many_attempts',
-} as const;
-export type RefuseCodeValue = (typeof RefuseCode)[keyof typeof RefuseCode];
 
-/** Reasons a stream is reset. */
-export const ResetCode = {
+  // Stream resets (Reset frames).
   /** The other end lost interest (public client went away, response no longer needed). */
   Cancel: 'cancel',
   /** The client could not connect to the local service. */
   LocalUnreachable: 'local_unreachable',
   /** The local service failed or closed mid-exchange. */
   LocalError: 'local_error',
-  /** The stream broke the protocol (bad frame order, window overrun, …). */
-  ProtocolError: 'protocol_error',
   /** Too many concurrent streams. */
   RefusedStream: 'refused_stream',
   /** The control connection closed under the stream. */
@@ -45,8 +35,124 @@ export const ResetCode = {
   Internal: 'internal_error',
   /** No data moved either way for the idle timeout. */
   IdleTimeout: 'idle_timeout',
+
+  // The relay's own pages to visitors.
+  TunnelNotFound: 'tunnel_not_found',
+  TunnelOffline: 'tunnel_offline',
+  TunnelBusy: 'tunnel_busy',
+  RateLimited: 'rate_limited',
+  AuthRequired: 'auth_required',
+  IpNotAllowed: 'ip_not_allowed',
+  HeadersTooLarge: 'headers_too_large',
+  BadRequest: 'bad_request',
+  NotFound: 'not_found',
+  UpgradeRequired: 'upgrade_required',
+  Unauthorized: 'unauthorized',
+  MetricsFailed: 'metrics_failed',
+
+  // The client's own failures (CLI exit messages, connect() rejections).
+  RelayUnreachable: 'relay_unreachable',
+  RelayUnavailable: 'relay_unavailable',
+  RelayTls: 'relay_tls',
+  NotARelay: 'not_a_relay',
+  Disconnected: 'disconnected',
+  /** The relay closed the control socket for good (a close the client does not retry). */
+  RelayClosed: 'relay_closed',
+  NoToken: 'no_token',
+  BadConfig: 'bad_config',
+  BadTarget: 'bad_target',
+  BadServerUrl: 'bad_server_url',
+  InspectorPortInUse: 'inspector_port_in_use',
+  InspectorListen: 'inspector_listen',
+  /** A code from a newer peer that this version does not know; the message keeps the peer's code. */
+  Unknown: 'unknown_error',
+} as const;
+export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+const KNOWN_CODES = new Set<string>(Object.values(ErrorCode));
+
+/** Whether a string from the network is a code this version knows. */
+export function isErrorCode(code: string): code is ErrorCodeValue {
+  return KNOWN_CODES.has(code);
+}
+
+/** Base error with a stable machine-readable `code`; tests and callers match on the code, never the text. */
+export class GgrokError extends Error {
+  readonly code: ErrorCodeValue;
+  constructor(code: ErrorCodeValue, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'GgrokError';
+    this.code = code;
+  }
+
+  /** An error named by a peer (Refuse, Reset): an unknown code becomes `unknown_error`, the peer's code kept in the text. */
+  static fromWire(code: string, message: string): GgrokError {
+    if (isErrorCode(code)) return new GgrokError(code, message);
+    return new GgrokError(ErrorCode.Unknown, `${code}${message ? `: ${message}` : ''}`);
+  }
+}
+
+/** Reasons a relay refuses a client's hello (the subset of ErrorCode a Refuse frame carries). */
+export const RefuseCode = {
+  BadToken: ErrorCode.BadToken,
+  NameInUse: ErrorCode.NameInUse,
+  NameInvalid: ErrorCode.NameInvalid,
+  NameReserved: ErrorCode.NameReserved,
+  UnsupportedVersion: ErrorCode.UnsupportedVersion,
+  ProtocolError: ErrorCode.ProtocolError,
+  RelayShuttingDown: ErrorCode.RelayShuttingDown,
+  TooManyTunnels: ErrorCode.TooManyTunnels,
+  AccessInvalid: ErrorCode.AccessInvalid,
+  TooManyAttempts: ErrorCode.TooManyAttempts,
+} as const;
+export type RefuseCodeValue = (typeof RefuseCode)[keyof typeof RefuseCode];
+
+/** Reasons a stream is reset (the subset of ErrorCode a Reset frame carries). */
+export const ResetCode = {
+  Cancel: ErrorCode.Cancel,
+  LocalUnreachable: ErrorCode.LocalUnreachable,
+  LocalError: ErrorCode.LocalError,
+  ProtocolError: ErrorCode.ProtocolError,
+  RefusedStream: ErrorCode.RefusedStream,
+  TunnelClosed: ErrorCode.TunnelClosed,
+  Internal: ErrorCode.Internal,
+  IdleTimeout: ErrorCode.IdleTimeout,
 } as const;
 export type ResetCodeValue = (typeof ResetCode)[keyof typeof ResetCode];
+
+/**
+ * The HTTP status a visitor gets for each code the relay can answer with (its pages, and resets before the response
+ * head). Codes a visitor never sees have none.
+ */
+export const HTTP_STATUS: Partial<Record<ErrorCodeValue, number>> = {
+  [ErrorCode.LocalUnreachable]: 502,
+  [ErrorCode.LocalError]: 502,
+  [ErrorCode.ProtocolError]: 502,
+  [ErrorCode.TunnelClosed]: 502,
+  [ErrorCode.Internal]: 502,
+  [ErrorCode.Cancel]: 502,
+  [ErrorCode.Unknown]: 502,
+  [ErrorCode.RefusedStream]: 503,
+  [ErrorCode.IdleTimeout]: 504,
+  [ErrorCode.TunnelNotFound]: 404,
+  [ErrorCode.TunnelOffline]: 503,
+  [ErrorCode.TunnelBusy]: 503,
+  [ErrorCode.RateLimited]: 429,
+  [ErrorCode.TooManyAttempts]: 429,
+  [ErrorCode.AuthRequired]: 401,
+  [ErrorCode.Unauthorized]: 401,
+  [ErrorCode.IpNotAllowed]: 403,
+  [ErrorCode.HeadersTooLarge]: 431,
+  [ErrorCode.BadRequest]: 400,
+  [ErrorCode.NotFound]: 404,
+  [ErrorCode.UpgradeRequired]: 426,
+  [ErrorCode.MetricsFailed]: 500,
+};
+
+/** HTTP status the relay answers a public client with when a stream fails before its response head. */
+export function statusForReset(code: ErrorCodeValue): number {
+  return HTTP_STATUS[code] ?? 502;
+}
 
 /** WebSocket close codes used on the control socket (4000–4999 is the application range). */
 export const CloseCode = {
@@ -60,52 +166,3 @@ export const CloseCode = {
   /** The peer let more unsent control data pile up than MAX_CONTROL_BACKLOG_BYTES: it stopped reading. */
   Overloaded: 4005,
 } as const;
-
-/** HTTP status the relay answers a public client with when a stream fails before its response head. */
-export function statusForReset(code: string): number {
-  switch (code) {
-    case ResetCode.LocalUnreachable:
-    case ResetCode.LocalError:
-    case ResetCode.ProtocolError:
-    case ResetCode.TunnelClosed:
-    case ResetCode.Internal:
-      return 502;
-    case ResetCode.RefusedStream:
-      return 503;
-    case ResetCode.IdleTimeout:
-      return 504;
-    default:
-      return 502;
-  }
-}
-
-/** One sentence for a person, per refusal code, saying what happened and what to do. */
-export function describeRefusal(code: string, relayMessage: string): string {
-  switch (code) {
-    case RefuseCode.BadToken:
-      return 'The relay rejected the token. Pass the token the relay printed at start-up with --token or GGROK_TOKEN.';
-    case RefuseCode.NameInUse:
-      return `${relayMessage}. Choose another --subdomain, or stop the other client using it.`;
-    case RefuseCode.NameInvalid:
-      return `${relayMessage}. A subdomain is 1-63 lowercase letters, digits or hyphens, not starting or ending with a hyphen.`;
-    case RefuseCode.NameReserved:
-      return `${relayMessage}. That name is reserved by the relay; choose another --subdomain.`;
-    case RefuseCode.UnsupportedVersion:
-      return `${relayMessage}. Upgrade ggrok on this machine or on the relay so both speak the same protocol.`;
-    case RefuseCode.RelayShuttingDown:
-      return 'The relay is shutting down. Try again in a few seconds.';
-    case RefuseCode.TooManyTunnels:
-      return `${relayMessage}. Close another tunnel that uses this token, or ask the relay's operator for a higher limit.`;
-    case RefuseCode.AccessInvalid:
-      return `Invalid access rule: ${relayMessage}.`;
-    case RefuseCode.TooManyAttempts:
-      return `${relayMessage}. Check the token; ggrok tries again in a few seconds.`;
-    default:
-      return relayMessage || `The relay refused the connection (${code}).`;
-  }
-}
-
-/** Whether retrying the same hello later could succeed. */
-export function isRetryableRefusal(code: string): boolean {
-  return code === RefuseCode.RelayShuttingDown || code === RefuseCode.TooManyAttempts;
-}

@@ -355,7 +355,7 @@ export class Session implements StreamHost, WriterHost {
         const stream = this.streamFor(frame.id);
         if (!stream) return;
         this.dispose(stream);
-        return stream.deliverReset(new GgrokError(frame.code, frame.message));
+        return stream.deliverReset(GgrokError.fromWire(frame.code, frame.message));
       }
       case FrameType.Hello:
       case FrameType.Welcome:

@@ -1,4 +1,5 @@
 // Visitor checks a tunnel's client asked for (allowed addresses, Basic credentials), applied before anything is forwarded.
+import { ErrorCode } from '../protocol/errors.js';
 import type { IncomingMessage } from 'node:http';
 import { BlockList, isIP } from 'node:net';
 import type { AccessRules } from '../protocol/frames.js';
@@ -76,7 +77,7 @@ export class AccessPolicy {
       if (!isIP(visitor) || !this.allowList.check(visitor, type))
         return {
           status: 403,
-          code: 'ip_not_allowed',
+          code: ErrorCode.IpNotAllowed,
           title: 'Forbidden',
           detail: `Your address (${visitor}) may not use this tunnel.`,
         };
@@ -85,7 +86,7 @@ export class AccessPolicy {
     if (this.credentialsMatch(req.headers.authorization)) return undefined;
     return {
       status: 401,
-      code: 'auth_required',
+      code: ErrorCode.AuthRequired,
       title: 'Authentication required',
       detail: 'This tunnel is protected; sign in with the username and password its owner gave you.',
       headers: { 'WWW-Authenticate': 'Basic realm="ggrok", charset="UTF-8"' },

@@ -1,6 +1,6 @@
 // Admission of a public request or upgrade to its tunnel: access rules, the secret throttle, limits and rate.
 import type { IncomingMessage } from 'node:http';
-import { RefuseCode } from '../protocol/errors.js';
+import { ErrorCode, RefuseCode } from '../protocol/errors.js';
 import { visitorAddress, type VisitorAddressSource } from './access.js';
 import type { SecretThrottle } from './auth-failures.js';
 import type { ResolvedRelayOptions } from './options.js';
@@ -24,7 +24,7 @@ function tooManyAttempts(waitMs: number): ErrorPage {
 function busyPage(what: 'requests' | 'channels', limit: number): ErrorPage {
   return {
     status: 503,
-    code: 'tunnel_busy',
+    code: ErrorCode.TunnelBusy,
     title: 'Tunnel busy',
     detail: `This tunnel already has ${limit} ${what} open, its limit. Try again shortly.`,
     retryAfterSeconds: 1,
@@ -81,7 +81,7 @@ export class Admission {
     if (!tunnel.allowNewStream())
       return {
         status: 429,
-        code: 'rate_limited',
+        code: ErrorCode.RateLimited,
         title: 'Too Many Requests',
         detail: `This tunnel receives more than ${this.deps.options.streamsPerSecond} requests per second, its limit.`,
         retryAfterSeconds: 1,

@@ -1,4 +1,5 @@
 // The relay's own pages on its own host: health, the TLS "ask" check, metrics, status and the landing page.
+import { ErrorCode } from '../protocol/errors.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { landingPage, sendErrorPage, sendJson, statusPage, type RelayStatus } from './pages.js';
 
@@ -48,7 +49,7 @@ export function serveRelayEndpoint(req: IncomingMessage, res: ServerResponse, se
   if (path === CONNECT_PATH)
     return sendErrorPage(res, {
       status: 426,
-      code: 'upgrade_required',
+      code: ErrorCode.UpgradeRequired,
       title: 'Upgrade Required',
       detail: 'This endpoint takes a WebSocket from the ggrok client.',
     });
@@ -63,7 +64,7 @@ export function serveRelayEndpoint(req: IncomingMessage, res: ServerResponse, se
   }
   sendErrorPage(res, {
     status: 404,
-    code: 'not_found',
+    code: ErrorCode.NotFound,
     title: 'Not found',
     detail: `Nothing at ${path} on this relay.`,
   });
@@ -86,7 +87,7 @@ function observerAccess(
 function sendTooManyAttempts(res: ServerResponse, retryAfterSeconds: number): void {
   sendErrorPage(res, {
     status: 429,
-    code: 'too_many_attempts',
+    code: ErrorCode.TooManyAttempts,
     title: 'Too many attempts',
     detail: 'Too many wrong tokens came from your address. Wait a few seconds and try again.',
     retryAfterSeconds,
@@ -116,7 +117,7 @@ function serveMetrics(req: IncomingMessage, res: ServerResponse, self: RelaySelf
     (err: Error) =>
       sendErrorPage(res, {
         status: 500,
-        code: 'metrics_failed',
+        code: ErrorCode.MetricsFailed,
         title: 'Metrics failed',
         detail: err.message,
       }),
@@ -133,7 +134,7 @@ function serveStatus(req: IncomingMessage, res: ServerResponse, self: RelaySelf)
     if (json) return sendJson(res, 401, { error: 'unauthorized' });
     return sendErrorPage(res, {
       status: 401,
-      code: 'unauthorized',
+      code: ErrorCode.Unauthorized,
       title: 'Unauthorized',
       detail:
         "This page needs the relay's token: add ?token=<token> to the address, or send Authorization: Bearer <token>.",

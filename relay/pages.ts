@@ -1,5 +1,6 @@
 // Error and landing pages the relay itself answers with (everything else comes from the local service).
 import type { ServerResponse } from 'node:http';
+import type { ErrorCodeValue } from '../protocol/errors.js';
 import type { Duplex } from 'node:stream';
 
 const escapeHtml = (s: string): string =>
@@ -19,7 +20,7 @@ h1{font-size:1.4rem}code{background:#f3f3f3;padding:.1rem .3rem;border-radius:3p
 export interface ErrorPage {
   status: number;
   /** Stable machine-readable code, also sent as X-Ggrok-Error. */
-  code: string;
+  code: ErrorCodeValue;
   title: string;
   /** Plain text detail; escaped into the page. */
   detail: string;

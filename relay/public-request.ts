@@ -2,7 +2,13 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { headerListFits } from '../protocol/codec.js';
-import { ResetCode, statusForReset, type GgrokError } from '../protocol/errors.js';
+import {
+  ErrorCode,
+  ResetCode,
+  statusForReset,
+  type ErrorCodeValue,
+  type GgrokError,
+} from '../protocol/errors.js';
 import { BodyKind, type HeaderList, type InfoFrame, type ResponseFrame } from '../protocol/frames.js';
 import {
   addForwardedHeaders,
@@ -35,7 +41,7 @@ export interface PublicContext {
 /** More headers (count or bytes) than one frame may carry. */
 const HEADERS_TOO_LARGE: ErrorPage = {
   status: 431,
-  code: 'headers_too_large',
+  code: ErrorCode.HeadersTooLarge,
   title: 'Request Header Fields Too Large',
   detail: 'The request has more headers than the tunnel carries.',
 };
@@ -202,7 +208,7 @@ export function requestProblem(req: IncomingMessage, upgrade: boolean): ErrorPag
 function badRequest(status: 400 | 501, detail: string): ErrorPage {
   return {
     status,
-    code: 'bad_request',
+    code: ErrorCode.BadRequest,
     title: status === 400 ? 'Bad Request' : 'Not Implemented',
     detail,
   };
@@ -215,40 +221,31 @@ function bodyKind(req: IncomingMessage): (typeof BodyKind)[keyof typeof BodyKind
   return BodyKind.None;
 }
 
+/** Title and detail of the page for a stream that failed before its response head, by reset code. */
+const RESET_PAGES: Partial<Record<ErrorCodeValue, (err: GgrokError) => Omit<ErrorPage, 'status' | 'code'>>> =
+  {
+    [ErrorCode.LocalUnreachable]: (err) => ({
+      title: 'Local service unreachable',
+      detail: `The ggrok client could not reach the local service: ${err.message}. Is your server running?`,
+    }),
+    [ErrorCode.RefusedStream]: () => ({
+      title: 'Tunnel busy',
+      detail: 'This tunnel has too many requests in progress. Try again shortly.',
+      retryAfterSeconds: 1,
+    }),
+    [ErrorCode.TunnelClosed]: () => ({
+      title: 'Tunnel disconnected',
+      detail: 'The tunnel client disconnected during the request.',
+    }),
+  };
+
 /** The page for a stream that failed before its response head. */
 export function resetPage(err: GgrokError): ErrorPage {
-  const status = statusForReset(err.code);
-  switch (err.code) {
-    case ResetCode.LocalUnreachable:
-      return {
-        status,
-        code: err.code,
-        title: 'Local service unreachable',
-        detail: `The ggrok client could not reach the local service: ${err.message}. Is your server running?`,
-      };
-    case ResetCode.RefusedStream:
-      return {
-        status,
-        code: err.code,
-        title: 'Tunnel busy',
-        detail: 'This tunnel has too many requests in progress. Try again shortly.',
-        retryAfterSeconds: 1,
-      };
-    case ResetCode.TunnelClosed:
-      return {
-        status,
-        code: err.code,
-        title: 'Tunnel disconnected',
-        detail: 'The tunnel client disconnected during the request.',
-      };
-    default:
-      return {
-        status,
-        code: err.code,
-        title: 'Bad gateway',
-        detail: err.message || `The tunnel failed (${err.code}).`,
-      };
-  }
+  const page = RESET_PAGES[err.code]?.(err) ?? {
+    title: 'Bad gateway',
+    detail: err.message || `The tunnel failed (${err.code}).`,
+  };
+  return { status: statusForReset(err.code), code: err.code, ...page };
 }
 
 /**

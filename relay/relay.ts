@@ -4,7 +4,7 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
-import { CloseCode, RefuseCode } from '../protocol/errors.js';
+import { CloseCode, ErrorCode, RefuseCode } from '../protocol/errors.js';
 import { WIRE_LIMITS } from '../protocol/frames.js';
 import type { Session } from '../protocol/session.js';
 import { VERSION as RELAY_VERSION } from '../protocol/version.js';
@@ -244,7 +244,7 @@ export class Relay {
     if (path !== CONNECT_PATH || req.headers.upgrade?.toLowerCase() !== 'websocket')
       return writeRawErrorPage(socket, {
         status: 404,
-        code: 'not_found',
+        code: ErrorCode.NotFound,
         title: 'Not Found',
         detail: `Nothing to upgrade at ${path}.`,
       });

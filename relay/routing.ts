@@ -1,4 +1,5 @@
 // Host routing: which tunnel (or the relay itself) a request's Host names, and the waiting room for absent clients.
+import { ErrorCode } from '../protocol/errors.js';
 import type { IncomingMessage } from 'node:http';
 import type { ResolvedRelayOptions } from './options.js';
 import type { ErrorPage } from './pages.js';
@@ -62,7 +63,7 @@ export class Router {
         heldName: this.registry.isHeld(OWN_HOST_NAME) || this.justStarted() ? OWN_HOST_NAME : undefined,
         page: {
           status: 503,
-          code: 'tunnel_offline',
+          code: ErrorCode.TunnelOffline,
           title: 'No tunnel connected',
           detail: `No ggrok client is connected to this relay (${host}). Start one with: ggrok http <port> --server <this relay's URL>.`,
           retryAfterSeconds: 5,
@@ -80,7 +81,7 @@ export class Router {
         heldName: name,
         page: {
           status: 503,
-          code: 'tunnel_offline',
+          code: ErrorCode.TunnelOffline,
           title: 'Tunnel offline',
           detail: `The tunnel ${host} is not connected right now. Its client may be reconnecting; try again shortly.`,
           retryAfterSeconds: 5,
@@ -92,7 +93,7 @@ export class Router {
       heldName: !name.includes('.') && this.justStarted() && isValidName(name) ? name : undefined,
       page: {
         status: 404,
-        code: 'tunnel_not_found',
+        code: ErrorCode.TunnelNotFound,
         title: 'Tunnel not found',
         detail: `There is no tunnel at ${host}.`,
       },

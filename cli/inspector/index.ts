@@ -1,7 +1,7 @@
 // The local inspector: records what the tunnel carries and serves a live web UI on 127.0.0.1:4040.
 import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { GgrokError } from '../../protocol/errors.js';
+import { ErrorCode, GgrokError } from '../../protocol/errors.js';
 import type { HeaderList, RequestFrame } from '../../protocol/frames.js';
 import type { HostCheckHint } from '../host-check.js';
 import type { ExchangeObserver, LocalTarget } from '../local-request.js';
@@ -122,12 +122,12 @@ export async function startInspector(options: InspectorOptions = {}): Promise<In
       closeServer();
       if (e.code === 'EADDRINUSE')
         throw new GgrokError(
-          'inspector_port_in_use',
+          ErrorCode.InspectorPortInUse,
           `the inspector could not listen: ${lastPort > firstPort ? `ports ${firstPort}-${lastPort}` : `port ${firstPort}`} on ${host} ${lastPort > firstPort ? 'are' : 'is'} taken (use --inspect host:port or --no-inspect)`,
           { cause: err },
         );
       throw new GgrokError(
-        'inspector_listen',
+        ErrorCode.InspectorListen,
         `the inspector could not listen on ${host}:${p} (${e.code ?? e.message})`,
         {
           cause: err,

@@ -1,4 +1,5 @@
 // All terminal output of `ggrok http`: the header, one line per request, status changes, errors.
+import { formatBytes } from '../protocol/units.js';
 import { Chalk, type ChalkInstance } from 'chalk';
 import type { HostCheckHint } from './host-check.js';
 import type { Exchange } from './local-request.js';
@@ -14,12 +15,6 @@ export interface UiOptions {
 
 const pad = (n: number): string => String(n).padStart(2, '0');
 const clock = (d: Date): string => `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
-
-function formatBytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KB`;
-  return `${(n / 1024 / 1024).toFixed(1)} MB`;
-}
 
 /** Renders client events for people (text) or machines (one JSON object per line). */
 export class Ui {

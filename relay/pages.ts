@@ -1,6 +1,7 @@
 // Error and landing pages the relay itself answers with (everything else comes from the local service).
 import type { ServerResponse } from 'node:http';
 import type { ErrorCodeValue } from '../protocol/errors.js';
+import { formatBytes } from '../protocol/units.js';
 import type { Duplex } from 'node:stream';
 
 const escapeHtml = (s: string): string =>
@@ -111,17 +112,6 @@ export interface RelayStatus {
   uptimeSeconds: number;
   shuttingDown: boolean;
   tunnels: TunnelStatus[];
-}
-
-function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = n;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return unit === 0 ? `${n} B` : `${value.toFixed(1)} ${units[unit]}`;
 }
 
 function formatDuration(seconds: number): string {

@@ -16,6 +16,9 @@ const REFUSAL_ADVICE: Partial<Record<ErrorCodeValue, (relayMessage: string) => s
     `${m}. Close another tunnel that uses this token, or ask the relay's operator for a higher limit.`,
   [ErrorCode.AccessInvalid]: (m) => `Invalid access rule: ${m}.`,
   [ErrorCode.TooManyAttempts]: (m) => `${m}. Check the token; ggrok tries again in a few seconds.`,
+  [ErrorCode.ClusterUnavailable]: (m) =>
+    `${m}. The relay's operator should check its Redis; ggrok keeps trying.`,
+  [ErrorCode.WrongInstance]: (m) => m,
 };
 
 /** One sentence for a person, per refusal code, saying what happened and what to do. */
@@ -26,7 +29,12 @@ export function describeRefusal(code: ErrorCodeValue, relayMessage: string): str
 }
 
 /** Refusals that may go away by themselves: the client keeps trying instead of exiting. */
-const RETRYABLE_REFUSALS = new Set<ErrorCodeValue>([ErrorCode.RelayShuttingDown, ErrorCode.TooManyAttempts]);
+const RETRYABLE_REFUSALS = new Set<ErrorCodeValue>([
+  ErrorCode.RelayShuttingDown,
+  ErrorCode.TooManyAttempts,
+  ErrorCode.ClusterUnavailable,
+  ErrorCode.WrongInstance,
+]);
 
 /** Whether retrying the same hello later could succeed. */
 export function isRetryableRefusal(code: ErrorCodeValue): boolean {

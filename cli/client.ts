@@ -1,23 +1,17 @@
 // The client's control connection: connect, handshake, serve streams, reconnect with backoff.
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import WebSocket from 'ws';
-import { decodeFrame, encodeFrame } from '../protocol/codec.js';
 import { CloseCode, ErrorCode, GgrokError, ResetCode } from '../protocol/errors.js';
-import { describeRefusal, isRetryableRefusal } from './advice.js';
-import {
-  DEFAULT_FLOW,
-  FrameType,
-  PROTOCOL_VERSION,
-  WIRE_LIMITS,
-  type AccessRules,
-  type HeaderList,
-  type RequestFrame,
-  type WelcomeFrame,
+import type {
+  AccessRules,
+  HeaderList,
+  HelloFrame,
+  MemberRef,
+  RequestFrame,
+  StatsFrame,
+  WelcomeFrame,
 } from '../protocol/frames.js';
-import { Session } from '../protocol/session.js';
 import type { StreamHandler } from '../protocol/stream.js';
-import { VERSION } from '../protocol/version.js';
 import { bothObservers, HostCheckWatch, type HostCheckHint } from './host-check.js';
 import {
   LocalForwarder,
@@ -26,6 +20,7 @@ import {
   type HeaderRules,
   type LocalTarget,
 } from './local-request.js';
+import { RelayLink, type LinkFailure, type LinkHandler, type LinkTarget } from './relay-link.js';
 
 export interface ClientOptions {
   /** Relay URL, e.g. https://relay.example.com or http://localhost:8080. */
@@ -122,26 +117,44 @@ export function controlUrl(server: string): string {
   return `${secure ? 'wss' : 'ws'}://${url.host}${url.pathname.replace(/\/+$/, '')}/_ggrok/connect`;
 }
 
-const TLS_ERRORS = /^(ERR_TLS|CERT_|UNABLE_TO|DEPTH_ZERO|SELF_SIGNED|ERR_SSL)/;
-
 /** The owner of a stream for a tunnel this connection does not carry: it was reset at once; nothing else happens. */
 const IGNORED_STREAM: StreamHandler = { data() {}, end() {}, reset() {}, drain() {} };
 
-/** A tunnel client. start() resolves on the first welcome; afterwards it keeps itself online until close(). */
+/** Control sockets one client keeps at most, one per relay instance of a cluster. */
+export const MAX_RELAY_LINKS = 8;
+/** A dial that reached an instance the client is attached to already is retried this soon (it lands elsewhere). */
+const WRONG_INSTANCE_RETRY_MS = 100;
+
+/** A relay instance this client should hold a control socket to, and how it is going with it. */
+interface MemberState {
+  ref: MemberRef;
+  /** Dials since the last welcome from it (for the backoff). */
+  attempt: number;
+  timer: NodeJS.Timeout | undefined;
+}
+
+/**
+ * A tunnel client. start() resolves on the first welcome; afterwards it keeps itself online until close(). Against a
+ * relay cluster it keeps one control socket per live instance (up to MAX_RELAY_LINKS), so that a request reaching any
+ * instance finds a socket there, and losing an instance costs only what was in flight on it.
+ */
 export class TunnelClient extends EventEmitter<ClientEvents> {
   url = '';
   name = '';
-  /** Latest heartbeat round trip to the relay, in ms (-1 before the first). */
+  /** Latest heartbeat round trip to the relay, in ms (-1 before the first); the best over the instances. */
   get rttMs(): number {
-    return this.session?.rttMs ?? -1;
+    const rtts = this.welcomed()
+      .map((l) => l.session?.rttMs ?? -1)
+      .filter((r) => r >= 0);
+    return rtts.length > 0 ? Math.min(...rtts) : -1;
   }
 
-  /** Latest relay-side counters per tunnel index. */
+  /** Latest relay-side counters per tunnel index (summed over the instances). */
   readonly stats = new Map<number, TunnelStats>();
 
-  /** Streams (requests and channels) open on the control connection right now. */
+  /** Streams (requests and channels) open on the control connections right now. */
   get openStreams(): number {
-    return this.session?.streams.size ?? 0;
+    return this.welcomed().reduce((n, l) => n + (l.session?.streams.size ?? 0), 0);
   }
 
   /** Connections to the local services busy with an exchange right now (idle pooled ones not counted). */
@@ -149,12 +162,17 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
     return this.forwarders.reduce((n, f) => n + f.busyConnections, 0);
   }
 
+  /** Ids of the relay instances this client holds a control socket to. */
+  get instances(): string[] {
+    return [...new Set(this.welcomed().map((l) => l.instance ?? ''))].filter(Boolean).sort();
+  }
+
   /**
-   * Drops the control connection at once, without a close handshake, as a dead network or a sleeping laptop
+   * Drops the control connections at once, without a close handshake, as a dead network or a sleeping laptop
    * would; the client then reconnects as it does after any drop. For tests and `ggrok` diagnostics.
    */
   dropConnection(): void {
-    this.session?.terminate();
+    for (const link of this.links.keys()) link.terminate();
   }
 
   private readonly clientId = randomBytes(12).toString('base64url');
@@ -165,12 +183,19 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
   /** Public URLs of the tunnels, as the relay announced them (for dev-server hints). */
   private urls: string[] = [];
   private readonly wsUrl: string;
-  private session: Session | undefined;
-  private ws: WebSocket | undefined;
+  /** Every control socket, dialing or welcomed, and the member it was dialed for (undefined: the seed URL). */
+  private readonly links = new Map<RelayLink, string | undefined>();
+  /** The cluster's instances as last announced, by id. */
+  private readonly members = new Map<string, MemberState>();
+  /** Counters per instance and tunnel index, summed into `stats`. */
+  private readonly statsByInstance = new Map<string, Map<number, Omit<TunnelStats, 'name'>>>();
   private closing = false;
+  /** At least one socket is welcomed (since the last 'online'). */
+  private online = false;
   private attempt = 0;
   private everOnline = false;
   private retryTimer: NodeJS.Timeout | undefined;
+  /** The delay a relay asked for in its GoAway, used for the next reconnect. */
   private goAwayDelayMs: number | undefined;
 
   constructor(private readonly opts: ClientOptions) {
@@ -216,7 +241,7 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
       };
       this.once('online', onOnline);
       this.once('fatal', onFatal);
-      this.connect();
+      this.dial(undefined);
     });
   }
 
@@ -224,197 +249,231 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
   async close(): Promise<void> {
     if (this.closing) return;
     this.closing = true;
-    clearTimeout(this.retryTimer);
-    const ws = this.ws;
+    this.stopTimers();
     for (const f of this.forwarders) f.close();
-    if (ws && ws.readyState !== WebSocket.CLOSED) {
-      const closed = new Promise<void>((r) => ws.once('close', () => r()));
-      if (this.session) this.session.close(CloseCode.Normal, 'client closed');
-      else ws.terminate();
-      await closed;
-    }
+    await Promise.all([...this.links.keys()].map((link) => link.close()));
     this.emit('closed');
   }
 
-  private connect(): void {
-    if (this.closing) return;
-    const ws = new WebSocket(this.wsUrl, {
-      perMessageDeflate: false,
-      maxPayload: WIRE_LIMITS.MAX_MESSAGE_BYTES,
-      // An all-zero mask makes ws skip masking and unmasking (two passes over every byte sent). Masking guards
-      // browsers' sockets against cache poisoning by page scripts; this client runs no untrusted code.
-      generateMask: (mask: Buffer) => void mask.fill(0),
-      handshakeTimeout: 15_000,
-      rejectUnauthorized: !this.opts.insecure,
-      headers: { 'User-Agent': `ggrok/${VERSION}` },
-    });
-    this.ws = ws;
-    let welcomed = false;
-    /** Why this attempt failed, and whether trying again later could help. */
-    let failure: { err: GgrokError; retryable: boolean } | undefined;
+  // ---- dialing ----
 
-    ws.on('open', () => {
-      ws.send(
-        encodeFrame({
-          type: FrameType.Hello,
-          version: PROTOCOL_VERSION,
-          token: this.opts.token,
-          name: this.wantedName(0),
-          agent: `ggrok/${VERSION} node/${process.versions.node}`,
-          clientId: this.clientId,
-          flow: DEFAULT_FLOW,
-          ...(this.opts.access ? { access: this.opts.access } : {}),
-          ...(this.specs.length > 1
-            ? {
-                more: this.specs.slice(1).map((spec, i) => ({
-                  name: this.wantedName(i + 1),
-                  ...(spec.access ? { access: spec.access } : {}),
-                })),
-              }
-            : {}),
-        }),
-      );
+  /** Opens a control socket: to the configured URL (`member` undefined), or towards one instance of the cluster. */
+  private dial(member: MemberRef | undefined): void {
+    if (this.closing) return;
+    const target: LinkTarget = member?.url
+      ? { url: controlUrl(member.url) }
+      : member?.fly
+        ? { url: this.wsUrl, headers: { 'fly-force-instance-id': member.fly } }
+        : { url: this.wsUrl };
+    const link = new RelayLink(target, this.hello(), this.linkHandler, {
+      insecure: this.opts.insecure,
+      server: this.opts.server,
     });
-    ws.once('message', (data: Buffer, isBinary: boolean) => {
-      let frame;
-      try {
-        frame = isBinary ? decodeFrame(data) : undefined;
-      } catch {
-        frame = undefined;
-      }
-      if (frame?.type === FrameType.Welcome) {
-        welcomed = true;
-        this.onWelcome(ws, frame);
-      } else if (frame?.type === FrameType.Refuse) {
-        const named = GgrokError.fromWire(frame.code, frame.message);
-        failure = {
-          err: new GgrokError(named.code, describeRefusal(named.code, named.message)),
-          retryable: isRetryableRefusal(named.code),
-        };
-      } else {
-        failure = {
-          err: new GgrokError(
-            ErrorCode.ProtocolError,
-            'the relay sent something other than a welcome; is --server a ggrok relay?',
-          ),
-          retryable: false,
-        };
-      }
-    });
-    ws.on('unexpected-response', (_req, res) => {
-      const status = res.statusCode ?? 0;
-      failure =
-        status >= 500
-          ? {
-              err: new GgrokError(
-                ErrorCode.RelayUnavailable,
-                `the relay answered ${status}; it may be starting or overloaded`,
-              ),
-              retryable: true,
-            }
-          : {
-              err: new GgrokError(
-                ErrorCode.NotARelay,
-                `${this.opts.server} answered ${status} instead of accepting a tunnel; is --server the URL of a ggrok relay?`,
-              ),
-              retryable: false,
-            };
-      res.resume();
-      ws.terminate();
-    });
-    ws.on('error', (err: NodeJS.ErrnoException) => {
-      if (failure) return;
-      if (TLS_ERRORS.test(err.code ?? '')) {
-        failure = {
-          err: new GgrokError(
-            ErrorCode.RelayTls,
-            `cannot verify the relay's TLS certificate (${err.code}); fix the certificate or pass --insecure for a self-signed relay`,
-          ),
-          retryable: false,
-        };
-        return;
-      }
-      failure = {
-        err: new GgrokError(
-          ErrorCode.RelayUnreachable,
-          `cannot reach the relay at ${this.opts.server} (${err.code ?? err.message})`,
-          {
-            cause: err,
-          },
-        ),
-        retryable: true,
-      };
-    });
-    ws.on('close', (code: number, reason: Buffer) => {
-      if (this.ws !== ws) return;
-      this.session = undefined;
-      if (this.closing) return;
-      if (!welcomed) {
-        const { err, retryable } = failure ?? {
-          err: new GgrokError(
-            ErrorCode.RelayClosed,
-            `the relay closed the connection during the handshake (${code} ${reason.toString()})`,
-          ),
-          retryable: true,
-        };
-        if (!retryable || (!this.everOnline && !this.opts.retryInitialConnect)) return this.fail(err);
-        return this.scheduleReconnect(err.message);
-      }
-      if (this.opts.noReconnect)
-        return this.fail(new GgrokError(ErrorCode.Disconnected, `disconnected from the relay (${code})`));
-      const why =
-        code === CloseCode.HeartbeatTimeout
-          ? 'the relay stopped answering'
-          : `connection lost (${code}${reason.length ? ` ${reason.toString()}` : ''})`;
-      this.scheduleReconnect(why);
-    });
+    this.links.set(link, member?.id);
   }
 
-  private onWelcome(ws: WebSocket, welcome: WelcomeFrame): void {
-    this.attempt = 0;
-    this.goAwayDelayMs = undefined;
-    this.session = new Session(ws, {
-      role: 'client',
-      localFlow: DEFAULT_FLOW,
-      remoteFlow: welcome.flow,
-      heartbeatMs: welcome.heartbeatMs,
-      deadAfterMs: welcome.heartbeatMs * 2,
-      maxInboundStreams: welcome.maxStreams,
-      onRequest: (stream, head) => {
-        const forwarder = this.forwarders[head.tunnel];
-        if (forwarder) return forwarder.serve(stream, head);
-        stream.reset(ResetCode.ProtocolError, `no tunnel ${head.tunnel} on this connection`);
-        return IGNORED_STREAM;
+  /** The hello of every socket: the same names, this process's id, and the instances it holds sockets to. */
+  private hello(): Omit<HelloFrame, 'type' | 'version' | 'agent' | 'flow'> {
+    return {
+      token: this.opts.token,
+      name: this.wantedName(0),
+      clientId: this.clientId,
+      ...(this.opts.access ? { access: this.opts.access } : {}),
+      ...(this.specs.length > 1
+        ? {
+            more: this.specs.slice(1).map((spec, i) => ({
+              name: this.wantedName(i + 1),
+              ...(spec.access ? { access: spec.access } : {}),
+            })),
+          }
+        : {}),
+      attach: { avoid: this.instances },
+    };
+  }
+
+  /** Welcomed sockets. */
+  private welcomed(): RelayLink[] {
+    return [...this.links.keys()].filter((l) => l.session !== undefined);
+  }
+
+  /**
+   * Dials every announced instance the client has no socket to yet (one blind dial at a time when the only way
+   * to reach instances is the configured URL behind a front that picks one at random).
+   */
+  private attachMissing(): void {
+    if (this.closing || !this.online) return;
+    const attached = new Set(this.instances);
+    const dialing = new Set([...this.links.values()]);
+    let blind = [...this.links.entries()].some(
+      ([link, id]) =>
+        id !== undefined && !link.session && !this.members.get(id)?.ref.url && !this.members.get(id)?.ref.fly,
+    );
+    for (const [id, state] of this.members) {
+      if (attached.has(id) || dialing.has(id) || state.timer) continue;
+      if (this.links.size >= MAX_RELAY_LINKS) return;
+      const direct = state.ref.url !== undefined || state.ref.fly !== undefined;
+      if (!direct) {
+        if (blind) continue;
+        blind = true;
+      }
+      this.dial(state.ref);
+    }
+  }
+
+  /** Dials an instance again after a pause that grows while it keeps failing. */
+  private redialLater(id: string, delayMs?: number): void {
+    const state = this.members.get(id);
+    if (!state || state.timer || this.closing) return;
+    const min = this.opts.minBackoffMs ?? 250;
+    const max = this.opts.maxBackoffMs ?? 30_000;
+    const base = delayMs ?? Math.min(max, min * 2 ** state.attempt);
+    state.attempt++;
+    state.timer = setTimeout(
+      () => {
+        state.timer = undefined;
+        this.attachMissing();
       },
-      onGoAway: (frame) => (this.goAwayDelayMs = frame.reconnectAfterMs),
-      onStats: (frame) => {
-        const { type: _type, tunnel, ...counters } = frame;
-        const stats = { name: this.names[tunnel] ?? '', ...counters };
-        this.stats.set(tunnel, stats);
-        this.emit('stats', stats);
-      },
-    });
-    this.session.ping();
+      Math.round(base * (0.8 + Math.random() * 0.4)),
+    );
+  }
+
+  private readonly linkHandler: LinkHandler = {
+    welcomed: (link, welcome) => this.onWelcome(link, welcome),
+    failed: (link, failure) => this.onFailed(link, failure),
+    closed: (link, code, reason) => this.onClosed(link, code, reason),
+    goAway: (link, frame) => {
+      if (frame.code === ErrorCode.Superseded)
+        return this.fail(
+          new GgrokError(
+            ErrorCode.Superseded,
+            `${frame.message}. Another ggrok process with the same token now serves this URL; this one stops.`,
+          ),
+        );
+      this.goAwayDelayMs = frame.reconnectAfterMs;
+      const id = link.instance;
+      const state = id ? this.members.get(id) : undefined;
+      if (state) state.attempt = 0;
+    },
+    members: (_link, frame) => this.setMembers(frame.members),
+    stats: (link, frame) => this.onStats(link, frame),
+    request: (stream, head) => {
+      const forwarder = this.forwarders[head.tunnel];
+      if (forwarder) return forwarder.serve(stream, head);
+      stream.reset(ResetCode.ProtocolError, `no tunnel ${head.tunnel} on this connection`);
+      return IGNORED_STREAM;
+    },
+  };
+
+  private onWelcome(link: RelayLink, welcome: WelcomeFrame): void {
+    if (this.closing) return void link.close();
+    const id = welcome.instance;
+    const state = id ? this.members.get(id) : undefined;
+    if (state) state.attempt = 0;
     this.url = welcome.url;
     this.name = welcome.name;
     const more = welcome.more ?? [];
     this.names = [welcome.name, ...more.map((t) => t.name)];
     this.urls = [welcome.url, ...more.map((t) => t.url)];
-    const tunnels = [{ name: welcome.name, url: welcome.url }, ...more].map((t, i) => ({
-      ...t,
-      target: this.specs[i]!.target,
-    }));
-    const reconnected = this.everOnline;
-    this.everOnline = true;
-    // Report online once the first heartbeat came back (so the header can show the latency), or after 1 s.
-    const session = this.session;
-    const since = Date.now();
-    const announce = (): void => {
-      if (this.session !== session || this.closing) return;
-      if (session.rttMs < 0 && Date.now() - since < 1000) return void setTimeout(announce, 2);
-      this.emit('online', { url: welcome.url, name: welcome.name, tunnels, reconnected });
+    if (welcome.members) this.setMembers(welcome.members);
+    if (!this.online) {
+      this.online = true;
+      this.attempt = 0;
+      this.goAwayDelayMs = undefined;
+      const tunnels = [{ name: welcome.name, url: welcome.url }, ...more].map((t, i) => ({
+        ...t,
+        target: this.specs[i]!.target,
+      }));
+      const reconnected = this.everOnline;
+      this.everOnline = true;
+      // Report online once the first heartbeat came back (so the header can show the latency), or after 1 s.
+      const session = link.session!;
+      const since = Date.now();
+      const announce = (): void => {
+        if (link.session !== session || this.closing) return;
+        if (session.rttMs < 0 && Date.now() - since < 1000) return void setTimeout(announce, 2);
+        this.emit('online', { url: welcome.url, name: welcome.name, tunnels, reconnected });
+      };
+      announce();
+    }
+    this.attachMissing();
+  }
+
+  private onFailed(link: RelayLink, failure: LinkFailure): void {
+    const member = this.links.get(link);
+    this.links.delete(link);
+    if (this.closing) return;
+    const { err, retryable } = failure;
+    if (err.code === ErrorCode.WrongInstance && member !== undefined)
+      return this.redialLater(member, WRONG_INSTANCE_RETRY_MS);
+    if (!retryable) return this.fail(err);
+    if (member !== undefined && this.online) return this.redialLater(member);
+    if (this.online) return; // the seed URL failed while other sockets serve: members are dialed on their own
+    if (!this.everOnline && !this.opts.retryInitialConnect) return this.fail(err);
+    this.scheduleReconnect(err.message);
+  }
+
+  private onClosed(link: RelayLink, code: number, reason: string): void {
+    this.links.delete(link);
+    if (link.instance) this.statsByInstance.delete(link.instance);
+    if (this.closing) return;
+    if (this.opts.noReconnect)
+      return this.fail(new GgrokError(ErrorCode.Disconnected, `disconnected from the relay (${code})`));
+    if (this.welcomed().length > 0) {
+      // Other instances still carry the tunnel: only this one is dialed again (its restart, for instance).
+      if (link.instance && code !== CloseCode.Replaced) this.redialLater(link.instance, this.goAwayDelayMs);
+      return;
+    }
+    this.online = false;
+    const why =
+      code === CloseCode.HeartbeatTimeout
+        ? 'the relay stopped answering'
+        : `connection lost (${code}${reason.length ? ` ${reason}` : ''})`;
+    this.scheduleReconnect(why);
+  }
+
+  /** The cluster's live instances changed (or were first announced). */
+  private setMembers(refs: MemberRef[]): void {
+    const ids = new Set(refs.map((r) => r.id));
+    for (const [id, state] of this.members)
+      if (!ids.has(id)) {
+        clearTimeout(state.timer);
+        this.members.delete(id);
+      }
+    for (const ref of refs) {
+      const state = this.members.get(ref.id);
+      if (state) state.ref = ref;
+      else this.members.set(ref.id, { ref, attempt: 0, timer: undefined });
+    }
+    this.attachMissing();
+  }
+
+  private onStats(link: RelayLink, frame: StatsFrame): void {
+    const { type: _type, tunnel, ...counters } = frame;
+    const instance = link.instance ?? '';
+    let byTunnel = this.statsByInstance.get(instance);
+    if (!byTunnel)
+      this.statsByInstance.set(instance, (byTunnel = new Map<number, Omit<TunnelStats, 'name'>>()));
+    byTunnel.set(tunnel, counters);
+    // What the owner sees is the tunnel's traffic over every instance that carries it.
+    const sum = {
+      name: this.names[tunnel] ?? '',
+      requests: 0,
+      bytesIn: 0,
+      bytesOut: 0,
+      channels: 0,
+      lastActivityMs: 0,
     };
-    announce();
+    for (const perInstance of this.statsByInstance.values()) {
+      const c = perInstance.get(tunnel);
+      if (!c) continue;
+      sum.requests += c.requests;
+      sum.bytesIn += c.bytesIn;
+      sum.bytesOut += c.bytesOut;
+      sum.channels += c.channels;
+      sum.lastActivityMs = Math.max(sum.lastActivityMs, c.lastActivityMs);
+    }
+    this.stats.set(tunnel, sum);
+    this.emit('stats', sum);
   }
 
   /** The name to ask for: the one the relay gave last time (keeps URLs stable), else the configured one. */
@@ -424,7 +483,7 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
     return this.specs[index]?.subdomain ?? '';
   }
 
-  /** Exponential backoff with jitter, from minBackoffMs (250 ms) to maxBackoffMs (30 s). */
+  /** Exponential backoff with jitter, from minBackoffMs (250 ms) to maxBackoffMs (30 s), for the configured URL. */
   private scheduleReconnect(reason: string): void {
     const min = this.opts.minBackoffMs ?? 250;
     const max = this.opts.maxBackoffMs ?? 30_000;
@@ -433,12 +492,21 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
     this.attempt++;
     this.goAwayDelayMs = undefined;
     this.emit('offline', { reason, retryInMs: delay });
-    this.retryTimer = setTimeout(() => this.connect(), delay);
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.dial(undefined), delay);
+  }
+
+  private stopTimers(): void {
+    clearTimeout(this.retryTimer);
+    for (const state of this.members.values()) clearTimeout(state.timer);
   }
 
   private fail(err: GgrokError): void {
+    if (this.closing) return;
     this.closing = true;
+    this.stopTimers();
     for (const f of this.forwarders) f.close();
+    for (const link of this.links.keys()) void link.close();
     this.emit('fatal', err);
   }
 }

@@ -10,6 +10,7 @@ import {
   type FlowSettings,
   type Frame,
   type HeaderList,
+  type MemberRef,
 } from './frames.js';
 
 const EMPTY = Buffer.alloc(0);
@@ -48,6 +49,7 @@ export function encodeFrame(frame: Frame): Buffer {
         body.more = frame.more.map((t) =>
           t.access ? { name: t.name, access: { ...t.access } } : { name: t.name },
         );
+      if (frame.attach) body.attach = { avoid: [...frame.attach.avoid] };
       return packr.pack([frame.type, body]);
     }
     case FrameType.Welcome:
@@ -60,8 +62,12 @@ export function encodeFrame(frame: Frame): Buffer {
           heartbeatMs: frame.heartbeatMs,
           maxStreams: frame.maxStreams,
           ...(frame.more?.length ? { more: frame.more.map((t) => ({ name: t.name, url: t.url })) } : {}),
+          ...(frame.instance !== undefined ? { instance: frame.instance } : {}),
+          ...(frame.members ? { members: frame.members.map(memberToWire) } : {}),
         },
       ]);
+    case FrameType.Members:
+      return packr.pack([frame.type, { members: frame.members.map(memberToWire) }]);
     case FrameType.Refuse:
       return packr.pack([frame.type, frame.code, frame.message]);
     case FrameType.Ping:
@@ -352,6 +358,9 @@ function validate(a: unknown[]): Frame {
               })),
             }
           : {}),
+        ...(m.has('attach')
+          ? { attach: { avoid: idList(map(m.get('attach'), 'attach').get('avoid')) } }
+          : {}),
       };
     }
     case FrameType.Welcome: {
@@ -372,7 +381,13 @@ function validate(a: unknown[]): Frame {
               })),
             }
           : {}),
+        ...(m.has('instance') ? { instance: instanceId(m.get('instance')) } : {}),
+        ...(m.has('members') ? { members: memberList(m.get('members')) } : {}),
       };
+    }
+    case FrameType.Members: {
+      arity(a, 2);
+      return { type, members: memberList(map(a[1], 'members').get('members')) };
     }
     case FrameType.Refuse:
       arity(a, 3);
@@ -565,6 +580,39 @@ function access(v: unknown): AccessRules {
     basicAuth: stringList(m.get('basicAuth'), 'basicAuth'),
     allowIp: stringList(m.get('allowIp'), 'allowIp'),
     optionsWithoutAuth,
+  };
+}
+
+/** An instance id: a short printable token (it becomes part of Redis keys and HTTP headers). */
+function instanceId(v: unknown): string {
+  const id = str(v, 'instance id', 0, WIRE_LIMITS.MAX_INSTANCE_ID_CHARS);
+  if (!/^[A-Za-z0-9][A-Za-z0-9._:-]*$/.test(id)) throw new FrameError('bad instance id');
+  return id;
+}
+
+function idList(v: unknown): string[] {
+  if (!Array.isArray(v) || v.length > WIRE_LIMITS.MAX_MEMBERS) throw new FrameError('bad instance list');
+  return v.map(instanceId);
+}
+
+/** A bounded list of cluster members. */
+function memberList(v: unknown): MemberRef[] {
+  if (!Array.isArray(v) || v.length > WIRE_LIMITS.MAX_MEMBERS) throw new FrameError('bad members list');
+  return v.map((item) => {
+    const m = map(item, 'member');
+    return {
+      id: instanceId(m.get('id')),
+      ...(m.has('url') ? { url: str(m.get('url'), 'member url') } : {}),
+      ...(m.has('fly') ? { fly: instanceId(m.get('fly')) } : {}),
+    };
+  });
+}
+
+function memberToWire(m: MemberRef): Record<string, string> {
+  return {
+    id: m.id,
+    ...(m.url !== undefined ? { url: m.url } : {}),
+    ...(m.fly !== undefined ? { fly: m.fly } : {}),
   };
 }
 

@@ -20,6 +20,12 @@ export const ErrorCode = {
   AccessInvalid: 'access_invalid',
   /** Too many wrong secrets came from this address lately; it may try again after a few seconds. */
   TooManyAttempts: 'too_many_attempts',
+  /** A cluster-aware client reached an instance it holds a socket to already (it dials again for another). */
+  WrongInstance: 'wrong_instance',
+  /** The relay cannot check names right now (its cluster store, Redis, is not answering). */
+  ClusterUnavailable: 'cluster_unavailable',
+  /** GoAway: another process of the same owner took the name over; this one must stop. */
+  Superseded: 'superseded',
 
   // Stream resets (Reset frames).
   /** The other end lost interest (public client went away, response no longer needed). */
@@ -104,6 +110,8 @@ export const RefuseCode = {
   TooManyTunnels: ErrorCode.TooManyTunnels,
   AccessInvalid: ErrorCode.AccessInvalid,
   TooManyAttempts: ErrorCode.TooManyAttempts,
+  WrongInstance: ErrorCode.WrongInstance,
+  ClusterUnavailable: ErrorCode.ClusterUnavailable,
 } as const;
 export type RefuseCodeValue = (typeof RefuseCode)[keyof typeof RefuseCode];
 
@@ -147,6 +155,7 @@ export const HTTP_STATUS: Partial<Record<ErrorCodeValue, number>> = {
   [ErrorCode.NotFound]: 404,
   [ErrorCode.UpgradeRequired]: 426,
   [ErrorCode.MetricsFailed]: 500,
+  [ErrorCode.ClusterUnavailable]: 503,
 };
 
 /** HTTP status the relay answers a public client with when a stream fails before its response head. */

@@ -24,6 +24,8 @@ export const FrameType = {
    * event loop, as [18, bin(frame), bin(frame), …] (see codec.ts encodeBatch). Batches do not nest.
    */
   Batch: 18,
+  /** Relay -> client (only to clients whose Hello had `attach`): the cluster's live instances changed. */
+  Members: 19,
 } as const;
 export type FrameTypeValue = (typeof FrameType)[keyof typeof FrameType];
 
@@ -74,6 +76,26 @@ export interface HelloFrame {
   access?: AccessRules;
   /** Further tunnels on the same connection (tunnel 1, 2, …; the fields above are tunnel 0). Omitted when empty. */
   more?: TunnelRequest[];
+  /**
+   * Present when the client keeps one control socket per relay instance (a cluster): it is refused
+   * `wrong_instance` by an instance in `avoid` (those it is attached to already) and receives Members frames.
+   */
+  attach?: AttachRequest;
+}
+
+/** A cluster-aware client's wish for this control socket. */
+export interface AttachRequest {
+  /** Ids of the instances this client already holds a socket to. */
+  avoid: string[];
+}
+
+/** One relay instance of a cluster, as a client may dial it. */
+export interface MemberRef {
+  id: string;
+  /** A URL that reaches this instance directly, when the operator configured one. */
+  url?: string;
+  /** Its Fly machine id: dial the relay's own URL with `fly-force-instance-id` set to it. */
+  fly?: string;
 }
 
 /** One additional tunnel asked for in a Hello. */
@@ -92,6 +114,16 @@ export interface WelcomeFrame {
   maxStreams: number;
   /** Names and URLs of the further tunnels, in the order asked for. Omitted when empty. */
   more?: { name: string; url: string }[];
+  /** The id of the relay instance that answered (a cluster member, or a relay alone). Omitted by older relays. */
+  instance?: string;
+  /** The cluster's live instances, this one included; absent for a relay alone. */
+  members?: MemberRef[];
+}
+
+/** Relay -> client: the cluster's live instances now (sent when they change). */
+export interface MembersFrame {
+  type: typeof FrameType.Members;
+  members: MemberRef[];
 }
 
 /** Relay -> client: the hello was refused; the socket closes after it. */
@@ -223,7 +255,8 @@ export type Frame =
   | EndFrame
   | ResetFrame
   | WindowFrame
-  | StatsFrame;
+  | StatsFrame
+  | MembersFrame;
 
 /** Frames that belong to one stream. */
 export type StreamFrame = RequestFrame | ResponseFrame | InfoFrame | DataFrame | EndFrame | ResetFrame;
@@ -248,6 +281,10 @@ export const WIRE_LIMITS = {
   MAX_ACCESS_RULES: 100,
   /** Tunnels one control connection may carry. */
   MAX_TUNNELS_PER_CONNECTION: 32,
+  /** Instances in a members list (and in a Hello's avoid list). */
+  MAX_MEMBERS: 64,
+  /** Characters of an instance id. */
+  MAX_INSTANCE_ID_CHARS: 128,
   MAX_STREAM_ID: 0xffff_ffff,
   /** Largest window (and window increment) either side may use: 2^31 - 1 as in HTTP/2. */
   MAX_WINDOW_BYTES: 0x7fff_ffff,

@@ -12,6 +12,8 @@ import {
   type GoAwayFrame,
   type HeaderList,
   type InfoFrame,
+  type MemberRef,
+  type MembersFrame,
   type RequestFrame,
   type ResponseFrame,
   type StatsFrame,
@@ -49,6 +51,8 @@ export interface SessionOptions {
   onGoAway?: (frame: GoAwayFrame) => void;
   /** Client side: the relay's traffic counters for one of this connection's tunnels. */
   onStats?: (frame: StatsFrame) => void;
+  /** Client side: the cluster's live instances changed. */
+  onMembers?: (frame: MembersFrame) => void;
   /** Our writer ran out of credit with data still queued: a stream's window, or the whole connection's. */
   onFlowStall?: (scope: 'stream' | 'connection') => void;
   /** The peer broke the protocol; `fatal` when the whole session is closed for it. */
@@ -174,6 +178,12 @@ export class Session implements StreamHost, WriterHost {
   sendStats(stats: Omit<StatsFrame, 'type'>): void {
     if (this.closing) return;
     this.writer.frame({ type: FrameType.Stats, ...stats });
+  }
+
+  /** Relay side: tells a cluster-aware client the cluster's live instances. */
+  sendMembers(members: MemberRef[]): void {
+    if (this.closing) return;
+    this.writer.frame({ type: FrameType.Members, members });
   }
 
   /** Sends a ping now; the pong updates rttMs. */
@@ -340,6 +350,9 @@ export class Session implements StreamHost, WriterHost {
       case FrameType.Stats:
         if (this.opts.role !== 'client') return this.fatal(new FrameError('only the relay sends stats'));
         return this.opts.onStats?.(frame);
+      case FrameType.Members:
+        if (this.opts.role !== 'client') return this.fatal(new FrameError('only the relay sends members'));
+        return this.opts.onMembers?.(frame);
       case FrameType.Window:
         return this.onWindow(frame.id, frame.increment);
       case FrameType.Request:

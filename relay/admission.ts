@@ -1,7 +1,8 @@
 // Admission of a public request or upgrade to its tunnel: access rules, the secret throttle, limits and rate.
 import type { IncomingMessage } from 'node:http';
 import { ErrorCode, RefuseCode } from '../protocol/errors.js';
-import { visitorAddress, type VisitorAddressSource } from './access.js';
+import { plainAddress, visitorAddress, type VisitorAddressSource } from './access.js';
+import type { PeerVia } from './cluster/peer.js';
 import type { SecretThrottle } from './auth-failures.js';
 import type { ResolvedRelayOptions } from './options.js';
 import type { ErrorPage } from './pages.js';
@@ -48,13 +49,19 @@ export class Admission {
   constructor(private readonly deps: AdmissionDeps) {}
 
   /** The answer for a visitor who may not open a request or channel on this tunnel now (counted), or undefined. */
-  check(tunnel: Tunnel, req: IncomingMessage, what: 'requests' | 'channels'): ErrorPage | undefined {
+  check(
+    tunnel: Tunnel,
+    req: IncomingMessage,
+    what: 'requests' | 'channels',
+    /** The visitor's address when another instance forwarded the request (it vouches for it). */
+    vouched?: string,
+  ): ErrorPage | undefined {
     const options = this.deps.options;
     const [open, limit] =
       what === 'requests'
         ? [tunnel.activeRequests, options.maxRequestsPerTunnel]
         : [tunnel.activeChannels, options.maxChannelsPerTunnel];
-    const refusal = this.refusal(tunnel, req, open, limit, what);
+    const refusal = this.refusal(tunnel, req, open, limit, what, vouched);
     if (refusal) this.deps.refused(refusal.code);
     return refusal;
   }
@@ -65,8 +72,9 @@ export class Admission {
     open: number,
     limit: number,
     what: 'requests' | 'channels',
+    vouched: string | undefined,
   ): ErrorPage | undefined {
-    const visitor = visitorAddress(req, this.deps.visitorAddressSource);
+    const visitor = vouched ?? visitorAddress(req, this.deps.visitorAddressSource);
     const presentsCredentials =
       tunnel.access?.requiresAuth === true && req.headers.authorization !== undefined;
     if (presentsCredentials) {
@@ -90,9 +98,9 @@ export class Admission {
   }
 
   /** How the visitor reached the relay, as public-request.ts writes it into X-Forwarded-*. */
-  context(req: IncomingMessage, tunnel: Tunnel, at: HostParts): PublicContext {
+  context(req: IncomingMessage, tunnel: Tunnel, at: HostParts, via?: PeerVia): PublicContext {
     const { host, port } = at;
-    const proto = (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http';
+    const proto = via?.proto ?? ((req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http');
     return {
       proto,
       host,
@@ -100,6 +108,8 @@ export class Admission {
       trustProxy: this.deps.options.trustProxy,
       // Basic credentials are the relay's to check; the local service never sees them.
       dropAuthorization: tunnel.access?.requiresAuth ?? false,
+      // Forwarded by another instance: the visitor is the one it vouches for, not that instance.
+      remoteAddress: via?.visitor ?? plainAddress(req.socket.remoteAddress ?? ''),
     };
   }
 }

@@ -8,10 +8,13 @@ import {
   PROTOCOL_VERSION,
   type Frame,
   type HelloFrame,
+  type MemberRef,
   type TunnelRequest,
   type WelcomeFrame,
 } from '../protocol/frames.js';
 import { Session } from '../protocol/session.js';
+import type { Cluster } from './cluster/cluster.js';
+import type { MemberInfo } from './cluster/membership.js';
 import { AccessPolicy, visitorAddress, type VisitorAddressSource } from './access.js';
 import type { SecretThrottle } from './auth-failures.js';
 import type { ResolvedRelayOptions } from './options.js';
@@ -20,6 +23,15 @@ import type { Router, WaitingRoom } from './routing.js';
 import type { Telemetry } from './telemetry.js';
 import type { Credentials } from './tokens.js';
 import { Tunnel } from './tunnel.js';
+
+/** The cluster's members as a client dials them. */
+export function memberRefs(members: MemberInfo[]): MemberRef[] {
+  return members.map((m) => ({
+    id: m.id,
+    ...(m.instanceUrl ? { url: m.instanceUrl } : {}),
+    ...(m.flyMachine ? { fly: m.flyMachine } : {}),
+  }));
+}
 
 /** How the relay answers a hello: refuse it, or welcome it and then start the tunnel. */
 type HelloDecision =
@@ -39,7 +51,7 @@ const CLOSE_GRACE_MS = 1000;
 function acceptControlSocket(
   ws: WebSocket,
   timeoutMs: number,
-  decide: (hello: HelloFrame) => HelloDecision,
+  decide: (hello: HelloFrame) => Promise<HelloDecision>,
   /** Told about sockets turned away before `decide` saw a hello: `handshake_timeout`, `protocol_error`, … */
   onEarlyRefusal?: (reason: string) => void,
 ): void {
@@ -70,10 +82,16 @@ function acceptControlSocket(
         `client speaks protocol v${frame.version}, relay speaks v${PROTOCOL_VERSION}`,
       );
     }
-    const decision = decide(frame);
-    if ('refuse' in decision) return refuse(ws, decision.refuse, decision.message);
-    ws.send(encodeFrame({ type: FrameType.Welcome, ...decision.welcome }));
-    decision.start();
+    decide(frame).then(
+      (decision) => {
+        // The decision may have waited for the cluster store: the client may be gone meanwhile.
+        if (ws.readyState !== ws.OPEN) return;
+        if ('refuse' in decision) return refuse(ws, decision.refuse, decision.message);
+        ws.send(encodeFrame({ type: FrameType.Welcome, ...decision.welcome }));
+        decision.start();
+      },
+      () => refuse(ws, RefuseCode.ProtocolError, 'internal error'),
+    );
   });
 }
 
@@ -98,7 +116,12 @@ interface TunnelPlan {
   replaces?: Tunnel;
   /** The name was held for this owner, or this client's own stale tunnel is replaced. */
   reconnect: boolean;
+  /** The name's fencing counter (cluster; 0 alone). */
+  fence: number;
 }
+
+/** Random names tried before a hello that asked for none gives up (each may be taken somewhere in the cluster). */
+const RANDOM_NAME_ATTEMPTS = 8;
 
 /** What the hello decision reads and tells. */
 export interface HelloDeps {
@@ -110,8 +133,12 @@ export interface HelloDeps {
   router: Router;
   waitingRoom: WaitingRoom;
   telemetry: Telemetry;
+  /** The cluster this relay is an instance of, if any: names are claimed there. */
+  cluster: Cluster | undefined;
   /** True once the relay is shutting down: new tunnels are refused. */
   closing(): boolean;
+  /** A session of a cluster-aware client started (it gets Members frames) or ended. */
+  clusterSession(session: Session, open: boolean): void;
 }
 
 /** Decides each hello, and starts the session and tunnels of those welcomed. */
@@ -129,7 +156,7 @@ export class HelloDecider {
   }
 
   /** Checks the token (behind the failed-secret throttle), every name asked for and the token's tunnel limit. */
-  private decide(hello: HelloFrame, req: IncomingMessage, ws: WebSocket): HelloDecision {
+  private async decide(hello: HelloFrame, req: IncomingMessage, ws: WebSocket): Promise<HelloDecision> {
     const { options, registry, telemetry } = this.deps;
     const peer = visitorAddress(req, this.deps.visitorAddressSource);
     if (this.deps.closing()) {
@@ -150,6 +177,9 @@ export class HelloDecider {
       telemetry.refused(RefuseCode.BadToken, { peer });
       return { refuse: RefuseCode.BadToken, message: 'token rejected' };
     }
+    const instanceId = options.instanceId;
+    if (hello.attach?.avoid.includes(instanceId))
+      return { refuse: RefuseCode.WrongInstance, message: `already attached to instance ${instanceId}` };
     const wanted: TunnelRequest[] = [{ name: hello.name, access: hello.access }, ...(hello.more ?? [])];
     if (!options.domain && wanted.length > 1) {
       telemetry.refused(RefuseCode.NameInUse, { peer, owner: token.label });
@@ -157,7 +187,7 @@ export class HelloDecider {
     }
     const plans: TunnelPlan[] = [];
     for (const tunnel of wanted) {
-      const plan = this.plan(tunnel, token.owner, hello.clientId, plans);
+      const plan = await this.plan(tunnel, token.owner, hello.clientId, plans);
       if ('refuse' in plan) {
         telemetry.refused(plan.refuse, { name: tunnel.name.slice(0, 80), peer, owner: token.label });
         return plan;
@@ -182,8 +212,16 @@ export class HelloDecider {
         heartbeatMs: options.heartbeatMs,
         maxStreams: options.maxRequestsPerTunnel + options.maxChannelsPerTunnel,
         more: plans.slice(1).map((p, i) => ({ name: p.name, url: urls[i + 1]! })),
+        instance: instanceId,
+        ...(this.deps.cluster && hello.attach ? { members: memberRefs(this.deps.cluster.members) } : {}),
       },
       start: () => {
+        // Also a tunnel of the same client registered while this hello waited for the cluster store.
+        for (const p of plans) {
+          const current = registry.get(p.name);
+          if (current && current.owner === token.owner && current.clientId === hello.clientId)
+            replaced.add(current);
+        }
         for (const old of replaced)
           old.session.close(CloseCode.Replaced, 'replaced by a new connection from the same client');
         this.start(ws, hello, plans, urls, { owner: token.owner, ownerLabel: token.label, peer });
@@ -210,12 +248,15 @@ export class HelloDecider {
       onProtocolError: (err, fatal) => telemetry.protocolError(plans[0]!.name, err, fatal),
       onFlowStall: (scope) => telemetry.metrics.flowStall(scope),
       onClose: ({ code, reason }) => {
+        if (hello.attach) this.deps.clusterSession(session, false);
         for (const tunnel of tunnels) {
           registry.remove(tunnel.name, tunnel);
           telemetry.tunnelDisconnected(tunnel, code, reason);
         }
+        this.deps.cluster?.servedChanged();
       },
     });
+    if (hello.attach) this.deps.clusterSession(session, true);
     const rate = { perSecond: options.streamsPerSecond, burst: options.streamsPerSecond * 2 };
     const tunnels = plans.map(
       (p, index) =>
@@ -230,6 +271,7 @@ export class HelloDecider {
           access: p.access,
           rate,
           index,
+          fence: p.fence,
         }),
     );
     for (const [index, tunnel] of tunnels.entries()) {
@@ -237,10 +279,44 @@ export class HelloDecider {
       registry.add(tunnel.name, tunnel);
       this.deps.waitingRoom.release(tunnel);
     }
+    this.deps.cluster?.servedChanged();
   }
 
-  /** Checks one requested tunnel: its access rules and its name. */
-  private plan(
+  /** Checks one requested tunnel: its access rules and its name, here and (in a cluster) in the shared store. */
+  private async plan(
+    wanted: TunnelRequest,
+    owner: string,
+    clientId: string,
+    planned: { name: string }[],
+  ): Promise<TunnelPlan | Refusal> {
+    for (let attempt = 0; ; attempt++) {
+      const plan = this.planHere(wanted, owner, clientId, planned);
+      const cluster = this.deps.cluster;
+      if ('refuse' in plan || !cluster) return plan;
+      const claim = await cluster.claim(plan.name, owner, clientId);
+      switch (claim.kind) {
+        case 'unavailable':
+          return { refuse: RefuseCode.ClusterUnavailable, message: `cannot claim a name now: ${claim.why}` };
+        case 'held':
+          // A random name someone already has elsewhere: pick another.
+          if (!wanted.name && attempt < RANDOM_NAME_ATTEMPTS) continue;
+          return {
+            refuse: RefuseCode.NameInUse,
+            message:
+              cluster.whereIs(plan.name).length > 0
+                ? `subdomain "${plan.name}" is in use by another client`
+                : `subdomain "${plan.name}" is held for its previous owner`,
+          };
+        case 'new':
+        case 'same':
+        case 'takeover':
+          return { ...plan, fence: claim.fence, reconnect: plan.reconnect || claim.kind !== 'new' };
+      }
+    }
+  }
+
+  /** The checks this instance can make alone: access rules, the name's form, and its own live tunnels and holds. */
+  private planHere(
     wanted: TunnelRequest,
     owner: string,
     clientId: string,
@@ -261,7 +337,7 @@ export class HelloDecider {
           message: 'this relay already serves a tunnel (own-host mode serves one at a time)',
         };
       const reconnect = current !== undefined || registry.heldFor(OWN_HOST_NAME) === owner;
-      return { name: OWN_HOST_NAME, access, replaces: current, reconnect };
+      return { name: OWN_HOST_NAME, access, replaces: current, reconnect, fence: 0 };
     }
     let name = wanted.name.toLowerCase();
     while (!name || planned.some((p) => p.name === name && !wanted.name)) name = registry.pickName();
@@ -271,7 +347,7 @@ export class HelloDecider {
     switch (check.problem) {
       case undefined: {
         const reconnect = check.replaces !== undefined || registry.heldFor(name) === owner;
-        return { name, access, replaces: check.replaces, reconnect };
+        return { name, access, replaces: check.replaces, reconnect, fence: 0 };
       }
       case 'invalid':
         return {

@@ -48,6 +48,31 @@ interface RelayFlags {
   metricsPerTunnel: boolean;
   webhook?: string;
   webhookSecret?: string;
+  redis?: string;
+  redisTlsInsecure?: boolean;
+  instanceId?: string;
+  nameHold?: number;
+  peerUrl?: string;
+  instanceUrl?: string;
+}
+
+/** Parses a duration such as 90s, 10m, 2h or 7d (a bare number is seconds) into ms. */
+export function parseDuration(value: string): number {
+  const m = /^(\d+)\s*(ms|s|m|h|d)?$/.exec(value.trim());
+  if (!m) throw new InvalidArgumentError('must be a duration such as 90s, 10m, 2h or 7d.');
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] ?? 's']!;
+  return Number(m[1]) * unit;
+}
+
+/** The Redis URL when neither --redis nor GGROK_REDIS_URL gives one: REDIS_URL, as Heroku and Upstash set it. */
+function redisFromEnv(): string | undefined {
+  return process.env.REDIS_URL || undefined;
+}
+
+/** On Fly, other machines reach this one at <machine>.vm.<app>.internal on the private network. */
+function flyPeerUrl(port: number): string | undefined {
+  const { FLY_MACHINE_ID: machine, FLY_APP_NAME: app } = process.env;
+  return machine && app ? `http://${machine}.vm.${app}.internal:${port}` : undefined;
 }
 
 function parsePort(value: string): number {
@@ -237,9 +262,60 @@ export function relayCommand(): Command {
         'sign webhook bodies: X-Ggrok-Signature: sha256=<HMAC-SHA256>',
       ).env('GGROK_WEBHOOK_SECRET'),
     )
+    .addOption(
+      new Option(
+        '--redis <url>',
+        'run as one instance of a cluster sharing this Redis (redis:// or rediss://; also REDIS_URL)',
+      ).env('GGROK_REDIS_URL'),
+    )
+    .addOption(
+      new Option(
+        '--redis-tls-insecure [bool]',
+        "accept Redis's self-signed TLS certificate (Heroku Key-Value Store)",
+      )
+        .env('GGROK_REDIS_TLS_INSECURE')
+        .argParser(booleanFlag),
+    )
+    .addOption(
+      new Option(
+        '--instance-id <id>',
+        "this instance's id in the cluster (default: FLY_MACHINE_ID, else DYNO, else host name + random)",
+      ).env('GGROK_INSTANCE_ID'),
+    )
+    .addOption(
+      new Option(
+        '--name-hold <duration>',
+        'how long a name stays with its owner after its client left (e.g. 90s, 10m, 7d; default 10m alone, 7d with --redis)',
+      )
+        .env('GGROK_NAME_HOLD')
+        .argParser(parseDuration),
+    )
+    .addOption(
+      new Option(
+        '--peer-url <url>',
+        "private address other instances forward requests to (default on Fly: the machine's .vm.<app>.internal)",
+      ).env('GGROK_PEER_URL'),
+    )
+    .addOption(
+      new Option(
+        '--instance-url <url>',
+        'public URL that reaches this one instance directly, for clients to dial',
+      ).env('GGROK_INSTANCE_URL'),
+    )
     .action(async (flags: RelayFlags) => {
       await runRelay(flags);
     });
+}
+
+/** A URL without its password, for logs. */
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(unparseable URL)';
+  }
 }
 
 /** Reads tokens from a file: one per line, blank lines and # comments ignored. */
@@ -291,9 +367,27 @@ async function runRelay(flags: RelayFlags): Promise<void> {
   };
   const flowWrong = flowProblem(flow, FLOW_FLAGS);
   if (flowWrong) configError(flowWrong);
+  const redisUrl = flags.redis ?? redisFromEnv();
+  for (const [flag, url] of [
+    ['--peer-url', flags.peerUrl],
+    ['--instance-url', flags.instanceUrl],
+  ] as const)
+    if (url !== undefined && !/^https?:\/\/[^\s/]+/.test(url))
+      configError(`${flag} must be an http:// or https:// URL`);
   let relay: ReturnType<typeof createRelay>;
   try {
     relay = createRelay({
+      instanceId: flags.instanceId,
+      nameGraceMs: flags.nameHold,
+      cluster: redisUrl
+        ? {
+            redisUrl,
+            redisTlsInsecure: flags.redisTlsInsecure ?? false,
+            peerUrl: flags.peerUrl ?? flyPeerUrl(flags.port),
+            instanceUrl: flags.instanceUrl,
+            flyMachine: process.env.FLY_MACHINE_ID || undefined,
+          }
+        : undefined,
       tls,
       flow,
       maxTunnelsPerToken: flags.maxTunnelsPerToken,
@@ -347,6 +441,8 @@ async function runRelay(flags: RelayFlags): Promise<void> {
       domain: flags.domain ?? null,
       tls: Boolean(tls),
       visitorAddress: relay.visitorAddressSource,
+      instance: relay.instanceId,
+      cluster: redisUrl ? redactUrl(redisUrl) : null,
     });
     // Printed once on purpose (the operator needs it): the one field the formatter is told not to redact.
     if (generated)
@@ -365,6 +461,11 @@ async function runRelay(flags: RelayFlags): Promise<void> {
         : "mode: own-host — one tunnel served at this relay's own address",
     );
     write(`visitor addresses: ${describeVisitorAddressSource(relay.visitorAddressSource)}`);
+    write(
+      redisUrl
+        ? `cluster: instance ${relay.instanceId}, names and members in ${redactUrl(redisUrl)}`
+        : `instance ${relay.instanceId}, alone (add --redis to run several instances)`,
+    );
     if (generated) write(`token: ${tokens[0]} (generated; set GGROK_TOKEN to keep one across restarts)`);
     write(
       `connect: ggrok http 3000 --server ${local}${generated ? ` --token ${tokens[0]}` : ' --token <token>'}`,

@@ -11,6 +11,8 @@ export interface MetricsSource {
   /** Whether a name is live or held for its owner; per-tunnel series of other names are dropped. */
   nameKnown(name: string): boolean;
   mode: string;
+  /** The relay's instance id: every series carries it, so a cluster's instances can be told apart. */
+  instance: string;
   webhooks?: () => { delivered: number; failed: number; dropped: number };
 }
 
@@ -63,6 +65,7 @@ export class RelayMetrics {
     readonly perTunnel: boolean,
   ) {
     const registers = [this.registry];
+    this.registry.setDefaultLabels({ instance: source.instance });
     const totals = this.totals;
     new Gauge({
       name: 'ggrok_relay_info',

@@ -1,5 +1,8 @@
 // Relay options: the one declaration of every default, and their validation for flags and the programmatic API.
 import { DEFAULT_FLOW, WIRE_LIMITS, type FlowSettings } from '../protocol/frames.js';
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { isValidInstanceId } from './cluster/membership.js';
 import type { LogFormat, RelayEvent } from './log.js';
 
 /** Everything the relay can be configured with; main.ts fills it from flags and environment. */
@@ -64,6 +67,27 @@ export interface RelayOptions {
   statsIntervalMs?: number;
   /** The clock for time-based limits (failed-secret throttling); tests inject one. */
   now?: () => number;
+  /** This relay's id: in Welcome, /_ggrok/health and the metrics; in a cluster, unique among its instances. */
+  instanceId?: string;
+  /**
+   * Run as one instance of a cluster sharing this Redis: names, holds and membership live there, and clients
+   * keep a control socket to every instance. Without it the relay runs alone, as it always did.
+   */
+  cluster?: ClusterOptions;
+}
+
+/** How this relay joins a cluster. */
+export interface ClusterOptions {
+  /** redis:// or rediss:// URL. */
+  redisUrl: string;
+  /** Accept a self-signed TLS certificate from Redis (Heroku's Key-Value Store). */
+  redisTlsInsecure?: boolean;
+  /** A private address the other instances forward requests to when this one holds the tunnel (e.g. Fly's 6PN). */
+  peerUrl?: string;
+  /** A public URL that reaches this one instance directly, for clients to dial. */
+  instanceUrl?: string;
+  /** This instance's Fly machine id (FLY_MACHINE_ID): fly-replay and fly-force-instance-id name it. */
+  flyMachine?: string;
 }
 
 /**
@@ -79,10 +103,13 @@ export const RELAY_DEFAULTS = {
   closeDeadlineMs: 25_000,
   trustProxy: false,
   onFly: false,
-  heartbeatMs: 20_000,
-  deadAfterMs: 40_000,
+  /** Pings every 2 s: a dead instance or client is noticed in about 6 s, well inside platforms' idle limits. */
+  heartbeatMs: 2000,
+  deadAfterMs: 6000,
   handshakeTimeoutMs: 10_000,
   nameGraceMs: 10 * 60_000,
+  /** `--name-hold` in a cluster: names survive restarts and deploys, so they are kept for a week by default. */
+  clusterNameGraceMs: 7 * 24 * 60 * 60_000,
   waitForClientMs: 5000,
   startupGraceMs: 30_000,
   streamsPerSecond: 500,
@@ -110,8 +137,8 @@ export const RELAY_DEFAULTS = {
 /** Options with every default filled in and checked: what the relay's modules read. */
 export interface ResolvedRelayOptions
   extends
-    Required<Omit<RelayOptions, 'domain' | 'log' | 'tls' | 'metricsToken' | 'webhook'>>,
-    Pick<RelayOptions, 'domain' | 'log' | 'tls' | 'metricsToken' | 'webhook'> {}
+    Required<Omit<RelayOptions, 'domain' | 'log' | 'tls' | 'metricsToken' | 'webhook' | 'cluster'>>,
+    Pick<RelayOptions, 'domain' | 'log' | 'tls' | 'metricsToken' | 'webhook' | 'cluster'> {}
 
 /** The words flowProblem() uses for each setting: the option's own names, or the command line's flags. */
 export type FlowSettingNames = Record<keyof FlowSettings, string>;
@@ -155,6 +182,20 @@ export function webhookUrlProblem(url: string): string | undefined {
   return undefined;
 }
 
+/**
+ * This instance's id when none is given: Fly's machine id, Heroku's dyno name (web.1), else the host name and a
+ * random suffix (two relays on one host must not share an id).
+ */
+export function defaultInstanceId(env: NodeJS.ProcessEnv = process.env): string {
+  const given = env.FLY_MACHINE_ID || env.DYNO;
+  if (given && isValidInstanceId(given)) return given;
+  const host =
+    hostname()
+      .replace(/[^A-Za-z0-9._-]/g, '')
+      .slice(0, 40) || 'relay';
+  return `${/^[A-Za-z0-9]/.test(host) ? host : `r${host}`}-${randomBytes(3).toString('hex')}`;
+}
+
 /** Checks options and fills in RELAY_DEFAULTS; throws an Error saying what is wrong. */
 export function resolveRelayOptions(options: RelayOptions): ResolvedRelayOptions {
   if (options.tokens.length === 0) throw new Error('at least one token is required');
@@ -163,6 +204,12 @@ export function resolveRelayOptions(options: RelayOptions): ResolvedRelayOptions
   if (flowWrong) throw new Error(flowWrong);
   const webhookWrong = options.webhook && webhookUrlProblem(options.webhook.url);
   if (webhookWrong) throw new Error(`the webhook URL ${webhookWrong}`);
+  if (options.instanceId !== undefined && !isValidInstanceId(options.instanceId))
+    throw new Error(
+      `instance id "${options.instanceId.slice(0, 80)}": use letters, digits, '.', '_', ':' or '-'`,
+    );
+  if (options.cluster && !/^rediss?:\/\//.test(options.cluster.redisUrl))
+    throw new Error('the Redis URL must start with redis:// or rediss://');
   const d = RELAY_DEFAULTS;
   return {
     domain: options.domain?.toLowerCase().replace(/^\.+|\.+$/g, '') || undefined,
@@ -172,7 +219,7 @@ export function resolveRelayOptions(options: RelayOptions): ResolvedRelayOptions
     heartbeatMs: options.heartbeatMs ?? d.heartbeatMs,
     deadAfterMs: options.deadAfterMs ?? d.deadAfterMs,
     handshakeTimeoutMs: options.handshakeTimeoutMs ?? d.handshakeTimeoutMs,
-    nameGraceMs: options.nameGraceMs ?? d.nameGraceMs,
+    nameGraceMs: options.nameGraceMs ?? (options.cluster ? d.clusterNameGraceMs : d.nameGraceMs),
     waitForClientMs: options.waitForClientMs ?? d.waitForClientMs,
     startupGraceMs: options.startupGraceMs ?? d.startupGraceMs,
     streamsPerSecond: options.streamsPerSecond ?? d.streamsPerSecond,
@@ -192,5 +239,7 @@ export function resolveRelayOptions(options: RelayOptions): ResolvedRelayOptions
     webhook: options.webhook,
     statsIntervalMs: options.statsIntervalMs ?? d.statsIntervalMs,
     now: options.now ?? Date.now,
+    instanceId: options.instanceId ?? defaultInstanceId(),
+    cluster: options.cluster,
   };
 }

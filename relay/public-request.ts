@@ -21,8 +21,16 @@ import {
 } from '../protocol/headers.js';
 import { pump, StreamSink } from '../protocol/stream-io.js';
 import { Phase, type Stream, type StreamHandler } from '../protocol/stream.js';
-import { plainAddress } from './access.js';
 import type { Admission } from './admission.js';
+import type { MemberInfo } from './cluster/membership.js';
+import {
+  PEER_HEADER,
+  forwardRequestToPeer,
+  forwardUpgradeToPeer,
+  replayRequestOnFly,
+  replayUpgradeOnFly,
+  type PeerVia,
+} from './cluster/peer.js';
 import { sendErrorPage, writeRawErrorPage, type ErrorPage } from './pages.js';
 import type { HostParts, Route } from './routing.js';
 import type { Tunnel } from './tunnel.js';
@@ -36,6 +44,8 @@ export interface PublicContext {
   trustProxy: boolean;
   /** Remove Authorization: the relay consumed Basic credentials for the tunnel's own protection. */
   dropAuthorization: boolean;
+  /** The visitor's address, appended to X-Forwarded-For. */
+  remoteAddress: string;
 }
 
 /** More headers (count or bytes) than one frame may carry. */
@@ -64,9 +74,17 @@ export interface FinishedExchange {
   readonly tunnel: Tunnel | undefined;
 }
 
+/** How an exchange for a tunnel held by another instance reaches it. */
+export type HandOff = { kind: 'fly'; machine: string } | { kind: 'peer'; url: string; signature: string };
+
 /** What one visitor's exchange needs from the relay. */
 export interface ExchangeDesk {
   readonly admission: Admission;
+  /**
+   * How to hand an exchange for a tunnel other instances hold to one of them (fly-replay, or a forward to its
+   * --peer-url), or undefined when it cannot be handed off (then it waits here for its client, like a held name).
+   */
+  handOff(req: IncomingMessage, members: MemberInfo[], via: PeerVia | undefined): HandOff | undefined;
   /**
    * Holds the exchange for `name`, whose client is away: calls back with the tunnel when it is back, or with
    * undefined (timeout, shutdown, no room). Returns a cancel for a visitor who leaves first.
@@ -74,6 +92,17 @@ export interface ExchangeDesk {
   wait(name: string, callback: (tunnel?: Tunnel) => void): () => void;
   /** The exchange is over. */
   finished(x: FinishedExchange): void;
+}
+
+/** The page for a visitor whose exchange another instance was to serve but could not be reached. */
+function peerUnreachable(why: string): ErrorPage {
+  return {
+    status: 502,
+    code: ErrorCode.TunnelClosed,
+    title: 'Tunnel unreachable',
+    detail: `${why}. Try again shortly.`,
+    retryAfterSeconds: 1,
+  };
 }
 
 /** Where a visitor's exchange is: arrived, held for a reconnecting client, carried by a stream, or over. */
@@ -105,6 +134,8 @@ abstract class PublicExchange implements StreamHandler, FinishedExchange {
     protected readonly desk: ExchangeDesk,
     readonly req: IncomingMessage,
     protected readonly at: HostParts,
+    /** Set when another instance of the cluster forwarded this exchange here (it is never forwarded again). */
+    protected readonly via: PeerVia | undefined,
   ) {}
 
   abstract get status(): number;
@@ -115,9 +146,17 @@ abstract class PublicExchange implements StreamHandler, FinishedExchange {
   /** Follows the route: forward to a live tunnel, wait for one whose client is away, or answer the relay's page. */
   route(route: Exclude<Route, { kind: 'relay' }>): void {
     if (route.kind === 'tunnel') return this.admit(route.tunnel);
-    if (!route.heldName) return this.answer(route.page);
+    if (route.kind === 'elsewhere') {
+      const handOff = this.desk.handOff(this.req, route.members, this.via);
+      if (handOff) {
+        this.state = ExchangeState.Forwarding;
+        return this.handOff(handOff);
+      }
+    }
+    const heldName = route.kind === 'elsewhere' ? route.name : route.heldName;
+    if (!heldName) return this.answer(route.page);
     this.state = ExchangeState.Waiting;
-    this.cancelWait = this.desk.wait(route.heldName, (tunnel) => {
+    this.cancelWait = this.desk.wait(heldName, (tunnel) => {
       this.cancelWait = undefined;
       if (this.state !== ExchangeState.Waiting) return;
       if (tunnel) this.admit(tunnel);
@@ -127,14 +166,22 @@ abstract class PublicExchange implements StreamHandler, FinishedExchange {
 
   private admit(tunnel: Tunnel): void {
     this.tunnel = tunnel;
-    const refusal = this.desk.admission.check(tunnel, this.req, this.upgrade ? 'channels' : 'requests');
+    const refusal = this.desk.admission.check(
+      tunnel,
+      this.req,
+      this.upgrade ? 'channels' : 'requests',
+      this.via?.visitor,
+    );
     if (refusal) return this.answer(refusal);
     this.admitted = true;
     if (this.upgrade) tunnel.activeChannels++;
     else tunnel.activeRequests++;
     this.state = ExchangeState.Forwarding;
-    this.forward(tunnel, this.desk.admission.context(this.req, tunnel, this.at));
+    this.forward(tunnel, this.desk.admission.context(this.req, tunnel, this.at, this.via));
   }
+
+  /** Passes the exchange to another instance of the cluster, which holds its tunnel. */
+  protected abstract handOff(how: HandOff): void;
 
   /** Opens the exchange's stream on the tunnel and starts both directions. */
   protected abstract forward(tunnel: Tunnel, ctx: PublicContext): void;
@@ -174,8 +221,10 @@ abstract class PublicExchange implements StreamHandler, FinishedExchange {
 function requestHeaders(req: IncomingMessage, ctx: PublicContext, upgrade: boolean): HeaderList {
   let headers = stripHopByHop(req.rawHeaders, upgrade);
   if (ctx.dropAuthorization) headers = withoutHeader(headers, 'authorization');
+  // The signature of another instance that forwarded the request is the relay's business, not the app's.
+  if (req.headers[PEER_HEADER] !== undefined) headers = withoutHeader(headers, PEER_HEADER);
   addForwardedHeaders(headers, {
-    remoteAddress: plainAddress(req.socket.remoteAddress ?? ''),
+    remoteAddress: ctx.remoteAddress,
     proto: ctx.proto,
     host: ctx.host,
     port: ctx.port,
@@ -266,8 +315,9 @@ export class PublicRequest extends PublicExchange {
     req: IncomingMessage,
     private readonly res: ServerResponse,
     at: HostParts,
+    via?: PeerVia,
   ) {
-    super(desk, req, at);
+    super(desk, req, at, via);
     res.once('close', () => {
       // The public client went away before the whole response was written: stop the local side too.
       if (!res.writableFinished) this.stream?.reset(ResetCode.Cancel, 'public client went away');
@@ -281,6 +331,13 @@ export class PublicRequest extends PublicExchange {
 
   protected answer(page: ErrorPage): void {
     sendErrorPage(this.res, page);
+  }
+
+  protected handOff(how: HandOff): void {
+    if (how.kind === 'fly') return replayRequestOnFly(this.res, how.machine);
+    forwardRequestToPeer(this.req, this.res, how.url, how.signature, (why) =>
+      this.answer(peerUnreachable(why)),
+    );
   }
 
   protected forward(tunnel: Tunnel, ctx: PublicContext): void {
@@ -443,8 +500,9 @@ export class PublicUpgrade extends PublicExchange {
     /** Bytes the visitor sent right after its request head: the new protocol's first bytes. */
     private readonly early: Buffer,
     at: HostParts,
+    via?: PeerVia,
   ) {
-    super(desk, req, at);
+    super(desk, req, at, via);
     socket.on('error', () => {});
     socket.once('close', () => {
       const stream = this.stream;
@@ -463,6 +521,17 @@ export class PublicUpgrade extends PublicExchange {
   protected answer(page: ErrorPage): void {
     this.answered = page.status;
     writeRawErrorPage(this.socket, page);
+  }
+
+  protected handOff(how: HandOff): void {
+    if (how.kind === 'fly') {
+      this.answered = 307;
+      return replayUpgradeOnFly(this.socket, how.machine);
+    }
+    this.answered = 101;
+    forwardUpgradeToPeer(this.req, this.socket, this.early, how.url, how.signature, (why) =>
+      this.answer(peerUnreachable(why)),
+    );
   }
 
   protected forward(tunnel: Tunnel, ctx: PublicContext): void {

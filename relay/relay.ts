@@ -12,7 +12,10 @@ import { visitorAddress, visitorAddressSource, type VisitorAddressSource } from 
 import { Admission } from './admission.js';
 import { AuthFailures, SecretThrottle } from './auth-failures.js';
 import { CONNECT_PATH, serveRelayEndpoint, type RelaySelf } from './endpoints.js';
-import { HelloDecider } from './hello.js';
+import { Cluster } from './cluster/cluster.js';
+import type { MemberInfo } from './cluster/membership.js';
+import { flyCanReplay, PeerAuth, peerSecret, type PeerVia } from './cluster/peer.js';
+import { HelloDecider, memberRefs } from './hello.js';
 import type { RelayMetrics } from './metrics.js';
 import {
   RELAY_DEFAULTS,
@@ -20,10 +23,16 @@ import {
   type RelayOptions,
   type ResolvedRelayOptions,
 } from './options.js';
-import { writeRawErrorPage, type RelayStatus, type TunnelStatus } from './pages.js';
-import { PublicRequest, PublicUpgrade, type ExchangeDesk } from './public-request.js';
+import {
+  sendErrorPage,
+  writeRawErrorPage,
+  type ErrorPage,
+  type RelayStatus,
+  type TunnelStatus,
+} from './pages.js';
+import { PublicRequest, PublicUpgrade, type ExchangeDesk, type HandOff } from './public-request.js';
 import { Registry } from './registry.js';
-import { parseHost, Router, WaitingRoom } from './routing.js';
+import { parseHost, requestScheme, Router, WaitingRoom } from './routing.js';
 import { Telemetry, tunnelStatus } from './telemetry.js';
 import { Credentials } from './tokens.js';
 import type { Tunnel } from './tunnel.js';
@@ -73,6 +82,12 @@ export class Relay {
   /** What visitors' exchanges need from the relay. */
   private readonly desk: ExchangeDesk;
   private readonly hellos: HelloDecider;
+  /** This relay's place in a cluster (with --redis), or undefined when it runs alone. */
+  private readonly cluster: Cluster | undefined;
+  /** Signs requests forwarded to other instances and checks those they forward here. */
+  private readonly peers: PeerAuth;
+  /** Sessions of cluster-aware clients: told when the members change. */
+  private readonly clusterSessions = new Set<Session>();
   private shuttingDown = false;
 
   constructor(options: RelayOptions) {
@@ -90,10 +105,13 @@ export class Relay {
       controlSockets: () => this.wss.clients.size,
       nameKnown: (name) => this.registry.get(name) !== undefined || this.registry.isHeld(name),
       mode: this.mode,
+      instance: o.instanceId,
     });
     this.metrics = this.telemetry.metrics;
     this.throttle = new SecretThrottle(new AuthFailures(o.now), this.telemetry);
-    this.router = new Router(this.registry, o, this.startedAt);
+    this.peers = new PeerAuth(peerSecret(this.credentials.owners), o.instanceId);
+    this.cluster = o.cluster && this.joinCluster(o);
+    this.router = new Router(this.registry, o, this.startedAt, this.cluster);
     this.waitingRoom = new WaitingRoom(o.waitForClientMs);
     this.admission = new Admission({
       options: o,
@@ -103,6 +121,7 @@ export class Relay {
     });
     this.desk = {
       admission: this.admission,
+      handOff: (req, members, via) => this.handOff(req, members, via),
       wait: (name, callback) => this.waitingRoom.wait(name, callback),
       finished: (x) => this.telemetry.exchangeDone(x),
     };
@@ -115,8 +134,14 @@ export class Relay {
       router: this.router,
       waitingRoom: this.waitingRoom,
       telemetry: this.telemetry,
+      cluster: this.cluster,
       closing: () => this.shuttingDown,
+      clusterSession: (session, open) => {
+        if (open) this.clusterSessions.add(session);
+        else this.clusterSessions.delete(session);
+      },
     });
+    this.cluster?.start();
     this.server = createServer(o);
     this.server.on('request', (req, res) => this.onRequest(req, res));
     // With a listener here Node does not answer 100 itself: the local service decides.
@@ -125,6 +150,11 @@ export class Relay {
       this.onUpgrade(req, socket, head),
     );
     this.server.on('clientError', answerClientError);
+  }
+
+  /** This relay's instance id (unique in its cluster). */
+  get instanceId(): string {
+    return this.options.instanceId;
   }
 
   get mode(): 'domain' | 'own-host' {
@@ -155,6 +185,8 @@ export class Relay {
     this.shuttingDown = true;
     this.telemetry.stopStats();
     this.server.close();
+    // Leave the cluster first: the others stop counting on this instance while it drains.
+    await this.cluster?.leave();
     this.waitingRoom.close();
     for (const tunnel of this.registry.values())
       tunnel.session.goAway(RefuseCode.RelayShuttingDown, 'relay is shutting down', 1000);
@@ -169,6 +201,7 @@ export class Relay {
     for (const ws of this.wss.clients) ws.terminate();
     this.server.closeAllConnections();
     await this.telemetry.flushHooks(deadlineMs, () => this.registry.size > 0);
+    await this.cluster?.close();
     this.telemetry.log({ event: 'shutdown' });
   }
 
@@ -229,17 +262,33 @@ export class Relay {
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
     // While shutting down, answer what arrives but let keep-alive connections close after it.
     if (this.shuttingDown) res.shouldKeepAlive = false;
+    const via = this.peers.verify(req);
+    if (via === 'invalid') return sendErrorPage(res, FORGED_PEER);
+    // An instance that may have missed a takeover (it stalled, or lost Redis) checks its names before serving.
+    if (this.cluster?.stale()) return this.cluster.afterVerification(() => this.routeRequest(req, res, via));
+    this.routeRequest(req, res, via);
+  }
+
+  private routeRequest(req: IncomingMessage, res: ServerResponse, via: PeerVia | undefined): void {
     const at = parseHost(req);
     const route = this.router.route(req, at);
     if (route.kind === 'relay') return serveRelayEndpoint(req, res, this.self);
-    new PublicRequest(this.desk, req, res, at).route(route);
+    new PublicRequest(this.desk, req, res, at, via).route(route);
   }
 
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => {});
+    const via = this.peers.verify(req);
+    if (via === 'invalid') return writeRawErrorPage(socket, FORGED_PEER);
+    if (this.cluster?.stale())
+      return this.cluster.afterVerification(() => this.routeUpgrade(req, socket, head, via));
+    this.routeUpgrade(req, socket, head, via);
+  }
+
+  private routeUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, via: PeerVia | undefined): void {
     const at = parseHost(req);
     const route = this.router.route(req, at);
-    if (route.kind !== 'relay') return new PublicUpgrade(this.desk, req, socket, head, at).route(route);
+    if (route.kind !== 'relay') return new PublicUpgrade(this.desk, req, socket, head, at, via).route(route);
     const path = (req.url ?? '/').split('?')[0]!;
     if (path !== CONNECT_PATH || req.headers.upgrade?.toLowerCase() !== 'websocket')
       return writeRawErrorPage(socket, {
@@ -251,6 +300,68 @@ export class Relay {
     this.wss.handleUpgrade(req, socket, head, (ws) => this.hellos.accept(ws, req));
   }
 
+  /** Joins the cluster: claims, leases and takeovers in Redis; clients told when the members change. */
+  private joinCluster(o: ResolvedRelayOptions): Cluster {
+    const c = o.cluster!;
+    const cluster = new Cluster(
+      {
+        redis: { url: c.redisUrl, tlsInsecure: c.redisTlsInsecure },
+        instanceId: o.instanceId,
+        peerUrl: c.peerUrl,
+        instanceUrl: c.instanceUrl,
+        flyMachine: c.flyMachine,
+        holdMs: o.nameGraceMs,
+      },
+      {
+        served: () =>
+          [...this.registry.values()].map((t) => ({
+            name: t.name,
+            owner: t.owner,
+            client: t.clientId,
+            fence: t.fence,
+          })),
+      },
+    );
+    cluster.on('superseded', (name, fence) => {
+      const tunnel = this.registry.get(name);
+      if (!tunnel || tunnel.fence >= fence) return;
+      this.telemetry.log({ event: 'superseded', name, fence: tunnel.fence });
+      tunnel.session.goAway(
+        ErrorCode.Superseded,
+        `another ggrok process of the same owner took over ${name}`,
+        0,
+      );
+      tunnel.session.close(CloseCode.Replaced, 'superseded by a newer client of the same owner');
+    });
+    cluster.on('members', () => {
+      const members = memberRefs(cluster.members);
+      for (const session of this.clusterSessions) session.sendMembers(members);
+    });
+    cluster.on('redis', (up) => this.telemetry.log({ event: up ? 'redis_up' : 'redis_down' }));
+    return cluster;
+  }
+
+  /** How an exchange for a tunnel other instances hold reaches one of them, if it can. */
+  private handOff(
+    req: IncomingMessage,
+    members: MemberInfo[],
+    via: PeerVia | undefined,
+  ): HandOff | undefined {
+    // Forwarded here already: one hop only. No loop, however the instances' views of each other disagree.
+    if (via || this.shuttingDown) return undefined;
+    const target = members[Math.floor(Math.random() * members.length)]!;
+    if (this.options.onFly && target.flyMachine && flyCanReplay(req))
+      return { kind: 'fly', machine: target.flyMachine };
+    const peer = members.find((m) => m.peerUrl);
+    if (!peer?.peerUrl) return undefined;
+    const visitor = visitorAddress(req, this.visitorAddressSource);
+    return {
+      kind: 'peer',
+      url: peer.peerUrl,
+      signature: this.peers.sign(req, visitor, requestScheme(req, this.options.trustProxy)),
+    };
+  }
+
   /** The relay's own host, as the endpoints see it. */
   private readonly self: RelaySelf = {
     health: () => ({
@@ -258,6 +369,15 @@ export class Relay {
       version: RELAY_VERSION,
       mode: this.mode,
       domain: this.options.domain ?? null,
+      instance: this.options.instanceId,
+      ...(this.cluster
+        ? {
+            cluster: {
+              redis: this.cluster.redisUp ? 'up' : 'down',
+              members: this.cluster.members.map((m) => m.id).sort(),
+            },
+          }
+        : {}),
       tunnels: this.registry.size,
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       shuttingDown: this.shuttingDown,
@@ -283,6 +403,14 @@ export class Relay {
     }),
   };
 }
+
+/** The answer to a request claiming to come from another instance whose signature does not check out. */
+const FORGED_PEER: ErrorPage = {
+  status: 403,
+  code: ErrorCode.Unauthorized,
+  title: 'Forbidden',
+  detail: 'The request claims to come from another relay instance, but its signature is wrong or stale.',
+};
 
 /** The http(s).Server with timeouts for tunnels behind platform routers. */
 function createServer(o: ResolvedRelayOptions): http.Server {

@@ -5,6 +5,7 @@ import type { ResolvedRelayOptions } from './options.js';
 import type { ErrorPage } from './pages.js';
 import { RELAY_PATH_PREFIX } from './endpoints.js';
 import { isValidName, OWN_HOST_NAME, type Registry } from './registry.js';
+import type { MemberInfo } from './cluster/membership.js';
 import type { Tunnel } from './tunnel.js';
 
 /** A Host header taken apart: as received, lowercased name without port, and the port. */
@@ -26,7 +27,7 @@ export function parseHost(req: IncomingMessage): HostParts {
  * The scheme a request reached the relay with: behind a trusted proxy the right-most X-Forwarded-Proto (a proxy that
  * appends instead of replacing puts its own last, after the visitor's), otherwise whether the socket is TLS.
  */
-function requestScheme(req: IncomingMessage, trustProxy: boolean): 'http' | 'https' {
+export function requestScheme(req: IncomingMessage, trustProxy: boolean): 'http' | 'https' {
   const forwarded = trustProxy ? req.headers['x-forwarded-proto'] : undefined;
   const last = (Array.isArray(forwarded) ? forwarded.join(',') : forwarded)?.split(',').pop()?.trim();
   if (last === 'https' || last === 'http') return last;
@@ -37,8 +38,18 @@ function requestScheme(req: IncomingMessage, trustProxy: boolean): 'http' | 'htt
 export type Route =
   | { kind: 'relay' }
   | { kind: 'tunnel'; tunnel: Tunnel }
+  /** No live tunnel here, but other instances of the cluster serve it. */
+  | { kind: 'elsewhere'; name: string; members: MemberInfo[]; page: ErrorPage }
   /** No live tunnel; `heldName` is set when its client is away and may come back. */
   | { kind: 'missing'; page: ErrorPage; heldName?: string };
+
+/** What routing knows about the rest of a cluster (in memory, from the members' leases). */
+export interface Directory {
+  /** Other instances serving `name` now. */
+  whereIs(name: string): MemberInfo[];
+  /** Whether some instance served `name` within the hold. */
+  recentlyServed(name: string): boolean;
+}
 
 /** Maps Host headers to tunnels, for public requests, public URLs and TLS certificates. */
 export class Router {
@@ -47,7 +58,20 @@ export class Router {
     private readonly options: Pick<ResolvedRelayOptions, 'domain' | 'startupGraceMs' | 'trustProxy'>,
     /** Date.now() when the relay started: for startupGraceMs. */
     private readonly startedAt: number,
+    /** The cluster's directory, when the relay is one of its instances. */
+    private readonly directory?: Directory,
   ) {}
+
+  /** The name is live, held here, or known to the cluster: its client may be on its way back. */
+  private isHeld(name: string): boolean {
+    return this.registry.isHeld(name) || (this.directory?.recentlyServed(name) ?? false);
+  }
+
+  /** Other instances serving `name`, or undefined. */
+  private elsewhere(name: string, page: ErrorPage): Route | undefined {
+    const members = this.directory?.whereIs(name) ?? [];
+    return members.length > 0 ? { kind: 'elsewhere', name, members, page } : undefined;
+  }
 
   /** Where a request for `at` goes: the relay's own host, a live tunnel, or a page (maybe after a wait). */
   route(req: IncomingMessage, at: HostParts): Route {
@@ -58,35 +82,36 @@ export class Router {
       if (path.startsWith(RELAY_PATH_PREFIX)) return { kind: 'relay' };
       const tunnel = this.registry.get(OWN_HOST_NAME);
       if (tunnel) return { kind: 'tunnel', tunnel };
-      return {
-        kind: 'missing',
-        heldName: this.registry.isHeld(OWN_HOST_NAME) || this.justStarted() ? OWN_HOST_NAME : undefined,
-        page: {
-          status: 503,
-          code: ErrorCode.TunnelOffline,
-          title: 'No tunnel connected',
-          detail: `No ggrok client is connected to this relay (${host}). Start one with: ggrok http <port> --server <this relay's URL>.`,
-          retryAfterSeconds: 5,
-        },
+      const page: ErrorPage = {
+        status: 503,
+        code: ErrorCode.TunnelOffline,
+        title: 'No tunnel connected',
+        detail: `No ggrok client is connected to this relay (${host}). Start one with: ggrok http <port> --server <this relay's URL>.`,
+        retryAfterSeconds: 5,
       };
+      return (
+        this.elsewhere(OWN_HOST_NAME, page) ?? {
+          kind: 'missing',
+          heldName: this.isHeld(OWN_HOST_NAME) || this.justStarted() ? OWN_HOST_NAME : undefined,
+          page,
+        }
+      );
     }
     const suffix = `.${domain}`;
     if (!hostname.endsWith(suffix)) return { kind: 'relay' };
     const name = hostname.slice(0, -suffix.length);
     const tunnel = name.includes('.') ? undefined : this.registry.get(name);
     if (tunnel) return { kind: 'tunnel', tunnel };
-    if (!name.includes('.') && this.registry.isHeld(name))
-      return {
-        kind: 'missing',
-        heldName: name,
-        page: {
-          status: 503,
-          code: ErrorCode.TunnelOffline,
-          title: 'Tunnel offline',
-          detail: `The tunnel ${host} is not connected right now. Its client may be reconnecting; try again shortly.`,
-          retryAfterSeconds: 5,
-        },
-      };
+    const offline: ErrorPage = {
+      status: 503,
+      code: ErrorCode.TunnelOffline,
+      title: 'Tunnel offline',
+      detail: `The tunnel ${host} is not connected right now. Its client may be reconnecting; try again shortly.`,
+      retryAfterSeconds: 5,
+    };
+    const there = name.includes('.') ? undefined : this.elsewhere(name, offline);
+    if (there) return there;
+    if (!name.includes('.') && this.isHeld(name)) return { kind: 'missing', heldName: name, page: offline };
     return {
       kind: 'missing',
       // Just after a restart the relay has not met its clients yet: give them time to reconnect.
@@ -120,7 +145,12 @@ export class Router {
     if (h === domain) return true;
     if (!h.endsWith(`.${domain}`)) return false;
     const name = h.slice(0, -domain.length - 1);
-    return !name.includes('.') && (this.registry.get(name) !== undefined || this.registry.isHeld(name));
+    return (
+      !name.includes('.') &&
+      (this.registry.get(name) !== undefined ||
+        this.isHeld(name) ||
+        (this.directory?.whereIs(name).length ?? 0) > 0)
+    );
   }
 
   /** True during startupGraceMs after start: clients of the previous process may still be reconnecting. */

@@ -68,6 +68,11 @@ export class Credentials {
     return matchToken(presented, this.entries);
   }
 
+  /** The owners (token hashes) of every configured token: what all instances of a cluster share. */
+  get owners(): string[] {
+    return this.entries.map((e) => e.owner);
+  }
+
   /** Whether `presented` may read metrics and status. */
   observer(presented: string): boolean {
     return tokenMatches(presented, this.observerTokens);

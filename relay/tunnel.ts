@@ -25,6 +25,8 @@ export interface TunnelInit {
   rate: { perSecond: number; burst: number };
   /** Position of this tunnel among those its connection carries (sent in every Request). */
   index: number;
+  /** The name's fencing counter when it was claimed (cluster; 0 alone): a takeover raises it. */
+  fence: number;
 }
 
 /** A live tunnel: a name, a public URL and the session that carries its streams. */
@@ -39,6 +41,7 @@ export class Tunnel {
   readonly session: Session;
   readonly access: AccessPolicy | undefined;
   readonly index: number;
+  readonly fence: number;
   /** Public HTTP requests currently being served. */
   activeRequests = 0;
   /** Open upgraded channels (WebSockets and other protocols). */
@@ -68,6 +71,7 @@ export class Tunnel {
     this.session = init.session;
     this.access = init.access;
     this.index = init.index;
+    this.fence = init.fence;
     this.rate = init.rate;
     this.tokens = init.rate.burst;
   }

@@ -96,6 +96,57 @@ const GOLDEN: { name: string; frame: Frame; hex: string }[] = [
       aa 6d617853747265616d73 cd2710`,
   },
   {
+    // A cluster-aware client says which instances it holds sockets to already.
+    name: 'Hello (attach)',
+    frame: {
+      type: FrameType.Hello,
+      version: 2,
+      token: 'tok',
+      name: 'demo',
+      agent: 'ggrok/0.1.0',
+      clientId: 'c1',
+      flow: FLOW,
+      attach: { avoid: ['r1'] },
+    },
+    hex: `92 01 de0007
+      a7 76657273696f6e 02
+      a5 746f6b656e a3 746f6b
+      a4 6e616d65 a4 64656d6f
+      a5 6167656e74 ab 6767726f6b2f302e312e30
+      a8 636c69656e744964 a2 6331
+      ${FLOW_HEX}
+      a6 617474616368 de0001 a5 61766f6964 91 a2 7231`,
+  },
+  {
+    // A cluster's instance names itself and the live members (with how to reach each, when known).
+    name: 'Welcome (cluster)',
+    frame: {
+      type: FrameType.Welcome,
+      name: 'demo',
+      url: 'https://demo.example.com',
+      flow: FLOW,
+      heartbeatMs: 2000,
+      maxStreams: 11000,
+      instance: 'r1',
+      members: [{ id: 'r1' }, { id: 'r2', fly: '148e' }],
+    },
+    hex: `92 02 de0007
+      a4 6e616d65 a4 64656d6f
+      a3 75726c b8 68747470733a2f2f64656d6f2e6578616d706c652e636f6d
+      ${FLOW_HEX}
+      ab 6865617274626561744d73 cd07d0
+      aa 6d617853747265616d73 cd2af8
+      a8 696e7374616e6365 a2 7231
+      a7 6d656d62657273 92 de0001 a2 6964 a2 7231 de0002 a2 6964 a2 7232 a3 666c79 a4 31343865`,
+  },
+  {
+    name: 'Members',
+    frame: { type: FrameType.Members, members: [{ id: 'r1' }, { id: 'r3', url: 'wss://r3.example' }] },
+    hex: `92 13 de0001 a7 6d656d62657273 92
+      de0001 a2 6964 a2 7231
+      de0002 a2 6964 a2 7233 a3 75726c b0 7773733a2f2f72332e6578616d706c65`,
+  },
+  {
     name: 'Refuse',
     frame: { type: FrameType.Refuse, code: 'name_in_use', message: 'taken' },
     hex: '93 03 ab 6e616d655f696e5f757365 a5 74616b656e',
@@ -748,15 +799,29 @@ function shapeMatches(f: Frame): boolean {
           'clientId',
           'flow',
           ...('access' in f ? ['access'] : []),
+          ...('more' in f ? ['more'] : []),
+          ...('attach' in f ? ['attach'] : []),
         ]) &&
         (!('access' in f) || isAccess(f.access)) &&
+        (!f.attach || (Array.isArray(f.attach.avoid) && f.attach.avoid.every(isInstanceId))) &&
         isUint(f.version, 0xffff) &&
         [f.token, f.name, f.agent, f.clientId].every(isStr) &&
         isFlow(f.flow)
       );
     case FrameType.Welcome:
       return (
-        hasKeys(f, ['name', 'url', 'flow', 'heartbeatMs', 'maxStreams']) &&
+        hasKeys(f, [
+          'name',
+          'url',
+          'flow',
+          'heartbeatMs',
+          'maxStreams',
+          ...('more' in f ? ['more'] : []),
+          ...('instance' in f ? ['instance'] : []),
+          ...('members' in f ? ['members'] : []),
+        ]) &&
+        (f.instance === undefined || isInstanceId(f.instance)) &&
+        (f.members === undefined || isMemberList(f.members)) &&
         isStr(f.name) &&
         isStr(f.url) &&
         isFlow(f.flow) &&
@@ -828,10 +893,26 @@ function shapeMatches(f: Frame): boolean {
         isUint(f.channels, WIRE_LIMITS.MAX_STREAM_ID) &&
         isUint(f.tunnel, WIRE_LIMITS.MAX_TUNNELS_PER_CONNECTION - 1)
       );
+    case FrameType.Members:
+      return hasKeys(f, ['members']) && isMemberList(f.members);
     default:
       return false;
   }
 }
+
+const isInstanceId = (v: unknown): boolean =>
+  typeof v === 'string' &&
+  v.length <= WIRE_LIMITS.MAX_INSTANCE_ID_CHARS &&
+  /^[A-Za-z0-9][A-Za-z0-9._:-]*$/.test(v);
+const isMemberList = (v: unknown): boolean =>
+  Array.isArray(v) &&
+  v.length <= WIRE_LIMITS.MAX_MEMBERS &&
+  v.every(
+    (m: { id?: unknown; url?: unknown; fly?: unknown }) =>
+      isInstanceId(m.id) &&
+      (m.url === undefined || isStr(m.url)) &&
+      (m.fly === undefined || isInstanceId(m.fly)),
+  );
 
 /** Outcomes seen by the fuzz oracle, so a test can check that it exercised both paths. */
 const outcomes = { decoded: 0, rejected: 0 };

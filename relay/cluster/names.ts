@@ -1,0 +1,128 @@
+// Tunnel names in Redis: who owns each, held for its owner for a while, with a fencing counter bumped on takeovers.
+import type { RedisLink } from './redis.js';
+
+/** Key prefix of a name's record: a hash {owner, client, fence} that expires `holdMs` after its last refresh. */
+const NAME_KEY = 'ggrok:name:';
+/** Channel on which a takeover is announced as "<fence> <name>". */
+export const SUPERSEDED_CHANNEL = 'ggrok:superseded';
+
+/** The outcome of a claim. */
+export type ClaimOutcome =
+  /** Nobody had the name (or the hold had expired): it is the owner's now. */
+  | { kind: 'new'; fence: number }
+  /** The same client process claims again (another instance, or a reconnect): same fence. */
+  | { kind: 'same'; fence: number }
+  /** Another process of the same owner takes over: the fence went up, older sockets must go. */
+  | { kind: 'takeover'; fence: number }
+  /** Another owner holds the name. */
+  | { kind: 'held' };
+
+/**
+ * Claims `name` for (owner, client) atomically. The fence counts takeovers; a record whose hold expired is
+ * claimed afresh, keeping the counter going so that an old fence can never match a new owner's.
+ */
+const CLAIM = `
+local r = redis.call('HMGET', KEYS[1], 'owner', 'client', 'fence')
+local owner, client, fence = r[1], r[2], tonumber(r[3]) or 0
+if owner and owner ~= ARGV[1] then return {'held', fence} end
+if owner and client == ARGV[2] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return {'same', fence}
+end
+fence = fence + 1
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'client', ARGV[2], 'fence', fence)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if owner then
+  redis.call('PUBLISH', ARGV[4], fence .. ' ' .. ARGV[5])
+  return {'takeover', fence}
+end
+return {'new', fence}
+`;
+
+/**
+ * Re-registers a name an instance serves (after Redis came back, possibly empty, or after the instance stalled):
+ * recreates a missing record with the instance's fence, refreshes its own, and says whether it was superseded
+ * (a higher fence, or another owner, holds the name now).
+ */
+const REASSERT = `
+local r = redis.call('HMGET', KEYS[1], 'owner', 'client', 'fence')
+local owner, client, fence = r[1], r[2], tonumber(r[3])
+local mine = tonumber(ARGV[3])
+if not owner then
+  redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'client', ARGV[2], 'fence', mine)
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  return 'ok'
+end
+if owner ~= ARGV[1] then return 'lost' end
+if fence > mine or (fence == mine and client ~= ARGV[2]) then return 'superseded' end
+if fence < mine then redis.call('HSET', KEYS[1], 'client', ARGV[2], 'fence', mine) end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 'ok'
+`;
+
+/** A name this instance serves, as it claimed it. */
+export interface HeldName {
+  name: string;
+  owner: string;
+  client: string;
+  fence: number;
+}
+
+/** Claims, refreshes and checks names in Redis. Every answer from Redis is checked before it is believed. */
+export class NameRecords {
+  constructor(
+    private readonly link: RedisLink,
+    /** How long a name stays with its owner after its last refresh. */
+    private readonly holdMs: number,
+  ) {}
+
+  /** Claims `name` for (owner, client); throws when Redis cannot be asked. */
+  async claim(name: string, owner: string, client: string): Promise<ClaimOutcome> {
+    const reply = await this.link.eval<unknown>(
+      CLAIM,
+      [NAME_KEY + name],
+      [owner, client, this.holdMs, SUPERSEDED_CHANNEL, name],
+    );
+    if (!Array.isArray(reply) || reply.length !== 2) throw new Error('unexpected claim reply from redis');
+    const [kind, fenceValue] = reply as [unknown, unknown];
+    const fence = Number(fenceValue);
+    if (!Number.isSafeInteger(fence) || fence < 0) throw new Error('unexpected fence from redis');
+    switch (kind) {
+      case 'new':
+      case 'same':
+      case 'takeover':
+        return { kind, fence };
+      case 'held':
+        return { kind: 'held' };
+      default:
+        throw new Error('unexpected claim reply from redis');
+    }
+  }
+
+  /** Re-registers a name this instance serves: 'ok', or 'superseded'/'lost' when its socket must go. */
+  async reassert(held: HeldName): Promise<'ok' | 'superseded' | 'lost'> {
+    const reply = await this.link.eval<unknown>(
+      REASSERT,
+      [NAME_KEY + held.name],
+      [held.owner, held.client, held.fence, this.holdMs],
+    );
+    if (reply === 'ok' || reply === 'superseded' || reply === 'lost') return reply;
+    throw new Error('unexpected reassert reply from redis');
+  }
+
+  /** Keeps the records of names this instance serves from expiring (their hold runs from their last refresh). */
+  async refresh(names: string[]): Promise<void> {
+    await Promise.all(names.map((name) => this.link.command(['PEXPIRE', NAME_KEY + name, this.holdMs])));
+  }
+
+  /** Whether a record holds `name` (for someone, any owner). */
+  async isHeld(name: string): Promise<boolean> {
+    return (await this.link.command<number>(['EXISTS', NAME_KEY + name])) === 1;
+  }
+}
+
+/** Parses a takeover announcement "<fence> <name>"; undefined when it is not one. */
+export function parseSuperseded(message: string): { name: string; fence: number } | undefined {
+  const m = /^(\d{1,15}) ([a-z0-9-]{1,63})$/.exec(message);
+  return m ? { fence: Number(m[1]), name: m[2]! } : undefined;
+}

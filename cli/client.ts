@@ -124,6 +124,8 @@ const IGNORED_STREAM: StreamHandler = { data() {}, end() {}, reset() {}, drain()
 export const MAX_RELAY_LINKS = 8;
 /** A dial that reached an instance the client is attached to already is retried this soon (it lands elsewhere). */
 const WRONG_INSTANCE_RETRY_MS = 100;
+/** ... doubling while it keeps landing on instances it has, up to this. */
+const WRONG_INSTANCE_MAX_RETRY_MS = 5000;
 
 /** A relay instance this client should hold a control socket to, and how it is going with it. */
 interface MemberState {
@@ -403,8 +405,15 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
     this.links.delete(link);
     if (this.closing) return;
     const { err, retryable } = failure;
-    if (err.code === ErrorCode.WrongInstance && member !== undefined)
-      return this.redialLater(member, WRONG_INSTANCE_RETRY_MS);
+    if (err.code === ErrorCode.WrongInstance && member !== undefined) {
+      // Behind a front that picks an instance at random, another try soon lands elsewhere; without one, it never
+      // will, so the tries slow down (the instance can still be reached by the front's other clients' requests).
+      const attempt = this.members.get(member)?.attempt ?? 0;
+      return this.redialLater(
+        member,
+        Math.min(WRONG_INSTANCE_MAX_RETRY_MS, WRONG_INSTANCE_RETRY_MS * 2 ** attempt),
+      );
+    }
     if (!retryable) return this.fail(err);
     if (member !== undefined && this.online) return this.redialLater(member);
     if (this.online) return; // the seed URL failed while other sockets serve: members are dialed on their own

@@ -298,12 +298,13 @@ export class HelloDecider {
         case 'unavailable':
           return { refuse: RefuseCode.ClusterUnavailable, message: `cannot claim a name now: ${claim.why}` };
         case 'held':
+        case 'in_use':
           // A random name someone already has elsewhere: pick another.
           if (!wanted.name && attempt < RANDOM_NAME_ATTEMPTS) continue;
           return {
             refuse: RefuseCode.NameInUse,
             message:
-              cluster.whereIs(plan.name).length > 0
+              claim.kind === 'in_use' || cluster.whereIs(plan.name).length > 0
                 ? `subdomain "${plan.name}" is in use by another client`
                 : `subdomain "${plan.name}" is held for its previous owner`,
           };

@@ -134,7 +134,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   async claim(name: string, owner: string, client: string): Promise<Claim> {
     if (!this.link.ready) return { kind: 'unavailable', why: 'the cluster store (Redis) is not answering' };
     try {
-      return await this.records.claim(name, owner, client);
+      return await this.records.claim(name, owner, client, this.whereIs(name).length > 0);
     } catch (err) {
       return { kind: 'unavailable', why: `the cluster store (Redis) failed: ${(err as Error).message}` };
     }

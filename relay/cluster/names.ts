@@ -15,11 +15,15 @@ export type ClaimOutcome =
   /** Another process of the same owner takes over: the fence went up, older sockets must go. */
   | { kind: 'takeover'; fence: number }
   /** Another owner holds the name. */
-  | { kind: 'held' };
+  | { kind: 'held' }
+  /** Another process of the same owner serves it live on some instance: refused, as on a relay alone. */
+  | { kind: 'in_use' };
 
 /**
- * Claims `name` for (owner, client) atomically. The fence counts takeovers; a record whose hold expired is
- * claimed afresh, keeping the counter going so that an old fence can never match a new owner's.
+ * Claims `name` for (owner, client) atomically. Another owner's record refuses it; the same client gets it back
+ * with the same fence; another process of the same owner takes it over (fence + 1, announced) unless it is served
+ * live somewhere (ARGV[6]). A record whose hold expired is claimed afresh, keeping the counter going so that an old
+ * fence can never match a new owner's.
  */
 const CLAIM = `
 local r = redis.call('HMGET', KEYS[1], 'owner', 'client', 'fence')
@@ -29,6 +33,7 @@ if owner and client == ARGV[2] then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return {'same', fence}
 end
+if owner and ARGV[6] == '1' then return {'in_use', fence} end
 fence = fence + 1
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'client', ARGV[2], 'fence', fence)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
@@ -76,12 +81,15 @@ export class NameRecords {
     private readonly holdMs: number,
   ) {}
 
-  /** Claims `name` for (owner, client); throws when Redis cannot be asked. */
-  async claim(name: string, owner: string, client: string): Promise<ClaimOutcome> {
+  /**
+   * Claims `name` for (owner, client); `live` says whether some instance serves it right now (then only the same
+   * client may claim it). Throws when Redis cannot be asked.
+   */
+  async claim(name: string, owner: string, client: string, live: boolean): Promise<ClaimOutcome> {
     const reply = await this.link.eval<unknown>(
       CLAIM,
       [NAME_KEY + name],
-      [owner, client, this.holdMs, SUPERSEDED_CHANNEL, name],
+      [owner, client, this.holdMs, SUPERSEDED_CHANNEL, name, live ? '1' : '0'],
     );
     if (!Array.isArray(reply) || reply.length !== 2) throw new Error('unexpected claim reply from redis');
     const [kind, fenceValue] = reply as [unknown, unknown];
@@ -93,7 +101,8 @@ export class NameRecords {
       case 'takeover':
         return { kind, fence };
       case 'held':
-        return { kind: 'held' };
+      case 'in_use':
+        return { kind };
       default:
         throw new Error('unexpected claim reply from redis');
     }

@@ -1035,11 +1035,8 @@ export async function startFlyFront(
       }
       if (!outcome || outcome.kind === 'unreachable') {
         record.status = 503;
-        const which = forcedId
-          ? `machine ${forcedId}`
-          : plan.length === 1
-            ? `machine ${plan[0]!.id}`
-            : 'no machine';
+        // The first hop of a forced request, or a replay to one instance without fallback: name that machine.
+        const which = plan.length === 1 ? `machine ${plan[0]!.id}` : 'no machine';
         return leg.fail(503, `${which} unavailable`);
       }
       if (outcome.kind === 'done') {

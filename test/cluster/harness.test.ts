@@ -7,7 +7,7 @@ import http, { type IncomingMessage, type RequestListener } from 'node:http';
 import net, { type Socket } from 'node:net';
 import { afterEach, describe, expect, test } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
-import { Cleanup, rawRequest, reply, startLocal, startRawServer } from '../helpers.js';
+import { Cleanup, rawRequest, reply, startClient, startLocal, startRawServer } from '../helpers.js';
 import {
   FRONT_ERROR_HEADER,
   freePort,
@@ -321,6 +321,23 @@ describe('startFlyFront', () => {
       });
       expect(seenOf(forced.body).machine).toBe('c');
     }
+    // Hop-by-hop headers stop here, but a Connection token cannot remove Host or the framing.
+    const hop = await rawRequest({
+      port: front.port,
+      method: 'POST',
+      headers: {
+        Host: 'app.test',
+        Connection: 'X-Hop, Host, Content-Length',
+        'X-Hop': '1',
+        'Content-Length': '2',
+      },
+      body: 'hi',
+    });
+    const hopSeen = seenOf(hop.body);
+    expect(header(hopSeen.rawHeaders, 'Host')).toBe('app.test');
+    expect(header(hopSeen.rawHeaders, 'X-Hop')).toBeUndefined();
+    expect(hopSeen.bytes).toBe(2);
+
     for (const id of ['down', 'nope']) {
       const refused = await rawRequest({
         port: front.port,
@@ -329,6 +346,13 @@ describe('startFlyFront', () => {
       expect(refused.status).toBe(503);
       expect(refused.headers[FRONT_ERROR_HEADER.toLowerCase()]).toBe(`machine ${id} unavailable`);
     }
+  });
+
+  test('with no machine at all, 503 from the front', async () => {
+    const front = await startFlyFront(cleanup, () => new Map());
+    const res = await rawRequest({ port: front.port, headers: { Host: 'x' } });
+    expect(res.status).toBe(503);
+    expect(res.headers[FRONT_ERROR_HEADER.toLowerCase()]).toBe('no machine available');
   });
 
   test('fly-replay: the same request, body and headers go to the named machine, with fly-replay-src', async () => {
@@ -590,3 +614,38 @@ async function waitForText(text: () => string, needle: string): Promise<void> {
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+describe('the fronts with a real relay and client', () => {
+  test('a tunnel works through the L4 front and through the Fly front, control socket included', async () => {
+    const relay = await startRelayProcess(cleanup, []);
+    const local = await startLocal(cleanup, (req, res) => {
+      readBody(req).then(
+        (body) =>
+          reply(res, 200, `${req.method} ${req.url} ${body.length} ${String(req.headers['fly-client-ip'])}`),
+        () => res.destroy(),
+      );
+    });
+    const l4 = await startL4Front(cleanup, () => [relay.port]);
+    const fly = await startFlyFront(cleanup, () => new Map([['m1', relay.port]]));
+    for (const [front, name] of [
+      [l4, 'via-l4'],
+      [fly, 'via-fly'],
+    ] as const) {
+      const client = await startClient(cleanup, front.url, local.port, { subdomain: name });
+      const host = `${name}.localhost:${front.port}`;
+      const body = randomBytes(200_000);
+      const res = await rawRequest({
+        port: front.port,
+        method: 'POST',
+        path: '/p?q=1',
+        headers: { Host: host, 'Content-Length': String(body.length) },
+        body,
+      });
+      expect([name, res.status]).toEqual([name, 200]);
+      const clientIp = front === fly ? '127.0.0.1' : 'undefined';
+      expect(res.body.toString()).toBe(`POST /p?q=1 ${body.length} ${clientIp}`);
+      await client.close();
+    }
+    expect(fly.deliveries.some((d) => d.upgrade && d.status === 101)).toBe(true); // the client's control socket
+  });
+});

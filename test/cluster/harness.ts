@@ -271,8 +271,9 @@ export async function startRedis(cleanup: Cleanup, options: { binary?: string } 
 /** Options of startRelayProcess. */
 export interface RelayProcessOptions {
   /**
-   * Environment on top of the runner's (GGROK_*, FLY_*, DYNO, PORT and REDIS_URL removed); undefined unsets a
-   * variable. Defaults: GGROK_TOKEN=TOKEN (from helpers) and GGROK_DOMAIN=localhost; flags in `args` win over both.
+   * Environment on top of the runner's (GGROK_*, FLY_*, HEROKU_*, DYNO, PORT and REDIS_URL removed); undefined
+   * unsets a variable. Defaults, as startRelay() in helpers: GGROK_TOKEN=TOKEN, GGROK_DOMAIN=localhost and
+   * GGROK_STARTUP_GRACE_MS=0 (unknown names get their 404 at once). Flags in `args` win over all of them.
    */
   env?: Record<string, string | undefined>;
   /** The port to listen on; 0 (the default) lets the OS pick, and restarts reuse what it picked. */
@@ -450,7 +451,13 @@ export async function startRelayProcess(
   args: string[] = [],
   opts: RelayProcessOptions = {},
 ): Promise<RelayProcess> {
-  const env = cleanEnv({ NO_COLOR: '1', GGROK_TOKEN: TOKEN, GGROK_DOMAIN: 'localhost', ...opts.env });
+  const env = cleanEnv({
+    NO_COLOR: '1',
+    GGROK_TOKEN: TOKEN,
+    GGROK_DOMAIN: 'localhost',
+    GGROK_STARTUP_GRACE_MS: '0',
+    ...opts.env,
+  });
   const relay = new RelayChild(args, env, opts.port ?? 0, opts.readyTimeoutMs ?? READY_TIMEOUT_MS);
   cleanup.add(() => relay.kill('SIGKILL'));
   await relay.start();
@@ -594,7 +601,7 @@ export interface FlyFront {
   readonly url: string;
   /** Requests and upgrades received from visitors. */
   readonly requests: number;
-  /** Requests re-sent because a machine answered with `fly-replay`. */
+  /** `fly-replay` answers acted on (the request was sent again, or failed as Fly would fail it). */
   readonly replays: number;
   /** The last 1000 deliveries, oldest first. */
   readonly deliveries: readonly FlyDelivery[];
@@ -677,6 +684,8 @@ const FRONT_SET = new Set([
 ]);
 /** Hop-by-hop request headers. Transfer-Encoding stays: Node frames the forwarded body by it. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'upgrade', 'trailer']);
+/** Headers a `Connection` token cannot remove: the request's routing and framing. */
+const PROTECTED = new Set(['host', 'content-length', 'transfer-encoding']);
 
 /** The visitor's raw headers as a machine should get them: case, order and duplicates kept, Fly's headers added. */
 function forwardHeaders(req: IncomingMessage, frontPort: number, upgrade: boolean): string[] {
@@ -685,7 +694,10 @@ function forwardHeaders(req: IncomingMessage, frontPort: number, upgrade: boolea
   if (!upgrade)
     for (let i = 0; i < raw.length; i += 2)
       if (raw[i]!.toLowerCase() === 'connection')
-        for (const token of raw[i + 1]!.split(',')) named.add(token.trim().toLowerCase());
+        for (const token of raw[i + 1]!.split(',')) {
+          const lower = token.trim().toLowerCase();
+          if (!PROTECTED.has(lower)) named.add(lower);
+        }
   const ip = (req.socket.remoteAddress ?? '').replace(/^::ffff:/, '');
   const out: string[] = [];
   let forwardedFor = false;
@@ -991,7 +1003,8 @@ const headerLines = (raw: string[]): string => {
  * to the machine it names, with `fly-replay-src`; `timeout` and `fallback=force_self|prefer_self` (the request comes
  * back with `fly-replay-failed`) are honoured, as are `prefer_instance` and `elsewhere`. A body over 1 MiB cannot be
  * replayed: that answer is passed on as it is. Upgrades are routed and replayed the same way and joined byte for
- * byte after the 101. Machines get `Fly-Client-IP`, `X-Forwarded-For/-Proto/-Port`. Closed at cleanup.
+ * byte after the 101. Machines get `Fly-Client-IP`, `X-Forwarded-For/-Proto/-Port`. Trailers and 1xx interim
+ * responses are not forwarded; each attempt uses a new connection to the machine. Closed at cleanup.
  */
 export async function startFlyFront(
   cleanup: Cleanup,
@@ -1036,8 +1049,10 @@ export async function startFlyFront(
       if (!outcome || outcome.kind === 'unreachable') {
         record.status = 503;
         // The first hop of a forced request, or a replay to one instance without fallback: name that machine.
-        const which = plan.length === 1 ? `machine ${plan[0]!.id}` : 'no machine';
-        return leg.fail(503, `${which} unavailable`);
+        return leg.fail(
+          503,
+          plan.length === 1 ? `machine ${plan[0]!.id} unavailable` : 'no machine available',
+        );
       }
       if (outcome.kind === 'done') {
         record.status = outcome.status;

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
 import { Cleanup, rawRequest, ROOT, startRelay } from '../helpers.js';
+import { relayEnvVars, relayReads } from './relay-env.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -21,6 +22,7 @@ interface AppJson {
   success_url?: unknown;
   env?: Record<string, AppEnvVar>;
   buildpacks?: { url?: string }[];
+  addons?: (string | { plan?: string; as?: string })[];
   formation?: Record<string, { quantity?: number; size?: string }>;
 }
 interface PackageJson {
@@ -35,11 +37,8 @@ const readJson = <T>(file: string): T => JSON.parse(readFileSync(path.join(ROOT,
 const app = readJson<AppJson>('app.json');
 const pkg = readJson<PackageJson>('package.json');
 
-/** Environment variables `ggrok relay` reads, taken from its option definitions. */
-function relayEnvVars(): Set<string> {
-  const source = readFileSync(path.join(ROOT, 'relay', 'main.ts'), 'utf8');
-  return new Set([...source.matchAll(/\.env\('([A-Z0-9_]+)'\)/g)].map((m) => m[1]!));
-}
+const addonPlans = (): string[] =>
+  (app.addons ?? []).map((a) => (typeof a === 'string' ? a : (a.plan ?? '')));
 
 describe('app.json', () => {
   test('describes the app for the button page', () => {
@@ -70,14 +69,38 @@ describe('app.json', () => {
   test('names only variables the relay reads', () => {
     const known = relayEnvVars();
     expect(known).toContain('GGROK_TOKEN'); // the scan itself works
-    for (const name of Object.keys(app.env ?? {})) expect([name, known.has(name)]).toEqual([name, true]);
+    expect(known).toContain('PORT');
+    const reads = relayReads();
+    expect(reads('GGROK_TOKENS')).toBe(false);
+    for (const name of Object.keys(app.env ?? {})) expect([name, reads(name)]).toEqual([name, true]);
   });
 
-  test('builds with the Node buildpack and runs exactly one web dyno that never sleeps', () => {
+  test('adds the Key-Value Store, whose REDIS_URL lets several dynos share names, and accepts its certificate', () => {
+    const plans = addonPlans();
+    const kvs = plans.filter((p) => /^heroku-redis:/.test(p));
+    expect(kvs).toHaveLength(1);
+    // Attached as REDIS, it sets REDIS_URL: the variable the relay reads when GGROK_REDIS_URL is unset.
+    const addon = (app.addons ?? []).find((a) => typeof a !== 'string' && a.plan === kvs[0]);
+    expect(typeof addon === 'object' ? (addon.as ?? 'REDIS') : 'REDIS').toBe('REDIS');
+    const env = app.env ?? {};
+    expect(env.REDIS_URL).toBeUndefined(); // the add-on sets it; a value here would point every deploy at one Redis
+    expect(env.GGROK_REDIS_URL).toBeUndefined();
+    // The store's rediss:// certificate is self-signed: without this the relay would refuse to connect.
+    expect(env.GGROK_REDIS_TLS_INSECURE).toMatchObject({ value: 'true', required: false });
+    expect(env.GGROK_REDIS_TLS_INSECURE?.description).toMatch(/self-signed/);
+    // deploy/README.md tells the same story: the same plan, and how to scale out.
+    const readme = readFileSync(path.join(ROOT, 'deploy', 'README.md'), 'utf8');
+    expect(readme).toContain(kvs[0]);
+    expect(readme).toContain('heroku features:enable preboot');
+    expect(readme).toMatch(/heroku ps:scale web=2/);
+  });
+
+  test('builds with the Node buildpack and starts one web dyno that never sleeps', () => {
     expect(app.buildpacks?.map((b) => b.url)).toContain('heroku/nodejs');
-    // Tunnels live in one process's memory and dynos cannot reach each other: one dyno, always.
+    // One basic dyno to start with (basic runs one dyno per process type); more take standard dynos and Redis,
+    // which deploy/README.md walks through. Eco dynos sleep and drop every tunnel.
     expect(app.formation?.web?.quantity).toBe(1);
-    expect(['basic', 'eco', 'standard-1x', 'standard-2x']).toContain(app.formation?.web?.size);
+    expect(['basic', 'standard-1x', 'standard-2x']).toContain(app.formation?.web?.size);
   });
 
   test('success_url is the relay health endpoint, and an own-host relay answers it', async () => {

@@ -1,7 +1,8 @@
-// Caddy's on-demand TLS question, end to end: the ask URL in deploy/Caddyfile, asked of a real relay.
+// Caddy's on-demand TLS question, end to end (the ask URL in deploy/Caddyfile, asked of a real relay), and the compose file's two relays behind Caddy.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
+import { parse as parseYaml } from 'yaml';
 import {
   Cleanup,
   rawRequest,
@@ -12,6 +13,7 @@ import {
   startRelay,
   waitFor,
 } from '../helpers.js';
+import { relayReads } from './relay-env.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -31,35 +33,156 @@ function askUrl(): URL {
   return new URL(asks[0]!.split(/\s+/)[1]!);
 }
 
-describe('deploy/Caddyfile and docker-compose.yml', () => {
-  test('Caddy asks the relay service at the relay path and port compose gives it', () => {
+interface CaddyBlock {
+  /** `` for the global options, `(name)` for a snippet, else the site addresses. */
+  head: string;
+  /** The lines inside, nested blocks included. */
+  lines: string[];
+}
+
+/** Splits the Caddyfile into its top-level blocks; throws on anything outside a block or an unclosed brace. */
+function caddyBlocks(): CaddyBlock[] {
+  const blocks: CaddyBlock[] = [];
+  let depth = 0;
+  for (const line of caddyLines) {
+    if (depth === 0) {
+      if (!line.endsWith('{')) throw new Error(`Caddyfile line outside a block: ${line}`);
+      blocks.push({ head: line.slice(0, -1).trim(), lines: [] });
+      depth = 1;
+      continue;
+    }
+    if (line === '}' && --depth === 0) continue;
+    blocks.at(-1)!.lines.push(line);
+    if (line.endsWith('{')) depth++;
+  }
+  if (depth !== 0) throw new Error('Caddyfile: unclosed block');
+  return blocks;
+}
+
+/** A block's lines with each `import <snippet>` replaced by the snippet's lines. */
+function expand(block: CaddyBlock, blocks: CaddyBlock[]): string[] {
+  return block.lines.flatMap((line) => {
+    const m = /^import\s+(\S+)$/.exec(line);
+    if (!m) return [line];
+    const snippet = blocks.find((b) => b.head === `(${m[1]})`);
+    if (!snippet) throw new Error(`Caddyfile imports an unknown snippet: ${line}`);
+    return expand(snippet, blocks);
+  });
+}
+
+/** The upstreams of every `reverse_proxy` line in `lines`. */
+const upstreamsOf = (lines: string[]): string[][] =>
+  lines
+    .filter((l) => /^reverse_proxy\s/.test(l))
+    .map((l) =>
+      l
+        .replace(/\s*\{$/, '')
+        .split(/\s+/)
+        .slice(1),
+    );
+
+interface ComposeService {
+  image?: string;
+  build?: { context?: string; dockerfile?: string };
+  environment?: Record<string, string>;
+  depends_on?: Record<string, { condition?: string }>;
+  command?: string[];
+  healthcheck?: { test?: string[] };
+  ports?: string[];
+  expose?: string[];
+  volumes?: string[];
+  stop_grace_period?: string;
+}
+const services = (parseYaml(compose, { merge: true }) as { services: Record<string, ComposeService> })
+  .services;
+/** The services that run the relay image, by name. */
+const relays = Object.entries(services).filter(([, svc]) => svc.build?.dockerfile === 'deploy/Dockerfile');
+const relayPort = (): string => {
+  const ports = new Set(relays.map(([, svc]) => svc.environment?.PORT));
+  expect(ports.size).toBe(1);
+  const [port] = ports;
+  expect(port).toMatch(/^\d+$/);
+  return port!;
+};
+/** `<service>:<PORT>` of every relay: what Caddy must balance over. */
+const relayAddresses = (): string[] => relays.map(([name]) => `${name}:${relayPort()}`).sort();
+
+describe('deploy/docker-compose.yml', () => {
+  test('two relays share one Redis, each with its own instance id and a peer URL naming itself', () => {
+    expect(relays.map(([name]) => name)).toEqual(['relay-1', 'relay-2']);
+    const port = relayPort();
+    const redisUrls = new Set(relays.map(([, svc]) => svc.environment?.GGROK_REDIS_URL));
+    expect(redisUrls.size).toBe(1);
+    const redisUrl = new URL([...redisUrls][0]!);
+    expect(redisUrl.protocol).toBe('redis:');
+    const redis = services[redisUrl.hostname];
+    expect(redis?.image).toMatch(/^redis:\d/);
+    expect(redisUrl.port || '6379').toBe('6379');
+    expect(new Set(relays.map(([, svc]) => svc.environment?.GGROK_INSTANCE_ID)).size).toBe(relays.length);
+    for (const [name, svc] of relays) {
+      expect(svc.environment?.GGROK_PEER_URL).toBe(`http://${name}:${port}`);
+      expect(svc.depends_on?.[redisUrl.hostname]?.condition).toBe('service_healthy');
+      expect(svc.stop_grace_period).toBe('30s'); // the relay drains for 25 s
+      expect(svc.ports).toBeUndefined(); // only Caddy is published
+    }
+    // Redis: healthy means it answers PING; held names persist; nothing is evicted.
+    expect(redis!.healthcheck?.test).toContain('ping');
+    const command = redis!.command ?? [];
+    expect(command[command.indexOf('--appendonly') + 1]).toBe('yes');
+    if (command.includes('--maxmemory-policy'))
+      expect(command[command.indexOf('--maxmemory-policy') + 1]).toBe('noeviction');
+    expect(redis!.volumes?.some((v) => v.endsWith(':/data'))).toBe(true);
+  });
+
+  test('the relays trust Caddy, require domain and token, and set only variables the relay reads', () => {
+    const reads = relayReads();
+    for (const [name, svc] of relays) {
+      const env = svc.environment ?? {};
+      expect([name, env.GGROK_TRUST_PROXY]).toEqual([name, '1']);
+      expect(env.GGROK_TOKEN).toMatch(/^\$\{GGROK_TOKEN:\?/);
+      expect(env.GGROK_DOMAIN).toMatch(/^\$\{GGROK_DOMAIN:\?/);
+      for (const key of Object.keys(env)) expect([name, key, reads(key)]).toEqual([name, key, true]);
+    }
+    const caddy = services.caddy!;
+    expect(caddy.environment?.GGROK_DOMAIN).toMatch(/^\$\{GGROK_DOMAIN:\?/);
+    expect(caddy.volumes).toContain('./Caddyfile:/etc/caddy/Caddyfile:ro');
+    for (const [name] of relays)
+      expect([name, caddy.depends_on?.[name]?.condition]).toEqual([name, 'service_healthy']);
+  });
+});
+
+describe('deploy/Caddyfile', () => {
+  test('every site is on-demand TLS over all the relays, picked at random, without buffering', () => {
+    const blocks = caddyBlocks();
+    const site = blocks.find((b) => b.head.includes('{$GGROK_DOMAIN}'));
+    expect(site?.head).toBe('{$GGROK_DOMAIN}, *.{$GGROK_DOMAIN}');
+    const lines = expand(site!, blocks);
+    expect(lines).toContain('on_demand');
+    expect(upstreamsOf(lines).map((u) => [...u].sort())).toEqual([relayAddresses()]);
+    expect(lines).toContain('flush_interval -1');
+    expect(lines).toContain('lb_policy random');
+    // A relay that is restarting refuses connections; Caddy tries the other one instead of failing the request.
+    expect(lines.some((l) => /^lb_try_duration\s+\d+s$/.test(l))).toBe(true);
+    expect(lines).toContain('health_uri /_ggrok/health');
+    // Whatever proxies anywhere in the file goes to exactly the relays.
+    for (const upstreams of upstreamsOf(blocks.flatMap((b) => b.lines)))
+      expect([...upstreams].sort()).toEqual(relayAddresses());
+  });
+
+  test('Caddy asks through an internal site that reaches every relay and is published nowhere', () => {
     const ask = askUrl();
     expect(ask.pathname).toBe('/_ggrok/ask');
     expect(ask.search).toBe(''); // Caddy appends ?domain= itself
-    // The compose service is called relay and listens on the PORT compose sets.
-    expect(compose).toMatch(/^ {2}relay:\s*$/m);
-    const port = /^\s+PORT:\s*['"]?(\d+)['"]?\s*$/m.exec(compose)?.[1];
-    expect(ask.host).toBe(`relay:${port}`);
-  });
-
-  test('every site is on-demand TLS and proxies to the same relay without buffering', () => {
-    const ask = askUrl();
-    expect(caddyLines).toContain('on_demand');
-    const site = caddyLines.find((l) => l.endsWith('{') && l.includes('{$GGROK_DOMAIN}'));
-    expect(site).toBeDefined();
-    expect(site).toContain('*.{$GGROK_DOMAIN}');
-    const proxies = caddyLines.filter((l) => l.startsWith('reverse_proxy '));
-    expect(proxies.length).toBeGreaterThan(0);
-    for (const p of proxies) expect(p.split(/\s+/)[1]).toBe(ask.host);
-    expect(caddyLines).toContain('flush_interval -1');
-  });
-
-  test('compose trusts Caddy, requires domain and token, and gives Caddy the domain', () => {
-    expect(compose).toMatch(/^\s+GGROK_TRUST_PROXY:\s*['"]?1['"]?\s*$/m);
-    expect(compose).toMatch(/^\s+GGROK_TOKEN:\s*\$\{GGROK_TOKEN:\?/m);
-    expect(compose.match(/^\s+GGROK_DOMAIN:\s*\$\{GGROK_DOMAIN:\?/gm)).toHaveLength(2);
-    expect(compose).toContain('./Caddyfile:/etc/caddy/Caddyfile');
-    expect(compose).toMatch(/dockerfile:\s*deploy\/Dockerfile/);
+    expect(ask.protocol).toBe('http:');
+    expect(ask.hostname).toBe('127.0.0.1');
+    const blocks = caddyBlocks();
+    expect(blocks[0]!.head).toBe(''); // the global options, where on_demand_tls lives
+    const internal = blocks.find((b) => b.head === `http://${ask.host}`);
+    expect(internal).toBeDefined();
+    const lines = expand(internal!, blocks);
+    expect(lines).toContain('bind 127.0.0.1');
+    expect(upstreamsOf(lines).map((u) => [...u].sort())).toEqual([relayAddresses()]);
+    expect(services.caddy!.ports?.some((p) => p.split(':').includes(ask.port))).toBe(false);
   });
 });
 

@@ -1,8 +1,11 @@
-// fly.toml: one always-on machine serving the relay's port, stopped with SIGTERM and 30 s, health-checked.
+// fly.toml: always-on machines serving the relay's port, rolled one batch at a time, stopped with SIGTERM and 30 s, health-checked.
+import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
-import { Cleanup, rawRequest, ROOT, startRelay } from '../helpers.js';
+import { createRelay } from '../../relay/index.js';
+import { Cleanup, rawRequest, ROOT, startRelay, TOKEN } from '../helpers.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -121,7 +124,7 @@ describe('fly.toml', () => {
     expect(service.force_https).toBe(true);
   });
 
-  test('one machine stays up: a relay holds its clients sockets', () => {
+  test('machines stay up: a relay holds its clients sockets', () => {
     expect(['off', false]).toContain(service.auto_stop_machines);
     expect(service.auto_start_machines).toBe(true);
     expect(service.min_machines_running).toBeGreaterThanOrEqual(1);
@@ -134,6 +137,35 @@ describe('fly.toml', () => {
   test('stops with SIGTERM and 30 s, more than the relay needs to drain', () => {
     expect(fly.kill_signal).toBe('SIGTERM');
     expect(fly.kill_timeout).toBe(30);
+  });
+
+  test('deploys roll machines a few at a time, and Redis comes from a secret, not the file', () => {
+    expect(table(fly.deploy).strategy).toBe('rolling');
+    const env = table(fly.env);
+    // A Redis URL carries its password: `fly secrets set REDIS_URL=…`, never [env].
+    for (const name of ['REDIS_URL', 'GGROK_REDIS_URL']) expect([name, env[name]]).toEqual([name, undefined]);
+    const readme = readFileSync(path.join(ROOT, 'deploy', 'README.md'), 'utf8');
+    expect(readme).toContain('fly redis create');
+    expect(readme).toMatch(/fly secrets set REDIS_URL=/);
+  });
+
+  test("nothing pins the relay to one address: peers reach it over Fly's private network, which is IPv6", async () => {
+    // The default peer URL (http://<machine>.vm.<app>.internal:<PORT>) must reach the relay: no fixed host or peer URL.
+    const env = table(fly.env);
+    for (const name of ['GGROK_HOST', 'GGROK_PEER_URL', 'GGROK_INSTANCE_ID'])
+      expect([name, env[name]]).toEqual([name, undefined]);
+    const dockerfile = readFileSync(path.join(ROOT, 'deploy', 'Dockerfile'), 'utf8');
+    expect(dockerfile).not.toMatch(/GGROK_HOST|GGROK_PEER_URL/);
+    // And a relay without a host answers on IPv6 as well as IPv4, as the image runs it.
+    const relay = createRelay({ tokens: [TOKEN], domain: 'example.test', log: () => {} });
+    const port = await relay.listen(0);
+    cleanup.add(() => relay.close(0));
+    for (const host of ['::1', '127.0.0.1']) {
+      const req = http.get({ host, port, path: '/_ggrok/health', headers: { Host: 'relay.internal' } });
+      const [res] = (await once(req, 'response')) as [http.IncomingMessage];
+      res.resume();
+      expect([host, res.statusCode]).toEqual([host, 200]);
+    }
   });
 
   test('health-checks /_ggrok/health, and the relay answers it in both modes', async () => {

@@ -122,8 +122,13 @@ const IGNORED_STREAM: StreamHandler = { data() {}, end() {}, reset() {}, drain()
 
 /** Control sockets one client keeps at most, one per relay instance of a cluster. */
 export const MAX_RELAY_LINKS = 8;
-/** A dial that reached an instance the client is attached to already is retried this soon (it lands elsewhere). */
+/**
+ * A dial that reached an instance the client is attached to already is retried this soon: behind a front that picks
+ * at random, with k of n instances attached, each try lands on a new one with chance (n - k) / n.
+ */
 const WRONG_INSTANCE_RETRY_MS = 100;
+/** Tries at that pace before slowing down: 20 tries miss the last of 3 instances with chance (2/3)^20, under 0.1 %. */
+const WRONG_INSTANCE_FAST_TRIES = 20;
 /** ... doubling while it keeps landing on instances it has, up to this. */
 const WRONG_INSTANCE_MAX_RETRY_MS = 5000;
 
@@ -187,8 +192,10 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
   private readonly wsUrl: string;
   /** Every control socket, dialing or welcomed, and the member it was dialed for (undefined: the seed URL). */
   private readonly links = new Map<RelayLink, string | undefined>();
-  /** The cluster's instances as last announced, by id. */
+  /** The cluster's instances, by id: every instance any welcomed socket's relay announced last. */
   private readonly members = new Map<string, MemberState>();
+  /** What each welcomed socket's relay announced last: instances see each other a tick apart, so views differ. */
+  private readonly views = new Map<RelayLink, MemberRef[]>();
   /** Counters per instance and tunnel index, summed into `stats`. */
   private readonly statsByInstance = new Map<string, Map<number, Omit<TunnelStats, 'name'>>>();
   private closing = false;
@@ -356,7 +363,7 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
       const state = id ? this.members.get(id) : undefined;
       if (state) state.attempt = 0;
     },
-    members: (_link, frame) => this.setMembers(frame.members),
+    members: (link, frame) => this.setView(link, frame.members),
     stats: (link, frame) => this.onStats(link, frame),
     request: (stream, head) => {
       const forwarder = this.forwarders[head.tunnel];
@@ -369,6 +376,8 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
   private onWelcome(link: RelayLink, welcome: WelcomeFrame): void {
     if (this.closing) return void link.close();
     const id = welcome.instance;
+    // Dialed for one instance, a blind dial through a front may have reached another: it is that one's link now.
+    this.links.set(link, id);
     const state = id ? this.members.get(id) : undefined;
     if (state) state.attempt = 0;
     this.url = welcome.url;
@@ -376,7 +385,7 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
     const more = welcome.more ?? [];
     this.names = [welcome.name, ...more.map((t) => t.name)];
     this.urls = [welcome.url, ...more.map((t) => t.url)];
-    if (welcome.members) this.setMembers(welcome.members);
+    if (welcome.members) this.setView(link, welcome.members);
     if (!this.online) {
       this.online = true;
       this.attempt = 0;
@@ -409,9 +418,10 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
       // Behind a front that picks an instance at random, another try soon lands elsewhere; without one, it never
       // will, so the tries slow down (the instance can still be reached by the front's other clients' requests).
       const attempt = this.members.get(member)?.attempt ?? 0;
+      const slower = Math.max(0, attempt - WRONG_INSTANCE_FAST_TRIES);
       return this.redialLater(
         member,
-        Math.min(WRONG_INSTANCE_MAX_RETRY_MS, WRONG_INSTANCE_RETRY_MS * 2 ** attempt),
+        Math.min(WRONG_INSTANCE_MAX_RETRY_MS, WRONG_INSTANCE_RETRY_MS * 2 ** slower),
       );
     }
     if (!retryable) return this.fail(err);
@@ -423,6 +433,7 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
 
   private onClosed(link: RelayLink, code: number, reason: string): void {
     this.links.delete(link);
+    if (this.views.delete(link)) this.setMembers();
     if (link.instance) this.statsByInstance.delete(link.instance);
     if (this.closing) return;
     if (this.opts.noReconnect)
@@ -440,15 +451,26 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
     this.scheduleReconnect(why);
   }
 
-  /** The cluster's live instances changed (or were first announced). */
-  private setMembers(refs: MemberRef[]): void {
-    const ids = new Set(refs.map((r) => r.id));
+  /** One relay announced the cluster's live instances (its view). */
+  private setView(link: RelayLink, refs: MemberRef[]): void {
+    this.views.set(link, refs);
+    this.setMembers();
+  }
+
+  /**
+   * The instances to hold sockets to: the union of the welcomed sockets' views. An instance leaves it only when
+   * no relay the client talks to lists it any more (an instance that stopped, or a view not refreshed yet).
+   */
+  private setMembers(): void {
+    const refs = new Map<string, MemberRef>();
+    for (const view of this.views.values()) for (const ref of view) refs.set(ref.id, ref);
+    const ids = new Set(refs.keys());
     for (const [id, state] of this.members)
       if (!ids.has(id)) {
         clearTimeout(state.timer);
         this.members.delete(id);
       }
-    for (const ref of refs) {
+    for (const ref of refs.values()) {
       const state = this.members.get(ref.id);
       if (state) state.ref = ref;
       else this.members.set(ref.id, { ref, attempt: 0, timer: undefined });

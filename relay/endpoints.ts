@@ -21,7 +21,7 @@ export interface RelaySelf {
   statusReport(): RelayStatus;
   renderMetrics(): Promise<{ contentType: string; body: string }>;
   /** Whether a TLS certificate may be issued for this host name. */
-  certificateAllowed(host: string): boolean;
+  certificateAllowed(host: string): boolean | Promise<boolean>;
   /**
    * Whether a request presenting `token` (or none) may read metrics and status. An address that presented too
    * many wrong tokens lately is told to wait, whatever it presents now.
@@ -40,9 +40,11 @@ export function serveRelayEndpoint(req: IncomingMessage, res: ServerResponse, se
   if (path === HEALTH_PATH) return sendJson(res, 200, self.health());
   if (path === ASK_PATH) {
     const domain = new URL(req.url ?? '/', 'http://relay').searchParams.get('domain') ?? '';
-    const allowed = self.certificateAllowed(domain);
-    res.writeHead(allowed ? 200 : 404, { 'Content-Type': 'text/plain', 'Cache-Control': 'no-store' });
-    return void res.end(allowed ? 'ok\n' : 'no such tunnel\n');
+    const answer = (allowed: boolean): void => {
+      res.writeHead(allowed ? 200 : 404, { 'Content-Type': 'text/plain', 'Cache-Control': 'no-store' });
+      res.end(allowed ? 'ok\n' : 'no such tunnel\n');
+    };
+    return void Promise.resolve(self.certificateAllowed(domain)).then(answer, () => answer(false));
   }
   if (path === METRICS_PATH) return serveMetrics(req, res, self);
   if (path === STATUS_PATH) return serveStatus(req, res, self);

@@ -183,17 +183,21 @@ export function webhookUrlProblem(url: string): string | undefined {
 }
 
 /**
- * This instance's id when none is given: Fly's machine id, Heroku's dyno name (web.1), else the host name and a
- * random suffix (two relays on one host must not share an id).
+ * This instance's id when none is given: Fly's machine id (stable across restarts), else Heroku's dyno name
+ * (web.1) or the host name, with a random suffix (two relays on one host, or a dyno and its preboot twin, must not
+ * share an id).
  */
 export function defaultInstanceId(env: NodeJS.ProcessEnv = process.env): string {
-  const given = env.FLY_MACHINE_ID || env.DYNO;
-  if (given && isValidInstanceId(given)) return given;
+  const machine = env.FLY_MACHINE_ID;
+  if (machine && isValidInstanceId(machine)) return machine;
+  const suffix = randomBytes(3).toString('hex');
+  // Heroku's preboot runs the old and the new dyno side by side under the same DYNO name for minutes.
+  if (env.DYNO && isValidInstanceId(env.DYNO)) return `${env.DYNO}-${suffix}`;
   const host =
     hostname()
       .replace(/[^A-Za-z0-9._-]/g, '')
       .slice(0, 40) || 'relay';
-  return `${/^[A-Za-z0-9]/.test(host) ? host : `r${host}`}-${randomBytes(3).toString('hex')}`;
+  return `${/^[A-Za-z0-9]/.test(host) ? host : `r${host}`}-${suffix}`;
 }
 
 /** Checks options and fills in RELAY_DEFAULTS; throws an Error saying what is wrong. */

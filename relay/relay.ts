@@ -166,8 +166,12 @@ export class Relay {
     return this.registry.size;
   }
 
-  /** Starts listening; resolves with the bound port. */
-  listen(port: number, host?: string): Promise<number> {
+  /**
+   * Starts listening; resolves with the bound port. An instance of a cluster first reads the cluster once (who
+   * serves what), for at most a few seconds: it must not tell a visitor "no such tunnel" about a name its peers serve.
+   */
+  async listen(port: number, host?: string): Promise<number> {
+    await this.cluster?.synced(CLUSTER_SYNC_BEFORE_LISTEN_MS);
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(port, host, () => {
@@ -191,9 +195,14 @@ export class Relay {
     for (const tunnel of this.registry.values())
       tunnel.session.goAway(RefuseCode.RelayShuttingDown, 'relay is shutting down', 1000);
     const until = Date.now() + deadlineMs;
+    // A connection accepted just before the listener closed may not have sent its request yet: Node counts it as
+    // idle, so idle connections are closed only after a moment (responses meanwhile carry Connection: close).
+    const settled = Date.now() + Math.min(DRAIN_SETTLE_MS, deadlineMs);
     // Channels (WebSockets) are long-lived by nature: only plain requests are waited for.
-    while (Date.now() < until && [...this.registry.values()].some((t) => t.activeRequests > 0)) {
-      this.server.closeIdleConnections();
+    while (Date.now() < until) {
+      const busy = [...this.registry.values()].some((t) => t.activeRequests > 0);
+      if (!busy && Date.now() >= settled) break;
+      if (Date.now() >= settled) this.server.closeIdleConnections();
       await new Promise((r) => setTimeout(r, 50));
     }
     for (const tunnel of this.registry.values())
@@ -219,8 +228,11 @@ export class Relay {
   }
 
   /** Whether a TLS certificate may be issued for `host`: the relay's domain, or a live or held tunnel name. */
-  certificateAllowed(host: string): boolean {
-    return this.router.certificateAllowed(host);
+  certificateAllowed(host: string): boolean | Promise<boolean> {
+    if (this.router.certificateAllowed(host)) return true;
+    // In a cluster, a name held for its owner in Redis qualifies too (its client may not be back anywhere yet).
+    const name = this.router.nameOf(host);
+    return this.cluster && name ? this.cluster.isHeld(name) : false;
   }
 
   /** The live tunnel named `name` (`default` in own-host mode) as a snapshot, or undefined. */
@@ -403,6 +415,11 @@ export class Relay {
     }),
   };
 }
+
+/** How long a stopping relay keeps idle connections open for requests already on their way (see close()). */
+const DRAIN_SETTLE_MS = 1000;
+/** How long an instance waits to read the cluster before it listens anyway (Redis may be down). */
+const CLUSTER_SYNC_BEFORE_LISTEN_MS = 3000;
 
 /** The answer to a request claiming to come from another instance whose signature does not check out. */
 const FORGED_PEER: ErrorPage = {

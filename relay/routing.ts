@@ -137,6 +137,15 @@ export class Router {
     return `${requestScheme(req, this.options.trustProxy)}://${parseHost(req).host}`;
   }
 
+  /** The tunnel name a host names under the relay's domain, or undefined. */
+  nameOf(host: string): string | undefined {
+    const domain = this.options.domain;
+    const h = host.toLowerCase().replace(/\.$/, '');
+    if (!domain || !h.endsWith(`.${domain}`)) return undefined;
+    const name = h.slice(0, -domain.length - 1);
+    return isValidName(name) ? name : undefined;
+  }
+
   /** Whether a TLS certificate may be issued for `host`: the relay's domain, or a live or held tunnel name. */
   certificateAllowed(host: string): boolean {
     const domain = this.options.domain;

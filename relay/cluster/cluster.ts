@@ -71,6 +71,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   private verifying: Promise<void> | undefined;
   private waiters: (() => void)[] = [];
   private membersKey = '';
+  /** Resolves when the lease was first refreshed and the others read. */
+  private readonly firstSync: Promise<void>;
+  private markSynced: () => void = () => {};
   private closed = false;
   /** Names some instance served lately, and when it was last seen serving them: requests for them may wait. */
   private readonly recent = new Map<string, number>();
@@ -81,6 +84,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   ) {
     super();
     this.now = settings.now ?? Date.now;
+    this.firstSync = new Promise((resolve) => (this.markSynced = resolve));
     this.lastTickAt = this.now();
     this.link = new RedisLink(settings.redis, [SUPERSEDED_CHANNEL]);
     this.membership = new Membership(
@@ -128,6 +132,16 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     this.link.start();
     this.timer = setInterval(() => this.tick(), TICK_MS);
     this.timer.unref();
+  }
+
+  /** Resolves once the cluster was read for the first time, or after `timeoutMs` (Redis may be away). */
+  synced(timeoutMs: number): Promise<void> {
+    return Promise.race([this.firstSync, new Promise<void>((r) => setTimeout(r, timeoutMs).unref())]);
+  }
+
+  /** Whether takeovers announced by other instances reach this one now (its subscription is up). */
+  get listening(): boolean {
+    return this.link.subscribed;
   }
 
   /** Claims a name for (owner, client); `unavailable` when Redis cannot be asked. */
@@ -223,6 +237,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         this.membersKey = key;
         if (key !== before) this.emit('members');
         this.noteServed();
+        this.markSynced();
       })
       .catch(() => {})
       .finally(() => {

@@ -77,7 +77,8 @@ export class PeerAuth {
 /** Whether Fly's proxy can replay this request elsewhere: not replayed already, and a body of at most 1 MB. */
 export function flyCanReplay(req: IncomingMessage): boolean {
   // Replayed here already, or sent back here because the replay failed: one hop only.
-  if (req.headers['fly-replay-src'] !== undefined || req.headers['fly-replay-failed'] !== undefined) return false;
+  if (req.headers['fly-replay-src'] !== undefined || req.headers['fly-replay-failed'] !== undefined)
+    return false;
   if (req.headers['transfer-encoding'] !== undefined) return false;
   const length = declaredLength(req.rawHeaders) ?? 0;
   return !Number.isNaN(length) && length <= FLY_REPLAY_MAX_BODY_BYTES;

@@ -34,6 +34,9 @@ export class RedisLink extends EventEmitter<RedisLinkEvents> {
   private readonly subscriber: Client;
   private closed = false;
   private up = false;
+  private subscribedNow = false;
+  /** The first subscription went through (node-redis renews it on its own after reconnects). */
+  private everSubscribed = false;
 
   constructor(
     settings: RedisSettings,
@@ -61,6 +64,17 @@ export class RedisLink extends EventEmitter<RedisLinkEvents> {
       this.emit('ready');
     });
     this.subscriber.on('error', () => {}); // the command connection reports; the subscriber follows it
+    this.subscriber.on('ready', () => {
+      // node-redis subscribes again by itself after a reconnect; until then messages may be missed (pub/sub is
+      // at most once), which the regular checks of served names cover.
+      this.subscribedNow = this.everSubscribed;
+    });
+    this.subscriber.on('end', () => (this.subscribedNow = false));
+  }
+
+  /** Whether the subscriber is connected and subscribed (messages published now reach us). */
+  get subscribed(): boolean {
+    return this.subscribedNow && this.subscriber.isReady;
   }
 
   /** Whether commands can be sent now. */
@@ -78,6 +92,7 @@ export class RedisLink extends EventEmitter<RedisLinkEvents> {
           this.emit('message', channel, message),
         ),
       )
+      .then(() => (this.everSubscribed = this.subscribedNow = true))
       .catch(() => {});
   }
 

@@ -11,6 +11,7 @@ import {
   startL4Front,
   startRedis,
   startRelayProcess,
+  type L4Front,
   type RedisServer,
   type RelayProcess,
 } from './harness.js';
@@ -23,6 +24,9 @@ const ATTACH_WITHIN_MS = 10_000;
 
 interface Cluster {
   redis: RedisServer;
+  front: L4Front;
+  /** Instances being stopped: the front sends them no new connections. */
+  draining: Set<RelayProcess>;
   relays: RelayProcess[];
   /** The front visitors and clients use: http://127.0.0.1:<port>. */
   url: string;
@@ -41,8 +45,12 @@ async function startCluster(n = 3, extra: (i: number) => string[] = () => []): P
     const args = ['--redis', redis.url, '--instance-id', `r${i}`, '--peer-url', `http://127.0.0.1:${port}`];
     relays.push(await startRelayProcess(cleanup, [...args, ...extra(i)], { port }));
   }
-  const front = await startL4Front(cleanup, () => relays.filter((r) => r.running).map((r) => r.port));
-  return { redis, relays, url: front.url, port: front.port };
+  // Like Heroku's router and Fly's proxy, the front stops sending new connections to an instance told to stop.
+  const draining = new Set<RelayProcess>();
+  const front = await startL4Front(cleanup, () =>
+    relays.filter((r) => r.running && !draining.has(r)).map((r) => r.port),
+  );
+  return { redis, relays, front, draining, url: front.url, port: front.port };
 }
 
 interface Health {
@@ -57,7 +65,12 @@ async function health(relay: RelayProcess): Promise<Health> {
 }
 
 /** A GET with a Host header, collecting status and body (agent false: a new connection, so the front picks anew). */
-function get(port: number, path: string, host: string, timeoutMs = 10_000): Promise<{ status: number; body: string }> {
+function get(
+  port: number,
+  path: string,
+  host: string,
+  timeoutMs = 10_000,
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const req = http.get({ host: '127.0.0.1', port, path, headers: { Host: host }, agent: false }, (res) => {
       let body = '';
@@ -81,9 +94,14 @@ async function attachedToAll(client: TunnelClient, c: Cluster): Promise<void> {
   const ids = c.relays.filter((r) => r.running).map((_, i) => `r${i + 1}`);
   await waitFor(
     () => c.relays.filter((r) => r.running).length === client.instances.length,
-    `the client to attach to ${ids.join(', ')} (has ${client.instances.join(', ')})`,
+    `the client to attach to ${ids.join(', ')}`,
     ATTACH_WITHIN_MS,
-  );
+  ).catch((err: Error) => {
+    throw new Error(
+      `${err.message}: it has ${client.instances.join(', ')}; the front sent ${JSON.stringify([...c.front.perBackend])}; ` +
+        `relays: ${c.relays.map((r) => `${r.port}${r.running ? '' : ' (down)'}: ${r.output().slice(-400)}`).join(' | ')}`,
+    );
+  });
 }
 
 /**
@@ -133,12 +151,20 @@ describe('a cluster behind a random front', () => {
     expect(Date.now() - printedAt).toBeLessThan(ATTACH_WITHIN_MS);
     expect(client.instances).toEqual(['r1', 'r2', 'r3']);
     for (const relay of c.relays) {
+      // Each instance reads the others' leases every 1.5 s: its view of the members converges within that.
+      await waitFor(
+        async () => (await health(relay)).cluster?.members.length === 3,
+        'the members to converge',
+      );
       const h = await health(relay);
       expect(h).toMatchObject({ tunnels: 1, cluster: { redis: 'up', members: ['r1', 'r2', 'r3'] } });
       // Straight to each instance: every one serves the tunnel from its own socket.
-      expect((await get(relay.port, `/via-${h.instance}`, `demo.localhost`)).body).toBe(`local /via-${h.instance}`);
+      expect((await get(relay.port, `/via-${h.instance}`, `demo.localhost`)).body).toBe(
+        `local /via-${h.instance}`,
+      );
     }
-    for (let i = 0; i < 12; i++) expect((await get(c.port, `/x${i}`, 'demo.localhost')).body).toBe(`local /x${i}`);
+    for (let i = 0; i < 12; i++)
+      expect((await get(c.port, `/x${i}`, 'demo.localhost')).body).toBe(`local /x${i}`);
     // WebSockets through the front, several connections (so several instances).
     for (let i = 0; i < 4; i++) {
       const ws = new WebSocket(`ws://127.0.0.1:${c.port}/ws`, { headers: { Host: 'demo.localhost' } });
@@ -177,7 +203,7 @@ describe('a cluster behind a random front', () => {
     }
   }, 60_000);
 
-  test('kill -9 of one instance under load: nothing fails later than 5 s after the kill; no response is another request\'s', async () => {
+  test("kill -9 of one instance under load: nothing fails later than 5 s after the kill; no response is another request's", async () => {
     const c = await startCluster(3);
     const local = await echoService();
     const client = await startClient(cleanup, c.url, local.port, { subdomain: 'demo' });
@@ -201,7 +227,9 @@ describe('a cluster behind a random front', () => {
     await attachedToAll(client, c);
     const load = steadyLoad(c.port, 'demo.localhost');
     for (const relay of c.relays) {
+      c.draining.add(relay);
       expect(await relay.stop()).toBe(0);
+      c.draining.delete(relay);
       await relay.restart();
       await attachedToAll(client, c);
     }
@@ -279,7 +307,11 @@ describe('fencing', () => {
     await waitFor(async () => (await health(c.relays[0]!)).tunnels === 1, 'the old tunnel');
     await c.relays[0]!.pause();
     // r1's lease runs out; the owner's new process takes the name over through r2.
-    await waitFor(async () => (await health(c.relays[1]!)).cluster?.members.length === 1, 'r1 to leave', 15_000);
+    await waitFor(
+      async () => (await health(c.relays[1]!)).cluster?.members.length === 1,
+      'r1 to leave',
+      15_000,
+    );
     const fresh = await startClient(cleanup, c.relays[1]!.url, newService.port, { subdomain: 'fenced' });
     expect(fresh.url).toContain('fenced.');
     await c.relays[0]!.resume();
@@ -314,7 +346,9 @@ describe('fallbacks to the instance that holds the tunnel', () => {
     expect(req.headers['x-forwarded-host']).toBe('far.localhost');
     expect(req.headers['x-ggrok-peer']).toBeUndefined();
     // An upgrade goes the same way.
-    const ws = new WebSocket(`ws://127.0.0.1:${c.relays[1]!.port}/ws`, { headers: { Host: 'far.localhost' } });
+    const ws = new WebSocket(`ws://127.0.0.1:${c.relays[1]!.port}/ws`, {
+      headers: { Host: 'far.localhost' },
+    });
     cleanup.add(() => ws.terminate());
     const echoed = await new Promise<string>((resolve, reject) => {
       ws.once('open', () => ws.send('through r2'));
@@ -331,7 +365,10 @@ describe('fallbacks to the instance that holds the tunnel', () => {
             port: c.relays[1]!.port,
             path: '/',
             agent: false,
-            headers: { Host: 'far.localhost', 'X-Ggrok-Peer': `v1 r1 10.0.0.1 https ${Date.now()} ${'0'.repeat(64)}` },
+            headers: {
+              Host: 'far.localhost',
+              'X-Ggrok-Peer': `v1 r1 10.0.0.1 https ${Date.now()} ${'0'.repeat(64)}`,
+            },
           },
           (r) => {
             r.resume();
@@ -359,13 +396,15 @@ describe('fallbacks to the instance that holds the tunnel', () => {
     const client = await startClient(cleanup, front.url, local.port, { subdomain: 'flying' });
     await waitFor(() => client.instances.length === 3, 'the client on all three machines', ATTACH_WITHIN_MS);
     expect(client.instances).toEqual(['m1', 'm2', 'm3']);
-    for (let i = 0; i < 6; i++) expect((await get(front.port, `/f${i}`, 'flying.localhost')).body).toBe(`local /f${i}`);
+    for (let i = 0; i < 6; i++)
+      expect((await get(front.port, `/f${i}`, 'flying.localhost')).body).toBe(`local /f${i}`);
     // A second tunnel dialed straight at m1 only: the other machines replay its visitors to m1.
     const onlyM1 = await startClient(cleanup, relays[0]!.url, local.port, { subdomain: 'pinned' });
     expect(onlyM1.instances).toEqual(['m1']);
     await sleep(2000); // the other machines read m1's lease on their next tick
     const replaysBefore = front.replays;
-    for (let i = 0; i < 9; i++) expect((await get(front.port, `/p${i}`, 'pinned.localhost')).body).toBe(`local /p${i}`);
+    for (let i = 0; i < 9; i++)
+      expect((await get(front.port, `/p${i}`, 'pinned.localhost')).body).toBe(`local /p${i}`);
     expect(front.replays).toBeGreaterThan(replaysBefore);
   }, 60_000);
 });

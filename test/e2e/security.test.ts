@@ -247,8 +247,12 @@ describe('wrong secrets are counted, logged and slowed down per address', () => 
       headers: { Authorization: `Bearer ${TOKEN}` },
     });
     expect(metrics.status).toBe(200);
-    expect(metrics.body.toString()).toMatch(/^ggrok_auth_failures_total\{kind="observer_token",instance="[^"]+"\} 10$/m);
-    expect(metrics.body.toString()).toMatch(/^ggrok_refusals_total\{reason="too_many_attempts",instance="[^"]+"\} 1$/m);
+    expect(metrics.body.toString()).toMatch(
+      /^ggrok_auth_failures_total\{kind="observer_token",instance="[^"]+"\} 10$/m,
+    );
+    expect(metrics.body.toString()).toMatch(
+      /^ggrok_refusals_total\{reason="too_many_attempts",instance="[^"]+"\} 1$/m,
+    );
   });
 });
 

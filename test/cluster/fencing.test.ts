@@ -1,0 +1,106 @@
+// Names, fences and stalls in the cluster store, with a real redis-server and two in-process instances whose
+// clocks the test moves: takeovers are announced, a stalled instance checks its names before serving again, and a
+// Redis that restarted empty gets every served name back for its owner.
+import { afterEach, describe, expect, test } from 'vitest';
+import { Cluster, MEMBER_LEASE_MS } from '../../relay/cluster/cluster.js';
+import type { HeldName } from '../../relay/cluster/names.js';
+import { Cleanup, waitFor } from '../helpers.js';
+import { startRedis } from './harness.js';
+
+const cleanup = new Cleanup();
+afterEach(() => cleanup.run());
+
+/** One in-process instance: the names it serves are whatever the test puts in `served`. */
+function instance(redisUrl: string, id: string) {
+  let now = Date.now();
+  const served: HeldName[] = [];
+  const superseded: [string, number][] = [];
+  const cluster = new Cluster(
+    { redis: { url: redisUrl }, instanceId: id, holdMs: 60_000, now: () => now },
+    { served: () => served },
+  );
+  cluster.on('superseded', (name, fence) => superseded.push([name, fence]));
+  cluster.start();
+  cleanup.add(() => cluster.close());
+  return {
+    cluster,
+    served,
+    superseded,
+    /** Moves this instance's clock (a stall, as SIGSTOP would cause). */
+    advance: (ms: number) => (now += ms),
+  };
+}
+
+describe('the cluster store', () => {
+  test('a claim by another owner is refused; the same client gets the same fence; a takeover is announced', async () => {
+    const redis = await startRedis(cleanup);
+    const a = instance(redis.url, 'a');
+    const b = instance(redis.url, 'b');
+    await waitFor(
+      () => a.cluster.redisUp && b.cluster.redisUp && a.cluster.listening && b.cluster.listening,
+      'both instances on Redis, listening for takeovers',
+    );
+    expect(await a.cluster.claim('n', 'owner', 'c1')).toEqual({ kind: 'new', fence: 1 });
+    a.served.push({ name: 'n', owner: 'owner', client: 'c1', fence: 1 });
+    // The same client on the other instance: the same fence, nobody superseded.
+    expect(await b.cluster.claim('n', 'owner', 'c1')).toEqual({ kind: 'same', fence: 1 });
+    expect(await b.cluster.claim('n', 'someone-else', 'x')).toEqual({ kind: 'held' });
+    // Another process of the owner while the name is served live somewhere: refused.
+    a.cluster.servedChanged();
+    await waitFor(() => b.cluster.whereIs('n').length === 1, 'b to see a serving n', 5000);
+    expect(await b.cluster.claim('n', 'owner', 'c2')).toEqual({ kind: 'in_use' });
+    // Once nobody serves it live, the owner's new process takes over: the fence goes up, a is told at once.
+    a.served.length = 0;
+    a.cluster.servedChanged();
+    await waitFor(() => b.cluster.whereIs('n').length === 0, 'b to see n free', 5000);
+    a.served.push({ name: 'n', owner: 'owner', client: 'c1', fence: 1 }); // a's stale socket, still there
+    expect(await b.cluster.claim('n', 'owner', 'c2')).toEqual({ kind: 'takeover', fence: 2 });
+    await waitFor(() => a.superseded.length > 0, 'the takeover announcement');
+    expect(a.superseded[0]).toEqual(['n', 2]);
+  }, 30_000);
+
+  test('an instance that stalled past its lease checks its names before serving: a superseded name is reported', async () => {
+    const redis = await startRedis(cleanup);
+    const a = instance(redis.url, 'a');
+    const b = instance(redis.url, 'b');
+    await waitFor(
+      () => a.cluster.redisUp && b.cluster.redisUp && a.cluster.listening && b.cluster.listening,
+      'both instances on Redis, listening for takeovers',
+    );
+    expect(await a.cluster.claim('n', 'owner', 'c1')).toEqual({ kind: 'new', fence: 1 });
+    a.served.push({ name: 'n', owner: 'owner', client: 'c1', fence: 1 });
+    // a is frozen (its announcement missed, here: taken while a does not announce n), b's client takes over.
+    expect(await b.cluster.claim('n', 'owner', 'c2')).toEqual({ kind: 'takeover', fence: 2 });
+    // The announcement reaches a now; a stalled instance would have missed it, so forget it was heard.
+    await waitFor(() => a.superseded.length === 1, 'the announcement');
+    a.superseded.length = 0;
+    expect(a.cluster.stale()).toBe(false);
+    a.advance(MEMBER_LEASE_MS + 1000); // a wakes up: its clock jumped past its lease
+    expect(a.cluster.stale()).toBe(true); // known at once, in memory, before any request is served
+    const order: string[] = [];
+    a.cluster.afterVerification(() => order.push(`served after ${a.superseded.length} superseded`));
+    await waitFor(() => order.length === 1, 'the check to finish');
+    expect(order).toEqual(['served after 1 superseded']);
+    expect(a.superseded).toEqual([['n', Number.MAX_SAFE_INTEGER]]); // whatever fence a holds, it must go
+    expect(a.cluster.stale()).toBe(false);
+  }, 30_000);
+
+  test('Redis restarted empty: every served name is registered again for its owner, with its fence', async () => {
+    const redis = await startRedis(cleanup);
+    const a = instance(redis.url, 'a');
+    await waitFor(() => a.cluster.redisUp, 'a on Redis');
+    expect(await a.cluster.claim('n', 'owner', 'c1')).toEqual({ kind: 'new', fence: 1 });
+    a.served.push({ name: 'n', owner: 'owner', client: 'c1', fence: 1 });
+    await redis.restart();
+    const b = instance(redis.url, 'b');
+    await waitFor(() => a.cluster.redisUp && b.cluster.redisUp, 'both back on Redis', 10_000);
+    // a re-registered n on reconnecting: another owner is refused, the same client keeps its fence.
+    await waitFor(
+      async () => (await b.cluster.claim('n', 'thief', 't')).kind === 'held',
+      'n held again',
+      10_000,
+    );
+    expect(await b.cluster.claim('n', 'owner', 'c1')).toEqual({ kind: 'same', fence: 1 });
+    expect(a.superseded).toEqual([]);
+  }, 30_000);
+});

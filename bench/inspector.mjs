@@ -1,0 +1,319 @@
+// Inspector A/B: the same relay and local apps through clients with the inspector off (--no-inspect), on, and on with
+// a page connected to its live events; interleaved rounds, medians and ranges -> bench/RESULTS-inspector.md.
+// Usage: node bench/inspector.mjs [--rounds 5] [--duration 5] [--download-mib 200] [--upload-mib 50]
+//        [--ws-seconds 5] [--variants off,on,page] [--out file] [--profile]   (uses the compiled dist/)
+import { cpSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import {
+  BIN,
+  cpuMs,
+  fmt,
+  killAll,
+  machineBusyCores,
+  median,
+  MiB,
+  ROOT,
+  rssKiB,
+  sampleRss,
+  spawnNode,
+  spawnRelay,
+  stopChild,
+  waitForLine,
+  wrkVersion,
+} from './lib.mjs';
+
+const { values } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '5' },
+    duration: { type: 'string', default: '5' },
+    'download-mib': { type: 'string', default: '200' },
+    'upload-mib': { type: 'string', default: '50' },
+    'ws-seconds': { type: 'string', default: '5' },
+    variants: { type: 'string', default: 'off,on,page' },
+    connections: { type: 'string', default: '50' },
+    out: { type: 'string' },
+    profile: { type: 'boolean', default: false },
+  },
+});
+const opts = {
+  rounds: Number(values.rounds),
+  duration: Number(values.duration),
+  downloadBytes: Number(values['download-mib']) * MiB,
+  uploadBytes: Number(values['upload-mib']) * MiB,
+  wsSeconds: Number(values['ws-seconds']),
+  connections: Number(values.connections),
+  variants: values.variants.split(','),
+  out: path.resolve(values.out ?? path.join(ROOT, 'bench/RESULTS-inspector.md')),
+  profile: values.profile,
+};
+const COMMAND = `node bench/inspector.mjs ${process.argv.slice(2).join(' ')}`.trim();
+const TOKEN = 'bench-inspector';
+const OUT_DIR = path.join(ROOT, 'bench/out');
+/** A copy of dist/ taken at start-up, so a rebuild during the run cannot mix builds. */
+const SNAPSHOT = path.join(OUT_DIR, 'dist-inspector');
+const SNAPSHOT_BIN = path.join(SNAPSHOT, path.relative(path.join(ROOT, 'dist'), BIN));
+const PROFILE_DIR = path.join(OUT_DIR, 'profiles-inspector');
+
+process.on('exit', killAll);
+for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => process.exit(1));
+const log = (line) => process.stdout.write(`${line}\n`);
+
+rmSync(SNAPSHOT, { recursive: true, force: true });
+mkdirSync(OUT_DIR, { recursive: true });
+cpSync(path.join(ROOT, 'dist'), SNAPSHOT, { recursive: true });
+if (opts.profile) mkdirSync(PROFILE_DIR, { recursive: true });
+
+/** Starts `ggrok http <port>` for one variant; resolves with the child and its inspector URL (if any). */
+async function startClient(variant, kind, localPort, relayPort) {
+  const subdomain = `${variant}-${kind}`;
+  const prof = opts.profile
+    ? ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR, '--cpu-prof-name', `client-${subdomain}.cpuprofile`]
+    : [];
+  const child = spawnNode(`client ${subdomain}`, [
+    ...prof,
+    SNAPSHOT_BIN,
+    'http',
+    String(localPort),
+    '--server',
+    `http://127.0.0.1:${relayPort}`,
+    '--token',
+    TOKEN,
+    '--subdomain',
+    subdomain,
+    '-q',
+    ...(variant === 'off' ? ['--no-inspect'] : ['--inspect', '127.0.0.1:0']),
+  ]);
+  await waitForLine(child, /Forwarding\s+\S+/);
+  const inspector = variant === 'off' ? undefined : (await waitForLine(child, /Inspector\s+(\S+)/))[1];
+  return { child, host: `${subdomain}.localhost:${relayPort}`, inspector };
+}
+
+/** What a page with the inspector open costs: a live-events subscriber that reads everything it is sent. */
+function subscribe(inspectorUrl) {
+  const u = new URL(inspectorUrl);
+  let bytes = 0;
+  const req = http.get({ host: u.hostname, port: u.port, path: '/api/events', agent: false }, (res) =>
+    res.on('data', (c) => (bytes += c.length)),
+  );
+  req.on('error', () => {});
+  return { close: () => req.destroy(), bytes: () => bytes };
+}
+
+async function runLoad(args) {
+  const child = spawnNode(`load ${args.mode}`, [
+    path.join(ROOT, 'bench/load.mjs'),
+    JSON.stringify({ hardTimeoutMs: 240_000, ...args }),
+  ]);
+  const line = await waitForLine(child, /^(\{"event":"result".*)$/, 250_000);
+  await child.exited;
+  return JSON.parse(line[1]);
+}
+
+async function runWsEcho(url, host) {
+  const child = spawnNode('ws-load', [
+    path.join(ROOT, 'bench/ws-load.mjs'),
+    JSON.stringify({ mode: 'echo', url, host, seconds: opts.wsSeconds, bytes: 1024 }),
+  ]);
+  const m = await waitForLine(child, /^result (.*)$/, (opts.wsSeconds + 60) * 1000);
+  await child.exited;
+  return JSON.parse(m[1]);
+}
+
+/** Runs `fn` while sampling the client's CPU and RSS; returns fn's result with cpuMs and peak/end RSS (MiB). */
+async function measured(client, fn) {
+  const cpu0 = cpuMs(client.pid);
+  const rss = sampleRss({ client: client.pid }, 100);
+  const r = await fn();
+  const s = rss.stop().client;
+  return { ...r, clientCpuMs: cpuMs(client.pid) - cpu0, peakRssMiB: s.maxKiB / 1024 };
+}
+
+// ------------------------------------------------------------------ setup
+
+const localHttp = spawnNode('local server', [path.join(ROOT, 'bench/local-server.mjs')]);
+const httpPort = Number((await waitForLine(localHttp, /^\{"port":(\d+)/))[1]);
+const localWs = spawnNode('ws-local', [path.join(ROOT, 'bench/ws-local.mjs')]);
+const wsPort = Number((await waitForLine(localWs, /^port (\d+)$/))[1]);
+const { child: relay, port: relayPort } = await spawnRelay({
+  token: TOKEN,
+  bin: SNAPSHOT_BIN,
+  env: { GGROK_RATE_LIMIT: '100000000' },
+});
+const clients = {};
+for (const variant of opts.variants) {
+  const inspectMode = variant === 'page' ? 'page' : variant;
+  clients[variant] = {
+    http: await startClient(inspectMode, 'http', httpPort, relayPort),
+    ws: await startClient(inspectMode, 'ws', wsPort, relayPort),
+  };
+  if (variant === 'page') {
+    clients[variant].pages = [
+      subscribe(clients[variant].http.inspector),
+      subscribe(clients[variant].ws.inspector),
+    ];
+  }
+}
+log(`relay :${relayPort}, local http :${httpPort}, ws :${wsPort}; variants ${opts.variants.join(', ')}`);
+const idleBefore = await machineBusyCores(2000);
+log(`machine busy before the run: ${fmt(idleBefore, 2)} cores`);
+
+// ------------------------------------------------------------------ workloads
+
+const workloads = {
+  small: async (c) => {
+    const r = await measured(c.http.child, () =>
+      runLoad({
+        mode: 'small',
+        port: relayPort,
+        host: c.http.host,
+        tool: wrkVersion() ? 'wrk' : 'autocannon',
+        connections: opts.connections,
+        duration: opts.duration,
+      }),
+    );
+    return {
+      ok: r.ok,
+      value: r.reqPerSec,
+      p99: r.p99,
+      cpuPer10k: r.total ? (r.clientCpuMs / r.total) * 10_000 : undefined,
+      rss: r.peakRssMiB,
+    };
+  },
+  download: async (c) => {
+    const r = await measured(c.http.child, () =>
+      runLoad({ mode: 'download', port: relayPort, host: c.http.host, bytes: opts.downloadBytes }),
+    );
+    return {
+      ok: r.ok,
+      value: r.mibPerSec,
+      cpuPerGiB: (r.clientCpuMs / opts.downloadBytes) * 1024 * MiB,
+      rss: r.peakRssMiB,
+    };
+  },
+  echo: async (c) => {
+    const r = await measured(c.http.child, () =>
+      runLoad({ mode: 'upload', port: relayPort, host: c.http.host, bytes: opts.uploadBytes }),
+    );
+    return {
+      ok: r.ok,
+      value: r.mibPerSec,
+      cpuPerGiB: (r.clientCpuMs / opts.uploadBytes) * 1024 * MiB,
+      rss: r.peakRssMiB,
+    };
+  },
+  ws: async (c) => {
+    const r = await measured(c.ws.child, () => runWsEcho(`ws://127.0.0.1:${relayPort}/`, c.ws.host));
+    return {
+      ok: r.roundTrips > 0,
+      value: r.perSecond,
+      p99: r.p99Ms,
+      cpuPer10k: (r.clientCpuMs / r.roundTrips) * 10_000,
+      rss: r.peakRssMiB,
+    };
+  },
+};
+const UNITS = { small: 'req/s', download: 'MiB/s', echo: 'MiB/s', ws: 'round trips/s' };
+const LABELS = {
+  small: `small GETs, ${opts.connections} connections, ${opts.duration} s (wrk)`,
+  download: `download ${opts.downloadBytes / MiB} MiB, one stream`,
+  echo: `streamed echo ${opts.uploadBytes / MiB} MiB (POST /echo)`,
+  ws: `WebSocket echo, 1 KiB, one socket, ${opts.wsSeconds} s`,
+};
+
+// Warm-up (discarded): JIT, pools and the inspector's store in every client.
+for (const variant of opts.variants)
+  for (const name of Object.keys(workloads)) {
+    if (name === 'small') continue;
+    await workloads[name](clients[variant]);
+  }
+for (const variant of opts.variants) await workloads.small({ ...clients[variant] });
+
+const results = {};
+for (const name of Object.keys(workloads)) {
+  results[name] = {};
+  for (const v of opts.variants) results[name][v] = [];
+}
+for (let round = 0; round < opts.rounds; round++) {
+  // Rotate the order each round so no variant always runs first (or right after the heaviest one).
+  const order = opts.variants.map((_, i) => opts.variants[(i + round) % opts.variants.length]);
+  const line = [];
+  for (const name of Object.keys(workloads)) {
+    for (const v of order) {
+      const r = await workloads[name](clients[v]);
+      results[name][v].push(r);
+      if (!r.ok) log(`  round ${round + 1} ${name} ${v}: not ok`);
+    }
+    line.push(`${name} ${opts.variants.map((v) => fmt(results[name][v].at(-1).value, 0)).join('/')}`);
+  }
+  log(`round ${round + 1}/${opts.rounds}: ${line.join(', ')} (${opts.variants.join('/')})`);
+}
+const idleAfter = await machineBusyCores(2000);
+const rssEnd = {};
+for (const v of opts.variants) {
+  rssEnd[v] = { http: rssKiB(clients[v].http.child.pid) / 1024, ws: rssKiB(clients[v].ws.child.pid) / 1024 };
+}
+for (const v of opts.variants) for (const p of clients[v].pages ?? []) p.close();
+for (const v of opts.variants) {
+  await stopChild(clients[v].http.child, 'SIGINT', 15_000);
+  await stopChild(clients[v].ws.child, 'SIGINT', 15_000);
+}
+await stopChild(relay);
+await stopChild(localHttp);
+await stopChild(localWs);
+
+// ------------------------------------------------------------------ report
+
+const ok = (rs) => rs.filter((r) => r.ok);
+const med = (rs, key) => median(ok(rs).map((r) => r[key]));
+const range = (rs, key) => {
+  const xs = ok(rs)
+    .map((r) => r[key])
+    .filter((x) => Number.isFinite(x));
+  return xs.length ? `${fmt(Math.min(...xs), 0)}–${fmt(Math.max(...xs), 0)}` : '—';
+};
+const base = opts.variants.includes('off') ? 'off' : opts.variants[0];
+const rows = [];
+for (const name of Object.keys(workloads)) {
+  const b = med(results[name][base], 'value');
+  for (const v of opts.variants) {
+    const m = med(results[name][v], 'value');
+    const cpu = name === 'small' || name === 'ws' ? 'cpuPer10k' : 'cpuPerGiB';
+    rows.push(
+      `| ${LABELS[name]} | ${v} | ${fmt(m, 0)} ${UNITS[name]} | ${range(results[name][v], 'value')} | ` +
+        `${v === base ? '—' : fmt(m / b, 3)} | ${fmt(med(results[name][v], cpu), 0)} | ${fmt(med(results[name][v], 'rss'), 1)} |`,
+    );
+  }
+}
+const perRound = Object.keys(workloads)
+  .map(
+    (name) =>
+      `- ${name}: ` +
+      results[name][base]
+        .map((_, i) => opts.variants.map((v) => fmt(results[name][v][i]?.value, 0)).join(' / '))
+        .join(', '),
+  )
+  .join('\n');
+const cpuModel = os.cpus()[0]?.model ?? 'unknown CPU';
+const table = [
+  '| workload | inspector | median | range | ratio to off | client CPU ms (per 10 000 requests or round trips; per GiB) | client peak RSS MiB |',
+  '| --- | --- | --: | --: | --: | --: | --: |',
+  ...rows,
+].join('\n');
+const report =
+  `# Inspector on vs off\n\n` +
+  `Command: \`${COMMAND}\`  \nDate: ${new Date().toISOString()}  \n` +
+  `Machine: node ${process.version}, ${os.cpus().length} cores (${cpuModel}), shared with other work: ` +
+  `${fmt(idleBefore, 2)} cores busy before the run, ${fmt(idleAfter, 2)} after.\n\n` +
+  `One relay and one local app; each variant has its own client processes (\`ggrok http\`): **off** = ` +
+  `\`--no-inspect\`, **on** = inspector listening, nobody looking, **page** = inspector with a page open (a ` +
+  `subscriber to its live events). Workloads run variant after variant, the order rotated each round; ` +
+  `${opts.rounds} rounds, medians with the range over rounds.\n\n${table}\n\n` +
+  `Client RSS after the run (MiB, http / ws client): ${opts.variants
+    .map((v) => `${v} ${fmt(rssEnd[v].http, 1)} / ${fmt(rssEnd[v].ws, 1)}`)
+    .join(', ')}.\n\nPer round (${opts.variants.join(' / ')}):\n\n${perRound}\n`;
+writeFileSync(opts.out, report);
+log(`\n${table}\n\nwrote ${path.relative(ROOT, opts.out)}`);
+process.exit(0);

@@ -4,18 +4,10 @@ import https from 'node:https';
 import type { HeaderList } from '../../protocol/frames.js';
 import { getHeader, setHeader, stripHopByHop, TOKEN, withoutHeader } from '../../protocol/headers.js';
 import { describeLocalError, describeTarget, lookupLocalhost, type LocalTarget } from '../local-request.js';
+import type { ReplayEdits } from './api.js';
 import type { ExchangeRecord, InspectorStore } from './store.js';
 
-/** Changes to apply before replaying; absent fields keep the recorded value. */
-export interface ReplayEdits {
-  method?: string;
-  target?: string;
-  headers?: [string, string][];
-  /** New body as text (UTF-8). */
-  body?: string;
-  /** New body as base64 (binary). */
-  bodyBase64?: string;
-}
+export type { ReplayEdits } from './api.js';
 
 /** A replay that cannot start, with the HTTP status the API answers. */
 export class ReplayError extends Error {

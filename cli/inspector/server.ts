@@ -4,6 +4,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import net from 'node:net';
 import type { HeaderList } from '../../protocol/frames.js';
 import { getHeader } from '../../protocol/headers.js';
+import type { ExchangeDetails, ExchangeSummary, HeaderPairs, TunnelView, WsMessageView } from './api.js';
 import { renderBody } from './body.js';
 import { publicUrl, toCurl, toHar, type TunnelInfo } from './export.js';
 import { inspectorPage } from './page.js';
@@ -25,29 +26,7 @@ export interface ServerContext {
   port: () => number;
 }
 
-/** One line per exchange in the list. */
-export interface ExchangeSummary {
-  id: number;
-  rev: number;
-  tunnel: string;
-  startedAt: number;
-  method: string;
-  target: string;
-  status?: number;
-  reason?: string;
-  durationMs?: number;
-  requestSize: number;
-  responseSize: number;
-  contentType?: string;
-  error?: string;
-  upgrade: boolean;
-  replayOf?: number;
-  done: boolean;
-  /** WebSocket messages seen (upgraded channels). */
-  messages?: number;
-  /** Server-sent events seen. */
-  events?: number;
-}
+export type { ExchangeSummary } from './api.js';
 
 /** Seconds between comments on the live event stream, so proxies and browsers keep it open. */
 const EVENTS_HEARTBEAT_MS = 15_000;
@@ -80,14 +59,14 @@ export function summarize(r: ExchangeRecord): ExchangeSummary {
   return s;
 }
 
-function pairs(headers: HeaderList | undefined): [string, string][] {
-  const out: [string, string][] = [];
+function pairs(headers: HeaderList | undefined): HeaderPairs {
+  const out: HeaderPairs = [];
   if (headers) for (let i = 0; i < headers.length; i += 2) out.push([headers[i]!, headers[i + 1]!]);
   return out;
 }
 
-function messageView(m: WsMessage): Record<string, unknown> {
-  const v: Record<string, unknown> = {
+function messageView(m: WsMessage): WsMessageView {
+  const v: WsMessageView = {
     seq: m.seq,
     direction: m.direction,
     at: m.at,
@@ -113,7 +92,11 @@ function messageView(m: WsMessage): Record<string, unknown> {
 }
 
 /** Everything about one exchange, bodies rendered. */
-export function details(r: ExchangeRecord, tunnel: TunnelInfo | undefined, maxBodyBytes: number): object {
+export function details(
+  r: ExchangeRecord,
+  tunnel: TunnelInfo | undefined,
+  maxBodyBytes: number,
+): ExchangeDetails {
   return {
     ...summarize(r),
     url: publicUrl(r, tunnel),
@@ -340,7 +323,7 @@ export function createInspectorServer(ctx: ServerContext): {
     if (path === '/api/exchanges') return sendJson(res, 200, { exchanges: store.list().map(summarize) });
     if (path === '/api/events') return events(req, res);
     if (path === '/api/tunnels') {
-      const list = [...ctx.tunnels().values()].map((t) => ({
+      const list = [...ctx.tunnels().values()].map((t): TunnelView => ({
         name: t.name,
         url: t.url,
         target: t.target,

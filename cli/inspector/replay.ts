@@ -160,7 +160,7 @@ export function startReplay(
     } as http.RequestOptions);
   } catch (err) {
     finish(0, `replay failed: ${(err as Error).message}`);
-    return recorder.record.id;
+    return recorder.id;
   }
   inflight.add(req);
   req.setTimeout(REPLAY_IDLE_TIMEOUT_MS, () => req.destroy(new Error('no data for 15 minutes')));
@@ -178,5 +178,5 @@ export function startReplay(
   req.on('error', (err) => finish(0, describeLocalError(err, target)));
   if (body.length > 0) recorder.requestData(body);
   req.end(body);
-  return recorder.record.id;
+  return recorder.id;
 }

@@ -201,21 +201,31 @@ export function createInspectorServer(ctx: ServerContext): {
   const inflight = new Set<http.ClientRequest>();
   const eventClients = new Set<ServerResponse>();
 
-  const unsubscribe = store.subscribe((e: StoreEvent) => {
-    if (eventClients.size === 0) return;
-    let frame: string;
-    if (e.kind === 'evict') frame = `event: evict\ndata: ${JSON.stringify(e.ids)}\n\n`;
-    else if (e.kind === 'clear') frame = 'event: clear\ndata: {}\n\n';
-    else frame = `event: exchange\ndata: ${JSON.stringify(summarize(e.record))}\n\n`;
+  let unsubscribe: (() => void) | undefined;
+  /** One write per batch of changes for every live-events client (the store batches them, BATCH_INTERVAL_MS). */
+  const onChanges = (e: StoreEvent): void => {
+    let text = '';
+    if (e.kind === 'clear') text = 'event: clear\ndata: {}\n\n';
+    else {
+      for (const r of e.records) text += `event: exchange\ndata: ${JSON.stringify(summarize(r))}\n\n`;
+      if (e.evicted.length > 0) text += `event: evict\ndata: ${JSON.stringify(e.evicted)}\n\n`;
+    }
+    if (text === '') return;
     for (const res of eventClients) {
       if (res.writableLength > MAX_EVENTS_BACKLOG_BYTES) {
-        eventClients.delete(res);
+        dropClient(res);
         res.destroy();
         continue;
       }
-      res.write(frame);
+      res.write(text);
     }
-  });
+  };
+  /** Forgets a live-events client; the store stops collecting changes once nobody listens. */
+  const dropClient = (res: ServerResponse): void => {
+    if (!eventClients.delete(res) || eventClients.size > 0) return;
+    unsubscribe?.();
+    unsubscribe = undefined;
+  };
   const heartbeat = setInterval(() => {
     for (const res of eventClients) res.write(': keep-alive\n\n');
   }, EVENTS_HEARTBEAT_MS);
@@ -256,10 +266,9 @@ export function createInspectorServer(ctx: ServerContext): {
       Connection: 'keep-alive',
     });
     res.write('retry: 1000\n\n');
+    unsubscribe ??= store.subscribe(onChanges);
     eventClients.add(res);
-    const drop = (): void => {
-      eventClients.delete(res);
-    };
+    const drop = (): void => dropClient(res);
     req.on('close', drop);
     res.on('close', drop);
     res.on('error', drop);
@@ -365,7 +374,8 @@ export function createInspectorServer(ctx: ServerContext): {
   return {
     server,
     close: () => {
-      unsubscribe();
+      unsubscribe?.();
+      unsubscribe = undefined;
       clearInterval(heartbeat);
       for (const res of eventClients) res.destroy();
       eventClients.clear();

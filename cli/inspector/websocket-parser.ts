@@ -1,8 +1,8 @@
 // Incremental RFC 6455 frame parser for one direction of an upgraded channel, with permessage-deflate.
 import zlib from 'node:zlib';
+import type { WsMessageType } from './api.js';
 
-/** What a WebSocket message is, by its opcode. */
-export type WsMessageType = 'text' | 'binary' | 'close' | 'ping' | 'pong';
+export type { WsMessageType } from './api.js';
 
 /** One parsed message (a whole fragmented message, or one control frame). */
 export interface ParsedWsMessage {

@@ -13,6 +13,7 @@ import {
 } from '../protocol/headers.js';
 import { ChunkHolder, pipeIntoStream, pipeStreamInto, type TunnelStream } from '../protocol/stream.js';
 import { ResponseParseError } from './http1-response.js';
+import { requestHead } from './local-exchange.js';
 import {
   HANG_UP_MESSAGE,
   LocalPool,
@@ -184,11 +185,6 @@ function framingOf(headers: HeaderList): string {
   return out;
 }
 
-/** The request head as bytes for the local service (latin1: header values carry the public request's raw bytes). */
-function requestHead(head: RequestFrame, headers: HeaderList): string {
-  return `${head.method} ${head.target} HTTP/1.1\r\n${headerLines(headers)}\r\n`;
-}
-
 /** The last chunk of a chunked body, with its trailers. */
 function lastChunk(trailers: HeaderList): string {
   return `0\r\n${headerLines(trailers)}\r\n`;
@@ -302,7 +298,7 @@ abstract class BaseExchange implements ConnectionUser {
   protected send(conn: LocalConnection): void {
     this.conn = conn;
     conn.begin(this, this.head.method, this.head.upgrade);
-    conn.socket.write(requestHead(this.head, this.headers), 'latin1');
+    conn.socket.write(requestHead(this.head.method, this.head.target, this.headers), 'latin1');
   }
 
   /** Sends a final or informational head back to the public client. */

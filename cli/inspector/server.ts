@@ -8,7 +8,7 @@ import type { ExchangeDetails, ExchangeSummary, HeaderPairs, TunnelView, WsMessa
 import { renderBody } from './body.js';
 import { publicUrl, toCurl, toHar, type TunnelInfo } from './export.js';
 import { inspectorPage } from './page.js';
-import { parseReplayEdits, ReplayError, startReplay } from './replay.js';
+import { parseReplayEdits, ReplayError, Replayer } from './replay.js';
 import type { ExchangeRecord, InspectorStore, StoreEvent, WsMessage } from './store.js';
 
 /** What the server needs from the inspector around it. */
@@ -198,7 +198,7 @@ export function createInspectorServer(ctx: ServerContext): {
 } {
   const { store } = ctx;
   const maxBody = store.limits.maxBodyBytes;
-  const inflight = new Set<http.ClientRequest>();
+  const replayer = new Replayer();
   const eventClients = new Set<ServerResponse>();
 
   let unsubscribe: (() => void) | undefined;
@@ -254,7 +254,7 @@ export function createInspectorServer(ctx: ServerContext): {
         409,
         `the local target of tunnel "${source.tunnel}" is not known (is the tunnel online?)`,
       );
-    const id = startReplay(store, source, edits, tunnel.target, inflight);
+    const id = replayer.start(store, source, edits, tunnel.target);
     sendJson(res, 200, { id });
   }
 
@@ -379,8 +379,7 @@ export function createInspectorServer(ctx: ServerContext): {
       clearInterval(heartbeat);
       for (const res of eventClients) res.destroy();
       eventClients.clear();
-      for (const req of inflight) req.destroy();
-      inflight.clear();
+      replayer.close();
     },
   };
 }

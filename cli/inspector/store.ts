@@ -48,6 +48,11 @@ const MAX_QUEUED_BYTES = MiB;
 /** Raw bytes all exchanges together may queue before everything queued is parsed at once. */
 const MAX_TOTAL_QUEUED_BYTES = 8 * MiB;
 
+/** Payload buffers of dropped messages a channel keeps for reuse. */
+const MAX_SPARE_BUFFERS = 8;
+/** How much longer than needed a reused payload buffer may be (besides twice the size). */
+const SPARE_SLACK_BYTES = 256;
+
 const NO_BYTES = Buffer.alloc(0);
 /**
  * Chunks under this size are copied into Node's shared 8 KiB pool: a copy of its own costs an ArrayBuffer (about
@@ -240,6 +245,8 @@ export class ExchangeRecord implements ExchangeObserver {
   /** A subscriber or reader may know this record, so its eviction is worth announcing. */
   announced = false;
 
+  /** Buffers of messages that fell off the kept list, reused for new ones: a busy channel then allocates nothing. */
+  private spare: ArrayBuffer[] = [];
   private wsIn: WsFrameParser | undefined;
   private wsOut: WsFrameParser | undefined;
   private sseParser: SseParser | undefined;
@@ -358,6 +365,7 @@ export class ExchangeRecord implements ExchangeObserver {
     this.wsIn?.close();
     this.wsOut?.close();
     this.wsIn = this.wsOut = this.sseParser = undefined;
+    this.spare = [];
   }
 
   private enqueue(kind: QueuedKind, chunk: Buffer): void {
@@ -377,6 +385,27 @@ export class ExchangeRecord implements ExchangeObserver {
     this.wsIn?.end();
     this.wsOut?.end();
     this.sseParser = undefined;
+    this.spare = [];
+  }
+
+  /** Message payload buffers for the parsers: a spare one that fits, or a new one of its own. */
+  private readonly allocate = (size: number): Buffer => {
+    const spare = this.spare;
+    for (let i = spare.length - 1; i >= 0; i--) {
+      const buffer = spare[i]!;
+      // Only a close fit: a reused buffer holds (and pins) its whole length, and only `size` is counted.
+      if (buffer.byteLength >= size && buffer.byteLength <= 2 * size + SPARE_SLACK_BYTES) {
+        spare.splice(i, 1);
+        return Buffer.from(buffer, 0, size);
+      }
+    }
+    return Buffer.allocUnsafeSlow(size);
+  };
+
+  /** A message fell off the kept list: its payload buffer may serve a later one (nothing else refers to it). */
+  private recycle(data: Buffer): void {
+    if (data.byteOffset !== 0 || data.length === 0 || this.spare.length >= MAX_SPARE_BUFFERS) return;
+    this.spare.push(data.buffer as ArrayBuffer);
   }
 
   private startChannel(headers: HeaderList): void {
@@ -400,6 +429,7 @@ export class ExchangeRecord implements ExchangeObserver {
         expectMasked: direction === 'in',
         deflate: deflate && (direction === 'in' ? deflate.client : deflate.server),
         maxMessageBytes: limits.maxMessageBytes,
+        allocate: this.allocate,
         onMessage: (m, seq) =>
           guard(() => this.addMessage(m, seq * 2 + (direction === 'in' ? 0 : 1), direction)),
         onError: (reason) =>
@@ -437,8 +467,11 @@ export class ExchangeRecord implements ExchangeObserver {
     else list.splice(at, 0, message);
     channel.total++;
     let delta = message.data.length + ITEM_OVERHEAD_BYTES;
-    while (list.length > this.store.limits.maxChannelMessages)
-      delta -= list.shift()!.data.length + ITEM_OVERHEAD_BYTES;
+    while (list.length > this.store.limits.maxChannelMessages) {
+      const dropped = list.shift()!;
+      delta -= dropped.data.length + ITEM_OVERHEAD_BYTES;
+      this.recycle(dropped.data);
+    }
     this.store.account(this, delta);
     this.store.touch(this);
   }

@@ -1,8 +1,9 @@
 // Inspector A/B: the same relay and local apps through clients with the inspector off (--no-inspect), on, and on with
 // a page connected to its live events; interleaved rounds, medians and ranges -> bench/RESULTS-inspector.md.
 // Usage: node bench/inspector.mjs [--rounds 5] [--duration 5] [--download-mib 200] [--upload-mib 50]
-//        [--ws-seconds 5] [--variants off,on,page] [--out file] [--profile]   (uses the compiled dist/)
-import { cpSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+//        [--ws-seconds 5] [--variants off,on,page] [--before-dist DIR] [--out file] [--profile]
+// Runs the compiled dist/; --before-dist adds before-on and before-page, the same through another build's dist/.
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -32,7 +33,8 @@ const { values } = parseArgs({
     'download-mib': { type: 'string', default: '200' },
     'upload-mib': { type: 'string', default: '50' },
     'ws-seconds': { type: 'string', default: '5' },
-    variants: { type: 'string', default: 'off,on,page' },
+    variants: { type: 'string' },
+    'before-dist': { type: 'string' },
     connections: { type: 'string', default: '50' },
     out: { type: 'string' },
     profile: { type: 'boolean', default: false },
@@ -45,7 +47,10 @@ const opts = {
   uploadBytes: Number(values['upload-mib']) * MiB,
   wsSeconds: Number(values['ws-seconds']),
   connections: Number(values.connections),
-  variants: values.variants.split(','),
+  variants: (
+    values.variants ?? (values['before-dist'] ? 'off,on,page,before-on,before-page' : 'off,on,page')
+  ).split(','),
+  beforeDist: values['before-dist'] && path.resolve(values['before-dist']),
   out: path.resolve(values.out ?? path.join(ROOT, 'bench/RESULTS-inspector.md')),
   profile: values.profile,
 };
@@ -56,6 +61,9 @@ const OUT_DIR = path.join(ROOT, 'bench/out');
 const SNAPSHOT = path.join(OUT_DIR, 'dist-inspector');
 const SNAPSHOT_BIN = path.join(SNAPSHOT, path.relative(path.join(ROOT, 'dist'), BIN));
 const PROFILE_DIR = path.join(OUT_DIR, 'profiles-inspector');
+/** The build to compare with (--before-dist), copied like dist/: variants named before-on and before-page run it. */
+const BEFORE_SNAPSHOT = path.join(OUT_DIR, 'dist-inspector-before');
+const BEFORE_BIN = path.join(BEFORE_SNAPSHOT, path.relative(path.join(ROOT, 'dist'), BIN));
 
 process.on('exit', killAll);
 for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => process.exit(1));
@@ -64,7 +72,14 @@ const log = (line) => process.stdout.write(`${line}\n`);
 rmSync(SNAPSHOT, { recursive: true, force: true });
 mkdirSync(OUT_DIR, { recursive: true });
 cpSync(path.join(ROOT, 'dist'), SNAPSHOT, { recursive: true });
-if (opts.profile) mkdirSync(PROFILE_DIR, { recursive: true });
+if (opts.beforeDist) {
+  rmSync(BEFORE_SNAPSHOT, { recursive: true, force: true });
+  cpSync(opts.beforeDist, BEFORE_SNAPSHOT, { recursive: true });
+}
+if (opts.profile) {
+  rmSync(PROFILE_DIR, { recursive: true, force: true });
+  mkdirSync(PROFILE_DIR, { recursive: true });
+}
 
 /** Starts `ggrok http <port>` for one variant; resolves with the child and its inspector URL (if any). */
 async function startClient(variant, kind, localPort, relayPort) {
@@ -74,7 +89,7 @@ async function startClient(variant, kind, localPort, relayPort) {
     : [];
   const child = spawnNode(`client ${subdomain}`, [
     ...prof,
-    SNAPSHOT_BIN,
+    variant.startsWith('before-') ? BEFORE_BIN : SNAPSHOT_BIN,
     'http',
     String(localPort),
     '--server',
@@ -84,10 +99,10 @@ async function startClient(variant, kind, localPort, relayPort) {
     '--subdomain',
     subdomain,
     '-q',
-    ...(variant === 'off' ? ['--no-inspect'] : ['--inspect', '127.0.0.1:0']),
+    ...(variant === 'off' || variant === 'before-off' ? ['--no-inspect'] : ['--inspect', '127.0.0.1:0']),
   ]);
   await waitForLine(child, /Forwarding\s+\S+/);
-  const inspector = variant === 'off' ? undefined : (await waitForLine(child, /Inspector\s+(\S+)/))[1];
+  const inspector = variant.endsWith('off') ? undefined : (await waitForLine(child, /Inspector\s+(\S+)/))[1];
   return { child, host: `${subdomain}.localhost:${relayPort}`, inspector };
 }
 
@@ -144,12 +159,11 @@ const { child: relay, port: relayPort } = await spawnRelay({
 });
 const clients = {};
 for (const variant of opts.variants) {
-  const inspectMode = variant === 'page' ? 'page' : variant;
   clients[variant] = {
-    http: await startClient(inspectMode, 'http', httpPort, relayPort),
-    ws: await startClient(inspectMode, 'ws', wsPort, relayPort),
+    http: await startClient(variant, 'http', httpPort, relayPort),
+    ws: await startClient(variant, 'ws', wsPort, relayPort),
   };
-  if (variant === 'page') {
+  if (variant.endsWith('page')) {
     clients[variant].pages = [
       subscribe(clients[variant].http.inspector),
       subscribe(clients[variant].ws.inspector),
@@ -266,24 +280,31 @@ await stopChild(localWs);
 
 // ------------------------------------------------------------------ report
 
-const ok = (rs) => rs.filter((r) => r.ok);
+const ok = (rs) => rs.filter((r) => r && r.ok);
+const finite = (xs) => xs.filter((x) => typeof x === 'number' && Number.isFinite(x));
 const med = (rs, key) => median(ok(rs).map((r) => r[key]));
-const range = (rs, key) => {
-  const xs = ok(rs)
-    .map((r) => r[key])
-    .filter((x) => Number.isFinite(x));
-  return xs.length ? `${fmt(Math.min(...xs), 0)}–${fmt(Math.max(...xs), 0)}` : '—';
-};
+const span = (xs, digits) =>
+  xs.length ? `${fmt(Math.min(...xs), digits)}–${fmt(Math.max(...xs), digits)}` : '—';
 const base = opts.variants.includes('off') ? 'off' : opts.variants[0];
+/** Per-round ratios to the base variant of the same round (the runs next to each other in time). */
+const ratios = (name, v, key) =>
+  finite(
+    results[name][v].map((r, i) => {
+      const b = results[name][base][i];
+      return r?.ok && b?.ok ? r[key] / b[key] : undefined;
+    }),
+  );
 const rows = [];
 for (const name of Object.keys(workloads)) {
-  const b = med(results[name][base], 'value');
+  const cpu = name === 'small' || name === 'ws' ? 'cpuPer10k' : 'cpuPerGiB';
   for (const v of opts.variants) {
-    const m = med(results[name][v], 'value');
-    const cpu = name === 'small' || name === 'ws' ? 'cpuPer10k' : 'cpuPerGiB';
+    const rs = results[name][v];
+    const r = ratios(name, v, 'value');
+    const c = ratios(name, v, cpu);
     rows.push(
-      `| ${LABELS[name]} | ${v} | ${fmt(m, 0)} ${UNITS[name]} | ${range(results[name][v], 'value')} | ` +
-        `${v === base ? '—' : fmt(m / b, 3)} | ${fmt(med(results[name][v], cpu), 0)} | ${fmt(med(results[name][v], 'rss'), 1)} |`,
+      `| ${LABELS[name]} | ${v} | ${fmt(med(rs, 'value'), 0)} ${UNITS[name]} | ${span(finite(ok(rs).map((x) => x.value)), 0)} | ` +
+        (v === base ? '— | — | ' : `**${fmt(median(r), 3)}** | ${span(r, 2)} | `) +
+        `${fmt(med(rs, cpu), 0)} | ${v === base ? '—' : fmt(median(c), 2)} | ${fmt(med(rs, 'rss'), 1)} |`,
     );
   }
 }
@@ -296,10 +317,65 @@ const perRound = Object.keys(workloads)
         .join(', '),
   )
   .join('\n');
+
+/**
+ * Share of a profile's busy samples spent inside the inspector (any frame of cli/inspector/ on the stack) and in the
+ * garbage collector: CPU shares, unlike throughput, barely move when other work on the machine steals time.
+ */
+function shares(file) {
+  const profile = JSON.parse(readFileSync(file, 'utf8'));
+  const parent = new Map();
+  const byId = new Map();
+  for (const n of profile.nodes) {
+    byId.set(n.id, n);
+    for (const c of n.children ?? []) parent.set(c, n.id);
+  }
+  const inside = new Map();
+  const isInspector = (id) => {
+    if (inside.has(id)) return inside.get(id);
+    const n = byId.get(id);
+    const yes =
+      n.callFrame.url.includes('/cli/inspector/') || (parent.has(id) && isInspector(parent.get(id)));
+    inside.set(id, yes);
+    return yes;
+  };
+  let busy = 0;
+  let inspector = 0;
+  let gc = 0;
+  profile.samples.forEach((id, i) => {
+    const dt = profile.timeDeltas[i + 1] ?? 0;
+    const name = byId.get(id).callFrame.functionName;
+    if (name === '(idle)') return;
+    busy += dt;
+    if (name === '(garbage collector)') gc += dt;
+    else if (isInspector(id)) inspector += dt;
+  });
+  return { busyMs: busy / 1000, inspector: (100 * inspector) / busy, gc: (100 * gc) / busy };
+}
+let profileTable = '';
+if (opts.profile) {
+  const lines = [
+    '| client | inspector | busy CPU s | in inspector code (inclusive) | in GC |',
+    '| --- | --- | --: | --: | --: |',
+  ];
+  for (const kind of ['http', 'ws'])
+    for (const v of opts.variants) {
+      const file = path.join(PROFILE_DIR, `client-${v}-${kind}.cpuprofile`);
+      if (!existsSync(file)) continue;
+      const s = shares(file);
+      lines.push(
+        `| ${kind} | ${v} | ${fmt(s.busyMs / 1000, 2)} | ${fmt(s.inspector, 1)} % | ${fmt(s.gc, 1)} % |`,
+      );
+    }
+  profileTable =
+    `\nWhere the client's CPU went (\`--cpu-prof\`, whole run: start-up, warm-up and every round; the http ` +
+    `client served small GETs, downloads and echoes, the ws client the WebSocket echo):\n\n${lines.join('\n')}\n`;
+}
+
 const cpuModel = os.cpus()[0]?.model ?? 'unknown CPU';
 const table = [
-  '| workload | inspector | median | range | ratio to off | client CPU ms (per 10 000 requests or round trips; per GiB) | client peak RSS MiB |',
-  '| --- | --- | --: | --: | --: | --: | --: |',
+  '| workload | inspector | median | range | ratio to off (median of rounds) | ratio range | client CPU ms (per 10 000 requests or round trips; per GiB) | CPU ratio to off | client peak RSS MiB |',
+  '| --- | --- | --: | --: | --: | --: | --: | --: | --: |',
   ...rows,
 ].join('\n');
 const report =
@@ -309,11 +385,12 @@ const report =
   `${fmt(idleBefore, 2)} cores busy before the run, ${fmt(idleAfter, 2)} after.\n\n` +
   `One relay and one local app; each variant has its own client processes (\`ggrok http\`): **off** = ` +
   `\`--no-inspect\`, **on** = inspector listening, nobody looking, **page** = inspector with a page open (a ` +
-  `subscriber to its live events). Workloads run variant after variant, the order rotated each round; ` +
-  `${opts.rounds} rounds, medians with the range over rounds.\n\n${table}\n\n` +
+  `subscriber to its live events)${opts.beforeDist ? '; **before-on** and **before-page** are the same through the build given as --before-dist' : ''}. Workloads run variant after variant, the order rotated each round; ` +
+  `${opts.rounds} rounds. Ratios are taken within each round (runs next to each other in time), then the median.` +
+  `\n\n${table}\n${profileTable}\n` +
   `Client RSS after the run (MiB, http / ws client): ${opts.variants
     .map((v) => `${v} ${fmt(rssEnd[v].http, 1)} / ${fmt(rssEnd[v].ws, 1)}`)
     .join(', ')}.\n\nPer round (${opts.variants.join(' / ')}):\n\n${perRound}\n`;
 writeFileSync(opts.out, report);
-log(`\n${table}\n\nwrote ${path.relative(ROOT, opts.out)}`);
+log(`\n${table}\n${profileTable}\nwrote ${path.relative(ROOT, opts.out)}`);
 process.exit(0);

@@ -275,16 +275,18 @@ export class ExchangeRecord implements ExchangeObserver {
   }
 
   requestData(chunk: Buffer): void {
-    guard(() => {
+    try {
       if (this.evicted) return;
       if (this.requestBody === NO_BODY) this.requestBody = new BodyCapture(this.store.limits.maxBodyBytes);
       this.store.account(this, this.requestBody.add(chunk));
       this.store.touch(this);
-    });
+    } catch {
+      // As guard(): an inspector bug never reaches the data path (no closure per call here, the hot path).
+    }
   }
 
   response(status: number, reason: string, headers: HeaderList): void {
-    guard(() => {
+    try {
       if (this.evicted) return;
       this.status = status;
       this.reason = reason;
@@ -297,32 +299,38 @@ export class ExchangeRecord implements ExchangeObserver {
         this.sseParser = new SseParser(this.store.limits.maxSseEventChars, (e) => this.addEvent(e));
       }
       this.store.touch(this);
-    });
+    } catch {
+      // As guard(): an inspector bug never reaches the data path (no closure per call here, the hot path).
+    }
   }
 
   responseData(chunk: Buffer): void {
-    guard(() => {
+    try {
       if (this.evicted) return;
       if (this.responseBody === NO_BODY) this.responseBody = new BodyCapture(this.store.limits.maxBodyBytes);
       this.store.account(this, this.responseBody.add(chunk));
       if (this.sseParser) this.enqueue(Queued.EventStream, chunk);
       this.store.touch(this);
-    });
+    } catch {
+      // As guard(): an inspector bug never reaches the data path (no closure per call here, the hot path).
+    }
   }
 
   channelData(direction: 'in' | 'out', chunk: Buffer): void {
-    guard(() => {
+    try {
       const channel = this.channel;
       if (this.evicted || !channel) return;
       if (direction === 'in') channel.bytesIn += chunk.length;
       else channel.bytesOut += chunk.length;
       if (this.wsIn) this.enqueue(direction === 'in' ? Queued.ChannelIn : Queued.ChannelOut, chunk);
       this.store.touch(this);
-    });
+    } catch {
+      // As guard(): an inspector bug never reaches the data path (no closure per call here, the hot path).
+    }
   }
 
   end(summary: Pick<Exchange, 'status' | 'durationMs' | 'error'>): void {
-    guard(() => {
+    try {
       this.parseQueued();
       this.stopParsers();
       if (this.evicted || this.done) return;
@@ -333,7 +341,9 @@ export class ExchangeRecord implements ExchangeObserver {
       this.requestBody.bytes(); // join the chunks once, now that no more come
       this.responseBody.bytes();
       this.store.touch(this);
-    });
+    } catch {
+      // As guard(): an inspector bug never reaches the data path (no closure per call here, the hot path).
+    }
   }
 
   /**

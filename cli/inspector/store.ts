@@ -43,9 +43,9 @@ export const DEFAULT_LIMITS: StoreLimits = {
 const ITEM_OVERHEAD_BYTES = 96;
 /** Queued bytes are parsed, and subscribers told of changes, at most this long after they happened. */
 const BATCH_INTERVAL_MS = 100;
-/** Raw bytes one exchange may queue for parsing; a channel this fast is parsed at once instead. */
+/** Memory one exchange's queued chunks may hold (their whole buffers); past it they are parsed at once. */
 const MAX_QUEUED_BYTES = MiB;
-/** Raw bytes all exchanges together may queue before everything queued is parsed at once. */
+/** The same over all exchanges: past it everything queued is parsed at once. */
 const MAX_TOTAL_QUEUED_BYTES = 8 * MiB;
 
 /** Payload buffers of dropped messages a channel keeps for reuse. */
@@ -384,8 +384,10 @@ export class ExchangeRecord implements ExchangeObserver {
       this.store.queued(this);
     }
     this.queue.push(kind, chunk, Date.now());
-    this.queuedBytes += chunk.length;
-    this.store.queuedBytes += chunk.length;
+    // Counted as all the memory it keeps alive: a chunk may be a view of a larger read or control message.
+    const held = Math.max(chunk.length, chunk.buffer.byteLength);
+    this.queuedBytes += held;
+    this.store.queuedBytes += held;
     if (this.queuedBytes > MAX_QUEUED_BYTES) this.parseQueued();
     else if (this.store.queuedBytes > MAX_TOTAL_QUEUED_BYTES) this.store.parseAll();
   }

@@ -43,6 +43,12 @@ export const DEFAULT_LIMITS: StoreLimits = {
 const ITEM_OVERHEAD_BYTES = 96;
 /** Queued bytes are parsed, and subscribers told of changes, at most this long after they happened. */
 const BATCH_INTERVAL_MS = 100;
+/**
+ * After a batch that announced more than BUSY_BATCH_EXCHANGES exchanges, subscribers wait this long for the next: a
+ * page cannot show hundreds of rows a second anyway, and each costs a summary serialised on the tunnel's thread.
+ */
+const BUSY_NOTIFY_INTERVAL_MS = 1000;
+const BUSY_BATCH_EXCHANGES = 100;
 /** Memory one exchange's queued chunks may hold (their whole buffers); past it they are parsed at once. */
 const MAX_QUEUED_BYTES = MiB;
 /** The same over all exchanges: past it everything queued is parsed at once. */
@@ -521,6 +527,8 @@ export class InspectorStore {
   /** Raw bytes queued over all records. */
   queuedBytes = 0;
   private batchTimer: NodeJS.Timeout | undefined;
+  /** Under heavy traffic subscribers hear nothing before this time (ms since the epoch); see BUSY_NOTIFY_INTERVAL_MS. */
+  private quietUntil = 0;
   private nextId = 1;
   private closed = false;
   /** Bytes held over all records. */
@@ -665,11 +673,13 @@ export class InspectorStore {
     this.batchTimer = undefined;
     this.parseAll();
     if (this.listeners.size === 0 || (this.changed.size === 0 && this.evictedIds.length === 0)) return;
+    if (Date.now() < this.quietUntil) return this.schedule();
     const records = [...this.changed];
     this.changed.clear();
     for (const r of records) r.announced = true;
     const evicted = this.evictedIds;
     this.evictedIds = [];
+    this.quietUntil = records.length > BUSY_BATCH_EXCHANGES ? Date.now() + BUSY_NOTIFY_INTERVAL_MS : 0;
     this.emit({ kind: 'changes', records, evicted });
   }
 

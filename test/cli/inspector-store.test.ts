@@ -117,3 +117,19 @@ test('a channel faster than the batch is parsed as it goes: what it queues stays
   s.parseAll();
   expect([record.channel!.total, s.queuedBytes]).toEqual([40, 0]);
 });
+
+test('after a busy batch subscribers wait longer, and still hear of every change', async () => {
+  const s = store();
+  const events: StoreEvent[] = [];
+  s.subscribe((e) => events.push(e));
+  const begin = (target: string) =>
+    s.begin({ tunnel: 't', method: 'GET', target, headers: [], upgrade: false });
+  for (let i = 0; i < 150; i++) begin(`/busy${i}`);
+  await waitFor(() => events.length > 0, 'the busy batch');
+  const late = begin('/late');
+  late.end({ status: 204, durationMs: 0 });
+  await waitFor(() => events.length > 1, 'the batch after the quiet period');
+  const [busy, next] = events.map((e) => (e.kind === 'changes' ? e.records.map((r) => r.target) : []));
+  expect(busy).toHaveLength(150);
+  expect(next).toEqual(['/late']);
+});

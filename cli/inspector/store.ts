@@ -344,9 +344,7 @@ export class ExchangeRecord implements ExchangeObserver {
       this.durationMs = summary.durationMs;
       this.status ??= summary.status;
       if (summary.error) this.error = summary.error;
-      this.requestBody.bytes(); // join the chunks once, now that no more come
-      this.responseBody.bytes();
-      this.store.touch(this);
+      this.store.touch(this); // bodies are joined when first read, not here on the data path
     } catch {
       // As guard(): an inspector bug never reaches the data path (no closure per call here, the hot path).
     }

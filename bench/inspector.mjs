@@ -9,6 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
+  ANALYSIS_END,
+  ANALYSIS_START,
   BIN,
   cpuMs,
   fmt,
@@ -16,6 +18,7 @@ import {
   machineBusyCores,
   median,
   MiB,
+  previousAnalysis,
   ROOT,
   rssKiB,
   sampleRss,
@@ -391,6 +394,11 @@ const report =
   `Client RSS after the run (MiB, http / ws client): ${opts.variants
     .map((v) => `${v} ${fmt(rssEnd[v].http, 1)} / ${fmt(rssEnd[v].ws, 1)}`)
     .join(', ')}.\n\nPer round (${opts.variants.join(' / ')}):\n\n${perRound}\n`;
-writeFileSync(opts.out, report);
+// A hand-written analysis in the previous file is carried over.
+const kept = previousAnalysis(opts.out);
+writeFileSync(
+  opts.out,
+  kept === undefined ? report : `${report}\n${ANALYSIS_START}\n${kept}\n${ANALYSIS_END}\n`,
+);
 log(`\n${table}\n${profileTable}\nwrote ${path.relative(ROOT, opts.out)}`);
 process.exit(0);

@@ -77,7 +77,8 @@ function keepCopy(chunk: Buffer): Buffer {
 
 /** The first `limit` bytes of a body, in copies of their own, with the total size. */
 export class BodyCapture {
-  private chunks: Buffer[] = [];
+  /** The kept bytes: one buffer (most bodies arrive in one chunk), or the chunks until bytes() joins them. */
+  private kept: Buffer | Buffer[] = NO_BYTES;
   captured = 0;
   size = 0;
 
@@ -92,22 +93,22 @@ export class BodyCapture {
     this.size += chunk.length;
     const room = this.limit - this.captured;
     if (room <= 0 || chunk.length === 0) return 0;
-    const kept = keepCopy(chunk.length > room ? chunk.subarray(0, room) : chunk);
-    this.chunks.push(kept);
-    this.captured += kept.length;
-    return kept.length;
+    const copy = keepCopy(chunk.length > room ? chunk.subarray(0, room) : chunk);
+    if (this.captured === 0) this.kept = copy;
+    else if (Array.isArray(this.kept)) this.kept.push(copy);
+    else this.kept = [this.kept, copy];
+    this.captured += copy.length;
+    return copy.length;
   }
 
-  /** The kept bytes as one buffer (joined once, then cached). */
+  /** The kept bytes as one buffer (joined on the first call, then cached). */
   bytes(): Buffer {
-    if (this.chunks.length === 0) return NO_BYTES;
-    if (this.chunks.length > 1) {
-      const joined = Buffer.allocUnsafeSlow(this.captured);
-      let at = 0;
-      for (const c of this.chunks) at += c.copy(joined, at);
-      this.chunks = [joined];
-    }
-    return this.chunks[0]!;
+    if (!Array.isArray(this.kept)) return this.kept;
+    const joined = Buffer.allocUnsafeSlow(this.captured);
+    let at = 0;
+    for (const c of this.kept) at += c.copy(joined, at);
+    this.kept = joined;
+    return joined;
   }
 }
 
@@ -252,7 +253,7 @@ export class ExchangeRecord implements ExchangeObserver {
   announced = false;
 
   /** Buffers of messages that fell off the kept list, reused for new ones: a busy channel then allocates nothing. */
-  private spare: ArrayBuffer[] = [];
+  private spare: ArrayBuffer[] | undefined;
   private wsIn: WsFrameParser | undefined;
   private wsOut: WsFrameParser | undefined;
   private sseParser: SseParser | undefined;
@@ -379,7 +380,7 @@ export class ExchangeRecord implements ExchangeObserver {
     this.wsIn?.close();
     this.wsOut?.close();
     this.wsIn = this.wsOut = this.sseParser = undefined;
-    this.spare = [];
+    this.spare = undefined;
   }
 
   private enqueue(kind: QueuedKind, chunk: Buffer): void {
@@ -401,12 +402,12 @@ export class ExchangeRecord implements ExchangeObserver {
     this.wsIn?.end();
     this.wsOut?.end();
     this.sseParser = undefined;
-    this.spare = [];
+    this.spare = undefined;
   }
 
   /** Message payload buffers for the parsers: a spare one that fits, or a new one of its own. */
   private readonly allocate = (size: number): Buffer => {
-    const spare = this.spare;
+    const spare = this.spare ?? [];
     for (let i = spare.length - 1; i >= 0; i--) {
       const buffer = spare[i]!;
       // Only a close fit: a reused buffer holds (and pins) its whole length, and only `size` is counted.
@@ -420,8 +421,9 @@ export class ExchangeRecord implements ExchangeObserver {
 
   /** A message fell off the kept list: its payload buffer may serve a later one (nothing else refers to it). */
   private recycle(data: Buffer): void {
-    if (data.byteOffset !== 0 || data.length === 0 || this.spare.length >= MAX_SPARE_BUFFERS) return;
-    this.spare.push(data.buffer as ArrayBuffer);
+    const spare = (this.spare ??= []);
+    if (data.byteOffset !== 0 || data.length === 0 || spare.length >= MAX_SPARE_BUFFERS) return;
+    spare.push(data.buffer as ArrayBuffer);
   }
 
   private startChannel(headers: HeaderList): void {

@@ -1,7 +1,7 @@
 // The inspector's memory: one bounded record per exchange, fed by the tunnel's observer hook or by a replay.
-// On the data path a record only counts, copies at most its caps and queues raw channel and event-stream bytes by
-// reference; WebSocket frames and server-sent events are parsed in batches, off the data path (every
-// BATCH_INTERVAL_MS, when a queue is full, or before anyone reads), and subscribers hear of changes in those batches.
+// On the data path a record only counts and copies: the first bytes of each body, and raw channel and event-stream
+// bytes into one reused queue; WebSocket frames and server-sent events are parsed in batches, off the data path
+// (every BATCH_INTERVAL_MS, when the queue is full, or before anyone reads), and subscribers hear of changes then.
 import type { HeaderList } from '../../protocol/frames.js';
 import type { Exchange, ExchangeObserver } from '../local-request.js';
 import type { WsMessageType } from './api.js';
@@ -49,10 +49,10 @@ const BATCH_INTERVAL_MS = 100;
  */
 const BUSY_NOTIFY_INTERVAL_MS = 1000;
 const BUSY_BATCH_EXCHANGES = 100;
-/** Memory one exchange's queued chunks may hold (their whole buffers); past it they are parsed at once. */
-const MAX_QUEUED_BYTES = MiB;
-/** The same over all exchanges: past it everything queued is parsed at once. */
-const MAX_TOTAL_QUEUED_BYTES = 8 * MiB;
+/** The parse queue starts this large and grows (doubling) as traffic needs. */
+const MIN_QUEUE_BYTES = 64 * KiB;
+/** Bytes the parse queue holds at most: a fuller one is parsed at once. */
+const MAX_QUEUE_BYTES = 4 * MiB;
 
 /** Payload buffers of dropped messages a channel keeps for reuse. */
 const MAX_SPARE_BUFFERS = 8;
@@ -253,14 +253,13 @@ export class ExchangeRecord implements ExchangeObserver {
   announced = false;
 
   /** Buffers of messages that fell off the kept list, reused for new ones: a busy channel then allocates nothing. */
-  private spare: ArrayBuffer[] | undefined;
+  private spare: Buffer[] | undefined;
   private wsIn: WsFrameParser | undefined;
   private wsOut: WsFrameParser | undefined;
   private sseParser: SseParser | undefined;
   private sseSeq = 0;
-  /** Raw bytes waiting to be parsed, flat: kind, chunk, arrival time (ms), kind, chunk, … */
-  private queue: (Buffer | number)[] | undefined;
-  private queuedBytes = 0;
+  /** Chunks of this record waiting in the store's parse queue. */
+  queued = 0;
   /** Arrival time of the chunk being parsed: what the messages and events it completes are stamped with. */
   private clock = 0;
 
@@ -316,7 +315,7 @@ export class ExchangeRecord implements ExchangeObserver {
       if (this.evicted) return;
       if (this.responseBody === NO_BODY) this.responseBody = new BodyCapture(this.store.limits.maxBodyBytes);
       this.store.account(this, this.responseBody.add(chunk));
-      if (this.sseParser) this.enqueue(Queued.EventStream, chunk);
+      if (this.sseParser) this.store.enqueue(this, Queued.EventStream, chunk);
       this.store.touch(this);
     } catch {
       // As guard(): an inspector bug never reaches the data path (no closure per call here, the hot path).
@@ -329,7 +328,8 @@ export class ExchangeRecord implements ExchangeObserver {
       if (this.evicted || !channel) return;
       if (direction === 'in') channel.bytesIn += chunk.length;
       else channel.bytesOut += chunk.length;
-      if (this.wsIn) this.enqueue(direction === 'in' ? Queued.ChannelIn : Queued.ChannelOut, chunk);
+      if (this.wsIn)
+        this.store.enqueue(this, direction === 'in' ? Queued.ChannelIn : Queued.ChannelOut, chunk);
       this.store.touch(this);
     } catch {
       // As guard(): an inspector bug never reaches the data path (no closure per call here, the hot path).
@@ -338,7 +338,7 @@ export class ExchangeRecord implements ExchangeObserver {
 
   end(summary: Pick<Exchange, 'status' | 'durationMs' | 'error'>): void {
     try {
-      this.parseQueued();
+      if (this.queued > 0) this.store.parseAll();
       this.stopParsers();
       if (this.evicted || this.done) return;
       this.done = true;
@@ -351,50 +351,21 @@ export class ExchangeRecord implements ExchangeObserver {
     }
   }
 
-  /**
-   * Parses the queued bytes (the store's batch, readers, a full queue). The chunks were held by reference: the
-   * tunnel never writes into a Buffer it has passed on, and a queue is bounded (MAX_QUEUED_BYTES).
-   */
-  parseQueued(): void {
-    const queue = this.queue;
-    if (!queue) return;
-    this.queue = undefined;
-    this.store.dequeued(this.queuedBytes);
-    this.queuedBytes = 0;
-    for (let i = 0; i < queue.length && !this.evicted; i += 3) {
-      const kind = queue[i] as QueuedKind;
-      const chunk = queue[i + 1] as Buffer;
-      this.clock = queue[i + 2] as number;
-      guard(() => {
-        if (kind === Queued.EventStream) this.sseParser?.push(chunk);
-        else (kind === Queued.ChannelIn ? this.wsIn : this.wsOut)?.push(chunk);
-      });
-    }
+  /** Parses one queued chunk (called by the store's queue, in arrival order); `chunk` is only valid during the call. */
+  parse(kind: QueuedKind, chunk: Buffer, at: number): void {
+    this.queued--;
+    if (this.evicted) return;
+    this.clock = at;
+    if (kind === Queued.EventStream) this.sseParser?.push(chunk);
+    else (kind === Queued.ChannelIn ? this.wsIn : this.wsOut)?.push(chunk);
   }
 
-  /** Stops parsing and drops what is queued (the record was evicted or the store closed). */
+  /** Stops parsing (the record was evicted or the store closed); what it queued is skipped. */
   detach(): void {
-    if (this.queue) this.store.dequeued(this.queuedBytes);
-    this.queue = undefined;
-    this.queuedBytes = 0;
     this.wsIn?.close();
     this.wsOut?.close();
     this.wsIn = this.wsOut = this.sseParser = undefined;
     this.spare = undefined;
-  }
-
-  private enqueue(kind: QueuedKind, chunk: Buffer): void {
-    if (!this.queue) {
-      this.queue = [];
-      this.store.queued(this);
-    }
-    this.queue.push(kind, chunk, Date.now());
-    // Counted as all the memory it keeps alive: a chunk may be a view of a larger read or control message.
-    const held = Math.max(chunk.length, chunk.buffer.byteLength);
-    this.queuedBytes += held;
-    this.store.queuedBytes += held;
-    if (this.queuedBytes > MAX_QUEUED_BYTES) this.parseQueued();
-    else if (this.store.queuedBytes > MAX_TOTAL_QUEUED_BYTES) this.store.parseAll();
   }
 
   private stopParsers(): void {
@@ -410,11 +381,11 @@ export class ExchangeRecord implements ExchangeObserver {
     const spare = this.spare ?? [];
     for (let i = spare.length - 1; i >= 0; i--) {
       const buffer = spare[i]!;
+      const capacity = buffer.buffer.byteLength;
       // Only a close fit: a reused buffer holds (and pins) its whole length, and only `size` is counted.
-      if (buffer.byteLength >= size && buffer.byteLength <= 2 * size + SPARE_SLACK_BYTES) {
-        spare.splice(i, 1);
-        return Buffer.from(buffer, 0, size);
-      }
+      if (capacity < size || capacity > 2 * size + SPARE_SLACK_BYTES) continue;
+      spare.splice(i, 1);
+      return buffer.length === size ? buffer : Buffer.from(buffer.buffer, 0, size);
     }
     return Buffer.allocUnsafeSlow(size);
   };
@@ -423,7 +394,7 @@ export class ExchangeRecord implements ExchangeObserver {
   private recycle(data: Buffer): void {
     const spare = (this.spare ??= []);
     if (data.byteOffset !== 0 || data.length === 0 || spare.length >= MAX_SPARE_BUFFERS) return;
-    spare.push(data.buffer as ArrayBuffer);
+    spare.push(data);
   }
 
   private startChannel(headers: HeaderList): void {
@@ -465,31 +436,51 @@ export class ExchangeRecord implements ExchangeObserver {
   private addMessage(m: ParsedWsMessage, seq: number, direction: 'in' | 'out'): void {
     const channel = this.channel;
     if (this.evicted || !channel) return;
-    const message: WsMessage = {
-      seq,
-      direction,
-      // Compressed messages complete in a zlib callback, after the batch that queued their bytes.
-      at: m.compressed ? Date.now() : this.clock,
-      type: m.type,
-      size: m.size,
-      data: m.data,
-      truncated: m.truncated,
-      compressed: m.compressed,
-      note: m.note,
-    };
     const list = channel.messages;
+    const max = this.store.limits.maxChannelMessages;
+    channel.total++;
+    let delta = m.data.length + ITEM_OVERHEAD_BYTES;
+    // A full list drops its oldest message, whose object and payload buffer serve the new one: a busy channel then
+    // allocates nothing that lives long (objects that die young cost the GC almost nothing; these would not).
+    let reused: WsMessage | undefined;
+    while (list.length > 0 && list.length >= max) {
+      reused = list.shift()!;
+      delta -= reused.data.length + ITEM_OVERHEAD_BYTES;
+      this.recycle(reused.data);
+    }
+    if (max <= 0) return void this.recycle(m.data);
+    // Compressed messages complete in a zlib callback, after the batch that queued their bytes.
+    const seen = m.compressed ? Date.now() : this.clock;
+    let message: WsMessage;
+    if (reused) {
+      message = reused;
+      message.seq = seq;
+      message.direction = direction;
+      message.at = seen;
+      message.type = m.type;
+      message.size = m.size;
+      message.data = m.data;
+      message.truncated = m.truncated;
+      message.compressed = m.compressed;
+      message.note = m.note;
+    } else {
+      message = {
+        seq,
+        direction,
+        at: seen,
+        type: m.type,
+        size: m.size,
+        data: m.data,
+        truncated: m.truncated,
+        compressed: m.compressed,
+        note: m.note,
+      };
+    }
     // Compressed messages finish asynchronously: keep the list in stream order per direction.
     let at = list.length;
     while (at > 0 && list[at - 1]!.direction === direction && list[at - 1]!.seq > seq) at--;
     if (at === list.length) list.push(message);
     else list.splice(at, 0, message);
-    channel.total++;
-    let delta = message.data.length + ITEM_OVERHEAD_BYTES;
-    while (list.length > this.store.limits.maxChannelMessages) {
-      const dropped = list.shift()!;
-      delta -= dropped.data.length + ITEM_OVERHEAD_BYTES;
-      this.recycle(dropped.data);
-    }
     this.store.account(this, delta);
     this.store.touch(this);
   }
@@ -508,6 +499,92 @@ export class ExchangeRecord implements ExchangeObserver {
   }
 }
 
+/**
+ * Raw channel and event-stream bytes waiting to be parsed: copied in arrival order into one buffer, with each chunk's
+ * record, kind, arrival time and length beside it, all reused batch after batch. Copying a chunk costs less than
+ * keeping the tunnel's buffer alive for a batch, and reused storage gives the GC nothing to move; the parsers copy
+ * what they keep.
+ */
+class ParseQueue {
+  private bytes = Buffer.allocUnsafeSlow(MIN_QUEUE_BYTES);
+  /** Bytes in use. */
+  used = 0;
+  /** The most bytes in use since the last shrink(). */
+  private peak = 0;
+  private count = 0;
+  private records: (ExchangeRecord | undefined)[] = [];
+  /** Per chunk: kind, arrival time (ms), length. */
+  private meta = new Float64Array(3 * 256);
+
+  get capacity(): number {
+    return this.bytes.length;
+  }
+
+  /** Copies a chunk in; false when it does not fit (MAX_QUEUE_BYTES): drain, then try again. */
+  add(record: ExchangeRecord, kind: QueuedKind, chunk: Buffer, now: number): boolean {
+    const n = chunk.length;
+    if (this.used + n > this.bytes.length) {
+      if (this.used + n > MAX_QUEUE_BYTES) return false;
+      let size = this.bytes.length;
+      while (size < this.used + n) size *= 2;
+      const bigger = Buffer.allocUnsafeSlow(Math.min(size, MAX_QUEUE_BYTES));
+      this.bytes.copy(bigger, 0, 0, this.used);
+      this.bytes = bigger;
+    }
+    if (3 * this.count + 3 > this.meta.length) {
+      const meta = new Float64Array(this.meta.length * 2);
+      meta.set(this.meta);
+      this.meta = meta;
+    }
+    chunk.copy(this.bytes, this.used);
+    this.used += n;
+    this.records[this.count] = record;
+    const j = 3 * this.count++;
+    this.meta[j] = kind;
+    this.meta[j + 1] = now;
+    this.meta[j + 2] = n;
+    return true;
+  }
+
+  /** Hands every queued chunk to its record, in order, then empties the queue. */
+  drain(): void {
+    const count = this.count;
+    if (count === 0) return;
+    const { bytes, meta, records } = this;
+    this.count = 0;
+    this.peak = Math.max(this.peak, this.used);
+    this.used = 0;
+    let at = 0;
+    for (let i = 0; i < count; i++) {
+      const record = records[i]!;
+      records[i] = undefined;
+      const n = meta[3 * i + 2]!;
+      const chunk = bytes.subarray(at, at + n);
+      at += n;
+      const kind = meta[3 * i] as QueuedKind;
+      const arrived = meta[3 * i + 1]!;
+      guard(() => record.parse(kind, chunk, arrived));
+    }
+    // Parsers never call back into the queue, so all of it is free again here.
+  }
+
+  /** Drops everything queued (the store was cleared or closed). */
+  clear(): void {
+    this.records.fill(undefined, 0, this.count);
+    this.count = 0;
+    this.used = 0;
+  }
+
+  /** Gives memory back after a burst; true while the buffer is still larger than the minimum. */
+  shrink(): boolean {
+    const size = this.bytes.length;
+    if (size > MIN_QUEUE_BYTES && this.used === 0 && this.peak * 4 < size)
+      this.bytes = Buffer.allocUnsafeSlow(Math.max(MIN_QUEUE_BYTES, this.peak * 2));
+    this.peak = 0;
+    return this.bytes.length > MIN_QUEUE_BYTES;
+  }
+}
+
 /** The session's exchanges, oldest first, within the count and byte bounds. */
 export class InspectorStore {
   readonly limits: StoreLimits;
@@ -522,10 +599,8 @@ export class InspectorStore {
   private readonly changed = new Set<ExchangeRecord>();
   /** Announced records evicted since the last batch (kept only while someone listens). */
   private evictedIds: number[] = [];
-  /** Records with queued bytes to parse. */
-  private readonly parsing = new Set<ExchangeRecord>();
-  /** Raw bytes queued over all records. */
-  queuedBytes = 0;
+  /** Raw channel and event-stream bytes waiting to be parsed. */
+  private readonly queue = new ParseQueue();
   private batchTimer: NodeJS.Timeout | undefined;
   /** Under heavy traffic subscribers hear nothing before this time (ms since the epoch); see BUSY_NOTIFY_INTERVAL_MS. */
   private quietUntil = 0;
@@ -564,7 +639,7 @@ export class InspectorStore {
     if (!first) return undefined;
     const record = this.records[this.head + id - first.id];
     if (!record || record.id !== id) return undefined;
-    record.parseQueued();
+    if (record.queued > 0) this.parseAll();
     record.announced = true;
     return record;
   }
@@ -595,8 +670,7 @@ export class InspectorStore {
     }
     this.records = [];
     this.head = 0;
-    this.parsing.clear();
-    this.queuedBytes = 0;
+    this.queue.clear();
     this.changed.clear();
     this.evictedIds = [];
     this.totalBytes = 0;
@@ -619,7 +693,7 @@ export class InspectorStore {
     this.closed = true;
     clearTimeout(this.batchTimer);
     for (let i = this.head; i < this.records.length; i++) this.records[i]!.detach();
-    this.parsing.clear();
+    this.queue.clear();
     this.listeners.clear();
     this.changed.clear();
   }
@@ -643,23 +717,32 @@ export class InspectorStore {
     this.schedule();
   }
 
-  /** A record queued its first bytes for parsing (called by the record). */
-  queued(record: ExchangeRecord): void {
-    this.parsing.add(record);
+  /** Bytes waiting in the parse queue. */
+  get queuedBytes(): number {
+    return this.queue.used;
+  }
+
+  /** Bytes the parse queue holds allocated. */
+  get queueCapacity(): number {
+    return this.queue.capacity;
+  }
+
+  /** Copies a chunk of raw channel or event-stream bytes into the parse queue (called by its record). */
+  enqueue(record: ExchangeRecord, kind: QueuedKind, chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    record.queued++;
+    const now = Date.now();
+    if (!this.queue.add(record, kind, chunk, now)) {
+      this.parseAll();
+      // A chunk larger than the whole queue (never from the tunnel, whose reads and frames are far smaller).
+      if (!this.queue.add(record, kind, chunk, now)) return guard(() => record.parse(kind, chunk, now));
+    }
     this.schedule();
   }
 
-  /** A record parsed or dropped `n` queued bytes (called by the record). */
-  dequeued(n: number): void {
-    this.queuedBytes -= n;
-  }
-
-  /** Parses every record's queued bytes. */
+  /** Parses everything queued, in arrival order. */
   parseAll(): void {
-    if (this.parsing.size === 0) return;
-    const records = [...this.parsing];
-    this.parsing.clear();
-    for (const r of records) r.parseQueued();
+    this.queue.drain();
   }
 
   private schedule(): void {
@@ -672,6 +755,8 @@ export class InspectorStore {
   private batch(): void {
     this.batchTimer = undefined;
     this.parseAll();
+    // After a burst the queue gives memory back once traffic calms: one more look, in the next batch.
+    if (this.queue.shrink()) this.schedule();
     if (this.listeners.size === 0 || (this.changed.size === 0 && this.evictedIds.length === 0)) return;
     if (Date.now() < this.quietUntil) return this.schedule();
     const records = [...this.changed];
@@ -695,7 +780,6 @@ export class InspectorStore {
     oldest.evicted = true;
     this.totalBytes -= oldest.bytes;
     oldest.detach();
-    this.parsing.delete(oldest);
     if (this.listeners.size > 0) {
       this.changed.delete(oldest);
       if (oldest.announced) this.evictedIds.push(oldest.id);

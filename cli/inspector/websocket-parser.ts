@@ -63,6 +63,10 @@ const allocateOwn: Allocate = (size) => Buffer.allocUnsafeSlow(size);
 /** Payloads at least this long are unmasked a 32-bit word at a time. */
 const WORD_UNMASK_MIN_BYTES = 16;
 
+/** The rotated mask as bytes and as the word they make, in one module-wide buffer (no allocation per message). */
+const MASK_BYTES = new Uint8Array(4);
+const MASK_WORD = new Uint32Array(MASK_BYTES.buffer);
+
 /** XORs `data` in place with the 4-byte `mask`, starting at mask byte `offset` (RFC 6455 §5.3). */
 export function unmask(data: Buffer, mask: Buffer, offset: number): void {
   const n = data.length;
@@ -72,9 +76,8 @@ export function unmask(data: Buffer, mask: Buffer, offset: number): void {
     // word is read through the same kind of view as the data).
     const lead = (4 - (data.byteOffset & 3)) & 3;
     for (; i < lead; i++) data[i]! ^= mask[(offset + i) & 3]!;
-    const rotated = new Uint8Array(4);
-    for (let k = 0; k < 4; k++) rotated[k] = mask[(offset + lead + k) & 3]!;
-    const m = new Uint32Array(rotated.buffer)[0]!;
+    for (let k = 0; k < 4; k++) MASK_BYTES[k] = mask[(offset + lead + k) & 3]!;
+    const m = MASK_WORD[0]!;
     const words = new Uint32Array(data.buffer, data.byteOffset + lead, (n - lead) >>> 2);
     for (let w = 0; w < words.length; w++) words[w]! ^= m;
     i = lead + words.length * 4;

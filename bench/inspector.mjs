@@ -1,9 +1,10 @@
 // Inspector A/B: the same relay and local apps through clients with the inspector off (--no-inspect), on, and on with
 // a page connected to its live events; interleaved rounds, medians and ranges -> bench/RESULTS-inspector.md.
 // Usage: node bench/inspector.mjs [--rounds 5] [--duration 5] [--download-mib 200] [--upload-mib 50]
-//        [--ws-seconds 5] [--variants off,on,page] [--before-dist DIR] [--out file] [--profile]
+//        [--ws-seconds 5] [--variants off,on,page] [--workloads small,download,echo,ws] [--before-dist DIR]
+//        [--out file] [--profile]
 // Runs the compiled dist/; --before-dist adds before-on and before-page, the same through another build's dist/.
-import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -38,6 +39,7 @@ const { values } = parseArgs({
     'ws-seconds': { type: 'string', default: '5' },
     variants: { type: 'string' },
     'before-dist': { type: 'string' },
+    workloads: { type: 'string', default: 'small,download,echo,ws' },
     connections: { type: 'string', default: '50' },
     out: { type: 'string' },
     profile: { type: 'boolean', default: false },
@@ -54,6 +56,7 @@ const opts = {
     values.variants ?? (values['before-dist'] ? 'off,on,page,before-on,before-page' : 'off,on,page')
   ).split(','),
   beforeDist: values['before-dist'] && path.resolve(values['before-dist']),
+  workloads: values.workloads.split(','),
   out: path.resolve(values.out ?? path.join(ROOT, 'bench/RESULTS-inspector.md')),
   profile: values.profile,
 };
@@ -141,12 +144,29 @@ async function runWsEcho(url, host) {
 }
 
 /** Runs `fn` while sampling the client's CPU and RSS; returns fn's result with cpuMs and peak/end RSS (MiB). */
+/** CPU ms a process has used, on its main thread and on all its other threads (V8's GC helpers, libuv's pool). */
+function threadCpuMs(pid) {
+  const out = { main: 0, other: 0 };
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      out[tid === String(pid) ? 'main' : 'other'] += cpuMs(`${pid}/task/${tid}`); // reads /proc/<that>/stat
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return out;
+}
+
+/** Runs `fn` while sampling the client's CPU and RSS; returns fn's result with CPU (ms) and peak RSS (MiB). */
 async function measured(client, fn) {
-  const cpu0 = cpuMs(client.pid);
+  const cpu0 = threadCpuMs(client.pid);
   const rss = sampleRss({ client: client.pid }, 100);
   const r = await fn();
   const s = rss.stop().client;
-  return { ...r, clientCpuMs: cpuMs(client.pid) - cpu0, peakRssMiB: s.maxKiB / 1024 };
+  const cpu1 = threadCpuMs(client.pid);
+  const main = cpu1.main - cpu0.main;
+  const other = cpu1.other - cpu0.other;
+  return { ...r, clientCpuMs: main + other, clientOtherMs: other, peakRssMiB: s.maxKiB / 1024 };
 }
 
 // ------------------------------------------------------------------ setup
@@ -179,7 +199,7 @@ log(`machine busy before the run: ${fmt(idleBefore, 2)} cores`);
 
 // ------------------------------------------------------------------ workloads
 
-const workloads = {
+const allWorkloads = {
   small: async (c) => {
     const r = await measured(c.http.child, () =>
       runLoad({
@@ -196,6 +216,7 @@ const workloads = {
       value: r.reqPerSec,
       p99: r.p99,
       cpuPer10k: r.total ? (r.clientCpuMs / r.total) * 10_000 : undefined,
+      otherPer10k: r.total ? (r.clientOtherMs / r.total) * 10_000 : undefined,
       rss: r.peakRssMiB,
     };
   },
@@ -228,10 +249,12 @@ const workloads = {
       value: r.perSecond,
       p99: r.p99Ms,
       cpuPer10k: (r.clientCpuMs / r.roundTrips) * 10_000,
+      otherPer10k: (r.clientOtherMs / r.roundTrips) * 10_000,
       rss: r.peakRssMiB,
     };
   },
 };
+const workloads = Object.fromEntries(opts.workloads.map((name) => [name, allWorkloads[name]]));
 const UNITS = { small: 'req/s', download: 'MiB/s', echo: 'MiB/s', ws: 'round trips/s' };
 const LABELS = {
   small: `small GETs, ${opts.connections} connections, ${opts.duration} s (wrk)`,
@@ -246,7 +269,7 @@ for (const variant of opts.variants)
     if (name === 'small') continue;
     await workloads[name](clients[variant]);
   }
-for (const variant of opts.variants) await workloads.small({ ...clients[variant] });
+if (workloads.small) for (const variant of opts.variants) await workloads.small(clients[variant]);
 
 const results = {};
 for (const name of Object.keys(workloads)) {
@@ -307,7 +330,8 @@ for (const name of Object.keys(workloads)) {
     rows.push(
       `| ${LABELS[name]} | ${v} | ${fmt(med(rs, 'value'), 0)} ${UNITS[name]} | ${span(finite(ok(rs).map((x) => x.value)), 0)} | ` +
         (v === base ? '— | — | ' : `**${fmt(median(r), 3)}** | ${span(r, 2)} | `) +
-        `${fmt(med(rs, cpu), 0)} | ${v === base ? '—' : fmt(median(c), 2)} | ${fmt(med(rs, 'rss'), 1)} |`,
+        `${fmt(med(rs, cpu), 0)} | ${cpu === 'cpuPer10k' ? fmt(med(rs, 'otherPer10k'), 0) : '—'} | ` +
+        `${v === base ? '—' : fmt(median(c), 2)} | ${fmt(med(rs, 'rss'), 1)} |`,
     );
   }
 }
@@ -377,8 +401,8 @@ if (opts.profile) {
 
 const cpuModel = os.cpus()[0]?.model ?? 'unknown CPU';
 const table = [
-  '| workload | inspector | median | range | ratio to off (median of rounds) | ratio range | client CPU ms (per 10 000 requests or round trips; per GiB) | CPU ratio to off | client peak RSS MiB |',
-  '| --- | --- | --: | --: | --: | --: | --: | --: | --: |',
+  '| workload | inspector | median | range | ratio to off (median of rounds) | ratio range | client CPU ms (per 10 000 requests or round trips; per GiB) | of which off the main thread (GC helpers) | CPU ratio to off | client peak RSS MiB |',
+  '| --- | --- | --: | --: | --: | --: | --: | --: | --: | --: |',
   ...rows,
 ].join('\n');
 const report =

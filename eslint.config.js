@@ -40,6 +40,14 @@ export default tseslint.config(
       sourceType: 'module',
     },
   },
+  {
+    // The inspector page's browser script: its own TypeScript program (DOM, no Node) and browser globals.
+    files: ['cli/inspector/page/**/*.ts'],
+    languageOptions: {
+      globals: globals.browser,
+      parserOptions: { project: './tsconfig.page.json', tsconfigRootDir: import.meta.dirname },
+    },
+  },
   { files: ['cli/**/*.ts'], rules: boundary(['relay']) },
   { files: ['relay/**/*.ts'], rules: boundary(['cli']) },
   { files: ['protocol/**/*.ts'], rules: boundary(['cli', 'relay']) },

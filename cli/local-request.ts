@@ -7,6 +7,7 @@ import { ChunkHolder, pump, StreamSink } from '../protocol/stream-io.js';
 import type { Stream, StreamHandler } from '../protocol/stream.js';
 import { HeaderEditor, NO_HEADER_RULES, type HeaderRules } from './header-rules.js';
 import { ResponseParseError } from './http1-response.js';
+import { requestHead } from './local-exchange.js';
 import { HANG_UP_MESSAGE, LocalPool, type ConnectionUser, type LocalConnection } from './local-pool.js';
 import { describeTarget, type LocalTarget } from './target.js';
 
@@ -108,11 +109,6 @@ export function requestFraming(
       if (length !== undefined || codings !== 1) return 'a chunked body with another framing';
       return { length: undefined };
   }
-}
-
-/** The request head as bytes for the local service (latin1: header values carry the public request's raw bytes). */
-function requestHead(head: RequestFrame, headers: HeaderList): string {
-  return `${head.method} ${head.target} HTTP/1.1\r\n${headerLines(headers)}\r\n`;
 }
 
 /** The last chunk of a chunked body, with its trailers. */
@@ -238,7 +234,7 @@ abstract class BaseExchange implements ConnectionUser, StreamHandler {
   protected send(conn: LocalConnection): void {
     this.conn = conn;
     conn.begin(this, this.head.method, this.head.upgrade);
-    conn.socket.write(requestHead(this.head, this.headers), 'latin1');
+    conn.socket.write(requestHead(this.head.method, this.head.target, this.headers), 'latin1');
   }
 
   /** Sends a final or informational head back to the public client. */

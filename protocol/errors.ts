@@ -70,6 +70,8 @@ export const ErrorCode = {
   BadServerUrl: 'bad_server_url',
   InspectorPortInUse: 'inspector_port_in_use',
   InspectorListen: 'inspector_listen',
+  /** The inspector page's built files are missing (a broken install or build). */
+  InspectorAssets: 'inspector_assets',
   /** A code from a newer peer that this version does not know; the message keeps the peer's code. */
   Unknown: 'unknown_error',
 } as const;

@@ -3,30 +3,9 @@ import { isUtf8 } from 'node:buffer';
 import zlib from 'node:zlib';
 import type { HeaderList } from '../../protocol/frames.js';
 import { getHeader } from '../../protocol/headers.js';
+import type { BodyView } from './api.js';
 
-export type BodyKind = 'json' | 'text' | 'binary' | 'empty';
-
-/** A body as the API returns it. */
-export interface BodyView {
-  kind: BodyKind;
-  /** Bytes the body had on the wire. */
-  size: number;
-  /** Bytes the inspector kept (the first ones). */
-  captured: number;
-  truncated: boolean;
-  contentType?: string;
-  contentEncoding?: string;
-  /** The text or base64 is of the body decompressed from contentEncoding. */
-  decoded?: boolean;
-  /** Size after decompression. */
-  decodedSize?: number;
-  /** Pretty-printed JSON, or the text. */
-  text?: string;
-  /** The bytes of a binary body. */
-  base64?: string;
-  /** One line for a binary body, e.g. "PNG image 640×480, 12.1 KiB". */
-  summary?: string;
-}
+export type { BodyKind, BodyView } from './api.js';
 
 /** Bytes in a human unit: 512 B, 12.1 KiB, 3.0 MiB. */
 export function formatBytes(n: number): string {

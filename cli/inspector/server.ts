@@ -5,10 +5,18 @@ import net from 'node:net';
 import type { HeaderList } from '../../protocol/frames.js';
 import { getHeader } from '../../protocol/headers.js';
 import type { HostCheckHint } from '../host-check.js';
+import type {
+  ExchangeDetails,
+  ExchangeSummary,
+  HeaderPairs,
+  HintView,
+  TunnelView,
+  WsMessageView,
+} from './api.js';
 import { renderBody } from './body.js';
 import { publicUrl, toCurl, toHar, type TunnelInfo } from './export.js';
 import { inspectorPage } from './page.js';
-import { parseReplayEdits, ReplayError, startReplay } from './replay.js';
+import { parseReplayEdits, ReplayError, Replayer } from './replay.js';
 import type { ExchangeRecord, InspectorStore, StoreEvent, WsMessage } from './store.js';
 
 /** What the server needs from the inspector around it. */
@@ -28,29 +36,7 @@ export interface ServerContext {
   port: () => number;
 }
 
-/** One line per exchange in the list. */
-export interface ExchangeSummary {
-  id: number;
-  rev: number;
-  tunnel: string;
-  startedAt: number;
-  method: string;
-  target: string;
-  status?: number;
-  reason?: string;
-  durationMs?: number;
-  requestSize: number;
-  responseSize: number;
-  contentType?: string;
-  error?: string;
-  upgrade: boolean;
-  replayOf?: number;
-  done: boolean;
-  /** WebSocket messages seen (upgraded channels). */
-  messages?: number;
-  /** Server-sent events seen. */
-  events?: number;
-}
+export type { ExchangeSummary } from './api.js';
 
 /** Seconds between comments on the live event stream, so proxies and browsers keep it open. */
 const EVENTS_HEARTBEAT_MS = 15_000;
@@ -83,14 +69,14 @@ export function summarize(r: ExchangeRecord): ExchangeSummary {
   return s;
 }
 
-function pairs(headers: HeaderList | undefined): [string, string][] {
-  const out: [string, string][] = [];
+function pairs(headers: HeaderList | undefined): HeaderPairs {
+  const out: HeaderPairs = [];
   if (headers) for (let i = 0; i < headers.length; i += 2) out.push([headers[i]!, headers[i + 1]!]);
   return out;
 }
 
-function messageView(m: WsMessage): Record<string, unknown> {
-  const v: Record<string, unknown> = {
+function messageView(m: WsMessage): WsMessageView {
+  const v: WsMessageView = {
     seq: m.seq,
     direction: m.direction,
     at: m.at,
@@ -116,7 +102,11 @@ function messageView(m: WsMessage): Record<string, unknown> {
 }
 
 /** Everything about one exchange, bodies rendered. */
-export function details(r: ExchangeRecord, tunnel: TunnelInfo | undefined, maxBodyBytes: number): object {
+export function details(
+  r: ExchangeRecord,
+  tunnel: TunnelInfo | undefined,
+  maxBodyBytes: number,
+): ExchangeDetails {
   return {
     ...summarize(r),
     url: publicUrl(r, tunnel),
@@ -218,24 +208,34 @@ export function createInspectorServer(ctx: ServerContext): {
 } {
   const { store } = ctx;
   const maxBody = store.limits.maxBodyBytes;
-  const inflight = new Set<http.ClientRequest>();
+  const replayer = new Replayer();
   const eventClients = new Set<ServerResponse>();
 
-  const unsubscribe = store.subscribe((e: StoreEvent) => {
-    if (eventClients.size === 0) return;
-    let frame: string;
-    if (e.kind === 'evict') frame = `event: evict\ndata: ${JSON.stringify(e.ids)}\n\n`;
-    else if (e.kind === 'clear') frame = 'event: clear\ndata: {}\n\n';
-    else frame = `event: exchange\ndata: ${JSON.stringify(summarize(e.record))}\n\n`;
+  let unsubscribe: (() => void) | undefined;
+  /** One write per batch of changes for every live-events client (the store batches them, BATCH_INTERVAL_MS). */
+  const onChanges = (e: StoreEvent): void => {
+    let text = '';
+    if (e.kind === 'clear') text = 'event: clear\ndata: {}\n\n';
+    else {
+      for (const r of e.records) text += `event: exchange\ndata: ${JSON.stringify(summarize(r))}\n\n`;
+      if (e.evicted.length > 0) text += `event: evict\ndata: ${JSON.stringify(e.evicted)}\n\n`;
+    }
+    if (text === '') return;
     for (const res of eventClients) {
       if (res.writableLength > MAX_EVENTS_BACKLOG_BYTES) {
-        eventClients.delete(res);
+        dropClient(res);
         res.destroy();
         continue;
       }
-      res.write(frame);
+      res.write(text);
     }
-  });
+  };
+  /** Forgets a live-events client; the store stops collecting changes once nobody listens. */
+  const dropClient = (res: ServerResponse): void => {
+    if (!eventClients.delete(res) || eventClients.size > 0) return;
+    unsubscribe?.();
+    unsubscribe = undefined;
+  };
   const heartbeat = setInterval(() => {
     for (const res of eventClients) res.write(': keep-alive\n\n');
   }, EVENTS_HEARTBEAT_MS);
@@ -264,7 +264,7 @@ export function createInspectorServer(ctx: ServerContext): {
         409,
         `the local target of tunnel "${source.tunnel}" is not known (is the tunnel online?)`,
       );
-    const id = startReplay(store, source, edits, tunnel.target, inflight);
+    const id = replayer.start(store, source, edits, tunnel.target);
     sendJson(res, 200, { id });
   }
 
@@ -276,10 +276,9 @@ export function createInspectorServer(ctx: ServerContext): {
       Connection: 'keep-alive',
     });
     res.write('retry: 1000\n\n');
+    unsubscribe ??= store.subscribe(onChanges);
     eventClients.add(res);
-    const drop = (): void => {
-      eventClients.delete(res);
-    };
+    const drop = (): void => dropClient(res);
     req.on('close', drop);
     res.on('close', drop);
     res.on('error', drop);
@@ -343,13 +342,14 @@ export function createInspectorServer(ctx: ServerContext): {
     if (path === '/api/exchanges') return sendJson(res, 200, { exchanges: store.list().map(summarize) });
     if (path === '/api/events') return events(req, res);
     if (path === '/api/tunnels') {
-      const list = [...ctx.tunnels().values()].map((t) => ({
+      const list = [...ctx.tunnels().values()].map((t): TunnelView => ({
         name: t.name,
         url: t.url,
         target: t.target,
         traffic: ctx.traffic?.().get(t.name) ?? null,
       }));
-      return sendJson(res, 200, { tunnels: list, hints: ctx.hints?.() ?? [] });
+      const hints: readonly HintView[] = ctx.hints?.() ?? [];
+      return sendJson(res, 200, { tunnels: list, hints });
     }
     if (path === '/api/har') {
       const har = toHar(store.chronological(), ctx.tunnels(), maxBody);
@@ -385,12 +385,12 @@ export function createInspectorServer(ctx: ServerContext): {
   return {
     server,
     close: () => {
-      unsubscribe();
+      unsubscribe?.();
+      unsubscribe = undefined;
       clearInterval(heartbeat);
       for (const res of eventClients) res.destroy();
       eventClients.clear();
-      for (const req of inflight) req.destroy();
-      inflight.clear();
+      replayer.close();
     },
   };
 }

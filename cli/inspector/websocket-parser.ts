@@ -1,8 +1,8 @@
 // Incremental RFC 6455 frame parser for one direction of an upgraded channel, with permessage-deflate.
 import zlib from 'node:zlib';
+import type { WsMessageType } from './api.js';
 
-/** What a WebSocket message is, by its opcode. */
-export type WsMessageType = 'text' | 'binary' | 'close' | 'ping' | 'pong';
+export type { WsMessageType } from './api.js';
 
 /** One parsed message (a whole fragmented message, or one control frame). */
 export interface ParsedWsMessage {
@@ -24,6 +24,8 @@ export interface WsParserOptions {
   /** permessage-deflate was negotiated; `noContextTakeover` for this direction's sender. */
   deflate?: { noContextTakeover: boolean };
   maxMessageBytes: number;
+  /** Where kept payload bytes are copied; default: a buffer of its own for each. */
+  allocate?: Allocate;
   /** Called in stream order for uncompressed messages; compressed ones arrive when inflated. `seq` is their order. */
   onMessage: (message: ParsedWsMessage, seq: number) => void;
   /** The bytes are not WebSocket frames; the parser stops for good. */
@@ -53,20 +55,55 @@ export function ownCopy(src: Buffer): Buffer {
   return out;
 }
 
+/** Where kept payload bytes go: a buffer of `size` bytes the caller may fill. */
+export type Allocate = (size: number) => Buffer;
+
+const allocateOwn: Allocate = (size) => Buffer.allocUnsafeSlow(size);
+
+/** Payloads at least this long are unmasked a 32-bit word at a time. */
+const WORD_UNMASK_MIN_BYTES = 16;
+
+/** The rotated mask as bytes and as the word they make, in one module-wide buffer (no allocation per message). */
+const MASK_BYTES = new Uint8Array(4);
+const MASK_WORD = new Uint32Array(MASK_BYTES.buffer);
+
+/** XORs `data` in place with the 4-byte `mask`, starting at mask byte `offset` (RFC 6455 §5.3). */
+export function unmask(data: Buffer, mask: Buffer, offset: number): void {
+  const n = data.length;
+  let i = 0;
+  if (n >= WORD_UNMASK_MIN_BYTES) {
+    // Bytes up to a 4-byte boundary, then whole words with the mask rotated to match (any byte order: the mask
+    // word is read through the same kind of view as the data).
+    const lead = (4 - (data.byteOffset & 3)) & 3;
+    for (; i < lead; i++) data[i]! ^= mask[(offset + i) & 3]!;
+    for (let k = 0; k < 4; k++) MASK_BYTES[k] = mask[(offset + lead + k) & 3]!;
+    const m = MASK_WORD[0]!;
+    const words = new Uint32Array(data.buffer, data.byteOffset + lead, (n - lead) >>> 2);
+    for (let w = 0; w < words.length; w++) words[w]! ^= m;
+    i = lead + words.length * 4;
+  }
+  for (; i < n; i++) data[i]! ^= mask[(offset + i) & 3]!;
+}
+
 /** Collects the first `limit` bytes of a payload (copies), counting all of it. */
 export class Collector {
   private parts: Buffer[] = [];
   kept = 0;
   size = 0;
-  constructor(private readonly limit: number) {}
+  constructor(
+    private readonly limit: number,
+    private readonly allocate: Allocate = allocateOwn,
+  ) {}
   add(chunk: Buffer, mask?: Buffer, maskOffset = 0): void {
     this.size += chunk.length;
     const room = this.limit - this.kept;
     if (room <= 0 || chunk.length === 0) return;
-    const part = ownCopy(chunk.length > room ? chunk.subarray(0, room) : chunk);
-    if (mask) for (let i = 0; i < part.length; i++) part[i]! ^= mask[(maskOffset + i) & 3]!;
+    const n = Math.min(room, chunk.length);
+    const part = this.allocate(n);
+    chunk.copy(part, 0, 0, n);
+    if (mask) unmask(part, mask, maskOffset);
     this.parts.push(part);
-    this.kept += part.length;
+    this.kept += n;
   }
   get truncated(): boolean {
     return this.size > this.kept;
@@ -75,7 +112,7 @@ export class Collector {
     const parts = this.parts;
     this.parts = [];
     if (parts.length === 1) return parts[0]!;
-    const out = Buffer.allocUnsafeSlow(this.kept);
+    const out = this.allocate(this.kept);
     let at = 0;
     for (const p of parts) at += p.copy(out, at);
     return out;
@@ -112,6 +149,7 @@ class MessageInflater {
     private readonly noContextTakeover: boolean,
     private readonly maxMessageBytes: number,
     private readonly deliver: (m: ParsedWsMessage, seq: number) => void,
+    private readonly allocate: Allocate,
   ) {}
 
   /** Starts a message; payload() and finish() follow. */
@@ -119,7 +157,7 @@ class MessageInflater {
     const entry: PendingInflate = {
       seq,
       type,
-      out: new Collector(this.maxMessageBytes),
+      out: new Collector(this.maxMessageBytes, this.allocate),
       wire: 0,
       flushing: false,
       done: false,
@@ -266,13 +304,18 @@ export class WsFrameParser {
   private control: { type: WsMessageType; body: Collector } | undefined;
   private seq = 0;
   private readonly inflater: MessageInflater | undefined;
+  private readonly allocate: Allocate;
+  /** The current frame's masking key (frames are parsed one at a time, so one buffer serves all). */
+  private readonly maskKey = Buffer.alloc(4);
 
   constructor(private readonly opts: WsParserOptions) {
+    this.allocate = opts.allocate ?? allocateOwn;
     if (opts.deflate)
       this.inflater = new MessageInflater(
         opts.deflate.noContextTakeover,
         opts.maxMessageBytes,
         opts.onMessage,
+        this.allocate,
       );
   }
 
@@ -347,7 +390,8 @@ export class WsFrameParser {
     } else {
       this.payloadLen = len7;
     }
-    this.mask = masked ? Buffer.from(this.head.subarray(at, at + 4)) : undefined;
+    if (masked) this.head.copy(this.maskKey, 0, at, at + 4);
+    this.mask = masked ? this.maskKey : undefined;
     this.headLen = 0;
     this.headNeed = 2;
     this.payloadPos = 0;
@@ -361,7 +405,7 @@ export class WsFrameParser {
       if (!this.fin) return this.fail('fragmented control frame');
       if (this.payloadLen > 125) return this.fail('control frame over 125 bytes');
       if (this.rsv1) return this.fail('RSV1 on a control frame');
-      this.control = { type: kind as WsMessageType, body: new Collector(125) };
+      this.control = { type: kind as WsMessageType, body: new Collector(125, this.allocate) };
     } else if (kind === 'continuation') {
       if (!this.message) return this.fail('continuation frame without a message');
       if (this.rsv1) return this.fail('RSV1 on a continuation frame');
@@ -370,7 +414,7 @@ export class WsFrameParser {
       if (this.rsv1 && !this.inflater) return this.fail('RSV1 set without permessage-deflate');
       this.message = {
         type: kind,
-        body: new Collector(this.opts.maxMessageBytes),
+        body: new Collector(this.opts.maxMessageBytes, this.allocate),
         inflating: this.rsv1 ? this.inflater!.begin(this.seq++, kind) : undefined,
       };
     }
@@ -386,7 +430,7 @@ export class WsFrameParser {
     if (!message.inflating) return message.body.add(bytes, this.mask, offset);
     // The whole compressed payload goes through zlib (the context needs it), unmasked into a copy.
     const copy = ownCopy(bytes);
-    if (this.mask) for (let i = 0; i < copy.length; i++) copy[i]! ^= this.mask[(offset + i) & 3]!;
+    if (this.mask) unmask(copy, this.mask, offset);
     this.inflater!.payload(message.inflating, copy);
   }
 

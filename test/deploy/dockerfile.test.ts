@@ -129,6 +129,14 @@ describe('deploy/Dockerfile', () => {
     };
     for (const f of ['package.json', 'package-lock.json', 'tsconfig.json', ...tsconfig.include])
       expect(copied).toContain(f);
+    // Whatever `npm run build` reads besides: other tsc projects (-p) and node scripts, or their folders.
+    const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
+      scripts: { build: string };
+    };
+    const read = [...pkg.scripts.build.matchAll(/(?:\btsc -p|\bnode) (\S+)/g)].map((m) => m[1]!);
+    expect(read.length).toBeGreaterThan(0);
+    for (const f of read)
+      expect([f, copied.some((c) => f === c || f.startsWith(`${c}/`))]).toEqual([f, true]);
     for (const f of copied) expect([f, existsSync(path.join(ROOT, f))]).toEqual([f, true]);
   });
 

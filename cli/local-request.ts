@@ -3,7 +3,7 @@ import type { Socket } from 'node:net';
 import { ResetCode } from '../protocol/errors.js';
 import { BodyKind, WIRE_LIMITS, type HeaderList, type RequestFrame } from '../protocol/frames.js';
 import { allowedTrailers, declaredLength, headerLines } from '../protocol/headers.js';
-import { ChunkHolder, pump, StreamSink } from '../protocol/stream-io.js';
+import { ChunkHolder, pump, resetSocket, StreamSink } from '../protocol/stream-io.js';
 import type { Stream, StreamHandler } from '../protocol/stream.js';
 import { HeaderEditor, NO_HEADER_RULES, type HeaderRules } from './header-rules.js';
 import { ResponseParseError } from './http1-response.js';
@@ -494,7 +494,7 @@ class UpgradeExchange extends BaseExchange {
   }
 
   reset(): void {
-    this.upgraded?.resetAndDestroy(); // the channel was cut: the local server must not see a clean end
+    if (this.upgraded) resetSocket(this.upgraded); // the channel was cut: the local server must not see a clean end
     this.cancel();
   }
 

@@ -547,7 +547,16 @@ export class Session implements StreamHost, WriterHost {
     );
     for (const stream of [...this.streams.values()]) {
       this.dispose(stream);
-      stream.deliverReset(err);
+      // One owner failing to let go must not keep the others (or onClose) from running, nor crash the process.
+      try {
+        stream.deliverReset(err);
+      } catch (e) {
+        const detail = e instanceof Error ? e.message : String(e);
+        this.opts.onProtocolError?.(
+          new GgrokError(ResetCode.Internal, `stream ${stream.id}: ${detail}`),
+          false,
+        );
+      }
     }
     this.opts.onClose?.({ code, reason });
   }

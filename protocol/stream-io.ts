@@ -1,6 +1,6 @@
 // A stream joined to Node streams: a sink that acknowledges bytes as the writable takes them, and a pump from a
 // readable that pauses it while the stream is full. The owner calls these from its own handler; nothing is patched.
-import type { Readable, Writable } from 'node:stream';
+import type { Duplex, Readable, Writable } from 'node:stream';
 import { ResetCode } from './errors.js';
 import type { HeaderList } from './frames.js';
 import type { Stream } from './stream.js';
@@ -130,4 +130,22 @@ export function pump(
   source.on('close', () => {
     if (!ended) stream.reset(options.abortCode ?? ResetCode.Cancel, options.abortMessage?.() ?? '');
   });
+}
+
+/**
+ * Destroys a socket with a TCP RST where Node can (a plain TCP socket), so the peer sees an error rather than
+ * a clean end. A TLS socket cannot be reset (`resetAndDestroy` throws ERR_INVALID_HANDLE_TYPE on its handle):
+ * it is destroyed without a close_notify, which TLS peers also report as a truncation.
+ */
+export function resetSocket(socket: Duplex): void {
+  const tcp = socket as Duplex & { resetAndDestroy?: () => void };
+  if (typeof tcp.resetAndDestroy === 'function') {
+    try {
+      tcp.resetAndDestroy();
+      return;
+    } catch {
+      // not a TCP handle: fall through
+    }
+  }
+  socket.destroy();
 }

@@ -19,7 +19,7 @@ import {
   toPairs,
   withoutHeader,
 } from '../protocol/headers.js';
-import { pump, StreamSink } from '../protocol/stream-io.js';
+import { pump, resetSocket, StreamSink } from '../protocol/stream-io.js';
 import { Phase, type Stream, type StreamHandler } from '../protocol/stream.js';
 import type { Admission } from './admission.js';
 import type { MemberInfo } from './cluster/membership.js';
@@ -590,11 +590,4 @@ export class PublicUpgrade extends PublicExchange {
   drain(): void {
     this.socket.resume();
   }
-}
-
-/** Destroys a socket with a TCP RST where possible, so the peer sees an error rather than a clean end. */
-export function resetSocket(socket: Duplex): void {
-  const tcp = socket as Duplex & { resetAndDestroy?: () => void };
-  if (typeof tcp.resetAndDestroy === 'function') tcp.resetAndDestroy();
-  else socket.destroy();
 }

@@ -80,6 +80,8 @@ export interface TunnelStats {
   bytesOut: number;
   channels: number;
   lastActivityMs: number;
+  /** Requests the relay turned away for the tunnel's limits (429 rate, 503 busy or over a visitor's share). */
+  refused: number;
 }
 
 export interface ClientEvents {
@@ -493,6 +495,7 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
       bytesOut: 0,
       channels: 0,
       lastActivityMs: 0,
+      refused: 0,
     };
     for (const perInstance of this.statsByInstance.values()) {
       const c = perInstance.get(tunnel);
@@ -502,6 +505,7 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
       sum.bytesOut += c.bytesOut;
       sum.channels += c.channels;
       sum.lastActivityMs = Math.max(sum.lastActivityMs, c.lastActivityMs);
+      sum.refused += c.refused;
     }
     this.stats.set(tunnel, sum);
     this.emit('stats', sum);

@@ -21,6 +21,8 @@ export class Ui {
   private readonly c: ChalkInstance;
   private readonly out: NodeJS.WritableStream;
   private readonly err: NodeJS.WritableStream;
+  /** Refusals already reported per tunnel name, so each warning says what is new. */
+  private readonly refusedSeen = new Map<string, number>();
 
   constructor(private readonly opts: UiOptions) {
     this.c = new Chalk({ level: opts.color ? 1 : 0 });
@@ -79,15 +81,26 @@ export class Ui {
     this.out.write(`${line.join(' ').trimEnd()}\n`);
   }
 
-  /** Relay-side traffic counters (only in JSON output; the text output prints a summary on exit). */
+  /**
+   * Relay-side traffic counters (only in JSON output; the text output prints a summary on exit), and a warning
+   * when the relay turned visitors away for the tunnel's limits since the last counters.
+   */
   stats(stats: {
     name: string;
     requests: number;
     bytesIn: number;
     bytesOut: number;
     channels: number;
+    refused: number;
   }): void {
     if (this.opts.format === 'json') this.json('stats', { ...stats });
+    const before = this.refusedSeen.get(stats.name) ?? 0;
+    if (stats.refused <= before) return;
+    this.refusedSeen.set(stats.name, stats.refused);
+    if (this.opts.format !== 'json')
+      this.warn(
+        `the relay turned away ${stats.refused - before} request(s) to ${stats.name} (429 rate limit or 503 tunnel busy; ${stats.refused} in all): see the relay's --max-requests and --rate-limit`,
+      );
   }
 
   /** The closing line: what went through the tunnels, as the relay counted it. */

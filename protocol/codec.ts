@@ -120,6 +120,7 @@ export function encodeFrame(frame: Frame): Buffer {
           channels: frame.channels,
           lastActivityMs: frame.lastActivityMs,
           tunnel: frame.tunnel,
+          refused: frame.refused,
         },
       ]);
   }
@@ -489,6 +490,7 @@ function validate(a: unknown[]): Frame {
         channels: count('channels', WIRE_LIMITS.MAX_STREAM_ID),
         lastActivityMs: count('lastActivityMs'),
         tunnel: count('tunnel', WIRE_LIMITS.MAX_TUNNELS_PER_CONNECTION - 1),
+        refused: m.has('refused') ? count('refused') : 0,
       };
     }
     default:

@@ -239,6 +239,11 @@ export interface StatsFrame {
   lastActivityMs: number;
   /** Which of the connection's tunnels the counters are for (0 = the first). */
   tunnel: number;
+  /**
+   * Public requests and upgrades the relay turned away for the tunnel's limits (rate, concurrency, fair share),
+   * so the owner learns why visitors see 429/503. Absent from relays before 0.1.1: read as 0.
+   */
+  refused: number;
 }
 
 export type Frame =

@@ -111,3 +111,18 @@ function addRule(list: BlockList, rule: string): void {
     throw new Error(`"${rule}" has a bad prefix length`);
   list.addSubnet(address, bits, type);
 }
+
+/** What one host usually holds: the address itself, or its /64 for IPv6 (rotating inside it buys nothing). */
+export function addressGroup(address: string): string {
+  if (isIP(address) !== 6) return address;
+  const [head = '', tail = ''] = address.toLowerCase().split('::');
+  const left = head ? head.split(':') : [];
+  const right = tail ? tail.split(':') : [];
+  const groups = address.includes('::')
+    ? [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right]
+    : left;
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.replace(/^0+(?=.)/, ''))
+    .join(':')}::/64`;
+}

@@ -1,7 +1,7 @@
 // Admission of a public request or upgrade to its tunnel: access rules, the secret throttle, limits and rate.
 import type { IncomingMessage } from 'node:http';
 import { ErrorCode, RefuseCode } from '../protocol/errors.js';
-import { plainAddress, visitorAddress, type VisitorAddressSource } from './access.js';
+import { addressGroup, plainAddress, visitorAddress, type VisitorAddressSource } from './access.js';
 import type { PeerVia } from './cluster/peer.js';
 import type { SecretThrottle } from './auth-failures.js';
 import type { ResolvedRelayOptions } from './options.js';
@@ -32,11 +32,51 @@ function busyPage(what: 'requests' | 'channels', limit: number): ErrorPage {
   };
 }
 
+/**
+ * Fair share: once a tunnel has this fraction of its concurrent limit open, one visitor already holding
+ * FAIR_SHARE_MAX of the limit gets 503, so one slow or greedy address cannot take every slot from the others.
+ */
+export const FAIR_SHARE_FROM = 0.9;
+export const FAIR_SHARE_MAX = 0.5;
+
+/** The 503 answer to a visitor holding more than its share of a nearly full tunnel. */
+function overSharePage(what: 'requests' | 'channels', held: number): ErrorPage {
+  return {
+    status: 503,
+    code: ErrorCode.TunnelBusy,
+    title: 'Tunnel busy',
+    detail: `Your address already has ${held} ${what} open on this tunnel, its share while the tunnel is nearly full. Try again when some finish.`,
+    retryAfterSeconds: 1,
+  };
+}
+
+/** The 429 answer when a tunnel, or one visitor of it, opens requests faster than the relay allows. */
+function rateLimitedPage(scope: 'visitor' | 'tunnel', perSecond: number): ErrorPage {
+  return {
+    status: 429,
+    code: ErrorCode.RateLimited,
+    title: 'Too Many Requests',
+    detail:
+      scope === 'visitor'
+        ? `Your address sends this tunnel more than ${perSecond} requests per second, the limit per visitor.`
+        : `This tunnel receives more than ${perSecond} requests per second, its limit.`,
+    retryAfterSeconds: 1,
+  };
+}
+
+/** Whether a visitor may in, and under which key its open requests are counted. */
+export type AdmissionResult =
+  { page: ErrorPage; visitor?: undefined } | { page?: undefined; visitor: string };
+
 /** What admission needs from the relay. */
 export interface AdmissionDeps {
   options: Pick<
     ResolvedRelayOptions,
-    'maxRequestsPerTunnel' | 'maxChannelsPerTunnel' | 'streamsPerSecond' | 'trustProxy'
+    | 'maxRequestsPerTunnel'
+    | 'maxChannelsPerTunnel'
+    | 'streamsPerSecond'
+    | 'visitorStreamsPerSecond'
+    | 'trustProxy'
   >;
   visitorAddressSource: VisitorAddressSource;
   throttle: SecretThrottle;
@@ -48,33 +88,32 @@ export interface AdmissionDeps {
 export class Admission {
   constructor(private readonly deps: AdmissionDeps) {}
 
-  /** The answer for a visitor who may not open a request or channel on this tunnel now (counted), or undefined. */
+  /**
+   * Whether a visitor may open a request or channel on this tunnel now: the page to answer with (counted), or
+   * the key its open requests count under (tunnel.opened / tunnel.closed).
+   */
   check(
     tunnel: Tunnel,
     req: IncomingMessage,
     what: 'requests' | 'channels',
     /** The visitor's address when another instance forwarded the request (it vouches for it). */
     vouched?: string,
-  ): ErrorPage | undefined {
-    const options = this.deps.options;
-    const [open, limit] =
-      what === 'requests'
-        ? [tunnel.activeRequests, options.maxRequestsPerTunnel]
-        : [tunnel.activeChannels, options.maxChannelsPerTunnel];
-    const refusal = this.refusal(tunnel, req, open, limit, what, vouched);
-    if (refusal) this.deps.refused(refusal.code);
-    return refusal;
+  ): AdmissionResult {
+    const address = vouched ?? visitorAddress(req, this.deps.visitorAddressSource);
+    const page = this.refusal(tunnel, req, what, address);
+    if (!page) return { visitor: addressGroup(address) };
+    this.deps.refused(page.code);
+    if (page.code === ErrorCode.RateLimited || page.code === ErrorCode.TunnelBusy) tunnel.refused++;
+    return { page };
   }
 
   private refusal(
     tunnel: Tunnel,
     req: IncomingMessage,
-    open: number,
-    limit: number,
     what: 'requests' | 'channels',
-    vouched: string | undefined,
+    visitor: string,
   ): ErrorPage | undefined {
-    const visitor = vouched ?? visitorAddress(req, this.deps.visitorAddressSource);
+    const options = this.deps.options;
     const presentsCredentials =
       tunnel.access?.requiresAuth === true && req.headers.authorization !== undefined;
     if (presentsCredentials) {
@@ -85,15 +124,19 @@ export class Admission {
     if (denied?.code === 'auth_required' && presentsCredentials)
       this.deps.throttle.failed('basic_auth', visitor, tunnel.name);
     if (denied) return denied;
+    const [open, limit] =
+      what === 'requests'
+        ? [tunnel.activeRequests, options.maxRequestsPerTunnel]
+        : [tunnel.activeChannels, options.maxChannelsPerTunnel];
     if (open >= limit) return busyPage(what, limit);
-    if (!tunnel.allowNewStream())
-      return {
-        status: 429,
-        code: ErrorCode.RateLimited,
-        title: 'Too Many Requests',
-        detail: `This tunnel receives more than ${this.deps.options.streamsPerSecond} requests per second, its limit.`,
-        retryAfterSeconds: 1,
-      };
+    const group = addressGroup(visitor);
+    if (open >= FAIR_SHARE_FROM * limit) {
+      const held = tunnel.openBy(what, group);
+      if (held >= FAIR_SHARE_MAX * limit) return overSharePage(what, held);
+    }
+    const exceeded = tunnel.rateExceeded(group);
+    if (exceeded === 'visitor') return rateLimitedPage('visitor', options.visitorStreamsPerSecond);
+    if (exceeded === 'tunnel') return rateLimitedPage('tunnel', options.streamsPerSecond);
     return undefined;
   }
 

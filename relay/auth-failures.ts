@@ -1,5 +1,5 @@
 // Failed secrets (client tokens, bearer tokens, Basic credentials) per visitor address: counted, and slowed down.
-import { isIP } from 'node:net';
+import { addressGroup } from './access.js';
 
 /** Failures an address may make in a row before it has to wait. */
 export const AUTH_FAILURE_BURST = 10;
@@ -31,14 +31,14 @@ export class AuthFailures {
 
   /** Milliseconds this address must wait before its next attempt is even looked at; 0 when it may try now. */
   blockedFor(address: string): number {
-    const bucket = this.refill(keyOf(address));
+    const bucket = this.refill(addressGroup(address));
     if (!bucket || bucket.tokens >= 1) return 0;
     return Math.ceil((1 - bucket.tokens) * AUTH_FAILURE_REFILL_MS);
   }
 
   /** Records a failed attempt from this address. */
   failed(address: string): void {
-    const key = keyOf(address);
+    const key = addressGroup(address);
     const bucket = this.refill(key) ?? { tokens: AUTH_FAILURE_BURST, at: this.now(), reported: false };
     bucket.tokens = Math.max(0, bucket.tokens - 1);
     bucket.reported = false;
@@ -53,7 +53,7 @@ export class AuthFailures {
 
   /** True the first time it is asked after this address's latest failure: log one refusal per wait, not each. */
   firstRefusal(address: string): boolean {
-    const bucket = this.buckets.get(keyOf(address));
+    const bucket = this.buckets.get(addressGroup(address));
     if (!bucket || bucket.reported) return false;
     bucket.reported = true;
     return true;
@@ -77,21 +77,6 @@ export class AuthFailures {
     }
     return bucket;
   }
-}
-
-/** The bucket an address counts against: itself, or its /64 for IPv6. */
-function keyOf(address: string): string {
-  if (isIP(address) !== 6) return address;
-  const [head = '', tail = ''] = address.toLowerCase().split('::');
-  const left = head ? head.split(':') : [];
-  const right = tail ? tail.split(':') : [];
-  const groups = address.includes('::')
-    ? [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right]
-    : left;
-  return `${groups
-    .slice(0, 4)
-    .map((g) => g.replace(/^0+(?=.)/, ''))
-    .join(':')}::/64`;
 }
 
 /** What the throttle tells the relay's log and metrics. */

@@ -257,7 +257,7 @@ export class HelloDecider {
       },
     });
     if (hello.attach) this.deps.clusterSession(session, true);
-    const rate = { perSecond: options.streamsPerSecond, burst: options.streamsPerSecond * 2 };
+    const rate = { perTunnel: options.streamsPerSecond, perVisitor: options.visitorStreamsPerSecond };
     const tunnels = plans.map(
       (p, index) =>
         new Tunnel({

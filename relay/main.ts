@@ -36,6 +36,7 @@ interface RelayFlags {
   tokensFile?: string;
   maxTunnelsPerToken: number;
   rateLimit: number;
+  rateLimitPerVisitor: number;
   streamWindow: number;
   connWindow: number;
   maxHeaderBytes: number;
@@ -183,10 +184,22 @@ export function relayCommand(): Command {
         .default(RELAY_DEFAULTS.maxTunnelsPerToken),
     )
     .addOption(
-      new Option('--rate-limit <n>', 'new requests per second per tunnel (bursts of 2n); more get 429')
+      new Option(
+        '--rate-limit <n>',
+        'new requests per second per tunnel (bursts of 2n); more get 429; 0 = off',
+      )
         .env('GGROK_RATE_LIMIT')
-        .argParser(positiveInt)
+        .argParser(nonNegativeInt)
         .default(RELAY_DEFAULTS.streamsPerSecond),
+    )
+    .addOption(
+      new Option(
+        '--rate-limit-per-visitor <n>',
+        'new requests per second per visitor address of a tunnel (bursts of 2n); more get 429; 0 = off',
+      )
+        .env('GGROK_RATE_LIMIT_PER_VISITOR')
+        .argParser(nonNegativeInt)
+        .default(RELAY_DEFAULTS.visitorStreamsPerSecond),
     )
     .addOption(
       new Option(
@@ -392,6 +405,7 @@ async function runRelay(flags: RelayFlags): Promise<void> {
       flow,
       maxTunnelsPerToken: flags.maxTunnelsPerToken,
       streamsPerSecond: flags.rateLimit,
+      visitorStreamsPerSecond: flags.rateLimitPerVisitor,
       maxHeaderBytes: flags.maxHeaderBytes,
       idleStreamMs: flags.idleTimeout * 1000,
       domain: flags.domain,

@@ -33,8 +33,10 @@ export interface RelayOptions {
    * after a restart (Heroku restarts dynos daily) clients are still reconnecting.
    */
   startupGraceMs?: number;
-  /** New streams (requests + channels) per second per tunnel, sustained; above it 429. Burst is twice that. */
+  /** New streams (requests + channels) per second per tunnel, sustained; above it 429. Burst is twice that. 0 = off. */
   streamsPerSecond?: number;
+  /** The same per visitor address (IPv6: per /64) of each tunnel. 0 = off. */
+  visitorStreamsPerSecond?: number;
   /** Live tunnels one token may hold at once. */
   maxTunnelsPerToken?: number;
   /** Largest public request head in bytes (431 beyond). */
@@ -112,7 +114,12 @@ export const RELAY_DEFAULTS = {
   clusterNameGraceMs: 7 * 24 * 60 * 60_000,
   waitForClientMs: 5000,
   startupGraceMs: 30_000,
-  streamsPerSecond: 500,
+  /**
+   * No request rate limits by default: a load test through a tunnel must not meet 429s. Concurrency limits and
+   * the fair share (admission.ts) keep one visitor from taking a tunnel; operators can add rates.
+   */
+  streamsPerSecond: 0,
+  visitorStreamsPerSecond: 0,
   maxTunnelsPerToken: 20,
   maxHeaderBytes: 16 * 1024,
   idleStreamMs: 15 * 60_000,
@@ -227,6 +234,7 @@ export function resolveRelayOptions(options: RelayOptions): ResolvedRelayOptions
     waitForClientMs: options.waitForClientMs ?? d.waitForClientMs,
     startupGraceMs: options.startupGraceMs ?? d.startupGraceMs,
     streamsPerSecond: options.streamsPerSecond ?? d.streamsPerSecond,
+    visitorStreamsPerSecond: options.visitorStreamsPerSecond ?? d.visitorStreamsPerSecond,
     maxTunnelsPerToken: options.maxTunnelsPerToken ?? d.maxTunnelsPerToken,
     maxHeaderBytes: options.maxHeaderBytes ?? d.maxHeaderBytes,
     idleStreamMs: options.idleStreamMs ?? d.idleStreamMs,

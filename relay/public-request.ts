@@ -126,8 +126,11 @@ abstract class PublicExchange implements StreamHandler, FinishedExchange {
   bytesIn = 0;
   bytesOut = 0;
   private readonly startedAt = performance.now();
-  /** Admitted into the tunnel: it counts against the tunnel's concurrency limit until the exchange is over. */
-  private admitted = false;
+  /**
+   * Admitted into the tunnel: the visitor key it counts under against the tunnel's concurrency limit and fair
+   * share until the exchange is over.
+   */
+  private admitted: string | undefined;
   private cancelWait: (() => void) | undefined;
 
   constructor(
@@ -166,16 +169,11 @@ abstract class PublicExchange implements StreamHandler, FinishedExchange {
 
   private admit(tunnel: Tunnel): void {
     this.tunnel = tunnel;
-    const refusal = this.desk.admission.check(
-      tunnel,
-      this.req,
-      this.upgrade ? 'channels' : 'requests',
-      this.via?.visitor,
-    );
-    if (refusal) return this.answer(refusal);
-    this.admitted = true;
-    if (this.upgrade) tunnel.activeChannels++;
-    else tunnel.activeRequests++;
+    const what = this.upgrade ? 'channels' : 'requests';
+    const admission = this.desk.admission.check(tunnel, this.req, what, this.via?.visitor);
+    if (admission.page) return this.answer(admission.page);
+    this.admitted = admission.visitor;
+    tunnel.opened(what, admission.visitor);
     this.state = ExchangeState.Forwarding;
     this.forward(tunnel, this.desk.admission.context(this.req, tunnel, this.at, this.via));
   }
@@ -205,10 +203,8 @@ abstract class PublicExchange implements StreamHandler, FinishedExchange {
     if (this.state === ExchangeState.Done) return;
     this.state = ExchangeState.Done;
     this.cancelWait?.();
-    if (this.admitted && this.tunnel) {
-      if (this.upgrade) this.tunnel.activeChannels--;
-      else this.tunnel.activeRequests--;
-    }
+    if (this.admitted !== undefined && this.tunnel)
+      this.tunnel.closed(this.upgrade ? 'channels' : 'requests', this.admitted);
     this.desk.finished(this);
   }
 

@@ -181,8 +181,9 @@ export class Telemetry implements ThrottleReports {
         channels: tunnel.activeChannels,
         lastActivityMs: tunnel.lastActivityAt,
         tunnel: tunnel.index,
+        refused: tunnel.refused,
       };
-      const key = `${stats.requests}/${stats.bytesIn}/${stats.bytesOut}/${stats.channels}/${stats.lastActivityMs}`;
+      const key = `${stats.requests}/${stats.bytesIn}/${stats.bytesOut}/${stats.channels}/${stats.lastActivityMs}/${stats.refused}`;
       if (key === tunnel.statsSent) continue;
       tunnel.statsSent = key;
       tunnel.session.sendStats(stats);

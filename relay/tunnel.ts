@@ -1,6 +1,7 @@
 // One live tunnel on the relay: its name, owner and session, its traffic counters and its new-stream rate.
 import type { Session } from '../protocol/session.js';
 import type { AccessPolicy } from './access.js';
+import { KeyedBuckets, TokenBucket } from './rate-limit.js';
 
 /** Running totals of public body bytes: a relay's whole traffic, or one tunnel name's across reconnects. */
 export interface TrafficTotals {
@@ -21,8 +22,8 @@ export interface TunnelInit {
   session: Session;
   /** Visitor restrictions the client asked for, if any. */
   access: AccessPolicy | undefined;
-  /** New streams per second, sustained, and the burst allowed above it. */
-  rate: { perSecond: number; burst: number };
+  /** New streams per second allowed, sustained (bursts of twice that); 0 = no limit. */
+  rate: { perTunnel: number; perVisitor: number };
   /** Position of this tunnel among those its connection carries (sent in every Request). */
   index: number;
   /** The name's fencing counter when it was claimed (cluster; 0 alone): a takeover raises it. */
@@ -56,10 +57,16 @@ export class Tunnel {
   /** Other totals this tunnel's bytes add to (the relay's, and its name's when metrics are per tunnel). */
   readonly sinks: TrafficTotals[] = [];
   /** The counters last sent in a Stats frame: a new one goes out only when they differ. */
-  statsSent = '0/0/0/0/0';
-  private readonly rate: { perSecond: number; burst: number };
-  private tokens: number;
-  private refilledAt = Date.now();
+  statsSent = '0/0/0/0/0/0';
+  /** Public requests and upgrades turned away for the tunnel's limits (rate, concurrency, fair share). */
+  refused = 0;
+  private readonly bucket: TokenBucket | undefined;
+  private readonly visitorBuckets: KeyedBuckets | undefined;
+  /** Open requests and channels per visitor (address group): what the fair share looks at. */
+  private readonly openByVisitor = {
+    requests: new Map<string, number>(),
+    channels: new Map<string, number>(),
+  };
 
   constructor(init: TunnelInit) {
     this.name = init.name;
@@ -72,8 +79,9 @@ export class Tunnel {
     this.access = init.access;
     this.index = init.index;
     this.fence = init.fence;
-    this.rate = init.rate;
-    this.tokens = init.rate.burst;
+    const { perTunnel, perVisitor } = init.rate;
+    if (perTunnel > 0) this.bucket = new TokenBucket(perTunnel, 2 * perTunnel, Date.now());
+    if (perVisitor > 0) this.visitorBuckets = new KeyedBuckets(perVisitor, 2 * perVisitor);
   }
 
   /** Counts body bytes from a visitor into the tunnel. */
@@ -96,16 +104,33 @@ export class Tunnel {
     this.lastActivityAt = Date.now();
   }
 
-  /** Token bucket for new streams: false when the tunnel opens streams faster than its rate allows. */
-  allowNewStream(): boolean {
-    const now = Date.now();
-    this.tokens = Math.min(
-      this.rate.burst,
-      this.tokens + ((now - this.refilledAt) / 1000) * this.rate.perSecond,
-    );
-    this.refilledAt = now;
-    if (this.tokens < 1) return false;
-    this.tokens -= 1;
-    return true;
+  /** Which rate a new stream from `visitor` would exceed now, if any; otherwise it takes its tokens. */
+  rateExceeded(visitor: string, now = Date.now()): 'visitor' | 'tunnel' | undefined {
+    if (this.visitorBuckets && !this.visitorBuckets.take(visitor, now)) return 'visitor';
+    if (this.bucket && !this.bucket.take(now)) return 'tunnel';
+    return undefined;
+  }
+
+  /** Requests or channels `visitor` has open on this tunnel right now. */
+  openBy(what: 'requests' | 'channels', visitor: string): number {
+    return this.openByVisitor[what].get(visitor) ?? 0;
+  }
+
+  /** A visitor's request or channel was admitted. */
+  opened(what: 'requests' | 'channels', visitor: string): void {
+    if (what === 'requests') this.activeRequests++;
+    else this.activeChannels++;
+    const counts = this.openByVisitor[what];
+    counts.set(visitor, (counts.get(visitor) ?? 0) + 1);
+  }
+
+  /** An admitted request or channel ended. */
+  closed(what: 'requests' | 'channels', visitor: string): void {
+    if (what === 'requests') this.activeRequests--;
+    else this.activeChannels--;
+    const counts = this.openByVisitor[what];
+    const left = (counts.get(visitor) ?? 1) - 1;
+    if (left > 0) counts.set(visitor, left);
+    else counts.delete(visitor);
   }
 }

@@ -168,6 +168,8 @@ export interface RawRequestOptions {
   headers?: Record<string, string | string[]> | string[];
   body?: Buffer | string;
   agent?: http.Agent | false;
+  /** Another loopback address (127.0.0.2, …) makes another visitor. */
+  localAddress?: string;
 }
 
 export interface RawResponse {
@@ -189,6 +191,7 @@ export function rawRequest(o: RawRequestOptions): Promise<RawResponse> {
       path: o.path ?? '/',
       headers: o.headers,
       agent: o.agent ?? false,
+      localAddress: o.localAddress,
     });
     req.on('error', reject);
     req.on('response', (res) => {

@@ -407,6 +407,7 @@ describe('Stats frames', () => {
         channels: 0,
         lastActivityMs: 0,
         tunnel: 0,
+        refused: 0,
       }),
     );
     const [code] = (await once(raw.ws, 'close')) as [number];

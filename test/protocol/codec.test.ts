@@ -274,14 +274,16 @@ const GOLDEN: { name: string; frame: Frame; hex: string }[] = [
       channels: 1,
       lastActivityMs: 1700000000000,
       tunnel: 0,
+      refused: 3,
     },
-    hex: `92 11 de0006
+    hex: `92 11 de0007
       a8 7265717565737473 0a
       a7 6279746573496e cd0800
       a8 62797465734f7574 ce00011170
       a8 6368616e6e656c73 01
       ae 6c61737441637469766974794d73 cb4278bcfe56800000
-      a6 74756e6e656c 00`,
+      a6 74756e6e656c 00
+      a7 72656675736564 03`,
   },
 ];
 
@@ -886,8 +888,8 @@ function shapeMatches(f: Frame): boolean {
       );
     case FrameType.Stats:
       return (
-        hasKeys(f, ['requests', 'bytesIn', 'bytesOut', 'channels', 'lastActivityMs', 'tunnel']) &&
-        [f.requests, f.bytesIn, f.bytesOut, f.lastActivityMs].every((n) =>
+        hasKeys(f, ['requests', 'bytesIn', 'bytesOut', 'channels', 'lastActivityMs', 'tunnel', 'refused']) &&
+        [f.requests, f.bytesIn, f.bytesOut, f.lastActivityMs, f.refused].every((n) =>
           isUint(n, Number.MAX_SAFE_INTEGER),
         ) &&
         isUint(f.channels, WIRE_LIMITS.MAX_STREAM_ID) &&
@@ -1032,6 +1034,7 @@ const frameArb: fc.Arbitrary<Frame> = fc.oneof(
     channels: fc.integer({ min: 0, max: WIRE_LIMITS.MAX_STREAM_ID }),
     lastActivityMs: fc.maxSafeNat(),
     tunnel: fc.integer({ min: 0, max: WIRE_LIMITS.MAX_TUNNELS_PER_CONNECTION - 1 }),
+    refused: fc.maxSafeNat(),
   }),
 );
 
@@ -1133,7 +1136,24 @@ describe('fuzz', () => {
 });
 
 describe('Stats frame', () => {
-  const stats = { requests: 1, bytesIn: 2, bytesOut: 3, channels: 0, lastActivityMs: 0, tunnel: 0 };
+  const stats = {
+    requests: 1,
+    bytesIn: 2,
+    bytesOut: 3,
+    channels: 0,
+    lastActivityMs: 0,
+    tunnel: 0,
+    refused: 4,
+  };
+
+  it('reads a missing refused count (relays before it) as 0', () => {
+    const { refused: _refused, ...older } = stats;
+    expect(decodeFrame(raw.pack([FrameType.Stats, older]))).toEqual({
+      type: FrameType.Stats,
+      ...older,
+      refused: 0,
+    });
+  });
 
   it('ignores unknown keys and accepts 64-bit counters up to 2^53-1', () => {
     const big = { ...stats, bytesOut: Number.MAX_SAFE_INTEGER, extra: 'x' };
@@ -1148,7 +1168,7 @@ describe('Stats frame', () => {
     for (const key of Object.keys(stats)) {
       const missing: Record<string, unknown> = { ...stats };
       delete missing[key];
-      rejects(raw.pack([FrameType.Stats, missing]), 0);
+      if (key !== 'refused') rejects(raw.pack([FrameType.Stats, missing]), 0);
       rejects(raw.pack([FrameType.Stats, { ...stats, [key]: -1 }]), 0);
       rejects(raw.pack([FrameType.Stats, { ...stats, [key]: 1.5 }]), 0);
       rejects(raw.pack([FrameType.Stats, { ...stats, [key]: '1' }]), 0);

@@ -71,6 +71,7 @@ const stats: Omit<StatsFrame, 'type'> = {
   channels: 1,
   lastActivityMs: Date.now(),
   tunnel: 2,
+  refused: 5,
 };
 
 it('Stats from the relay reach the client through onStats', async () => {

@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { DEFAULT_FLOW, WIRE_LIMITS } from '../../protocol/frames.js';
 import { MAX_CONTROL_BACKLOG_BYTES } from '../../protocol/session.js';
 import { AUTH_FAILURE_BURST, AUTH_FAILURE_REFILL_MS } from '../../relay/auth-failures.js';
+import { FAIR_SHARE_FROM, FAIR_SHARE_MAX } from '../../relay/admission.js';
 import { relayCommand } from '../../relay/main.js';
 import { flowProblem, RELAY_DEFAULTS, resolveRelayOptions } from '../../relay/options.js';
 import { createRelay } from '../../relay/relay.js';
@@ -22,6 +23,7 @@ const FLAG_DEFAULTS: Record<string, number | string | boolean> = {
   '--max-requests': D.maxRequestsPerTunnel,
   '--max-channels': D.maxChannelsPerTunnel,
   '--rate-limit': D.streamsPerSecond,
+  '--rate-limit-per-visitor': D.visitorStreamsPerSecond,
   '--max-tunnels-per-token': D.maxTunnelsPerToken,
   '--max-header-bytes': D.maxHeaderBytes,
   '--stream-window': D.flow.streamWindow / 1024,
@@ -124,7 +126,9 @@ describe('RELAY_DEFAULTS', () => {
       'slow request heads': [D.headersTimeoutMs],
       'concurrent requests per tunnel': [D.maxRequestsPerTunnel],
       'concurrent channels per tunnel': [D.maxChannelsPerTunnel],
-      'new requests per second per tunnel': [D.streamsPerSecond, 2 * D.streamsPerSecond],
+      'new requests per second per tunnel': [D.streamsPerSecond],
+      'new requests per second per visitor': [D.visitorStreamsPerSecond],
+      'one visitor address in a busy tunnel': [FAIR_SHARE_MAX * 100, FAIR_SHARE_FROM * 100],
       'tunnels per token': [D.maxTunnelsPerToken],
       'idle request or channel': [D.idleStreamMs],
       'control message size': [WIRE_LIMITS.MAX_MESSAGE_BYTES],

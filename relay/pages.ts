@@ -13,7 +13,7 @@ function page(status: number, title: string, detail: string): string {
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>${status} ${escapeHtml(title)} · ggrok</title>
 <style>body{font:16px/1.5 system-ui,sans-serif;max-width:42rem;margin:4rem auto;padding:0 1rem;color:#222}
-h1{font-size:1.4rem}code{background:#f3f3f3;padding:.1rem .3rem;border-radius:3px}small{color:#777}</style></head>
+h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:2rem}code{background:#f3f3f3;padding:.1rem .3rem;border-radius:3px}small{color:#777}</style></head>
 <body><h1>${status} · ${escapeHtml(title)}</h1><p>${detail}</p><p><small>ggrok relay</small></p></body></html>
 `;
 }
@@ -105,13 +105,28 @@ export interface TunnelStatus {
   rttMs: number;
 }
 
+/** One instance of a relay cluster as this instance last saw it. */
+export interface MemberStatus {
+  id: string;
+  /** Whether it is the instance answering. */
+  self: boolean;
+  /** Tunnel names it has a live control socket for. */
+  tunnels: number;
+  instanceUrl: string | null;
+  flyMachine: string | null;
+}
+
 export interface RelayStatus {
   version: string;
   mode: string;
   domain: string | null;
+  /** The instance answering (its id also alone). */
+  instance: string;
   uptimeSeconds: number;
   shuttingDown: boolean;
   tunnels: TunnelStatus[];
+  /** A cluster's Redis and live instances; absent for a relay alone. */
+  cluster?: { redis: 'up' | 'down'; members: MemberStatus[] };
 }
 
 function formatDuration(seconds: number): string {
@@ -120,6 +135,23 @@ function formatDuration(seconds: number): string {
   if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
   if (s < 86400) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
   return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
+}
+
+/** The cluster part of the status page: Redis, and each live instance with the tunnels it carries. */
+function clusterSection(cluster: NonNullable<RelayStatus['cluster']>): string {
+  const rows = cluster.members
+    .map(
+      (m) =>
+        `<tr><td>${escapeHtml(m.id)}${m.self ? ' <small>(this one)</small>' : ''}</td><td class="n">${m.tunnels}</td>` +
+        `<td>${escapeHtml(m.instanceUrl ?? m.flyMachine ?? '—')}</td></tr>`,
+    )
+    .join('\n');
+  return `<h2>Cluster</h2>
+<p>Redis ${cluster.redis} · ${cluster.members.length} instance${cluster.members.length === 1 ? '' : 's'}</p>
+<table><thead><tr><th>Instance</th><th>Tunnels</th><th>Reached at</th></tr></thead>
+<tbody>
+${rows}
+</tbody></table>`;
 }
 
 /** The relay's status page for people: every value escaped, no scripts, links that send no Referer. */
@@ -150,7 +182,7 @@ export function statusPage(status: RelayStatus, now = Date.now()): string {
 <meta name="referrer" content="no-referrer">
 <title>Status · ggrok relay</title>
 <style>body{font:15px/1.5 system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222}
-h1{font-size:1.4rem}table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.3rem .6rem;
+h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:2rem}table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.3rem .6rem;
 border-bottom:1px solid #ddd;vertical-align:top}td.n{text-align:right;font-variant-numeric:tabular-nums}
 small{color:#777}</style></head>
 <body><h1>ggrok relay ${escapeHtml(status.version)}</h1>
@@ -161,6 +193,7 @@ up ${formatDuration(status.uptimeSeconds)} · ${status.tunnels.length} tunnel${s
 <tbody>
 ${rows || empty}
 </tbody></table>
+${status.cluster ? clusterSection(status.cluster) : ''}
 <p><small>JSON: add <code>?format=json</code> or send <code>Accept: application/json</code>.</small></p>
 </body></html>
 `;

@@ -221,9 +221,26 @@ export class Relay {
       version: RELAY_VERSION,
       mode: this.mode,
       domain: this.options.domain ?? null,
+      instance: this.options.instanceId,
       uptimeSeconds: Math.round((now - this.startedAt) / 1000),
       shuttingDown: this.shuttingDown,
       tunnels: [...this.registry.values()].map((t) => tunnelStatus(t, now)),
+      ...(this.cluster
+        ? {
+            cluster: {
+              redis: this.cluster.redisUp ? 'up' : 'down',
+              members: this.cluster.members
+                .map((m) => ({
+                  id: m.id,
+                  self: m.id === this.options.instanceId,
+                  tunnels: m.names.length,
+                  instanceUrl: m.instanceUrl ?? null,
+                  flyMachine: m.flyMachine ?? null,
+                }))
+                .sort((a, b) => a.id.localeCompare(b.id)),
+            },
+          }
+        : {}),
     };
   }
 

@@ -4,7 +4,7 @@ import http, { type IncomingMessage } from 'node:http';
 import { afterEach, describe, expect, test } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
 import type { TunnelClient } from '../../cli/client.js';
-import { Cleanup, refusal, reply, sleep, startClient, startLocal, waitFor } from '../helpers.js';
+import { Cleanup, refusal, reply, sleep, startClient, startLocal, TOKEN, waitFor } from '../helpers.js';
 import {
   freePort,
   startFlyFront,
@@ -51,6 +51,11 @@ async function startCluster(n = 3, extra: (i: number) => string[] = () => []): P
     relays.filter((r) => r.running && !draining.has(r)).map((r) => r.port),
   );
   return { redis, relays, front, draining, url: front.url, port: front.port };
+}
+
+interface StatusJson {
+  instance: string;
+  cluster?: { redis: string; members: { id: string; self: boolean; tunnels: number }[] };
 }
 
 interface Health {
@@ -163,6 +168,30 @@ describe('a cluster behind a random front', () => {
         `local /via-${h.instance}`,
       );
     }
+    // The status page lists every instance with the tunnels it carries, escaped, behind the bearer token.
+    const status = async (): Promise<StatusJson> => {
+      const res = await fetch(`http://127.0.0.1:${c.relays[0]!.port}/_ggrok/status?format=json`, {
+        headers: { Authorization: `Bearer ${TOKEN}` },
+      });
+      return (await res.json()) as StatusJson;
+    };
+    await waitFor(
+      async () => (await status()).cluster?.members.every((m) => m.tunnels === 1) === true,
+      'every member to report its tunnel',
+    );
+    expect((await status()).cluster).toMatchObject({
+      redis: 'up',
+      members: [
+        { id: 'r1', self: true, tunnels: 1 },
+        { id: 'r2', self: false, tunnels: 1 },
+        { id: 'r3', self: false, tunnels: 1 },
+      ],
+    });
+    const html = await fetch(`http://127.0.0.1:${c.relays[0]!.port}/_ggrok/status`, {
+      headers: { Authorization: `Bearer ${TOKEN}` },
+    }).then((r) => r.text());
+    expect(html).toContain('<h2>Cluster</h2>');
+    expect(html).toContain('3 instances');
     for (let i = 0; i < 12; i++)
       expect((await get(c.port, `/x${i}`, 'demo.localhost')).body).toBe(`local /x${i}`);
     // WebSockets through the front, several connections (so several instances).

@@ -154,9 +154,6 @@ test('30 workers for 30 s through client kills and a relay restart: own bodies o
       'localhost',
       '--token',
       TOKEN,
-      // Thirty uploading workers are the load under test, not abuse.
-      '--rate-limit',
-      '100000',
     ]);
     const listening = Number((await p.waitForOutput(/listening on [^\s]+:(\d+)/, 20_000))[1]);
     if (port === 0) port = listening;

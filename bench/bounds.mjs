@@ -4,11 +4,13 @@
 //   one pipe               load tool → raw TCP pipe (Node) → local server
 //   two pipes              load tool → pipe → pipe → local server: a relay + client topology doing no work at all
 //   node:http proxy        load tool → node:http reverse proxy (keep-alive Agent) → local server
+//   nginx                  load tool → Debian's nginx, one worker, keep-alive upstream → local server (when installed)
 //   ggrok                  load tool → relay → control WebSocket → client → local server
 // for small GETs at 50 connections (wrk when installed, else autocannon), a 200 MiB download on one connection, and a
 // 1 KiB WebSocket echo on one socket.
 // The baselines put the issue's ratios in context: every process in the path costs wake-ups on two shared cores.
-import { writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
@@ -61,8 +63,64 @@ const smallGets = async (target) => {
     /^(\{"event":"result".*)$/,
   );
   if (!r.ok) throw new Error(`small GETs failed: ${JSON.stringify(r)}`);
-  return r.reqPerSec;
+  return { reqPerSec: r.reqPerSec, p99: r.p99 };
 };
+
+/** Debian's nginx as a reference hop: one worker, HTTP/1.1 keep-alive to the upstream, WebSocket upgrades passed. */
+function startNginx(httpPort, wsPort) {
+  if (spawnSync('nginx', ['-v']).status !== 0) return undefined;
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'ggrok-bench-nginx-'));
+  const listenHttp = 20000 + Math.floor(Math.random() * 20000);
+  const listenWs = listenHttp + 1;
+  const conf = `worker_processes 1;
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fcgi; uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
+  upstream h { server 127.0.0.1:${httpPort}; keepalive 64; }
+  upstream w { server 127.0.0.1:${wsPort}; }
+  server {
+    listen 127.0.0.1:${listenHttp};
+    location / { proxy_pass http://h; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+  }
+  server {
+    listen 127.0.0.1:${listenWs};
+    location / {
+      proxy_pass http://w; proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection "upgrade";
+    }
+  }
+}
+`;
+  writeFileSync(path.join(dir, 'nginx.conf'), conf);
+  const child = spawn('nginx', ['-c', path.join(dir, 'nginx.conf'), '-p', dir], { stdio: 'ignore' });
+  process.on('exit', () => {
+    child.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return {
+    http: listenHttp,
+    ws: listenWs,
+    version: spawnSync('nginx', ['-v'], { encoding: 'utf8' }).stderr.trim(),
+  };
+}
+/** Waits until a port accepts connections. */
+async function listening(port) {
+  const net = await import('node:net');
+  for (let i = 0; i < 100; i++) {
+    const ok = await new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => (s.destroy(), resolve(true)));
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`nothing listens on ${port}`);
+}
 const download = async (target) => {
   const r = await measure(
     'load.mjs',
@@ -88,7 +146,10 @@ const httpPipes = await proxy('pipe', httpPipe.port);
 const httpProxy = await proxy('http', httpLocal.port);
 const wsPipe = await proxy('pipe', wsLocal.port);
 const wsPipes = await proxy('pipe', wsPipe.port);
-const { port: relayPort } = await spawnRelay({ token: TOKEN, env: { GGROK_RATE_LIMIT: '100000000' } });
+const nginx = startNginx(httpLocal.port, wsLocal.port);
+if (nginx) await Promise.all([listening(nginx.http), listening(nginx.ws)]);
+// ggrok as users get it: the relay's and client's defaults.
+const { port: relayPort } = await spawnRelay({ token: TOKEN });
 await spawnClient({ localPort: httpLocal.port, relayPort, token: TOKEN, subdomain: 'h' });
 await spawnClient({ localPort: wsLocal.port, relayPort, token: TOKEN, subdomain: 'w' });
 const ggrok = (name) => ({ port: relayPort, host: `${name}.localhost:${relayPort}` });
@@ -99,12 +160,14 @@ const paths = {
     ['one pipe', { port: httpPipe.port }],
     ['two pipes', { port: httpPipes.port }],
     ['node:http proxy', { port: httpProxy.port }],
+    ...(nginx ? [['nginx', { port: nginx.http }]] : []),
     ['ggrok', ggrok('h')],
   ],
   ws: [
     ['direct', { port: wsLocal.port }],
     ['one pipe', { port: wsPipe.port }],
     ['two pipes', { port: wsPipes.port }],
+    ...(nginx ? [['nginx', { port: nginx.ws }]] : []),
     ['ggrok', ggrok('w')],
   ],
 };
@@ -116,12 +179,14 @@ for (const [, target] of paths.http) {
 for (const [, target] of paths.ws) await echo(target);
 console.log('warmed up');
 
-const results = { http: {}, download: {}, ws: {} };
+const results = { http: {}, p99: {}, download: {}, ws: {} };
 /** Round r starts at a different path, so slow drift of the machine does not always favour the same one. */
 const rotated = (list, r) => [...list.slice(r % list.length), ...list.slice(0, r % list.length)];
 for (let r = 0; r < rounds; r++) {
   for (const [name, target] of rotated(paths.http, r)) {
-    (results.http[name] ??= []).push(await smallGets(target));
+    const small = await smallGets(target);
+    (results.http[name] ??= []).push(small.reqPerSec);
+    (results.p99[name] ??= []).push(small.p99);
     (results.download[name] ??= []).push(await download(target));
   }
   for (const [name, target] of rotated(paths.ws, r)) (results.ws[name] ??= []).push(await echo(target));
@@ -136,18 +201,44 @@ for (let r = 0; r < rounds; r++) {
   );
 }
 
-/** One table: median per path and its ratio to direct, with every round's ratio. */
+/** One table: median per path, its ratio to direct and to two pipes, with every round's ratio to direct. */
 function table(kind, unit) {
   const direct = results[kind].direct;
+  const pipes = results[kind]['two pipes'];
   const rows = paths[kind === 'download' ? 'http' : kind].map(([name]) => {
     const values = results[kind][name];
     const perRound = values.map((v, i) => fmt(v / direct[i], 2)).join(' / ');
-    return `| ${name} | ${fmt(median(values), 0)} | ${fmt(median(values) / median(direct), 2)} | ${perRound} |`;
+    return `| ${name} | ${fmt(median(values), 0)} | ${fmt(median(values) / median(direct), 2)} | ${fmt(median(values) / median(pipes), 2)} | ${perRound} |`;
   });
   return [
-    `| path | ${unit} (median) | ratio to direct | ratio per round |`,
-    '| --- | --: | --: | --- |',
+    `| path | ${unit} (median) | ratio to direct | ratio to two pipes | ratio to direct per round |`,
+    '| --- | --: | --: | --: | --- |',
     ...rows,
+  ].join('\n');
+}
+
+/** The issue's targets for ggrok against the two-pipe bound, and its p99 against nginx's, from this run. */
+function targets() {
+  const r = (kind) => median(results[kind].ggrok) / median(results[kind]['two pipes']);
+  const rows = [
+    ['WebSocket 1 KiB echo / two pipes', r('ws'), '≥ 0.9', r('ws') >= 0.9],
+    ['small GETs / two pipes', r('http'), '≥ 0.8', r('http') >= 0.8],
+    ['download / two pipes', r('download'), '≥ 0.9', r('download') >= 0.9],
+  ].map(([what, v, target, met]) => `| ${what} | ${fmt(v, 2)} | ${target} | ${met ? 'met' : 'not met'} |`);
+  if (results.p99.nginx) {
+    const g = median(results.p99.ggrok);
+    const n = median(results.p99.nginx);
+    rows.push(
+      `| small GET p99 (ms): ggrok / nginx | ${fmt(g, 2)} / ${fmt(n, 2)} | ≤ nginx | ${g <= n ? 'met' : 'not met'} |`,
+    );
+  }
+  const p99 = paths.http.map(([name]) => `${name} ${fmt(median(results.p99[name]), 2)}`).join(', ');
+  return [
+    '| target | this run | target | |',
+    '| --- | --: | --- | --- |',
+    ...rows,
+    '',
+    `Small GET p99 latency at 50 connections, median of rounds (ms): ${p99}.`,
   ].join('\n');
 }
 
@@ -163,6 +254,12 @@ Load: small GETs with ${tool === 'wrk' ? `${wrkVersion()} (-t1)` : 'autocannon'}
 "One pipe" and "two pipes" are raw TCP pipes in Node (\`bench/baseline-proxy.mjs pipe\`): no parsing, no framing, nothing
 but read and write. Two pipes have the shape of relay + client with none of their work. "node:http proxy" is the
 textbook reverse proxy on node:http with a keep-alive Agent (\`bench/baseline-proxy.mjs http\`), in one process.
+${nginx ? `"nginx" is ${nginx.version} with one worker, keep-alive to the upstream and proxy buffering off (a reference hop in C).` : 'nginx was not installed: no nginx row.'}
+ggrok runs with the relay's and client's defaults (inspector on, no rate limit).
+
+## Issue 17 targets (ggrok with its defaults)
+
+${targets()}
 
 ## Small GETs (req/s)
 

@@ -25,11 +25,12 @@ export interface ExchangeSummary {
   events?: number;
 }
 
-export type BodyKind = 'json' | 'text' | 'binary' | 'empty';
+/** What a captured body holds, as the inspector shows it (not the wire framing, protocol BodyKind). */
+export type BodyContent = 'json' | 'text' | 'binary' | 'empty';
 
 /** A body as the API returns it. */
 export interface BodyView {
-  kind: BodyKind;
+  kind: BodyContent;
   /** Bytes the body had on the wire. */
   size: number;
   /** Bytes the inspector kept (the first ones). */

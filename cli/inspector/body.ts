@@ -5,7 +5,7 @@ import type { HeaderList } from '../../protocol/frames.js';
 import { getHeader } from '../../protocol/headers.js';
 import type { BodyView } from './api.js';
 
-export type { BodyKind, BodyView } from './api.js';
+export type { BodyContent, BodyView } from './api.js';
 
 /** Bytes in a human unit: 512 B, 12.1 KiB, 3.0 MiB. */
 export function formatBytes(n: number): string {

@@ -157,8 +157,8 @@ async function startCluster(n, redis, localPort) {
   for (let i = 1; i <= n; i++) {
     const port = await freePort();
     const extra = ['--redis', redis.url, '--instance-id', `r${i}`, '--peer-url', `http://127.0.0.1:${port}`];
-    const relay = await spawnRelayOn(port, extra);
-    relays.push({ ...relay, port, alive: true });
+    const relay = await spawnRelay({ token: TOKEN, port, extra });
+    relays.push({ ...relay, alive: true });
   }
   const front = await startFront(() => relays.filter((r) => r.alive).map((r) => r.port));
   const client = await spawnClient({ localPort, relayPort: front.port, token: TOKEN, subdomain: 'c' });
@@ -173,25 +173,6 @@ async function startCluster(n, redis, localPort) {
     await sleep(300);
   };
   return { relays, front, client, stop };
-}
-
-/** spawnRelay on a chosen port (a peer URL must name it before the instance starts). */
-async function spawnRelayOn(port, extra) {
-  const child = spawnNode('relay', [
-    path.join(ROOT, 'dist/bin/ggrok.js'),
-    'relay',
-    '--port',
-    String(port),
-    '--host',
-    '127.0.0.1',
-    '--domain',
-    'localhost',
-    '--token',
-    TOKEN,
-    ...extra,
-  ]);
-  await waitForLine(child, /listening on 127\.0\.0\.1:(\d+)/, 30_000);
-  return { child };
 }
 
 const local = spawnNode('local server', [path.join(ROOT, 'bench', 'local-server.mjs')]);
@@ -273,7 +254,7 @@ const idle = await (async () => {
   for (let i = 1; i <= 3; i++) {
     const port = await freePort();
     const extra = ['--redis', redis.url, '--instance-id', `i${i}`, '--peer-url', `http://127.0.0.1:${port}`];
-    relays.push({ ...(await spawnRelayOn(port, extra)), port, alive: true });
+    relays.push({ ...(await spawnRelay({ token: TOKEN, port, extra })), alive: true });
   }
   const front = await startFront(() => relays.map((r) => r.port));
   await sleep(2000);

@@ -252,10 +252,28 @@ export function flag(name, fallback) {
  * Starts a relay (`node [nodeArgs] <bin> relay`) on 127.0.0.1, port 0, tunnels at `<name>.localhost`, with `token`
  * and any `extra` flags; resolves with the child and the port it listens on.
  */
-export async function spawnRelay({ token, bin = BIN, nodeArgs = [], extra = [], env } = {}) {
-  const args = [...nodeArgs, bin, 'relay', '--port', '0', '--host', '127.0.0.1', '--domain', 'localhost'];
+export async function spawnRelay({
+  token,
+  bin = BIN,
+  nodeArgs = [],
+  extra = [],
+  env,
+  port: wanted = 0,
+} = {}) {
+  const args = [
+    ...nodeArgs,
+    bin,
+    'relay',
+    '--port',
+    String(wanted),
+    '--host',
+    '127.0.0.1',
+    '--domain',
+    'localhost',
+  ];
   const child = spawnNode('relay', [...args, '--token', token, ...extra], { env });
-  const port = Number((await waitForLine(child, /listening on 127\.0\.0\.1:(\d+)/))[1]);
+  // A cluster instance listens only after its first read of the cluster: allow for that.
+  const port = Number((await waitForLine(child, /listening on 127\.0\.0\.1:(\d+)/, 30_000))[1]);
   return { child, port };
 }
 

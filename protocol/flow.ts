@@ -6,7 +6,7 @@ const MiB = 1024 * 1024;
 
 /**
  * How far receive windows may grow. A window starts at the size announced in the handshake and doubles, at most once
- * per round trip, while the peer is sending a whole window per round trip and our consumer keeps up; it halves, at
+ * per round trip, while the peer sends at least half a window per round trip and our consumer keeps up; it halves, at
  * most once per round trip, while our consumer falls behind. It never goes below the announced size.
  */
 export const WINDOW_AUTOTUNE = {
@@ -54,11 +54,11 @@ export class SendWindow {
  * quarter of the window is free, so a stream of small reads does not cost a frame each.
  *
  * Autotuning (when `max` > the initial size and a round trip is known), in epochs of one round trip:
- * - grow: the consumer released at least half the window per round trip (over the last one) and never held over a
- *   quarter of it.
- *   The sender is then window-bound (like TCP receive autotuning): double the size, and the extra goes out as credit.
- * - shrink: more than half the window waited unconsumed at some point of the last round trip. Halve the size (not below the initial one); nothing is
- *   granted until credit + pending fit the new size. Credit already granted is never taken back, so a consumer that
+ * - grow: the consumer released at least half the window per round trip (over the last one), never held over a
+ *   quarter of it, and took GROW_AFTER_WINDOWS windows' worth since the size last changed. The sender is then
+ *   window-bound (like TCP receive autotuning): double the size, and the extra goes out as credit at once.
+ * - shrink: more than half the window waited unconsumed at some point of the last round trip. Halve the size (not
+ *   below the initial one); nothing is granted until credit + pending fit the new size. Credit already granted is never taken back, so a consumer that
  *   stalls pins at most the window it had when it stalled.
  */
 export class RecvWindow {

@@ -138,6 +138,11 @@ export class Session implements StreamHost, WriterHost {
     };
   }
 
+  /** Bytes received and not consumed yet, over all streams: what this session holds for slow consumers. */
+  get bufferedBytes(): number {
+    return this.inboundBuffered;
+  }
+
   /** The connection's receive window now (it grows and shrinks with the path; see WINDOW_AUTOTUNE). */
   get connWindowSize(): number {
     return this.window.size;

@@ -1,6 +1,6 @@
 // Load generator, run as its own process: `node bench/load.mjs '<json>'` performs one measurement and prints
 // JSON lines on stdout ({"event":"stalled",…} progress events, then one {"event":"result",…}).
-// Modes: small (GET /small with wrk, or autocannon), download, upload (POST /echo), stall, integrity.
+// Modes: small (GET /small with wrk, or autocannon), download, upload (POST /echo, or `path`), stall, integrity.
 import { execFile } from 'node:child_process';
 import { createHash, randomFillSync } from 'node:crypto';
 import http from 'node:http';
@@ -278,7 +278,7 @@ try {
     case 'upload': {
       // Random bytes (not a pattern) so nothing on the path can profit from compressible data.
       const source = randomFillSync(Buffer.allocUnsafe(4 * MiB));
-      result = await upload('/echo', args.bytes, source);
+      result = await upload(args.path ?? '/echo', args.bytes, source);
       break;
     }
     case 'stall':

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { CloseCode, ErrorCode, GgrokError, ResetCode } from '../protocol/errors.js';
 import type {
+  FlowSettings,
   AccessRules,
   HeaderList,
   HelloFrame,
@@ -46,6 +47,8 @@ export interface ClientOptions {
   /** Backoff bounds for reconnects. */
   minBackoffMs?: number;
   maxBackoffMs?: number;
+  /** Receive limits announced to the relay (DEFAULT_FLOW when absent); windows grow from these on long paths. */
+  flow?: FlowSettings;
 }
 
 /** One tunnel of a client: a name to ask for, a local target, and its own rules. */
@@ -279,6 +282,7 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
     const link = new RelayLink(target, this.hello(), this.linkHandler, {
       insecure: this.opts.insecure,
       server: this.opts.server,
+      flow: this.opts.flow,
     });
     this.links.set(link, member?.id);
   }

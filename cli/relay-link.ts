@@ -7,6 +7,7 @@ import {
   FrameType,
   PROTOCOL_VERSION,
   WIRE_LIMITS,
+  type FlowSettings,
   type GoAwayFrame,
   type HelloFrame,
   type MembersFrame,
@@ -61,14 +62,17 @@ export class RelayLink {
   session: Session | undefined;
   private readonly ws: WebSocket;
   private welcomed = false;
+  /** Our receive limits, announced in Hello. */
+  private readonly flow: FlowSettings;
   private failure: LinkFailure | undefined;
 
   constructor(
     target: LinkTarget,
     hello: Omit<HelloFrame, 'type' | 'version' | 'agent' | 'flow'>,
     private readonly handler: LinkHandler,
-    options: { insecure?: boolean; server: string },
+    options: { insecure?: boolean; server: string; flow?: FlowSettings },
   ) {
+    this.flow = options.flow ?? DEFAULT_FLOW;
     const ws = new WebSocket(target.url, {
       perMessageDeflate: false,
       maxPayload: WIRE_LIMITS.MAX_MESSAGE_BYTES,
@@ -86,7 +90,7 @@ export class RelayLink {
           type: FrameType.Hello,
           version: PROTOCOL_VERSION,
           agent: `ggrok/${VERSION} node/${process.versions.node}`,
-          flow: DEFAULT_FLOW,
+          flow: this.flow,
           ...hello,
         }),
       );
@@ -193,7 +197,7 @@ export class RelayLink {
     const handler = this.handler;
     this.session = new Session(this.ws, {
       role: 'client',
-      localFlow: DEFAULT_FLOW,
+      localFlow: this.flow,
       remoteFlow: welcome.flow,
       heartbeatMs: welcome.heartbeatMs,
       deadAfterMs: welcome.heartbeatMs * DEAD_AFTER_HEARTBEATS,

@@ -1,7 +1,33 @@
 // Credit-based flow control: one window type per direction, used alike for a stream and for a whole connection.
+// Receive windows tune themselves to the path (see RecvWindow); the wire only ever sees ordinary Window grants.
 import { WIRE_LIMITS } from './frames.js';
 
-/** What we may still send: the peer's grants minus what we sent. */
+const MiB = 1024 * 1024;
+
+/**
+ * How far receive windows may grow. A window starts at the size announced in the handshake and doubles, at most once
+ * per round trip, while the peer sends at least half a window per round trip and our consumer keeps up; it halves, at
+ * most once per round trip, while our consumer falls behind. It never goes below the announced size.
+ */
+export const WINDOW_AUTOTUNE = {
+  /** Largest window of one stream (a stalled consumer pins at most what the window was when it stalled). */
+  STREAM_MAX_BYTES: 16 * MiB,
+  /** Largest window of a whole connection. */
+  CONN_MAX_BYTES: 32 * MiB,
+  /**
+   * Below this round trip windows never grow: the announced 1 MiB already carries ≥ 256 MiB/s, more than a tunnel
+   * moves on one core, and a window grown on loopback only raises what a visitor that stalls later pins.
+   */
+  MIN_RTT_MS: 4,
+  /**
+   * A window doubles only once the consumer has taken this many windows' worth at its current size: more than the
+   * socket buffers between us and a visitor can swallow (a few MiB on Linux), so a visitor that stops reading early
+   * stalls with a small window, not a grown one.
+   */
+  GROW_AFTER_WINDOWS: 4,
+} as const;
+
+/** What we may send: the peer's grants minus what we sent. */
 export class SendWindow {
   constructor(private credit: number) {}
 
@@ -23,30 +49,103 @@ export class SendWindow {
 }
 
 /**
- * What the peer may still send us, and the consumed bytes we have not granted back yet. Grants are batched: credit
- * goes back once a quarter of the window was consumed, so a stream of small reads does not cost a frame each.
+ * What the peer may still send us (`credit`), and what we received and did not release yet (`pending`). The window
+ * is `size` = credit + pending + consumed bytes not granted back yet. Grants are batched: credit goes back once a
+ * quarter of the window is free, so a stream of small reads does not cost a frame each.
+ *
+ * Autotuning (when `max` > the initial size and a round trip is known), in epochs of one round trip:
+ * - grow: the consumer released at least half the window per round trip (over the last one), never held over a
+ *   quarter of it, and took GROW_AFTER_WINDOWS windows' worth since the size last changed. The sender is then
+ *   window-bound (like TCP receive autotuning): double the size, and the extra goes out as credit at once.
+ * - shrink: more than half the window waited unconsumed at some point of the last round trip. Halve the size (not
+ *   below the initial one); nothing is granted until credit + pending fit the new size. Credit already granted is never taken back, so a consumer that
+ *   stalls pins at most the window it had when it stalled.
  */
 export class RecvWindow {
   private credit: number;
-  private owed = 0;
+  private pending = 0;
+  private windowSize: number;
+  /** Bytes released in the current epoch, the most held unconsumed in it, and when it began (-1: none yet). */
+  private delivered = 0;
+  private peakPending = 0;
+  /** Bytes released since the window last changed size. */
+  private deliveredAtSize = 0;
+  private epochStart = -1;
+  private grows = 0;
+  private shrinks = 0;
 
-  constructor(readonly size: number) {
-    this.credit = size;
+  constructor(
+    readonly initial: number,
+    readonly max: number = initial,
+  ) {
+    this.windowSize = initial;
+    this.credit = initial;
+  }
+
+  /** The window now: what the peer may have in flight plus what we hold. */
+  get size(): number {
+    return this.windowSize;
+  }
+
+  /** Times the window grew and shrank (for tests and stats). */
+  get changes(): { grows: number; shrinks: number } {
+    return { grows: this.grows, shrinks: this.shrinks };
   }
 
   /** Counts `n` received bytes; false when they overran the credit (the peer broke the protocol). */
-  receive(n: number): boolean {
+  receive(n: number, now = 0, rttMs = -1): boolean {
     this.credit -= n;
+    this.pending += n;
+    if (this.pending > this.peakPending) this.peakPending = this.pending;
+    this.tune(now, rttMs);
     return this.credit >= 0;
   }
 
-  /** `n` received bytes were consumed: returns the increment to grant the peer now, or 0 to wait for more. */
-  release(n: number): number {
-    this.owed += n;
-    if (this.owed < this.size / 4) return 0;
-    const increment = this.owed;
-    this.owed = 0;
-    this.credit += increment;
-    return increment;
+  /**
+   * `n` received bytes were consumed (`now` in ms and the last round trip drive autotuning): returns the increment to
+   * grant the peer now, or 0 to wait for more.
+   */
+  release(n: number, now = 0, rttMs = -1): number {
+    this.pending -= n;
+    this.delivered += n;
+    this.deliveredAtSize += n;
+    this.tune(now, rttMs);
+    const room = this.windowSize - this.credit - this.pending;
+    if (room < this.windowSize / 4) return 0;
+    this.credit += room;
+    return room;
+  }
+
+  private tune(now: number, rttMs: number): void {
+    if (this.max <= this.initial || rttMs < 0) return;
+    if (this.epochStart < 0) return this.newEpoch(now);
+    const elapsed = now - this.epochStart;
+    if (elapsed < Math.max(rttMs, 1)) return;
+    // What the peer delivered per round trip: the bandwidth-delay product the window is (or is not) holding back.
+    const perRtt = (this.delivered * rttMs) / elapsed;
+    // The peak, not the moment: a slow consumer acknowledges in bursts and looks empty right after each one.
+    const size = this.windowSize;
+    if (this.peakPending > size / 2 && size > this.initial) {
+      this.windowSize = Math.max(this.initial, Math.floor(size / 2));
+      this.deliveredAtSize = 0;
+      this.shrinks++;
+    } else if (
+      rttMs >= WINDOW_AUTOTUNE.MIN_RTT_MS &&
+      size < this.max &&
+      perRtt >= size / 2 &&
+      this.deliveredAtSize >= WINDOW_AUTOTUNE.GROW_AFTER_WINDOWS * size &&
+      this.peakPending <= size / 4
+    ) {
+      this.windowSize = Math.min(this.max, size * 2);
+      this.deliveredAtSize = 0;
+      this.grows++;
+    }
+    this.newEpoch(now);
+  }
+
+  private newEpoch(now: number): void {
+    this.epochStart = now;
+    this.delivered = 0;
+    this.peakPending = this.pending;
   }
 }

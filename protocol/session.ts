@@ -3,7 +3,7 @@
 import type WebSocket from 'ws';
 import { dataFromFragments, decodeFrame, encodeFrame, FrameError, splitBatch } from './codec.js';
 import { CloseCode, GgrokError, ResetCode } from './errors.js';
-import { RecvWindow } from './flow.js';
+import { RecvWindow, WINDOW_AUTOTUNE } from './flow.js';
 import {
   BodyKind,
   FrameType,
@@ -46,6 +46,11 @@ export interface SessionOptions {
    * memory at this limit plus the connection window.
    */
   bufferedSoftLimit?: number;
+  /**
+   * How far our receive windows may grow past what we announced when the path's round trip needs it (see
+   * WINDOW_AUTOTUNE). Equal to the announced windows (or smaller): fixed windows.
+   */
+  windowMax?: { stream: number; conn: number };
   /** Client side: the peer opened a stream (a public request); returns the stream's owner. */
   onRequest?: (stream: Stream, head: RequestFrame) => StreamHandler;
   onGoAway?: (frame: GoAwayFrame) => void;
@@ -91,13 +96,20 @@ export class Session implements StreamHost, WriterHost {
   private lastPingAt = 0;
   private readonly heartbeatTimer: NodeJS.Timeout;
   private readonly softLimit: number;
+  /** Largest receive window a stream may grow to. */
+  private readonly streamWindowMax: number;
 
   constructor(
     private readonly ws: WebSocket,
     private readonly opts: SessionOptions,
   ) {
     this.writer = new Writer(ws, this, opts.remoteFlow.maxData, opts.remoteFlow.connWindow);
-    this.window = new RecvWindow(opts.localFlow.connWindow);
+    const max = opts.windowMax ?? {
+      stream: WINDOW_AUTOTUNE.STREAM_MAX_BYTES,
+      conn: WINDOW_AUTOTUNE.CONN_MAX_BYTES,
+    };
+    this.streamWindowMax = Math.max(opts.localFlow.streamWindow, max.stream);
+    this.window = new RecvWindow(opts.localFlow.connWindow, Math.max(opts.localFlow.connWindow, max.conn));
     this.softLimit = opts.bufferedSoftLimit ?? DEFAULT_BUFFERED_SOFT_LIMIT_BYTES;
     // Messages arrive as their fragments, so a Data frame sent as header + payload is read without joining them.
     ws.binaryType = 'fragments';
@@ -124,6 +136,16 @@ export class Session implements StreamHost, WriterHost {
       streamStalls: w.streamStalls,
       connStalls: w.connStalls,
     };
+  }
+
+  /** Bytes received and not consumed yet, over all streams: what this session holds for slow consumers. */
+  get bufferedBytes(): number {
+    return this.inboundBuffered;
+  }
+
+  /** The connection's receive window now (it grows and shrinks with the path; see WINDOW_AUTOTUNE). */
+  get connWindowSize(): number {
+    return this.window.size;
   }
 
   /** The session is closed: its socket is gone and every stream was reset. */
@@ -229,7 +251,7 @@ export class Session implements StreamHost, WriterHost {
     stream.connOwed -= owed;
     this.returnConnCredit(owed);
     if (stream.remote === Phase.Ended) return; // the peer sends nothing more: no credit to return
-    const increment = stream.recvWindow.release(n);
+    const increment = stream.recvWindow.release(n, Date.now(), this.rttMs);
     if (increment > 0) this.writer.frame({ type: FrameType.Window, id: stream.id, increment });
   }
 
@@ -435,7 +457,8 @@ export class Session implements StreamHost, WriterHost {
     const n = data.length;
     if (n > this.opts.localFlow.maxData)
       return this.fatal(new FrameError(`data frame of ${n} bytes over the limit`));
-    if (!this.window.receive(n)) return this.fatal(new FrameError('connection window overrun'));
+    if (!this.window.receive(n, this.lastReceivedAt, this.rttMs))
+      return this.fatal(new FrameError('connection window overrun'));
     this.counts.dataBytesIn += n;
     const stream = this.streamFor(id);
     if (!stream) return this.returnConnCredit(n);
@@ -447,7 +470,7 @@ export class Session implements StreamHost, WriterHost {
       this.returnConnCredit(n);
       return this.streamProtocolError(stream, 'Data before response');
     }
-    if (!stream.recvWindow.receive(n)) {
+    if (!stream.recvWindow.receive(n, this.lastReceivedAt, this.rttMs)) {
       this.returnConnCredit(n);
       return this.streamProtocolError(stream, 'stream window overrun');
     }
@@ -469,7 +492,7 @@ export class Session implements StreamHost, WriterHost {
 
   private returnConnCredit(n: number): void {
     if (n <= 0 || this.closed) return;
-    const increment = this.window.release(n);
+    const increment = this.window.release(n, Date.now(), this.rttMs);
     if (increment > 0) this.writer.frame({ type: FrameType.Window, id: 0, increment });
   }
 
@@ -479,7 +502,11 @@ export class Session implements StreamHost, WriterHost {
     const stream = new Stream(
       id,
       this,
-      { send: this.opts.remoteFlow.streamWindow, recv: this.opts.localFlow.streamWindow },
+      {
+        send: this.opts.remoteFlow.streamWindow,
+        recv: this.opts.localFlow.streamWindow,
+        recvMax: this.streamWindowMax,
+      },
       { local, remote },
       handler,
     );

@@ -92,12 +92,12 @@ export class Stream {
   constructor(
     readonly id: number,
     private readonly host: StreamHost,
-    windows: { send: number; recv: number },
+    windows: { send: number; recv: number; recvMax?: number },
     phases: { local: PhaseValue; remote: PhaseValue },
     handler: StreamHandler = UNBOUND,
   ) {
     this.sendWindow = new SendWindow(windows.send);
-    this.recvWindow = new RecvWindow(windows.recv);
+    this.recvWindow = new RecvWindow(windows.recv, windows.recvMax);
     this.localPhase = phases.local;
     this.remotePhase = phases.remote;
     this.handler = handler;

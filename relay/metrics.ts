@@ -105,6 +105,34 @@ export class RelayMetrics {
         this.set({ kind: 'channel' }, channels);
       },
     });
+    // One control connection may carry several tunnels: each session counts once.
+    const sessions = (): Set<Tunnel['session']> => new Set([...source.tunnels()].map((t) => t.session));
+    new Gauge({
+      name: 'ggrok_buffered_bytes',
+      help: 'Body bytes received from clients and not yet taken by visitors (held for slow or stalled visitors).',
+      registers,
+      collect() {
+        let n = 0;
+        for (const s of sessions()) n += s.bufferedBytes;
+        this.set(n);
+      },
+    });
+    new Gauge({
+      name: 'ggrok_receive_window_bytes',
+      help: 'Receive windows, which grow on long paths: summed over connections (scope=connections), largest stream (scope=largest_stream).',
+      labelNames: ['scope'],
+      registers,
+      collect() {
+        let conns = 0;
+        let largest = 0;
+        for (const s of sessions()) {
+          conns += s.connWindowSize;
+          for (const stream of s.streams.values()) largest = Math.max(largest, stream.recvWindow.size);
+        }
+        this.set({ scope: 'connections' }, conns);
+        this.set({ scope: 'largest_stream' }, largest);
+      },
+    });
     // Counted in plain numbers on the request path and handed to prom-client only when scraped.
     const requestCounts = this.requestCounts;
     for (const c of STATUS_CLASSES) requestCounts.set(c, 0);

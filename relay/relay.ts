@@ -42,6 +42,8 @@ export interface StreamView {
   id: number;
   /** Bytes received from the client and not yet taken by the visitor (at most the stream window). */
   bufferedBytes: number;
+  /** The stream's receive window now: it grows past the announced one on long paths and shrinks for slow visitors. */
+  recvWindowBytes: number;
 }
 
 /** A live tunnel as operators and tests see it: its status, and the streams of the connection carrying it. */
@@ -259,6 +261,7 @@ export class Relay {
     const streams = [...tunnel.session.streams.values()].map((s) => ({
       id: s.id,
       bufferedBytes: s.buffered,
+      recvWindowBytes: s.recvWindow.size,
     }));
     return { ...tunnelStatus(tunnel), streams };
   }

@@ -20,6 +20,8 @@ export interface TunnelConfig {
   responseHeaderAdd: string[];
   responseHeaderRemove: string[];
   insecure: boolean;
+  /** Join (or start) the endpoint pool of the subdomain. */
+  pool: boolean;
 }
 
 export interface Config {
@@ -58,6 +60,7 @@ const TUNNEL_KEYS = new Set([
   'request_header',
   'response_header',
   'insecure',
+  'pool',
 ]);
 
 /** What error messages need to point at a line of the file. */
@@ -176,10 +179,12 @@ function readTunnel(ctx: Ctx, keyNode: unknown, node: unknown): TunnelConfig {
         tunnel.allowIp = stringList(ctx, value, what);
         break;
       case 'options_without_auth':
-      case 'insecure': {
+      case 'insecure':
+      case 'pool': {
         if (!isScalar(value) || typeof value.value !== 'boolean')
           throw configError(ctx, value, `${what} must be true or false`);
         if (key === 'insecure') tunnel.insecure = value.value;
+        else if (key === 'pool') tunnel.pool = value.value;
         else tunnel.optionsWithoutAuth = value.value;
         break;
       }
@@ -213,6 +218,7 @@ function emptyTunnel(name: string): TunnelConfig {
     responseHeaderAdd: [],
     responseHeaderRemove: [],
     insecure: false,
+    pool: false,
   };
 }
 

@@ -38,6 +38,7 @@ interface TunnelFlags {
   requestHeaderRemove: string[];
   responseHeaderAdd: string[];
   responseHeaderRemove: string[];
+  pool?: boolean;
 }
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
@@ -134,6 +135,7 @@ export function httpCommand(): Command {
     .option('--request-header-remove <name>', 'remove a header from requests (repeatable)', collect, [])
     .option('--response-header-add <"Name: value">', 'add a header to responses (repeatable)', collect, [])
     .option('--response-header-remove <name>', 'remove a header from responses (repeatable)', collect, [])
+    .option('--pool', 'share the subdomain with other clients of the same token that pass --pool (balanced)')
     .addHelpText('after', HOST_HEADER_HELP)
     .action(async (addr: string, flags: ConnectionFlags & TunnelFlags, cmd: Command) => {
       const spec = usage(cmd, () =>
@@ -151,6 +153,7 @@ export function httpCommand(): Command {
             responseHeaderAdd: flags.responseHeaderAdd,
             responseHeaderRemove: flags.responseHeaderRemove,
             insecure: flags.insecure ?? false,
+            pool: flags.pool ?? false,
           },
           '--',
         ),
@@ -277,6 +280,7 @@ function tunnelSpec(t: TunnelConfig, prefix: string): TunnelSpec {
     subdomain: t.subdomain,
     target: parseTarget(t.addr, t.insecure),
     access,
+    ...(t.pool ? { pool: true } : {}),
     headerRules: {
       hostHeader: t.hostHeader,
       requestAdd: t.requestHeaderAdd.flatMap(parseHeaderArg),
@@ -346,6 +350,7 @@ async function runTunnels(
     inspector?.addHint(hint);
     ui.hint(hint);
   });
+  client.on('pool', (pool) => ui.pool(pool));
   client.on('stats', (stats) => {
     inspector?.setStats(stats);
     ui.stats(stats);

@@ -75,8 +75,17 @@ export class Ui {
       `${x.durationMs} ms`.padStart(8),
       x.upgrade ? 'channel' : formatBytes(x.bytes).padStart(9),
       x.error ? c.red(x.error) : '',
+      x.member ? c.dim(`@${x.member}`) : '',
     ];
     this.out.write(`${line.join(' ').trimEnd()}\n`);
+  }
+
+  /** A pool tunnel joined its pool, or the pool's size changed. */
+  pool(p: { name: string; member: string; size: number }): void {
+    if (this.opts.format === 'json') return this.json('pool', { ...p });
+    this.out.write(
+      `${this.c.dim(clock(new Date()))} pool ${p.name}: ${p.size} member${p.size === 1 ? '' : 's'} (this one: ${p.member})\n`,
+    );
   }
 
   /** Relay-side traffic counters (only in JSON output; the text output prints a summary on exit). */

@@ -183,6 +183,17 @@ export class RelayMetrics {
         },
       });
     }
+    new Counter({
+      name: 'ggrok_pool_member_requests_total',
+      help: 'Public requests and upgrades answered by each member of an endpoint pool (while it is connected).',
+      labelNames: ['tunnel', 'member'],
+      registers,
+      collect() {
+        this.reset();
+        for (const t of source.tunnels())
+          if (t.pool) this.inc({ tunnel: t.name, member: t.member }, t.requests);
+      },
+    });
     if (perTunnel) this.registerPerTunnel();
   }
 

@@ -124,6 +124,7 @@ export class Relay {
       handOff: (req, members, via) => this.handOff(req, members, via),
       wait: (name, callback) => this.waitingRoom.wait(name, callback),
       finished: (x) => this.telemetry.exchangeDone(x),
+      failover: (failed) => this.router.pick(failed.name, new Set([failed])),
     };
     this.hellos = new HelloDecider({
       options: o,

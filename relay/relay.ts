@@ -124,7 +124,11 @@ export class Relay {
       handOff: (req, members, via) => this.handOff(req, members, via),
       wait: (name, callback) => this.waitingRoom.wait(name, callback),
       finished: (x) => this.telemetry.exchangeDone(x),
-      failover: (failed) => this.router.pick(failed.name, new Set([failed])),
+      failover: (failed) => {
+        const next = this.router.pick(failed.name, new Set([failed]));
+        if (next) this.metrics.poolRetried();
+        return next;
+      },
     };
     this.hellos = new HelloDecider({
       options: o,

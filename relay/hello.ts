@@ -1,5 +1,5 @@
 // The handshake on a control socket: the hello's token, names and limits decide a Welcome (and its tunnels) or a Refuse.
-import { randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type WebSocket from 'ws';
 import { decodeFrame, encodeFrame } from '../protocol/codec.js';
@@ -302,7 +302,8 @@ export class HelloDecider {
           index,
           fence: p.fence,
           pool: p.pool,
-          member: randomBytes(4).toString('hex'),
+          // The same id on every instance the client is attached to, and across its reconnects.
+          member: createHash('sha256').update(`${who.owner} ${hello.clientId}`).digest('hex').slice(0, 8),
           host: hello.host ?? '',
         }),
     );
@@ -333,7 +334,7 @@ export class HelloDecider {
       const plan = this.planHere(wanted, owner, clientId, planned);
       const cluster = this.deps.cluster;
       if ('refuse' in plan || !cluster) return plan;
-      const claim = await cluster.claim(plan.name, owner, clientId);
+      const claim = await cluster.claim(plan.name, owner, clientId, plan.pool);
       switch (claim.kind) {
         case 'unavailable':
           return { refuse: RefuseCode.ClusterUnavailable, message: `cannot claim a name now: ${claim.why}` };

@@ -14,6 +14,7 @@ import type {
   WelcomeFrame,
 } from '../protocol/frames.js';
 import type { StreamHandler } from '../protocol/stream.js';
+import { HEALTH_INTERVAL_MS, HealthCheck, type HealthResult } from './health-check.js';
 import { bothObservers, HostCheckWatch, type HostCheckHint } from './host-check.js';
 import {
   LocalForwarder,
@@ -39,6 +40,9 @@ export interface ClientOptions {
   headerRules?: HeaderRules;
   /** Join (or start) the endpoint pool of the name: other clients of the same owner may serve it too. */
   pool?: boolean;
+  /** With `pool`: GET this path on the local service every `healthIntervalMs` and tell the relay the result. */
+  healthPath?: string;
+  healthIntervalMs?: number;
   /** Further tunnels carried by the same control connection. */
   more?: TunnelSpec[];
   /** Lets an inspector watch every exchange (tunnel name, request head as the local service gets it). */
@@ -60,6 +64,9 @@ export interface TunnelSpec {
   headerRules?: HeaderRules;
   /** Join (or start) the endpoint pool of the name. */
   pool?: boolean;
+  /** With `pool`: the local service's health check path, and how often it is checked. */
+  healthPath?: string;
+  healthIntervalMs?: number;
 }
 
 /** A pool tunnel's place in its pool, as the relay announced it. */
@@ -107,6 +114,8 @@ export interface ClientEvents {
   stats: [TunnelStats];
   /** A pool tunnel joined its pool, or the pool's size changed. */
   pool: [PoolInfo];
+  /** A pool tunnel's health check (--health-path) passed or failed (first result, then changes). */
+  health: [{ name: string } & HealthResult];
   /** An error retrying cannot fix (bad token, name taken, …); the client has stopped. */
   fatal: [GgrokError];
   closed: [];
@@ -233,6 +242,8 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
   private goAwayDelayMs: number | undefined;
   /** Plain requests being served now (a leaving pool member waits for them). */
   private inFlight = 0;
+  /** Each tunnel's health check, for pool tunnels with a health path. */
+  private readonly checks: (HealthCheck | undefined)[];
 
   constructor(private readonly opts: ClientOptions) {
     super();
@@ -244,9 +255,18 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
         access: opts.access,
         headerRules: opts.headerRules,
         pool: opts.pool,
+        healthPath: opts.healthPath,
+        healthIntervalMs: opts.healthIntervalMs,
       },
       ...(opts.more ?? []),
     ];
+    this.checks = this.specs.map((spec, i) =>
+      spec.pool && spec.healthPath
+        ? new HealthCheck(spec.target, spec.healthPath, spec.healthIntervalMs ?? HEALTH_INTERVAL_MS, (r) =>
+            this.onHealth(i, r),
+          )
+        : undefined,
+    );
     this.forwarders = this.specs.map((spec, i) => {
       const hostCheck = new HostCheckWatch(
         () => ({
@@ -287,6 +307,7 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
       this.once('online', onOnline);
       this.once('fatal', onFatal);
       this.dial(undefined);
+      for (const check of this.checks) check?.start();
     });
   }
 
@@ -298,6 +319,7 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
     if (this.closing) return;
     this.closing = true;
     this.stopTimers();
+    for (const check of this.checks) check?.stop();
     if (this.specs.some((s) => s.pool) && drainMs > 0) await this.drain(drainMs);
     for (const f of this.forwarders) f.close();
     await Promise.all([...this.links.keys()].map((link) => link.close()));
@@ -446,6 +468,10 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
     this.names = [welcome.name, ...more.map((t) => t.name)];
     this.urls = [welcome.url, ...more.map((t) => t.url)];
     if (welcome.members) this.setView(link, welcome.members);
+    // A new socket's relay counts the member healthy until told otherwise.
+    this.checks.forEach((check, i) => {
+      if (check?.last && !check.last.ok) link.session!.sendHealth({ tunnel: i, ...check.last });
+    });
     if (!this.online) {
       this.online = true;
       this.attempt = 0;
@@ -567,6 +593,12 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
     this.emit('stats', sum);
   }
 
+  /** A health check's result changed: every relay instance carrying the tunnel is told. */
+  private onHealth(index: number, result: HealthResult): void {
+    for (const link of this.welcomed()) link.session!.sendHealth({ tunnel: index, ...result });
+    this.emit('health', { name: this.names[index] ?? '', ...result });
+  }
+
   private onPool(frame: PoolFrame): void {
     if (!this.specs[frame.tunnel]?.pool) return;
     const info = { name: this.names[frame.tunnel] ?? '', member: frame.member, size: frame.size };
@@ -604,6 +636,7 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
     if (this.closing) return;
     this.closing = true;
     this.stopTimers();
+    for (const check of this.checks) check?.stop();
     for (const f of this.forwarders) f.close();
     for (const link of this.links.keys()) void link.close();
     this.emit('fatal', err);

@@ -22,6 +22,10 @@ export interface TunnelConfig {
   insecure: boolean;
   /** Join (or start) the endpoint pool of the subdomain. */
   pool: boolean;
+  /** With pool: GET this path on the local service to check its health. */
+  healthPath?: string;
+  /** Seconds between health checks. */
+  healthInterval?: number;
 }
 
 export interface Config {
@@ -61,6 +65,8 @@ const TUNNEL_KEYS = new Set([
   'response_header',
   'insecure',
   'pool',
+  'health_path',
+  'health_interval',
 ]);
 
 /** What error messages need to point at a line of the file. */
@@ -171,6 +177,14 @@ function readTunnel(ctx: Ctx, keyNode: unknown, node: unknown): TunnelConfig {
         break;
       case 'host_header':
         tunnel.hostHeader = scalarString(ctx, value, what);
+        break;
+      case 'health_path':
+        tunnel.healthPath = scalarString(ctx, value, what);
+        break;
+      case 'health_interval':
+        if (!isScalar(value) || typeof value.value !== 'number')
+          throw configError(ctx, value, `${what} must be a number of seconds`);
+        tunnel.healthInterval = value.value;
         break;
       case 'basic_auth':
         tunnel.basicAuth = stringList(ctx, value, what);

@@ -88,6 +88,14 @@ export class Ui {
     );
   }
 
+  /** A pool tunnel's health check passed or failed (the first result, then each change). */
+  health(h: { name: string; ok: boolean; detail: string }): void {
+    if (this.opts.format === 'json') return this.json('health', { ...h });
+    if (h.ok) this.out.write(`${this.c.dim(clock(new Date()))} pool ${h.name}: health check passes\n`);
+    else
+      this.err.write(`${this.c.yellow('unhealthy:')} ${h.detail}; the relay sends this member nothing new\n`);
+  }
+
   /** Relay-side traffic counters (only in JSON output; the text output prints a summary on exit). */
   stats(stats: {
     name: string;

@@ -9,6 +9,7 @@ import {
   TOKEN,
   refusal,
   reply,
+  runCli,
   startClient,
   startLocal,
   startRelay,
@@ -206,6 +207,67 @@ describe('endpoint pools on one relay', () => {
     );
     expect(late.code).toBe(ErrorCode.NameInUse);
     expect(relay.relay.tunnelCount).toBe(2);
+  });
+});
+
+describe('endpoint pool health checks (--health-path)', () => {
+  it('keeps a member whose own check fails out of the pool, and takes it back when the check passes', async () => {
+    const relay = await startRelay(cleanup);
+    let bHealthy = true;
+    const seen = { a: 0, b: 0 };
+    const service = (id: 'a' | 'b') =>
+      startLocal(cleanup, (req, res) => {
+        req.resume();
+        if (req.url === '/healthz') return reply(res, id === 'b' && !bHealthy ? 503 : 200, 'ok');
+        seen[id]++;
+        reply(res, 200, id);
+      });
+    const clients: TunnelClient[] = [];
+    const health: string[] = [];
+    for (const id of ['a', 'b'] as const) {
+      const local = await service(id);
+      const client = await startClient(cleanup, relay.url, local.port, {
+        subdomain: 'shop',
+        pool: true,
+        healthPath: '/healthz',
+        healthIntervalMs: 100,
+      });
+      client.on('health', (h) => health.push(`${id}:${h.ok}`));
+      clients.push(client);
+    }
+    await waitForSizes(clients, [2, 2]);
+    const memberHealth = (): (string | undefined)[] =>
+      relay.relay.statusReport().tunnels.map((t) => t.pool?.health);
+    // The first results may come before the listeners above: count the changes from here on.
+    health.length = 0;
+    bHealthy = false;
+    await waitFor(() => memberHealth()[1] === 'out', "b's failing check to reach the relay");
+    const before = seen.b;
+    const out = await load(relay, 60, 4);
+    expect(out.get('a')).toBe(60);
+    expect(seen.b).toBe(before);
+    bHealthy = true;
+    await waitFor(() => memberHealth()[1] === 'healthy', "b's passing check to reach the relay");
+    const back = await load(relay, 60, 4);
+    expect(back.get('b')).toBeGreaterThanOrEqual(15);
+    expect(health).toEqual(['b:false', 'b:true']);
+  });
+
+  it('is refused without --pool, and must be a path', async () => {
+    const without = runCli(cleanup, ['http', '3000', '--health-path', '/healthz', '--token', TOKEN]);
+    expect(await without.exited).toBe(2);
+    expect(without.stderr()).toMatch(/--health-path needs --pool/);
+    const relative = runCli(cleanup, [
+      'http',
+      '3000',
+      '--pool',
+      '--health-path',
+      'healthz',
+      '--token',
+      TOKEN,
+    ]);
+    expect(await relative.exited).toBe(2);
+    expect(relative.stderr()).toMatch(/must start with \//);
   });
 });
 

@@ -263,7 +263,15 @@ export async function spawnRelay({ token, bin = BIN, nodeArgs = [], extra = [], 
  * Starts a client (`node [nodeArgs] <bin> http <localPort>`) on the relay at `relayPort` as `<subdomain>.localhost`,
  * quiet and without the inspector (which records bodies on top of the data path); resolves once it forwards.
  */
-export async function spawnClient({ localPort, relayPort, token, subdomain, bin = BIN, nodeArgs = [] }) {
+export async function spawnClient({
+  localPort,
+  relayPort,
+  token,
+  subdomain,
+  bin = BIN,
+  nodeArgs = [],
+  extraArgs = [],
+}) {
   const child = spawnNode(`client ${subdomain}`, [
     ...nodeArgs,
     bin,
@@ -277,6 +285,7 @@ export async function spawnClient({ localPort, relayPort, token, subdomain, bin 
     subdomain,
     '-q',
     '--no-inspect',
+    ...extraArgs,
   ]);
   await waitForLine(child, /Forwarding\s+\S+/);
   return child;

@@ -281,7 +281,15 @@ export async function spawnRelay({
  * Starts a client (`node [nodeArgs] <bin> http <localPort>`) on the relay at `relayPort` as `<subdomain>.localhost`,
  * quiet and without the inspector (which records bodies on top of the data path); resolves once it forwards.
  */
-export async function spawnClient({ localPort, relayPort, token, subdomain, bin = BIN, nodeArgs = [] }) {
+export async function spawnClient({
+  localPort,
+  relayPort,
+  token,
+  subdomain,
+  bin = BIN,
+  nodeArgs = [],
+  extraArgs = [],
+}) {
   const child = spawnNode(`client ${subdomain}`, [
     ...nodeArgs,
     bin,
@@ -295,6 +303,7 @@ export async function spawnClient({ localPort, relayPort, token, subdomain, bin 
     subdomain,
     '-q',
     '--no-inspect',
+    ...extraArgs,
   ]);
   await waitForLine(child, /Forwarding\s+\S+/);
   return child;

@@ -1,6 +1,7 @@
 // The client's control connection: connect, handshake, serve streams, reconnect with backoff.
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { hostname } from 'node:os';
 import { CloseCode, ErrorCode, GgrokError, ResetCode } from '../protocol/errors.js';
 import type {
   FlowSettings,
@@ -8,11 +9,13 @@ import type {
   HeaderList,
   HelloFrame,
   MemberRef,
+  PoolFrame,
   RequestFrame,
   StatsFrame,
   WelcomeFrame,
 } from '../protocol/frames.js';
 import type { StreamHandler } from '../protocol/stream.js';
+import { HEALTH_INTERVAL_MS, HealthCheck, type HealthResult } from './health-check.js';
 import { bothObservers, HostCheckWatch, type HostCheckHint } from './host-check.js';
 import {
   LocalForwarder,
@@ -36,6 +39,11 @@ export interface ClientOptions {
   access?: AccessRules;
   /** Header edits applied by this client (Host rewrite, add/remove). */
   headerRules?: HeaderRules;
+  /** Join (or start) the endpoint pool of the name: other clients of the same owner may serve it too. */
+  pool?: boolean;
+  /** With `pool`: GET this path on the local service every `healthIntervalMs` and tell the relay the result. */
+  healthPath?: string;
+  healthIntervalMs?: number;
   /** Further tunnels carried by the same control connection. */
   more?: TunnelSpec[];
   /** Lets an inspector watch every exchange (tunnel name, request head as the local service gets it). */
@@ -57,6 +65,20 @@ export interface TunnelSpec {
   target: LocalTarget;
   access?: AccessRules;
   headerRules?: HeaderRules;
+  /** Join (or start) the endpoint pool of the name. */
+  pool?: boolean;
+  /** With `pool`: the local service's health check path, and how often it is checked. */
+  healthPath?: string;
+  healthIntervalMs?: number;
+}
+
+/** A pool tunnel's place in its pool, as the relay announced it. */
+export interface PoolInfo {
+  name: string;
+  /** This client's member id in the pool. */
+  member: string;
+  /** Members serving the name now, this one included. */
+  size: number;
 }
 
 /** What 'online' reports. */
@@ -95,6 +117,10 @@ export interface ClientEvents {
   hint: [HostCheckHint];
   /** Relay-side traffic counters of one tunnel. */
   stats: [TunnelStats];
+  /** A pool tunnel joined its pool, or the pool's size changed. */
+  pool: [PoolInfo];
+  /** A pool tunnel's health check (--health-path) passed or failed (first result, then changes). */
+  health: [{ name: string } & HealthResult];
   /** An error retrying cannot fix (bad token, name taken, …); the client has stopped. */
   fatal: [GgrokError];
   closed: [];
@@ -124,6 +150,11 @@ export function controlUrl(server: string): string {
 
 /** The owner of a stream for a tunnel this connection does not carry: it was reset at once; nothing else happens. */
 const IGNORED_STREAM: StreamHandler = { data() {}, end() {}, reset() {}, drain() {} };
+
+/** How long a leaving pool member waits at most for its requests in flight. */
+export const POOL_DRAIN_MS = 10_000;
+/** ... and at least, for requests the relay sent before it read the member's GoAway. */
+const DRAIN_SETTLE_MS = 300;
 
 /** Control sockets one client keeps at most, one per relay instance of a cluster. */
 export const MAX_RELAY_LINKS = 8;
@@ -174,6 +205,9 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
     return this.forwarders.reduce((n, f) => n + f.busyConnections, 0);
   }
 
+  /** Each pool tunnel's member id and pool size, by tunnel index (as the relay last announced them). */
+  readonly pools = new Map<number, PoolInfo>();
+
   /** Ids of the relay instances this client holds a control socket to. */
   get instances(): string[] {
     return [...new Set(this.welcomed().map((l) => l.instance ?? ''))].filter(Boolean).sort();
@@ -211,14 +245,33 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
   private retryTimer: NodeJS.Timeout | undefined;
   /** The delay a relay asked for in its GoAway, used for the next reconnect. */
   private goAwayDelayMs: number | undefined;
+  /** Plain requests being served now (a leaving pool member waits for them). */
+  private inFlight = 0;
+  /** Each tunnel's health check, for pool tunnels with a health path. */
+  private readonly checks: (HealthCheck | undefined)[];
 
   constructor(private readonly opts: ClientOptions) {
     super();
     this.wsUrl = controlUrl(opts.server);
     this.specs = [
-      { subdomain: opts.subdomain, target: opts.target, access: opts.access, headerRules: opts.headerRules },
+      {
+        subdomain: opts.subdomain,
+        target: opts.target,
+        access: opts.access,
+        headerRules: opts.headerRules,
+        pool: opts.pool,
+        healthPath: opts.healthPath,
+        healthIntervalMs: opts.healthIntervalMs,
+      },
       ...(opts.more ?? []),
     ];
+    this.checks = this.specs.map((spec, i) =>
+      spec.pool && spec.healthPath
+        ? new HealthCheck(spec.target, spec.healthPath, spec.healthIntervalMs ?? HEALTH_INTERVAL_MS, (r) =>
+            this.onHealth(i, r),
+          )
+        : undefined,
+    );
     this.forwarders = this.specs.map((spec, i) => {
       const hostCheck = new HostCheckWatch(
         () => ({
@@ -233,6 +286,9 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
         spec.target,
         (x) => {
           x.tunnel = this.names[i] ?? ''; // the summary is ours to fill in (no copy per request)
+          const pool = this.pools.get(i);
+          if (pool) x.member = pool.member;
+          if (!x.upgrade) this.inFlight--;
           this.emit('request', x);
         },
         spec.headerRules,
@@ -256,17 +312,35 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
       this.once('online', onOnline);
       this.once('fatal', onFatal);
       this.dial(undefined);
+      for (const check of this.checks) check?.start();
     });
   }
 
-  /** Closes the tunnel; in-flight exchanges are reset. */
-  async close(): Promise<void> {
+  /**
+   * Closes the tunnel. A pool member first tells the relay it is leaving and lets the requests in flight finish (up
+   * to `drainMs`): the pool's other members take the new ones. Other exchanges are reset.
+   */
+  async close(drainMs = POOL_DRAIN_MS): Promise<void> {
     if (this.closing) return;
     this.closing = true;
     this.stopTimers();
+    for (const check of this.checks) check?.stop();
+    if (this.specs.some((s) => s.pool) && drainMs > 0) await this.drain(drainMs);
     for (const f of this.forwarders) f.close();
     await Promise.all([...this.links.keys()].map((link) => link.close()));
     this.emit('closed');
+  }
+
+  /** Says GoAway on every socket, then waits until no plain request is in flight (a moment at least) or `ms`. */
+  private async drain(ms: number): Promise<void> {
+    const sessions = this.welcomed().map((l) => l.session!);
+    if (sessions.length === 0) return;
+    for (const s of sessions) s.goAway(ErrorCode.ClientLeaving, 'pool member leaving', 0);
+    const until = Date.now() + ms;
+    // Requests the relay routed here before it read the GoAway are still on their way.
+    const settled = Date.now() + Math.min(ms, DRAIN_SETTLE_MS);
+    while (Date.now() < until && (Date.now() < settled || this.inFlight > 0))
+      await new Promise((r) => setTimeout(r, 20));
   }
 
   // ---- dialing ----
@@ -299,10 +373,14 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
             more: this.specs.slice(1).map((spec, i) => ({
               name: this.wantedName(i + 1),
               ...(spec.access ? { access: spec.access } : {}),
+              ...(spec.pool ? { pool: true } : {}),
             })),
           }
         : {}),
       attach: { avoid: this.instances },
+      ...(this.specs[0]!.pool ? { pool: true } : {}),
+      // Pool members are told apart by their machine on the relay's status page.
+      ...(this.specs.some((s) => s.pool) ? { host: hostname().slice(0, 255) } : {}),
     };
   }
 
@@ -371,9 +449,13 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
     },
     members: (link, frame) => this.setView(link, frame.members),
     stats: (link, frame) => this.onStats(link, frame),
+    pool: (_link, frame) => this.onPool(frame),
     request: (stream, head) => {
       const forwarder = this.forwarders[head.tunnel];
-      if (forwarder) return forwarder.serve(stream, head);
+      if (forwarder) {
+        if (!head.upgrade) this.inFlight++;
+        return forwarder.serve(stream, head);
+      }
       stream.reset(ResetCode.ProtocolError, `no tunnel ${head.tunnel} on this connection`);
       return IGNORED_STREAM;
     },
@@ -392,6 +474,10 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
     this.names = [welcome.name, ...more.map((t) => t.name)];
     this.urls = [welcome.url, ...more.map((t) => t.url)];
     if (welcome.members) this.setView(link, welcome.members);
+    // A new socket's relay counts the member healthy until told otherwise.
+    this.checks.forEach((check, i) => {
+      if (check?.last && !check.last.ok) link.session!.sendHealth({ tunnel: i, ...check.last });
+    });
     if (!this.online) {
       this.online = true;
       this.attempt = 0;
@@ -515,6 +601,20 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
     this.emit('stats', sum);
   }
 
+  /** A health check's result changed: every relay instance carrying the tunnel is told. */
+  private onHealth(index: number, result: HealthResult): void {
+    for (const link of this.welcomed()) link.session!.sendHealth({ tunnel: index, ...result });
+    this.emit('health', { name: this.names[index] ?? '', ...result });
+  }
+
+  private onPool(frame: PoolFrame): void {
+    if (!this.specs[frame.tunnel]?.pool) return;
+    const info = { name: this.names[frame.tunnel] ?? '', member: frame.member, size: frame.size };
+    const last = this.pools.get(frame.tunnel);
+    this.pools.set(frame.tunnel, info);
+    if (last?.member !== info.member || last.size !== info.size) this.emit('pool', info);
+  }
+
   /** The name to ask for: the one the relay gave last time (keeps URLs stable), else the configured one. */
   private wantedName(index: number): string {
     const got = this.names[index];
@@ -544,6 +644,7 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
     if (this.closing) return;
     this.closing = true;
     this.stopTimers();
+    for (const check of this.checks) check?.stop();
     for (const f of this.forwarders) f.close();
     for (const link of this.links.keys()) void link.close();
     this.emit('fatal', err);

@@ -20,6 +20,12 @@ export interface TunnelConfig {
   responseHeaderAdd: string[];
   responseHeaderRemove: string[];
   insecure: boolean;
+  /** Join (or start) the endpoint pool of the subdomain. */
+  pool: boolean;
+  /** With pool: GET this path on the local service to check its health. */
+  healthPath?: string;
+  /** Seconds between health checks. */
+  healthInterval?: number;
 }
 
 export interface Config {
@@ -58,6 +64,9 @@ const TUNNEL_KEYS = new Set([
   'request_header',
   'response_header',
   'insecure',
+  'pool',
+  'health_path',
+  'health_interval',
 ]);
 
 /** What error messages need to point at a line of the file. */
@@ -169,6 +178,14 @@ function readTunnel(ctx: Ctx, keyNode: unknown, node: unknown): TunnelConfig {
       case 'host_header':
         tunnel.hostHeader = scalarString(ctx, value, what);
         break;
+      case 'health_path':
+        tunnel.healthPath = scalarString(ctx, value, what);
+        break;
+      case 'health_interval':
+        if (!isScalar(value) || typeof value.value !== 'number')
+          throw configError(ctx, value, `${what} must be a number of seconds`);
+        tunnel.healthInterval = value.value;
+        break;
       case 'basic_auth':
         tunnel.basicAuth = stringList(ctx, value, what);
         break;
@@ -176,10 +193,12 @@ function readTunnel(ctx: Ctx, keyNode: unknown, node: unknown): TunnelConfig {
         tunnel.allowIp = stringList(ctx, value, what);
         break;
       case 'options_without_auth':
-      case 'insecure': {
+      case 'insecure':
+      case 'pool': {
         if (!isScalar(value) || typeof value.value !== 'boolean')
           throw configError(ctx, value, `${what} must be true or false`);
         if (key === 'insecure') tunnel.insecure = value.value;
+        else if (key === 'pool') tunnel.pool = value.value;
         else tunnel.optionsWithoutAuth = value.value;
         break;
       }
@@ -213,6 +232,7 @@ function emptyTunnel(name: string): TunnelConfig {
     responseHeaderAdd: [],
     responseHeaderRemove: [],
     insecure: false,
+    pool: false,
   };
 }
 

@@ -26,6 +26,8 @@ export interface ConnectOptions {
   subdomain?: string;
   /** Accept self-signed certificates (relay and https targets). */
   insecure?: boolean;
+  /** Join (or start) the endpoint pool of the subdomain (like `--pool`). */
+  pool?: boolean;
 }
 
 /**
@@ -51,6 +53,7 @@ export async function connect(options: ConnectOptions): Promise<TunnelClient> {
     subdomain: options.subdomain,
     target,
     insecure: options.insecure,
+    pool: options.pool,
   });
   await client.start();
   return client;

@@ -71,6 +71,8 @@ export type Observe = (head: RequestFrame, localHeaders: HeaderList) => Exchange
 export interface Exchange {
   /** Name of the tunnel that carried it (filled in by the client). */
   tunnel?: string;
+  /** This client's member id when the tunnel is one member of an endpoint pool (filled in by the client). */
+  member?: string;
   method: string;
   target: string;
   status: number;

@@ -4,6 +4,7 @@ import { isIP } from 'node:net';
 import { Command, Option } from 'commander';
 import { TunnelClient, type TunnelSpec } from './client.js';
 import { defaultConfigPath, loadConfig, setConfigValue, type Config, type TunnelConfig } from './config.js';
+import { MIN_HEALTH_INTERVAL_MS } from './health-check.js';
 import { parseInspectAddress, startInspector, type Inspector } from './inspector/index.js';
 import { describeTarget, parseHeaderArg, parseTarget } from './local-request.js';
 import { checkTarget } from './target-check.js';
@@ -38,6 +39,9 @@ interface TunnelFlags {
   requestHeaderRemove: string[];
   responseHeaderAdd: string[];
   responseHeaderRemove: string[];
+  pool?: boolean;
+  healthPath?: string;
+  healthInterval?: string;
 }
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
@@ -134,6 +138,12 @@ export function httpCommand(): Command {
     .option('--request-header-remove <name>', 'remove a header from requests (repeatable)', collect, [])
     .option('--response-header-add <"Name: value">', 'add a header to responses (repeatable)', collect, [])
     .option('--response-header-remove <name>', 'remove a header from responses (repeatable)', collect, [])
+    .option('--pool', 'share the subdomain with other clients of the same token that pass --pool (balanced)')
+    .option(
+      '--health-path <path>',
+      'with --pool: GET this path on the local service to check it (e.g. /healthz)',
+    )
+    .option('--health-interval <seconds>', 'with --health-path: seconds between checks (default 10)')
     .addHelpText('after', HOST_HEADER_HELP)
     .action(async (addr: string, flags: ConnectionFlags & TunnelFlags, cmd: Command) => {
       const spec = usage(cmd, () =>
@@ -151,6 +161,9 @@ export function httpCommand(): Command {
             responseHeaderAdd: flags.responseHeaderAdd,
             responseHeaderRemove: flags.responseHeaderRemove,
             insecure: flags.insecure ?? false,
+            pool: flags.pool ?? false,
+            healthPath: flags.healthPath,
+            healthInterval: flags.healthInterval === undefined ? undefined : Number(flags.healthInterval),
           },
           '--',
         ),
@@ -269,6 +282,17 @@ function tunnelSpec(t: TunnelConfig, prefix: string): TunnelSpec {
   for (const rule of t.allowIp)
     if (!isIP(rule.split('/')[0] ?? ''))
       throw new Error(`${flag('allow-ip')} "${rule}" is not an address or CIDR range`);
+  if (t.healthPath !== undefined && !t.pool)
+    throw new Error(
+      `${flag('health-path')} needs ${flag('pool')}: health checks decide a pool member's share`,
+    );
+  if (t.healthPath !== undefined && !t.healthPath.startsWith('/'))
+    throw new Error(`${flag('health-path')} "${t.healthPath.slice(0, 80)}" must start with /`);
+  if (
+    t.healthInterval !== undefined &&
+    !(Number.isFinite(t.healthInterval) && t.healthInterval * 1000 >= MIN_HEALTH_INTERVAL_MS)
+  )
+    throw new Error(`${flag('health-interval')} must be a number of seconds, at least 1`);
   const access =
     t.basicAuth.length > 0 || t.allowIp.length > 0
       ? { basicAuth: t.basicAuth, allowIp: t.allowIp, optionsWithoutAuth: t.optionsWithoutAuth }
@@ -277,6 +301,9 @@ function tunnelSpec(t: TunnelConfig, prefix: string): TunnelSpec {
     subdomain: t.subdomain,
     target: parseTarget(t.addr, t.insecure),
     access,
+    ...(t.pool ? { pool: true } : {}),
+    ...(t.healthPath !== undefined ? { healthPath: t.healthPath } : {}),
+    ...(t.healthInterval !== undefined ? { healthIntervalMs: Math.round(t.healthInterval * 1000) } : {}),
     headerRules: {
       hostHeader: t.hostHeader,
       requestAdd: t.requestHeaderAdd.flatMap(parseHeaderArg),
@@ -346,6 +373,8 @@ async function runTunnels(
     inspector?.addHint(hint);
     ui.hint(hint);
   });
+  client.on('pool', (pool) => ui.pool(pool));
+  client.on('health', (h) => ui.health(h));
   client.on('stats', (stats) => {
     inspector?.setStats(stats);
     ui.stats(stats);

@@ -11,6 +11,7 @@ import {
   type GoAwayFrame,
   type HelloFrame,
   type MembersFrame,
+  type PoolFrame,
   type RequestFrame,
   type StatsFrame,
   type WelcomeFrame,
@@ -50,6 +51,7 @@ export interface LinkHandler {
   goAway(link: RelayLink, frame: GoAwayFrame): void;
   members(link: RelayLink, frame: MembersFrame): void;
   stats(link: RelayLink, frame: StatsFrame): void;
+  pool(link: RelayLink, frame: PoolFrame): void;
   /** A public request arrived on this link: its owner. */
   request(stream: Stream, head: RequestFrame): StreamHandler;
 }
@@ -206,6 +208,7 @@ export class RelayLink {
       onGoAway: (frame) => handler.goAway(this, frame),
       onMembers: (frame) => handler.members(this, frame),
       onStats: (frame) => handler.stats(this, frame),
+      onPool: (frame) => handler.pool(this, frame),
     });
     this.session.ping();
     handler.welcomed(this, welcome);

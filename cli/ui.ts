@@ -77,8 +77,25 @@ export class Ui {
       `${x.durationMs} ms`.padStart(8),
       x.upgrade ? 'channel' : formatBytes(x.bytes).padStart(9),
       x.error ? c.red(x.error) : '',
+      x.member ? c.dim(`@${x.member}`) : '',
     ];
     this.out.write(`${line.join(' ').trimEnd()}\n`);
+  }
+
+  /** A pool tunnel joined its pool, or the pool's size changed. */
+  pool(p: { name: string; member: string; size: number }): void {
+    if (this.opts.format === 'json') return this.json('pool', { ...p });
+    this.out.write(
+      `${this.c.dim(clock(new Date()))} pool ${p.name}: ${p.size} member${p.size === 1 ? '' : 's'} (this one: ${p.member})\n`,
+    );
+  }
+
+  /** A pool tunnel's health check passed or failed (the first result, then each change). */
+  health(h: { name: string; ok: boolean; detail: string }): void {
+    if (this.opts.format === 'json') return this.json('health', { ...h });
+    if (h.ok) this.out.write(`${this.c.dim(clock(new Date()))} pool ${h.name}: health check passes\n`);
+    else
+      this.err.write(`${this.c.yellow('unhealthy:')} ${h.detail}; the relay sends this member nothing new\n`);
   }
 
   /**

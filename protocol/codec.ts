@@ -46,10 +46,14 @@ export function encodeFrame(frame: Frame): Buffer {
       };
       if (frame.access) body.access = { ...frame.access };
       if (frame.more?.length)
-        body.more = frame.more.map((t) =>
-          t.access ? { name: t.name, access: { ...t.access } } : { name: t.name },
-        );
+        body.more = frame.more.map((t) => ({
+          name: t.name,
+          ...(t.access ? { access: { ...t.access } } : {}),
+          ...(t.pool ? { pool: true } : {}),
+        }));
       if (frame.attach) body.attach = { avoid: [...frame.attach.avoid] };
+      if (frame.pool) body.pool = true;
+      if (frame.host !== undefined) body.host = frame.host;
       return packr.pack([frame.type, body]);
     }
     case FrameType.Welcome:
@@ -110,6 +114,10 @@ export function encodeFrame(frame: Frame): Buffer {
       return packr.pack([frame.type, frame.id, frame.code, frame.message]);
     case FrameType.Window:
       return packr.pack([frame.type, frame.id, frame.increment]);
+    case FrameType.Pool:
+      return packr.pack([frame.type, frame.tunnel, frame.member, frame.size]);
+    case FrameType.Health:
+      return packr.pack([frame.type, frame.tunnel, frame.ok, frame.detail]);
     case FrameType.Stats:
       return packr.pack([
         frame.type,
@@ -356,12 +364,15 @@ function validate(a: unknown[]): Frame {
               more: tunnelList(m.get('more'), (t) => ({
                 name: str(t.get('name'), 'name'),
                 ...(t.has('access') ? { access: access(t.get('access')) } : {}),
+                ...(t.has('pool') ? { pool: bool(t.get('pool'), 'pool') } : {}),
               })),
             }
           : {}),
         ...(m.has('attach')
           ? { attach: { avoid: idList(map(m.get('attach'), 'attach').get('avoid')) } }
           : {}),
+        ...(m.has('pool') ? { pool: bool(m.get('pool'), 'pool') } : {}),
+        ...(m.has('host') ? { host: str(m.get('host'), 'host', 0, WIRE_LIMITS.MAX_HOST_NAME_CHARS) } : {}),
       };
     }
     case FrameType.Welcome: {
@@ -477,6 +488,22 @@ function validate(a: unknown[]): Frame {
       if (increment === 0) throw new FrameError('zero window increment', id);
       return { type, id, increment };
     }
+    case FrameType.Pool:
+      arity(a, 4);
+      return {
+        type,
+        tunnel: uint(a[1], 'tunnel', WIRE_LIMITS.MAX_TUNNELS_PER_CONNECTION - 1),
+        member: instanceId(a[2]),
+        size: uint(a[3], 'pool size', 0xffff),
+      };
+    case FrameType.Health:
+      arity(a, 4);
+      return {
+        type,
+        tunnel: uint(a[1], 'tunnel', WIRE_LIMITS.MAX_TUNNELS_PER_CONNECTION - 1),
+        ok: bool(a[2], 'ok'),
+        detail: str(a[3], 'detail', 0, WIRE_LIMITS.MAX_REASON_CHARS),
+      };
     case FrameType.Stats: {
       arity(a, 2);
       const m = map(a[1], 'stats');
@@ -504,6 +531,11 @@ function arity(a: unknown[], n: number): void {
 
 function map(v: unknown, what: string): Map<unknown, unknown> {
   if (!(v instanceof Map)) throw new FrameError(`${what} body must be a map`);
+  return v;
+}
+
+function bool(v: unknown, what: string): boolean {
+  if (typeof v !== 'boolean') throw new FrameError(`bad ${what}`);
   return v;
 }
 

@@ -26,6 +26,8 @@ export const ErrorCode = {
   ClusterUnavailable: 'cluster_unavailable',
   /** GoAway: another process of the same owner took the name over; this one must stop. */
   Superseded: 'superseded',
+  /** GoAway from a client: this endpoint pool member is leaving; send it nothing new, its requests in flight finish. */
+  ClientLeaving: 'client_leaving',
 
   // Stream resets (Reset frames).
   /** The other end lost interest (public client went away, response no longer needed). */

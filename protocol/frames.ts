@@ -26,6 +26,10 @@ export const FrameType = {
   Batch: 18,
   /** Relay -> client (only to clients whose Hello had `attach`): the cluster's live instances changed. */
   Members: 19,
+  /** Relay -> client (only for tunnels asked for with `pool`): this member's id and the pool's size now. */
+  Pool: 20,
+  /** Client -> relay (only for pool tunnels): the result of the client's own health check of its local service. */
+  Health: 21,
 } as const;
 export type FrameTypeValue = (typeof FrameType)[keyof typeof FrameType];
 
@@ -81,6 +85,10 @@ export interface HelloFrame {
    * `wrong_instance` by an instance in `avoid` (those it is attached to already) and receives Members frames.
    */
   attach?: AttachRequest;
+  /** Tunnel 0 joins (or starts) the endpoint pool of its name; omitted when false. */
+  pool?: boolean;
+  /** The client machine's host name, shown to operators for pool members; omitted when absent. */
+  host?: string;
 }
 
 /** A cluster-aware client's wish for this control socket. */
@@ -102,6 +110,8 @@ export interface MemberRef {
 export interface TunnelRequest {
   name: string;
   access?: AccessRules;
+  /** Join (or start) the endpoint pool of this name; omitted when false. */
+  pool?: boolean;
 }
 
 /** Relay -> client: the tunnel is up. */
@@ -124,6 +134,29 @@ export interface WelcomeFrame {
 export interface MembersFrame {
   type: typeof FrameType.Members;
   members: MemberRef[];
+}
+
+/**
+ * Relay -> client: one of the connection's pool tunnels, its member id and how many members its pool has (on
+ * joining, and whenever the count changes).
+ */
+export interface PoolFrame {
+  type: typeof FrameType.Pool;
+  /** Which of the connection's tunnels (0 = the first). */
+  tunnel: number;
+  /** This member's id in the pool (unique among the name's members). */
+  member: string;
+  /** Members serving the name now, this one included. */
+  size: number;
+}
+
+/** Client -> relay: the client's own check of a pool tunnel's local service (--health-path) passed or failed. */
+export interface HealthFrame {
+  type: typeof FrameType.Health;
+  tunnel: number;
+  ok: boolean;
+  /** Why it failed, for operators (empty when ok). */
+  detail: string;
 }
 
 /** Relay -> client: the hello was refused; the socket closes after it. */
@@ -261,7 +294,9 @@ export type Frame =
   | ResetFrame
   | WindowFrame
   | StatsFrame
-  | MembersFrame;
+  | MembersFrame
+  | PoolFrame
+  | HealthFrame;
 
 /** Frames that belong to one stream. */
 export type StreamFrame = RequestFrame | ResponseFrame | InfoFrame | DataFrame | EndFrame | ResetFrame;
@@ -288,8 +323,10 @@ export const WIRE_LIMITS = {
   MAX_TUNNELS_PER_CONNECTION: 32,
   /** Instances in a members list (and in a Hello's avoid list). */
   MAX_MEMBERS: 64,
-  /** Characters of an instance id. */
+  /** Characters of an instance id (and of a pool member id). */
   MAX_INSTANCE_ID_CHARS: 128,
+  /** Characters of a client's host name in a Hello. */
+  MAX_HOST_NAME_CHARS: 255,
   MAX_STREAM_ID: 0xffff_ffff,
   /** Largest window (and window increment) either side may use: 2^31 - 1 as in HTTP/2. */
   MAX_WINDOW_BYTES: 0x7fff_ffff,

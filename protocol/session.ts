@@ -13,7 +13,9 @@ import {
   type HeaderList,
   type InfoFrame,
   type MemberRef,
+  type HealthFrame,
   type MembersFrame,
+  type PoolFrame,
   type RequestFrame,
   type ResponseFrame,
   type StatsFrame,
@@ -58,6 +60,10 @@ export interface SessionOptions {
   onStats?: (frame: StatsFrame) => void;
   /** Client side: the cluster's live instances changed. */
   onMembers?: (frame: MembersFrame) => void;
+  /** Client side: a pool tunnel's member id and pool size. */
+  onPool?: (frame: PoolFrame) => void;
+  /** Relay side: the client's own health check of a pool tunnel's local service. */
+  onHealth?: (frame: HealthFrame) => void;
   /** Our writer ran out of credit with data still queued: a stream's window, or the whole connection's. */
   onFlowStall?: (scope: 'stream' | 'connection') => void;
   /** The peer broke the protocol; `fatal` when the whole session is closed for it. */
@@ -206,6 +212,18 @@ export class Session implements StreamHost, WriterHost {
   sendMembers(members: MemberRef[]): void {
     if (this.closing) return;
     this.writer.frame({ type: FrameType.Members, members });
+  }
+
+  /** Relay side: tells the client a pool tunnel's member id and the pool's size. */
+  sendPool(pool: Omit<PoolFrame, 'type'>): void {
+    if (this.closing) return;
+    this.writer.frame({ type: FrameType.Pool, ...pool });
+  }
+
+  /** Client side: reports the result of a pool tunnel's health check. */
+  sendHealth(health: Omit<HealthFrame, 'type'>): void {
+    if (this.closing) return;
+    this.writer.frame({ type: FrameType.Health, ...health });
   }
 
   /** Sends a ping now; the pong updates rttMs. */
@@ -375,6 +393,13 @@ export class Session implements StreamHost, WriterHost {
       case FrameType.Members:
         if (this.opts.role !== 'client') return this.fatal(new FrameError('only the relay sends members'));
         return this.opts.onMembers?.(frame);
+      case FrameType.Pool:
+        if (this.opts.role !== 'client')
+          return this.fatal(new FrameError('only the relay sends pool frames'));
+        return this.opts.onPool?.(frame);
+      case FrameType.Health:
+        if (this.opts.role !== 'relay') return this.fatal(new FrameError('only the client sends health'));
+        return this.opts.onHealth?.(frame);
       case FrameType.Window:
         return this.onWindow(frame.id, frame.increment);
       case FrameType.Request:

@@ -1,4 +1,5 @@
 // The handshake on a control socket: the hello's token, names and limits decide a Welcome (and its tunnels) or a Refuse.
+import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type WebSocket from 'ws';
 import { decodeFrame, encodeFrame } from '../protocol/codec.js';
@@ -18,6 +19,7 @@ import type { MemberInfo } from './cluster/membership.js';
 import { AccessPolicy, visitorAddress, type VisitorAddressSource } from './access.js';
 import type { SecretThrottle } from './auth-failures.js';
 import type { ResolvedRelayOptions } from './options.js';
+import { MemberState } from './pool.js';
 import { OWN_HOST_NAME, type Registry } from './registry.js';
 import type { Router, WaitingRoom } from './routing.js';
 import type { Telemetry } from './telemetry.js';
@@ -118,6 +120,8 @@ interface TunnelPlan {
   reconnect: boolean;
   /** The name's fencing counter (cluster; 0 alone). */
   fence: number;
+  /** Joins (or starts) the name's endpoint pool. */
+  pool: boolean;
 }
 
 /** Random names tried before a hello that asked for none gives up (each may be taken somewhere in the cluster). */
@@ -180,7 +184,10 @@ export class HelloDecider {
     const instanceId = options.instanceId;
     if (hello.attach?.avoid.includes(instanceId))
       return { refuse: RefuseCode.WrongInstance, message: `already attached to instance ${instanceId}` };
-    const wanted: TunnelRequest[] = [{ name: hello.name, access: hello.access }, ...(hello.more ?? [])];
+    const wanted: TunnelRequest[] = [
+      { name: hello.name, access: hello.access, pool: hello.pool },
+      ...(hello.more ?? []),
+    ];
     if (!options.domain && wanted.length > 1) {
       telemetry.refused(RefuseCode.NameInUse, { peer, owner: token.label });
       return { refuse: RefuseCode.NameInUse, message: 'this relay serves one tunnel (own-host mode)' };
@@ -217,11 +224,9 @@ export class HelloDecider {
       },
       start: () => {
         // Also a tunnel of the same client registered while this hello waited for the cluster store.
-        for (const p of plans) {
-          const current = registry.get(p.name);
-          if (current && current.owner === token.owner && current.clientId === hello.clientId)
-            replaced.add(current);
-        }
+        for (const p of plans)
+          for (const current of registry.members(p.name))
+            if (current.owner === token.owner && current.clientId === hello.clientId) replaced.add(current);
         for (const old of replaced)
           old.session.close(CloseCode.Replaced, 'replaced by a new connection from the same client');
         this.start(ws, hello, plans, urls, { owner: token.owner, ownerLabel: token.label, peer });
@@ -252,8 +257,32 @@ export class HelloDecider {
         for (const tunnel of tunnels) {
           registry.remove(tunnel.name, tunnel);
           telemetry.tunnelDisconnected(tunnel, code, reason);
+          if (tunnel.pool) this.announcePool(tunnel.name);
         }
         this.deps.cluster?.servedChanged();
+      },
+      // A pool member leaving (its client stops): no new requests go to it; those in flight finish.
+      onGoAway: () => {
+        for (const tunnel of tunnels)
+          if (tunnel.pool) {
+            tunnel.health.drain();
+            telemetry.log({ event: 'pool_member_draining', name: tunnel.name, member: tunnel.member });
+            this.announcePool(tunnel.name);
+          }
+      },
+      onHealth: (frame) => {
+        const tunnel = tunnels[frame.tunnel];
+        if (!tunnel?.pool) return;
+        const before = tunnel.health.state;
+        tunnel.health.reported(frame.ok);
+        if (tunnel.health.state !== before)
+          telemetry.log({
+            event: 'pool_member_health',
+            name: tunnel.name,
+            member: tunnel.member,
+            health: tunnel.health.state,
+            ...(frame.ok ? {} : { detail: frame.detail.slice(0, 200) }),
+          });
       },
     });
     if (hello.attach) this.deps.clusterSession(session, true);
@@ -272,14 +301,26 @@ export class HelloDecider {
           rate,
           index,
           fence: p.fence,
+          pool: p.pool,
+          // The same id on every instance the client is attached to, and across its reconnects.
+          member: createHash('sha256').update(`${who.owner} ${hello.clientId}`).digest('hex').slice(0, 8),
+          host: hello.host ?? '',
         }),
     );
     for (const [index, tunnel] of tunnels.entries()) {
       telemetry.tunnelConnected(tunnel, { peer: who.peer, reconnect: plans[index]!.reconnect });
       registry.add(tunnel.name, tunnel);
+      if (tunnel.pool) this.announcePool(tunnel.name);
       this.deps.waitingRoom.release(tunnel);
     }
     this.deps.cluster?.servedChanged();
+  }
+
+  /** Tells every member of pool `name` its id and the pool's size (members that are leaving not counted). */
+  private announcePool(name: string): void {
+    const members = this.deps.registry.members(name);
+    const size = members.filter((m) => m.health.state !== MemberState.Draining).length;
+    for (const m of members) if (m.pool) m.session.sendPool({ tunnel: m.index, member: m.member, size });
   }
 
   /** Checks one requested tunnel: its access rules and its name, here and (in a cluster) in the shared store. */
@@ -293,7 +334,7 @@ export class HelloDecider {
       const plan = this.planHere(wanted, owner, clientId, planned);
       const cluster = this.deps.cluster;
       if ('refuse' in plan || !cluster) return plan;
-      const claim = await cluster.claim(plan.name, owner, clientId);
+      const claim = await cluster.claim(plan.name, owner, clientId, plan.pool);
       switch (claim.kind) {
         case 'unavailable':
           return { refuse: RefuseCode.ClusterUnavailable, message: `cannot claim a name now: ${claim.why}` };
@@ -330,25 +371,27 @@ export class HelloDecider {
     } catch (err) {
       return { refuse: RefuseCode.AccessInvalid, message: (err as Error).message };
     }
+    const pool = wanted.pool === true;
     if (!this.deps.options.domain) {
-      const current = registry.get(OWN_HOST_NAME);
-      if (current && !(current.owner === owner && current.clientId === clientId))
+      const check = registry.check(OWN_HOST_NAME, owner, clientId, pool);
+      // A name held for someone else does not stop a new client here: own-host mode has only this one name.
+      if (check.problem === 'in_use')
         return {
           refuse: RefuseCode.NameInUse,
           message: 'this relay already serves a tunnel (own-host mode serves one at a time)',
         };
-      const reconnect = current !== undefined || registry.heldFor(OWN_HOST_NAME) === owner;
-      return { name: OWN_HOST_NAME, access, replaces: current, reconnect, fence: 0 };
+      const reconnect = check.replaces !== undefined || registry.heldFor(OWN_HOST_NAME) === owner;
+      return { name: OWN_HOST_NAME, access, replaces: check.replaces, reconnect, fence: 0, pool };
     }
     let name = wanted.name.toLowerCase();
     while (!name || planned.some((p) => p.name === name && !wanted.name)) name = registry.pickName();
     if (planned.some((p) => p.name === name))
       return { refuse: RefuseCode.NameInUse, message: `subdomain "${name}" is asked for twice` };
-    const check = registry.check(name, owner, clientId);
+    const check = registry.check(name, owner, clientId, pool);
     switch (check.problem) {
       case undefined: {
         const reconnect = check.replaces !== undefined || registry.heldFor(name) === owner;
-        return { name, access, replaces: check.replaces, reconnect, fence: 0 };
+        return { name, access, replaces: check.replaces, reconnect, fence: 0, pool };
       }
       case 'invalid':
         return {

@@ -57,6 +57,9 @@ export class RelayMetrics {
   private readonly protocolErrors: Counter<'code' | 'fatal'>;
   private readonly refusals: Counter<'reason'>;
   private readonly reconnects: Counter;
+  private readonly poolRetries: Counter;
+  /** Requests an endpoint pool sent to another member after one failed them (also in the counter). */
+  retries = 0;
   private readonly authFailures: Counter<'kind'>;
 
   constructor(
@@ -195,6 +198,11 @@ export class RelayMetrics {
       help: 'Tunnels that came back under a name held for their owner, or replaced their own stale connection.',
       registers,
     });
+    this.poolRetries = new Counter({
+      name: 'ggrok_pool_retries_total',
+      help: 'Requests an endpoint pool sent to another member after the first failed them before any answer.',
+      registers,
+    });
     if (source.webhooks) {
       const webhooks = source.webhooks;
       new Counter({
@@ -211,6 +219,17 @@ export class RelayMetrics {
         },
       });
     }
+    new Counter({
+      name: 'ggrok_pool_member_requests_total',
+      help: 'Public requests and upgrades answered by each member of an endpoint pool (while it is connected).',
+      labelNames: ['tunnel', 'member'],
+      registers,
+      collect() {
+        this.reset();
+        for (const t of source.tunnels())
+          if (t.pool) this.inc({ tunnel: t.name, member: t.member }, t.requests);
+      },
+    });
     if (perTunnel) this.registerPerTunnel();
   }
 
@@ -289,6 +308,11 @@ export class RelayMetrics {
 
   reconnected(): void {
     this.reconnects.inc();
+  }
+
+  poolRetried(): void {
+    this.retries++;
+    this.poolRetries.inc();
   }
 
   /** The text exposition. Process metrics start with the first scrape, so relays nobody scrapes pay nothing. */

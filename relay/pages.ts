@@ -103,6 +103,18 @@ export interface TunnelStatus {
   /** ISO time, or null before any activity. */
   lastActivityAt: string | null;
   rttMs: number;
+  /** Present for a member of an endpoint pool: its id, its client's host name and its health. */
+  pool?: PoolMemberStatus;
+}
+
+/** One endpoint pool member as the status page shows it. */
+export interface PoolMemberStatus {
+  member: string;
+  host: string;
+  /** healthy, out (taken out for a back-off), probing (one request on trial) or draining (leaving). */
+  health: string;
+  /** Failures in a row since it last served. */
+  failures: number;
 }
 
 /** One instance of a relay cluster as this instance last saw it. */
@@ -162,7 +174,11 @@ export function statusPage(status: RelayStatus, now = Date.now()): string {
         ? `${formatDuration((now - Date.parse(t.lastActivityAt)) / 1000)} ago`
         : '—';
       const cells = [
-        `<td>${escapeHtml(t.name)}</td>`,
+        `<td>${escapeHtml(t.name)}${
+          t.pool
+            ? `<br><small>pool member ${escapeHtml(t.pool.member)}${t.pool.host ? ` · ${escapeHtml(t.pool.host)}` : ''} · ${escapeHtml(t.pool.health)}</small>`
+            : ''
+        }</td>`,
         `<td><a href="${escapeHtml(t.url)}" rel="noreferrer noopener">${escapeHtml(t.url)}</a></td>`,
         `<td>${escapeHtml(t.owner)}</td>`,
         `<td>${escapeHtml(t.agent)}</td>`,

@@ -92,7 +92,24 @@ export interface ExchangeDesk {
   wait(name: string, callback: (tunnel?: Tunnel) => void): () => void;
   /** The exchange is over. */
   finished(x: FinishedExchange): void;
+  /** Another member of `failed`'s endpoint pool for a request that failed on it, or undefined. */
+  failover(failed: Tunnel): Tunnel | undefined;
 }
+
+/** Methods a request may be sent twice with (RFC 9110 §9.2.2). */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+
+/** Failures that say a pool member cannot serve now: it is taken out of the pool for a back-off. */
+const MEMBER_FAILURES = new Set<string>([ErrorCode.LocalUnreachable, ErrorCode.LocalError]);
+/** Failures after which a request may be tried on another member (the local service may have seen it: idempotent only). */
+const RETRYABLE = new Set<string>([
+  ErrorCode.LocalUnreachable,
+  ErrorCode.LocalError,
+  ErrorCode.TunnelClosed,
+  ErrorCode.RefusedStream,
+]);
+/** Failures that prove the local service never saw the request: any method may be tried elsewhere. */
+const NEVER_DELIVERED = new Set<string>([ErrorCode.LocalUnreachable, ErrorCode.RefusedStream]);
 
 /** The page for a visitor whose exchange another instance was to serve but could not be reached. */
 function peerUnreachable(why: string): ErrorPage {
@@ -131,6 +148,8 @@ abstract class PublicExchange implements StreamHandler, FinishedExchange {
    * share until the exchange is over.
    */
   private admitted: string | undefined;
+  /** Tried on another pool member already (a request is retried once at most). */
+  private retried = false;
   private cancelWait: (() => void) | undefined;
 
   constructor(
@@ -178,6 +197,33 @@ abstract class PublicExchange implements StreamHandler, FinishedExchange {
     this.forward(tunnel, this.desk.admission.context(this.req, tunnel, this.at, this.via));
   }
 
+  /** Undoes admit(): the exchange no longer counts against its tunnel's limits. */
+  private release(): void {
+    if (this.admitted === undefined || !this.tunnel) return;
+    this.tunnel.closed(this.upgrade ? 'channels' : 'requests', this.admitted);
+    this.admitted = undefined;
+  }
+
+  /**
+   * A pool member failed this exchange with `err` before anything of the answer (and, the caller checked, nothing of
+   * a request body) moved: marks the member's health and, once, sends the exchange to another member. Returns
+   * whether it did.
+   */
+  protected failover(err: GgrokError, idempotent: boolean): boolean {
+    const failed = this.tunnel;
+    if (!failed?.pool) return false;
+    if (MEMBER_FAILURES.has(err.code)) failed.health.failed();
+    if (this.retried || this.state !== ExchangeState.Forwarding || !RETRYABLE.has(err.code)) return false;
+    if (!idempotent && !NEVER_DELIVERED.has(err.code)) return false;
+    const next = this.desk.failover(failed);
+    if (!next) return false;
+    this.retried = true;
+    this.release();
+    this.stream = undefined;
+    this.admit(next);
+    return true;
+  }
+
   /** Passes the exchange to another instance of the cluster, which holds its tunnel. */
   protected abstract handOff(how: HandOff): void;
 
@@ -203,8 +249,7 @@ abstract class PublicExchange implements StreamHandler, FinishedExchange {
     if (this.state === ExchangeState.Done) return;
     this.state = ExchangeState.Done;
     this.cancelWait?.();
-    if (this.admitted !== undefined && this.tunnel)
-      this.tunnel.closed(this.upgrade ? 'channels' : 'requests', this.admitted);
+    this.release();
     this.desk.finished(this);
   }
 
@@ -305,6 +350,8 @@ export class PublicRequest extends PublicExchange {
   private informational = 0;
   /** Body bytes the response head promised and that have not come yet (Infinity: not framed by a length). */
   private bodyLeft = Infinity;
+  /** The request has no body: it may be sent again to another pool member. */
+  private bodiless = false;
 
   constructor(
     desk: ExchangeDesk,
@@ -346,6 +393,7 @@ export class PublicRequest extends PublicExchange {
     const headers = requestHeaders(req, ctx, false);
     if (!headerListFits(headers)) return sendErrorPage(res, HEADERS_TOO_LARGE);
     const body = bodyKind(req);
+    this.bodiless = body === BodyKind.None;
     const stream = tunnel.session.openStream(
       {
         tunnel: tunnel.index,
@@ -372,6 +420,7 @@ export class PublicRequest extends PublicExchange {
 
   response(head: ResponseFrame): void {
     const { res, stream } = this;
+    if (this.tunnel?.pool) this.tunnel.health.served();
     const length = declaredLength(head.headers);
     try {
       if (Number.isNaN(length)) throw new Error('malformed Content-Length');
@@ -416,6 +465,15 @@ export class PublicRequest extends PublicExchange {
 
   reset(err: GgrokError): void {
     const { req, res } = this;
+    // Nothing of the answer and no request body went out: another pool member may serve it instead.
+    if (
+      !res.headersSent &&
+      !res.writableEnded &&
+      this.informational === 0 &&
+      this.bodiless &&
+      this.failover(err, IDEMPOTENT.has(req.method ?? ''))
+    )
+      return;
     // Whatever is left of the request body is not wanted any more. Drain it (it may be paused by flow
     // control), or the keep-alive connection never reads its next request.
     req.resume();
@@ -558,6 +616,7 @@ export class PublicUpgrade extends PublicExchange {
 
   response(head: ResponseFrame): void {
     this.responded = true;
+    if (this.tunnel?.pool) this.tunnel.health.served();
     this.answered = head.status;
     const upgraded = head.status === 101;
     const headers = stripHopByHop(head.headers, upgraded);
@@ -578,6 +637,8 @@ export class PublicUpgrade extends PublicExchange {
   }
 
   reset(err: GgrokError): void {
+    // An upgrade is not sent twice (its socket is already being read into the stream): the member's health counts.
+    if (!this.responded && this.tunnel?.pool && MEMBER_FAILURES.has(err.code)) this.tunnel.health.failed();
     // A cut channel must not look like a clean end to the public client: reset the TCP connection.
     if (this.responded) resetSocket(this.socket);
     else this.answer(resetPage(err));

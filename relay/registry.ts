@@ -117,23 +117,62 @@ interface Reservation {
 /** Why a name cannot be claimed, or undefined when it can. */
 export type ClaimProblem = 'invalid' | 'reserved' | 'in_use' | 'held';
 
-/** Maps names to live tunnels; after a disconnect, a name stays held for its owner for `graceMs`. */
-export class Registry<T extends { owner: string; clientId: string }> {
-  private readonly live = new Map<string, T>();
+/** What the registry needs of a tunnel: who owns it, which client process opened it, and whether it pools. */
+export interface Registered {
+  owner: string;
+  clientId: string;
+  /** Asked for with --pool: other clients of the same owner may serve the name alongside it. */
+  pool?: boolean;
+}
+
+/** The live tunnels of one name: one, or the members of its pool, and whose turn it is. */
+interface LiveName<T> {
+  members: T[];
+  /** Advanced on every pick: ties between equally busy members go round-robin. */
+  turn: number;
+}
+
+/**
+ * Maps names to live tunnels (several for an endpoint pool); after the last one disconnects, a name stays held for
+ * its owner for `graceMs`.
+ */
+export class Registry<T extends Registered> {
+  private readonly live = new Map<string, LiveName<T>>();
   private readonly held = new Map<string, Reservation>();
+  private count = 0;
 
   constructor(private readonly graceMs: number) {}
 
+  /** Live tunnels, every member of every pool counted. */
   get size(): number {
-    return this.live.size;
+    return this.count;
   }
 
+  /** A live tunnel of `name` (the first member of a pool). */
   get(name: string): T | undefined {
-    return this.live.get(name);
+    return this.live.get(name)?.members[0];
   }
 
-  values(): IterableIterator<T> {
-    return this.live.values();
+  /** Every live tunnel of `name`: one, or the members of its pool in the order they joined. */
+  members(name: string): readonly T[] {
+    return this.live.get(name)?.members ?? [];
+  }
+
+  /** A number that grows with every call for `name`: where a pick starts among its members. */
+  nextTurn(name: string): number {
+    const entry = this.live.get(name);
+    if (!entry) return 0;
+    entry.turn = (entry.turn + 1) % 0x4000_0000;
+    return entry.turn;
+  }
+
+  *values(): IterableIterator<T> {
+    for (const entry of this.live.values()) yield* entry.members;
+  }
+
+  /** Names with a live tunnel. */
+  names(): IterableIterator<string> {
+    return this.live.keys();
   }
 
   /** True while a disconnected tunnel's name is kept for its owner. */
@@ -149,15 +188,23 @@ export class Registry<T extends { owner: string; clientId: string }> {
   }
 
   /**
-   * Checks whether `owner` (from the same client process `clientId`) may take `name`.
-   * The same client process may take over its own live tunnel (a reconnect racing the old socket's close).
+   * Checks whether `owner` (from the same client process `clientId`) may take `name`, joining its pool when `pool`.
+   * The same client process may take over its own live tunnel (a reconnect racing the old socket's close). A pool
+   * takes a new member only when every member asked for the pool and has the same owner.
    */
-  check(name: string, owner: string, clientId: string): { problem?: ClaimProblem; replaces?: T } {
+  check(
+    name: string,
+    owner: string,
+    clientId: string,
+    pool = false,
+  ): { problem?: ClaimProblem; replaces?: T } {
     if (!isValidName(name)) return { problem: 'invalid' };
     if (RESERVED_NAMES.has(name)) return { problem: 'reserved' };
-    const current = this.live.get(name);
+    const current = this.live.get(name)?.members;
     if (current) {
-      if (current.owner === owner && current.clientId === clientId) return { replaces: current };
+      const own = current.find((t) => t.owner === owner && t.clientId === clientId);
+      if (own && (current.length === 1 || pool)) return { replaces: own };
+      if (pool && current.every((t) => t.pool === true && t.owner === owner)) return {};
       return { problem: 'in_use' };
     }
     const r = this.held.get(name);
@@ -173,14 +220,37 @@ export class Registry<T extends { owner: string; clientId: string }> {
     }
   }
 
+  /**
+   * Registers a live tunnel: the name's only one, or one more member of its pool. It takes the place of a tunnel of
+   * the same client process (a reconnect): one client is never two members of a name.
+   */
   add(name: string, tunnel: T): void {
     this.held.delete(name);
-    this.live.set(name, tunnel);
+    const entry = this.live.get(name);
+    if (!entry) {
+      this.live.set(name, { members: [tunnel], turn: 0 });
+      this.count++;
+      return;
+    }
+    const own = entry.members.findIndex((t) => t.owner === tunnel.owner && t.clientId === tunnel.clientId);
+    if (own >= 0) entry.members[own] = tunnel;
+    else {
+      entry.members.push(tunnel);
+      this.count++;
+    }
   }
 
-  /** Removes a live tunnel (only if it is still the one registered) and holds its name for the owner. */
+  /**
+   * Removes a live tunnel (only if it is still registered). When it was the name's last, the name is held for the
+   * owner.
+   */
   remove(name: string, tunnel: T): void {
-    if (this.live.get(name) !== tunnel) return;
+    const entry = this.live.get(name);
+    const at = entry ? entry.members.indexOf(tunnel) : -1;
+    if (!entry || at < 0) return;
+    entry.members.splice(at, 1);
+    this.count--;
+    if (entry.members.length > 0) return;
     this.live.delete(name);
     if (this.graceMs > 0) this.held.set(name, { owner: tunnel.owner, expiresAt: Date.now() + this.graceMs });
     this.sweep();

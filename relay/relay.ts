@@ -126,6 +126,11 @@ export class Relay {
       handOff: (req, members, via) => this.handOff(req, members, via),
       wait: (name, callback) => this.waitingRoom.wait(name, callback),
       finished: (x) => this.telemetry.exchangeDone(x),
+      failover: (failed) => {
+        const next = this.router.pick(failed.name, new Set([failed]));
+        if (next) this.metrics.poolRetried();
+        return next;
+      },
     };
     this.hellos = new HelloDecider({
       options: o,
@@ -351,19 +356,22 @@ export class Relay {
             owner: t.owner,
             client: t.clientId,
             fence: t.fence,
+            pool: t.pool,
           })),
       },
     );
     cluster.on('superseded', (name, fence) => {
-      const tunnel = this.registry.get(name);
-      if (!tunnel || tunnel.fence >= fence) return;
-      this.telemetry.log({ event: 'superseded', name, fence: tunnel.fence });
-      tunnel.session.goAway(
-        ErrorCode.Superseded,
-        `another ggrok process of the same owner took over ${name}`,
-        0,
-      );
-      tunnel.session.close(CloseCode.Replaced, 'superseded by a newer client of the same owner');
+      // Every member of a pool goes when the name is taken over (pool members share the fence).
+      for (const tunnel of [...this.registry.members(name)]) {
+        if (tunnel.fence >= fence) continue;
+        this.telemetry.log({ event: 'superseded', name, fence: tunnel.fence });
+        tunnel.session.goAway(
+          ErrorCode.Superseded,
+          `another ggrok process of the same owner took over ${name}`,
+          0,
+        );
+        tunnel.session.close(CloseCode.Replaced, 'superseded by a newer client of the same owner');
+      }
     });
     cluster.on('members', () => {
       const members = memberRefs(cluster.members);

@@ -4,6 +4,7 @@ import type { IncomingMessage } from 'node:http';
 import type { ResolvedRelayOptions } from './options.js';
 import type { ErrorPage } from './pages.js';
 import { RELAY_PATH_PREFIX } from './endpoints.js';
+import { pickMember } from './pool.js';
 import { isValidName, OWN_HOST_NAME, type Registry } from './registry.js';
 import type { MemberInfo } from './cluster/membership.js';
 import type { Tunnel } from './tunnel.js';
@@ -80,7 +81,7 @@ export class Router {
     const domain = this.options.domain;
     if (!domain) {
       if (path.startsWith(RELAY_PATH_PREFIX)) return { kind: 'relay' };
-      const tunnel = this.registry.get(OWN_HOST_NAME);
+      const tunnel = this.pick(OWN_HOST_NAME);
       if (tunnel) return { kind: 'tunnel', tunnel };
       const page: ErrorPage = {
         status: 503,
@@ -100,7 +101,7 @@ export class Router {
     const suffix = `.${domain}`;
     if (!hostname.endsWith(suffix)) return { kind: 'relay' };
     const name = hostname.slice(0, -suffix.length);
-    const tunnel = name.includes('.') ? undefined : this.registry.get(name);
+    const tunnel = name.includes('.') ? undefined : this.pick(name);
     if (tunnel) return { kind: 'tunnel', tunnel };
     const offline: ErrorPage = {
       status: 503,
@@ -123,6 +124,16 @@ export class Router {
         detail: `There is no tunnel at ${host}.`,
       },
     };
+  }
+
+  /**
+   * The live tunnel a new request for `name` goes to: its only one, or the pool member with the fewest requests in
+   * flight among the healthy (round-robin between equals), never one in `exclude` (members it already failed on).
+   */
+  pick(name: string, exclude?: ReadonlySet<Tunnel>): Tunnel | undefined {
+    const members = this.registry.members(name);
+    if (members.length === 1) return exclude?.has(members[0]!) ? undefined : members[0];
+    return members.length === 0 ? undefined : pickMember(members, this.registry.nextTurn(name), exclude);
   }
 
   /** The public URL of tunnel `name` for a client that reached the relay with `req`: same scheme and port. */

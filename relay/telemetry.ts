@@ -40,6 +40,16 @@ export function tunnelStatus(t: Tunnel, now = Date.now()): TunnelStatus {
     channels: t.activeChannels,
     lastActivityAt: t.lastActivityAt ? new Date(t.lastActivityAt).toISOString() : null,
     rttMs: t.session.rttMs,
+    ...(t.pool
+      ? {
+          pool: {
+            member: t.member,
+            host: t.host,
+            health: t.health.state,
+            failures: t.health.failuresInARow,
+          },
+        }
+      : {}),
   };
 }
 

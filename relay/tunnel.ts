@@ -2,6 +2,7 @@
 import type { Session } from '../protocol/session.js';
 import type { AccessPolicy } from './access.js';
 import { KeyedBuckets, TokenBucket } from './rate-limit.js';
+import { MemberHealth } from './pool.js';
 
 /** Running totals of public body bytes: a relay's whole traffic, or one tunnel name's across reconnects. */
 export interface TrafficTotals {
@@ -28,6 +29,12 @@ export interface TunnelInit {
   index: number;
   /** The name's fencing counter when it was claimed (cluster; 0 alone): a takeover raises it. */
   fence: number;
+  /** Asked for with --pool: one member of the name's endpoint pool. */
+  pool: boolean;
+  /** This member's id (unique among the name's members; shown to its client, on the status page, in metrics). */
+  member: string;
+  /** The client's host name as its hello said, or ''. */
+  host: string;
 }
 
 /** A live tunnel: a name, a public URL and the session that carries its streams. */
@@ -43,6 +50,11 @@ export class Tunnel {
   readonly access: AccessPolicy | undefined;
   readonly index: number;
   readonly fence: number;
+  readonly pool: boolean;
+  readonly member: string;
+  readonly host: string;
+  /** Whether the pool may send it requests (passive checks, the client's own checks, its leaving). */
+  readonly health = new MemberHealth();
   /** Public HTTP requests currently being served. */
   activeRequests = 0;
   /** Open upgraded channels (WebSockets and other protocols). */
@@ -79,6 +91,9 @@ export class Tunnel {
     this.access = init.access;
     this.index = init.index;
     this.fence = init.fence;
+    this.pool = init.pool;
+    this.member = init.member;
+    this.host = init.host;
     const { perTunnel, perVisitor } = init.rate;
     if (perTunnel > 0) this.bucket = new TokenBucket(perTunnel, 2 * perTunnel, Date.now());
     if (perVisitor > 0) this.visitorBuckets = new KeyedBuckets(perVisitor, 2 * perVisitor);

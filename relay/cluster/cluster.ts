@@ -144,11 +144,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     return this.link.subscribed;
   }
 
-  /** Claims a name for (owner, client); `unavailable` when Redis cannot be asked. */
-  async claim(name: string, owner: string, client: string): Promise<Claim> {
+  /** Claims a name for (owner, client), joining its endpoint pool when `pool`; `unavailable` when Redis cannot be asked. */
+  async claim(name: string, owner: string, client: string, pool = false): Promise<Claim> {
     if (!this.link.ready) return { kind: 'unavailable', why: 'the cluster store (Redis) is not answering' };
     try {
-      return await this.records.claim(name, owner, client, this.whereIs(name).length > 0);
+      return await this.records.claim(name, owner, client, this.whereIs(name).length > 0, pool);
     } catch (err) {
       return { kind: 'unavailable', why: `the cluster store (Redis) failed: ${(err as Error).message}` };
     }

@@ -1,7 +1,11 @@
 // Tunnel names in Redis: who owns each, held for its owner for a while, with a fencing counter bumped on takeovers.
 import type { RedisLink } from './redis.js';
 
-/** Key prefix of a name's record: a hash {owner, client, fence} that expires `holdMs` after its last refresh. */
+/**
+ * Key prefix of a name's record: a hash {owner, client, fence, pool} that expires `holdMs` after its last refresh.
+ * `pool` is '1' for an endpoint pool: clients of the owner that ask for the pool join it (same fence, no takeover);
+ * `client` is then the client that started it.
+ */
 const NAME_KEY = 'ggrok:name:';
 /** Channel on which a takeover is announced as "<fence> <name>". */
 export const SUPERSEDED_CHANNEL = 'ggrok:superseded';
@@ -10,7 +14,7 @@ export const SUPERSEDED_CHANNEL = 'ggrok:superseded';
 export type ClaimOutcome =
   /** Nobody had the name (or the hold had expired): it is the owner's now. */
   | { kind: 'new'; fence: number }
-  /** The same client process claims again (another instance, or a reconnect): same fence. */
+  /** The same client process claims again (another instance, or a reconnect), or joins the pool: same fence. */
   | { kind: 'same'; fence: number }
   /** Another process of the same owner takes over: the fence went up, older sockets must go. */
   | { kind: 'takeover'; fence: number }
@@ -21,21 +25,22 @@ export type ClaimOutcome =
 
 /**
  * Claims `name` for (owner, client) atomically. Another owner's record refuses it; the same client gets it back
- * with the same fence; another process of the same owner takes it over (fence + 1, announced) unless it is served
- * live somewhere (ARGV[6]). A record whose hold expired is claimed afresh, keeping the counter going so that an old
- * fence can never match a new owner's.
+ * with the same fence, and so does a client of the owner asking to join the pool the record is (ARGV[7]); another
+ * process of the same owner takes it over (fence + 1, announced) unless it is served live somewhere (ARGV[6]). A
+ * record whose hold expired is claimed afresh, keeping the counter going so that an old fence can never match a new
+ * owner's.
  */
 const CLAIM = `
-local r = redis.call('HMGET', KEYS[1], 'owner', 'client', 'fence')
-local owner, client, fence = r[1], r[2], tonumber(r[3]) or 0
+local r = redis.call('HMGET', KEYS[1], 'owner', 'client', 'fence', 'pool')
+local owner, client, fence, pool = r[1], r[2], tonumber(r[3]) or 0, r[4]
 if owner and owner ~= ARGV[1] then return {'held', fence} end
-if owner and client == ARGV[2] then
+if owner and (client == ARGV[2] or (pool == '1' and ARGV[7] == '1')) then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return {'same', fence}
 end
 if owner and ARGV[6] == '1' then return {'in_use', fence} end
 fence = fence + 1
-redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'client', ARGV[2], 'fence', fence)
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'client', ARGV[2], 'fence', fence, 'pool', ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 if owner then
   redis.call('PUBLISH', ARGV[4], fence .. ' ' .. ARGV[5])
@@ -50,16 +55,17 @@ return {'new', fence}
  * (a higher fence, or another owner, holds the name now).
  */
 const REASSERT = `
-local r = redis.call('HMGET', KEYS[1], 'owner', 'client', 'fence')
-local owner, client, fence = r[1], r[2], tonumber(r[3])
+local r = redis.call('HMGET', KEYS[1], 'owner', 'client', 'fence', 'pool')
+local owner, client, fence, pool = r[1], r[2], tonumber(r[3]), r[4]
 local mine = tonumber(ARGV[3])
 if not owner then
-  redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'client', ARGV[2], 'fence', mine)
+  redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'client', ARGV[2], 'fence', mine, 'pool', ARGV[5])
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
   return 'ok'
 end
 if owner ~= ARGV[1] then return 'lost' end
-if fence > mine or (fence == mine and client ~= ARGV[2]) then return 'superseded' end
+local member = pool == '1' and ARGV[5] == '1'
+if fence > mine or (fence == mine and client ~= ARGV[2] and not member) then return 'superseded' end
 if fence < mine then redis.call('HSET', KEYS[1], 'client', ARGV[2], 'fence', mine) end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 'ok'
@@ -71,6 +77,8 @@ export interface HeldName {
   owner: string;
   client: string;
   fence: number;
+  /** Served as a member of the name's endpoint pool (absent: not). */
+  pool?: boolean;
 }
 
 /** Claims, refreshes and checks names in Redis. Every answer from Redis is checked before it is believed. */
@@ -83,13 +91,19 @@ export class NameRecords {
 
   /**
    * Claims `name` for (owner, client); `live` says whether some instance serves it right now (then only the same
-   * client may claim it). Throws when Redis cannot be asked.
+   * client, or a client joining the name's pool when `pool`, may claim it). Throws when Redis cannot be asked.
    */
-  async claim(name: string, owner: string, client: string, live: boolean): Promise<ClaimOutcome> {
+  async claim(
+    name: string,
+    owner: string,
+    client: string,
+    live: boolean,
+    pool = false,
+  ): Promise<ClaimOutcome> {
     const reply = await this.link.eval<unknown>(
       CLAIM,
       [NAME_KEY + name],
-      [owner, client, this.holdMs, SUPERSEDED_CHANNEL, name, live ? '1' : '0'],
+      [owner, client, this.holdMs, SUPERSEDED_CHANNEL, name, live ? '1' : '0', pool ? '1' : '0'],
     );
     if (!Array.isArray(reply) || reply.length !== 2) throw new Error('unexpected claim reply from redis');
     const [kind, fenceValue] = reply as [unknown, unknown];
@@ -113,7 +127,7 @@ export class NameRecords {
     const reply = await this.link.eval<unknown>(
       REASSERT,
       [NAME_KEY + held.name],
-      [held.owner, held.client, held.fence, this.holdMs],
+      [held.owner, held.client, held.fence, this.holdMs, held.pool ? '1' : '0'],
     );
     if (reply === 'ok' || reply === 'superseded' || reply === 'lost') return reply;
     throw new Error('unexpected reassert reply from redis');

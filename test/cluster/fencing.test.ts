@@ -103,4 +103,38 @@ describe('the cluster store', () => {
     expect(await b.cluster.claim('n', 'owner', 'c1')).toEqual({ kind: 'same', fence: 1 });
     expect(a.superseded).toEqual([]);
   }, 30_000);
+
+  test('an endpoint pool: members of the owner join with the same fence, pass the checks, and others are refused', async () => {
+    const redis = await startRedis(cleanup);
+    const a = instance(redis.url, 'a');
+    const b = instance(redis.url, 'b');
+    await waitFor(
+      () => a.cluster.redisUp && b.cluster.redisUp && a.cluster.listening && b.cluster.listening,
+      'both instances on Redis, listening for takeovers',
+    );
+    expect(await a.cluster.claim('p', 'owner', 'c1', true)).toEqual({ kind: 'new', fence: 1 });
+    a.served.push({ name: 'p', owner: 'owner', client: 'c1', fence: 1, pool: true });
+    a.cluster.servedChanged();
+    await waitFor(() => b.cluster.whereIs('p').length === 1, 'b to see a serving p', 5000);
+    // A second client of the owner joins the pool on the other instance while the first serves live: no takeover.
+    expect(await b.cluster.claim('p', 'owner', 'c2', true)).toEqual({ kind: 'same', fence: 1 });
+    b.served.push({ name: 'p', owner: 'owner', client: 'c2', fence: 1, pool: true });
+    // A client without the pool flag, or another owner, is refused.
+    expect(await b.cluster.claim('p', 'owner', 'c3')).toEqual({ kind: 'in_use' });
+    expect(await b.cluster.claim('p', 'other', 'c4', true)).toEqual({ kind: 'held' });
+    // Both members survive the fence checks of a stalled instance.
+    for (const x of [a, b]) {
+      x.advance(MEMBER_LEASE_MS + 1000);
+      const done: string[] = [];
+      x.cluster.afterVerification(() => done.push('checked'));
+      await waitFor(() => done.length === 1, 'the check to finish');
+    }
+    expect([a.superseded, b.superseded]).toEqual([[], []]);
+    // A name served without the pool flag cannot be joined as a pool.
+    expect(await a.cluster.claim('solo', 'owner', 'c1')).toEqual({ kind: 'new', fence: 1 });
+    a.served.push({ name: 'solo', owner: 'owner', client: 'c1', fence: 1 });
+    a.cluster.servedChanged();
+    await waitFor(() => b.cluster.whereIs('solo').length === 1, 'b to see a serving solo', 5000);
+    expect(await b.cluster.claim('solo', 'owner', 'c2', true)).toEqual({ kind: 'in_use' });
+  }, 30_000);
 });

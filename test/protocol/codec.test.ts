@@ -147,6 +147,40 @@ const GOLDEN: { name: string; frame: Frame; hex: string }[] = [
       de0002 a2 6964 a2 7233 a3 75726c b0 7773733a2f2f72332e6578616d706c65`,
   },
   {
+    // An endpoint pool member names its machine.
+    name: 'Hello (pool)',
+    frame: {
+      type: FrameType.Hello,
+      version: 2,
+      token: 'tok',
+      name: 'demo',
+      agent: 'ggrok/0.1.0',
+      clientId: 'c1',
+      flow: FLOW,
+      pool: true,
+      host: 'h1',
+    },
+    hex: `92 01 de0008
+      a7 76657273696f6e 02
+      a5 746f6b656e a3 746f6b
+      a4 6e616d65 a4 64656d6f
+      a5 6167656e74 ab 6767726f6b2f302e312e30
+      a8 636c69656e744964 a2 6331
+      ${FLOW_HEX}
+      a4 706f6f6c c3
+      a4 686f7374 a2 6831`,
+  },
+  {
+    name: 'Pool',
+    frame: { type: FrameType.Pool, tunnel: 0, member: 'ab12', size: 2 },
+    hex: '94 14 00 a4 61623132 02',
+  },
+  {
+    name: 'Health',
+    frame: { type: FrameType.Health, tunnel: 1, ok: false, detail: 'down' },
+    hex: '94 15 01 c2 a4 646f776e',
+  },
+  {
     name: 'Refuse',
     frame: { type: FrameType.Refuse, code: 'name_in_use', message: 'taken' },
     hex: '93 03 ab 6e616d655f696e5f757365 a5 74616b656e',
@@ -803,7 +837,11 @@ function shapeMatches(f: Frame): boolean {
           ...('access' in f ? ['access'] : []),
           ...('more' in f ? ['more'] : []),
           ...('attach' in f ? ['attach'] : []),
+          ...('pool' in f ? ['pool'] : []),
+          ...('host' in f ? ['host'] : []),
         ]) &&
+        (!('pool' in f) || typeof f.pool === 'boolean') &&
+        (!('host' in f) || (isStr(f.host) && f.host!.length <= WIRE_LIMITS.MAX_HOST_NAME_CHARS)) &&
         (!('access' in f) || isAccess(f.access)) &&
         (!f.attach || (Array.isArray(f.attach.avoid) && f.attach.avoid.every(isInstanceId))) &&
         isUint(f.version, 0xffff) &&
@@ -897,6 +935,20 @@ function shapeMatches(f: Frame): boolean {
       );
     case FrameType.Members:
       return hasKeys(f, ['members']) && isMemberList(f.members);
+    case FrameType.Pool:
+      return (
+        hasKeys(f, ['tunnel', 'member', 'size']) &&
+        isUint(f.tunnel, WIRE_LIMITS.MAX_TUNNELS_PER_CONNECTION - 1) &&
+        isInstanceId(f.member) &&
+        isUint(f.size, 0xffff)
+      );
+    case FrameType.Health:
+      return (
+        hasKeys(f, ['tunnel', 'ok', 'detail']) &&
+        isUint(f.tunnel, WIRE_LIMITS.MAX_TUNNELS_PER_CONNECTION - 1) &&
+        typeof f.ok === 'boolean' &&
+        isStr(f.detail)
+      );
     default:
       return false;
   }

@@ -215,3 +215,31 @@ describe('random names', () => {
     expect(scripted).toEqual([]);
   });
 });
+
+describe('Registry pools', () => {
+  const member = (owner: string, clientId: string, pool: boolean) => ({ owner, clientId, pool });
+
+  it('lets pool clients of the same owner share a name, and nobody else', () => {
+    const registry = new Registry<ReturnType<typeof member>>(1000);
+    const a = member('o1', 'c1', true);
+    registry.add('shop', a);
+    expect(registry.check('shop', 'o1', 'c2', true)).toEqual({});
+    const b = member('o1', 'c2', true);
+    registry.add('shop', b);
+    expect(registry.check('shop', 'o1', 'c3', false).problem).toBe('in_use');
+    expect(registry.check('shop', 'o2', 'c4', true).problem).toBe('in_use');
+    // A member's own reconnect replaces only itself.
+    expect(registry.check('shop', 'o1', 'c2', true).replaces).toBe(b);
+    expect([registry.size, registry.members('shop')]).toEqual([2, [a, b]]);
+    registry.remove('shop', a);
+    expect([registry.size, registry.members('shop'), registry.isHeld('shop')]).toEqual([1, [b], false]);
+    registry.remove('shop', b);
+    expect([registry.size, registry.members('shop'), registry.heldFor('shop')]).toEqual([0, [], 'o1']);
+  });
+
+  it('does not turn a name served without --pool into a pool', () => {
+    const registry = new Registry<ReturnType<typeof member>>(1000);
+    registry.add('solo', member('o1', 'c1', false));
+    expect(registry.check('solo', 'o1', 'c2', true).problem).toBe('in_use');
+  });
+});

@@ -11,7 +11,7 @@ import type {
   StatsFrame,
   WelcomeFrame,
 } from '../protocol/frames.js';
-import type { StreamHandler } from '../protocol/stream.js';
+import type { Stream, StreamHandler } from '../protocol/stream.js';
 import { bothObservers, HostCheckWatch, type HostCheckHint } from './host-check.js';
 import {
   LocalForwarder,
@@ -120,6 +120,9 @@ export function controlUrl(server: string): string {
 /** The owner of a stream for a tunnel this connection does not carry: it was reset at once; nothing else happens. */
 const IGNORED_STREAM: StreamHandler = { data() {}, end() {}, reset() {}, drain() {} };
 
+/** Tracked request streams beyond which closed ones are swept. */
+const REQUEST_SWEEP_AT = 256;
+
 /** Control sockets one client keeps at most, one per relay instance of a cluster. */
 export const MAX_RELAY_LINKS = 8;
 /**
@@ -199,6 +202,9 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
   /** Counters per instance and tunnel index, summed into `stats`. */
   private readonly statsByInstance = new Map<string, Map<number, Omit<TunnelStats, 'name'>>>();
   private closing = false;
+  /** Streams of plain requests, closed ones included until the next sweep. */
+  private readonly requests = new Set<Stream>();
+  private sweepAt = REQUEST_SWEEP_AT;
   /** At least one socket is welcomed (since the last 'online'). */
   private online = false;
   private attempt = 0;
@@ -254,14 +260,33 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
     });
   }
 
-  /** Closes the tunnel; in-flight exchanges are reset. */
-  async close(): Promise<void> {
+  /**
+   * Closes the tunnel. With `drainMs`, new requests are refused (the visitor gets 503) while those in flight get
+   * up to that long to finish; then, or at once without it, what is still open is reset. WebSockets and other
+   * upgraded channels are long-lived by nature and not waited for.
+   */
+  async close(drainMs = 0): Promise<void> {
     if (this.closing) return;
     this.closing = true;
     this.stopTimers();
+    const until = Date.now() + drainMs;
+    while (Date.now() < until && this.requestsInFlight() > 0) await new Promise((r) => setTimeout(r, 20));
     for (const f of this.forwarders) f.close();
     await Promise.all([...this.links.keys()].map((link) => link.close()));
     this.emit('closed');
+  }
+
+  /** Plain requests (not channels) being served right now, for close()'s drain. */
+  requestsInFlight(): number {
+    for (const stream of this.requests) if (stream.closed) this.requests.delete(stream);
+    return this.requests.size;
+  }
+
+  /** Remembers a request's stream until it closes; closed ones are swept in batches, off the per-request path. */
+  private trackRequest(stream: Stream): void {
+    if (this.requests.size >= this.sweepAt)
+      this.sweepAt = Math.max(REQUEST_SWEEP_AT, 2 * this.requestsInFlight()); // amortised O(1) per request
+    this.requests.add(stream);
   }
 
   // ---- dialing ----
@@ -366,7 +391,12 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
     members: (link, frame) => this.setView(link, frame.members),
     stats: (link, frame) => this.onStats(link, frame),
     request: (stream, head) => {
+      if (this.closing) {
+        stream.reset(ResetCode.RefusedStream, 'the tunnel is closing');
+        return IGNORED_STREAM;
+      }
       const forwarder = this.forwarders[head.tunnel];
+      if (!head.upgrade) this.trackRequest(stream);
       if (forwarder) return forwarder.serve(stream, head);
       stream.reset(ResetCode.ProtocolError, `no tunnel ${head.tunnel} on this connection`);
       return IGNORED_STREAM;

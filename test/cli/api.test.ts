@@ -66,12 +66,13 @@ test("the relay's traffic counters reach the client as 'stats' events", async ()
       body: 'abcd',
       headers: { Host: `counted.localhost:${r.port}`, 'Content-Length': '4' },
     });
-  await waitFor(() => tunnel.stats.get(0)?.requests === 3, 'stats for three requests', 10_000);
-  expect(tunnel.stats.get(0)).toMatchObject({
-    name: 'counted',
+  await waitFor(() => tunnel.counters.requests === 3, 'stats for three requests', 10_000);
+  expect(tunnel.counters).toEqual({
     requests: 3,
     bytesIn: 12,
     bytesOut: 36,
     channels: 0,
+    inFlight: 0,
+    openStreams: 0,
   });
 });

@@ -1,0 +1,165 @@
+// The Vite plugin with a real Vite 6 dev server, a real TLS relay and Chromium: the page loads through the tunnel
+// with Vite's host check on, an edited module hot-updates over wss without a reload, the URL is printed beside
+// Local/Network, closing the server closes the tunnel, and `vite build` opens nothing.
+import { existsSync, writeFileSync } from 'node:fs';
+import net, { type AddressInfo } from 'node:net';
+import path from 'node:path';
+import type { Browser } from 'playwright-core';
+import { afterAll, afterEach, beforeAll, expect, test } from 'vitest';
+import type { Logger, Plugin } from 'vite6';
+import { ggrok } from '../../cli/vite.js';
+import { launchChromium } from '../browser.js';
+import { tempProject, testCertificate, VITE_HMR_APP } from '../dev-server-fixtures.js';
+import { Cleanup, rawRequest, startRelay, TOKEN, waitFor, type TestRelay } from '../helpers.js';
+
+const DOMAIN = 'relay.test';
+const START_MS = 45_000;
+
+const suite = new Cleanup();
+const cleanup = new Cleanup();
+afterEach(() => cleanup.run());
+afterAll(() => suite.run());
+
+let relay: TestRelay;
+let browser: Browser;
+let vite: typeof import('vite6');
+
+beforeAll(async () => {
+  relay = await startRelay(suite, { domain: DOMAIN, tls: testCertificate(suite, DOMAIN) });
+  // *.relay.test is 127.0.0.1 (the port stays): https://<name>.relay.test:<relay port>/ is the TLS relay.
+  browser = await launchChromium(suite, [`--host-resolver-rules=MAP *.${DOMAIN} 127.0.0.1`]);
+  vite = await import('vite6');
+}, START_MS);
+
+async function freePort(): Promise<number> {
+  const server = net.createServer().listen(0, '127.0.0.1');
+  await new Promise((r) => server.once('listening', r));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+/** Vite's logger, keeping what it is given (printUrls writes through it). */
+function capturingLogger(): { logger: Logger; lines: string[] } {
+  const lines: string[] = [];
+  const keep = (msg: string): void => void lines.push(msg);
+  const logger: Logger = {
+    info: keep,
+    warn: keep,
+    warnOnce: keep,
+    error: keep,
+    clearScreen: () => {},
+    hasErrorLogged: () => false,
+    hasWarned: false,
+  };
+  return { logger, lines };
+}
+
+/** The plugin's options for this relay. */
+const pluginOptions = (subdomain: string) => ({
+  server: `https://127.0.0.1:${relay.port}`,
+  token: TOKEN,
+  subdomain,
+  insecure: true, // the relay's certificate is a throwaway one
+});
+
+test('through the tunnel the page loads with the host check on, an edit hot-updates, and close() takes the tunnel down', async () => {
+  const dir = tempProject(cleanup, VITE_HMR_APP);
+  const plugin = ggrok(pluginOptions('vplug'));
+  // The plugin type-checks as Vite's own Plugin type.
+  const asVitePlugin: Plugin = plugin;
+  const { logger, lines } = capturingLogger();
+  const port = await freePort();
+  const server = await vite.createServer({
+    root: dir,
+    configFile: false,
+    customLogger: logger,
+    plugins: [asVitePlugin],
+    server: { host: '127.0.0.1', port, strictPort: true },
+  });
+  cleanup.add(() => server.close());
+  expect(server.config.server.allowedHosts).toEqual([]); // Vite's default host check: only localhost and IPs
+  await server.listen();
+  server.printUrls();
+  await waitFor(() => plugin.api.tunnel !== undefined, 'the tunnel', 15_000);
+  const tunnel = plugin.api.tunnel!;
+  expect(tunnel.url).toBe(`https://vplug.${DOMAIN}:${relay.port}`);
+  // Printed with Vite's own lines, after them.
+  await waitFor(() => lines.some((l) => l.includes('Tunnel:')), 'the tunnel line');
+  const local = lines.findIndex((l) => l.includes('Local:'));
+  const printed = lines.findIndex((l) => l.includes('Tunnel:'));
+  expect(local).toBeGreaterThanOrEqual(0);
+  expect(printed).toBeGreaterThan(local);
+  expect(lines[printed]).toContain(`${tunnel.url}/`);
+  // The host check is on: a host nobody allowed is still refused; the tunnel's host was added.
+  const stranger = await rawRequest({ port, headers: { Host: 'stranger.example' } });
+  expect(stranger.status).toBe(403);
+
+  const context = await browser.newContext({ ignoreHTTPSErrors: true });
+  cleanup.add(() => context.close());
+  const page = await context.newPage();
+  let loads = 0;
+  const consoleLines: string[] = [];
+  page.on('load', () => loads++);
+  page.on('console', (m) => consoleLines.push(m.text()));
+  const res = await page.goto(`${tunnel.url}/`);
+  expect(res?.status()).toBe(200);
+  await page.waitForFunction("document.getElementById('app')?.textContent === 'one'");
+  await waitFor(
+    () => consoleLines.includes('[vite] connected.'),
+    'the HMR socket through the tunnel',
+    15_000,
+  );
+  await page.evaluate('window.marker = 42');
+  writeFileSync(path.join(dir, 'msg.js'), "export const text = 'two';\n");
+  await page.waitForFunction("document.getElementById('app')?.textContent === 'two'", undefined, {
+    timeout: 20_000,
+  });
+  expect(await page.evaluate('window.marker')).toBe(42);
+  expect(loads).toBe(1);
+  expect(relay.relay.counts().tunnels).toBe(1);
+  expect(server.config.server.allowedHosts).toEqual([`vplug.${DOMAIN}`]);
+
+  const closed: string[] = [];
+  tunnel.on('closed', () => closed.push('closed'));
+  await server.close();
+  expect(closed).toEqual(['closed']); // server.close() resolved after the tunnel's close
+  expect(plugin.api.tunnel).toBeUndefined();
+  await waitFor(() => relay.relay.counts().tunnels === 0, 'the relay to drop the tunnel');
+}, 90_000);
+
+test('a tunnel that cannot open is reported through Vite, which keeps serving', async () => {
+  const dir = tempProject(cleanup, VITE_HMR_APP);
+  const plugin = ggrok({ ...pluginOptions('refused'), token: 'wrong' });
+  const { logger, lines } = capturingLogger();
+  const port = await freePort();
+  const server = await vite.createServer({
+    root: dir,
+    configFile: false,
+    customLogger: logger,
+    plugins: [plugin],
+    server: { host: '127.0.0.1', port, strictPort: true },
+  });
+  cleanup.add(() => server.close());
+  await server.listen();
+  await waitFor(() => lines.some((l) => l.startsWith('ggrok: no tunnel:')), 'the error line', 15_000);
+  expect(lines.find((l) => l.startsWith('ggrok: no tunnel:'))).toMatch(/\(bad_token\)$/);
+  expect((await rawRequest({ port, headers: { Host: `localhost:${port}` } })).status).toBe(200);
+  await server.close();
+});
+
+test('`vite build` opens nothing', async () => {
+  const dir = tempProject(cleanup, VITE_HMR_APP);
+  const plugin = ggrok(pluginOptions('built'));
+  const before = relay.relay.counts().controlSockets;
+  await vite.build({
+    root: dir,
+    configFile: false,
+    logLevel: 'silent',
+    plugins: [plugin],
+    build: { outDir: path.join(dir, 'dist') },
+  });
+  expect(existsSync(path.join(dir, 'dist', 'index.html'))).toBe(true);
+  expect(plugin.api.tunnel).toBeUndefined();
+  expect(relay.relay.counts()).toMatchObject({ tunnels: 0, controlSockets: before });
+});

@@ -9,7 +9,7 @@ import {
   type OnlineInfo,
   type TunnelStats,
 } from './client.js';
-import { loadConfig } from './config.js';
+import { loadConfig, type Config, type TunnelConfig } from './config.js';
 import type { HostCheckHint } from './host-check.js';
 import type { Inspector } from './inspector/index.js';
 import { parseTarget, type Exchange, type LocalTarget } from './local-request.js';
@@ -26,8 +26,11 @@ import {
 export {
   GgrokError,
   HTTP_OPTIONS,
+  loadConfig,
   TunnelClient,
   type ClientEvents,
+  type Config,
+  type TunnelConfig,
   type Exchange,
   type HostCheckHint,
   type HttpOptions,

@@ -91,6 +91,10 @@ export function ggrok(options: GgrokViteOptions = {}): GgrokVitePlugin {
         tunnel.on('online', () =>
           logger.info(`ggrok: tunnel back online at ${tunnel.url}/`, { timestamp: true }),
         );
+        // Vite's own check passes now; another server behind it (a proxy target) may still refuse the host.
+        tunnel.on('hint', (h) =>
+          logger.warn(`ggrok: ${h.serverName} refused ${h.host}: ${h.fixes.join('; or ')}`),
+        );
         tunnel.on('fatal', (err) => logger.error(`ggrok: tunnel down: ${err.message}`, { timestamp: true }));
         return tunnel;
       };

@@ -1,8 +1,11 @@
 // The programmatic API, as a library user would call it: import { connect } from 'ggrok'.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { afterEach, expect, test } from 'vitest';
-import { connect, GgrokError, type Exchange, type HostCheckHint } from '../../cli/index.js';
-import { Cleanup, rawRequest, reply, startLocal, startRelay, TOKEN, waitFor } from '../helpers.js';
+import { connect, GgrokError, loadConfig, type Exchange, type HostCheckHint } from '../../cli/index.js';
+import { Cleanup, rawRequest, refusal, reply, startLocal, startRelay, TOKEN, waitFor } from '../helpers.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -169,4 +172,26 @@ test("a Tunnel reports 'offline' and 'online' around a dropped connection, and a
   await rawRequest({ port: r.port, headers: { Host: `events.localhost:${r.port}` } });
   await waitFor(() => hints.length === 1, 'the hint');
   expect(hints[0]).toMatchObject({ tunnel: 'events', server: 'vite', status: 403 });
+});
+
+test('connect() reads server and token from the config file named by `config`; options win over it', async () => {
+  const r = await startRelay(cleanup);
+  const local = await startLocal(cleanup, (_req, res) => reply(res, 200, 'from config'));
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'ggrok-api-config-'));
+  cleanup.add(() => rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'ggrok.yml');
+  writeFileSync(
+    file,
+    `server: ${r.url}\ntoken: ${TOKEN}\ntunnels:\n  web:\n    addr: ${local.port}\n    subdomain: cfg\n    response_header: { add: ['X-From: file'] }\n`,
+  );
+  const { name: _name, addr, ...settings } = loadConfig(file).tunnels[0]!;
+  const tunnel = await connect({ target: addr, config: file, ...settings });
+  cleanup.add(() => tunnel.close({ drainMs: 0 }));
+  expect(tunnel.url).toBe(`http://cfg.localhost:${r.port}`);
+  const res = await rawRequest({ port: r.port, headers: { Host: `cfg.localhost:${r.port}` } });
+  expect([res.status, res.body.toString(), res.headers['x-from']]).toEqual([200, 'from config', 'file']);
+  const wrongToken = await refusal(
+    connect({ target: addr, config: file, token: 'not-it', subdomain: 'cfg2' }),
+  );
+  expect(wrongToken.code).toBe('bad_token');
 });

@@ -2,6 +2,7 @@
 // with Vite's host check on, an edited module hot-updates over wss without a reload, the URL is printed beside
 // Local/Network, closing the server closes the tunnel, and `vite build` opens nothing.
 import { existsSync, writeFileSync } from 'node:fs';
+import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import type { Browser } from 'playwright-core';
@@ -53,6 +54,27 @@ function capturingLogger(): { logger: Logger; lines: string[] } {
     hasWarned: false,
   };
   return { logger, lines };
+}
+
+/** GET / at a tunnel URL of the TLS relay (its certificate is a throwaway one). */
+function statusThroughRelay(url: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = https.get(
+      {
+        host: '127.0.0.1',
+        port: relay.port,
+        path: '/',
+        servername: new URL(url).hostname,
+        rejectUnauthorized: false,
+        headers: { Host: new URL(url).host },
+      },
+      (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      },
+    );
+    req.on('error', reject);
+  });
 }
 
 /** The plugin's options for this relay. */
@@ -162,4 +184,34 @@ test('`vite build` opens nothing', async () => {
   expect(existsSync(path.join(dir, 'dist', 'index.html'))).toBe(true);
   expect(plugin.api.tunnel).toBeUndefined();
   expect(relay.relay.counts()).toMatchObject({ tunnels: 0, controlSockets: before });
+});
+
+test('a restart (what a config change does) closes the tunnel and opens it again under the same name', async () => {
+  const dir = tempProject(cleanup, VITE_HMR_APP);
+  const plugin = ggrok(pluginOptions('restarts'));
+  const { logger } = capturingLogger();
+  const port = await freePort();
+  const server = await vite.createServer({
+    root: dir,
+    configFile: false,
+    customLogger: logger,
+    plugins: [plugin],
+    server: { host: '127.0.0.1', port, strictPort: true },
+  });
+  cleanup.add(() => server.close());
+  await server.listen();
+  await waitFor(() => plugin.api.tunnel !== undefined, 'the tunnel', 15_000);
+  const first = plugin.api.tunnel!;
+  const firstClosed = new Promise<void>((resolve) => first.once('closed', resolve));
+  await server.restart();
+  await firstClosed;
+  await waitFor(
+    () => plugin.api.tunnel !== undefined && plugin.api.tunnel !== first,
+    'the new tunnel',
+    15_000,
+  );
+  expect(plugin.api.tunnel!.url).toBe(first.url);
+  expect(await statusThroughRelay(first.url)).toBe(200);
+  await server.close();
+  await waitFor(() => relay.relay.counts().tunnels === 0, 'the relay to drop the tunnel');
 });

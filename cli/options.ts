@@ -301,7 +301,7 @@ function checkValue(name: string, kind: OptionKind, value: unknown): string | st
       return typeof value === 'string' ? value : fail('a string');
     case 'list':
       if (typeof value === 'string') return [value];
-      if (Array.isArray(value) && value.every((v) => typeof v === 'string')) return [...(value)];
+      if (Array.isArray(value) && value.every((v) => typeof v === 'string')) return [...value];
       return fail('a list of strings');
     case 'boolean':
       return typeof value === 'boolean' ? value : fail('true or false');

@@ -7,11 +7,12 @@ import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import type { Browser } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, expect, test } from 'vitest';
+import type { Plugin as LatestVitePlugin } from 'vite';
 import type { Logger, Plugin } from 'vite6';
 import { ggrok } from '../../cli/vite.js';
 import { launchChromium } from '../browser.js';
 import { tempProject, testCertificate, VITE_HMR_APP } from '../dev-server-fixtures.js';
-import { Cleanup, rawRequest, startRelay, TOKEN, waitFor, type TestRelay } from '../helpers.js';
+import { Cleanup, rawRequest, sleep, startRelay, TOKEN, waitFor, type TestRelay } from '../helpers.js';
 
 const DOMAIN = 'relay.test';
 const START_MS = 45_000;
@@ -170,7 +171,7 @@ test('a tunnel that cannot open is reported through Vite, which keeps serving', 
   await server.close();
 });
 
-test('`vite build` opens nothing', async () => {
+test('`vite build` opens nothing, nor does `vite preview`', async () => {
   const dir = tempProject(cleanup, VITE_HMR_APP);
   const plugin = ggrok(pluginOptions('built'));
   const before = relay.relay.counts().controlSockets;
@@ -182,6 +183,21 @@ test('`vite build` opens nothing', async () => {
     build: { outDir: path.join(dir, 'dist') },
   });
   expect(existsSync(path.join(dir, 'dist', 'index.html'))).toBe(true);
+  expect(plugin.api.tunnel).toBeUndefined();
+  expect(relay.relay.counts()).toMatchObject({ tunnels: 0, controlSockets: before });
+  // `vite preview` serves the build with the same plugins; the plugin hooks only the dev server.
+  const port = await freePort();
+  const preview = await vite.preview({
+    root: dir,
+    configFile: false,
+    logLevel: 'silent',
+    plugins: [plugin],
+    build: { outDir: path.join(dir, 'dist') },
+    preview: { host: '127.0.0.1', port, strictPort: true },
+  });
+  cleanup.add(() => preview.close());
+  expect((await rawRequest({ port, headers: { Host: `localhost:${port}` } })).status).toBe(200);
+  await sleep(500); // a dev server's tunnel is online within ~100 ms of listening
   expect(plugin.api.tunnel).toBeUndefined();
   expect(relay.relay.counts()).toMatchObject({ tunnels: 0, controlSockets: before });
 });
@@ -214,4 +230,12 @@ test('a restart (what a config change does) closes the tunnel and opens it again
   expect(await statusThroughRelay(first.url)).toBe(200);
   await server.close();
   await waitFor(() => relay.relay.counts().tunnels === 0, 'the relay to drop the tunnel');
+});
+
+test("the plugin is a Plugin to Vite 6's types and the newest Vite's (checked when the tests compile: npm run lint)", () => {
+  const plugins: [Plugin, LatestVitePlugin] = [ggrok(), ggrok({ subdomain: 'typed' })];
+  expect(plugins.map((p) => [p.name, p.apply])).toEqual([
+    ['ggrok', 'serve'],
+    ['ggrok', 'serve'],
+  ]);
 });

@@ -5,8 +5,17 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, expect, test } from 'vitest';
 import { loadConfig } from '../../cli/config.js';
+import type { ConnectOptions } from '../../cli/index.js';
 import { httpCommand, startCommand } from '../../cli/main.js';
-import { fileKey, HTTP_OPTIONS, OPTION_ENTRIES, readApiOptions, type OptionName } from '../../cli/options.js';
+import {
+  fileKey,
+  HTTP_OPTIONS,
+  OPTION_ENTRIES,
+  pickTunnelSettings,
+  readApiOptions,
+  type OptionName,
+  type TunnelSettings,
+} from '../../cli/options.js';
 
 const dirs: string[] = [];
 afterEach(() => dirs.splice(0).forEach((d) => rmSync(d, { recursive: true, force: true })));
@@ -58,4 +67,30 @@ test("connect()'s options fall back to the flags' environment variables; the ter
   });
   expect(() => readApiOptions({ quiet: true }, [], {})).toThrow(/unknown option "quiet"/);
   expect(readApiOptions({ port: 3 }, ['port'], {})).toEqual({});
+});
+
+test("connect()'s option types follow the declaration (checked when the tests compile: npm run lint)", () => {
+  const ok: ConnectOptions = {
+    port: 3000,
+    basicAuth: 'a:b',
+    allowIp: ['10.0.0.0/8'],
+    optionsWithoutAuth: true,
+    hostHeader: 'rewrite',
+    requestHeaderAdd: ['X-A: 1'],
+    inspect: false,
+    insecure: true,
+    config: '/dev/null',
+  };
+  // @ts-expect-error the terminal's own flags are not options
+  const quiet: ConnectOptions = { quiet: true };
+  // @ts-expect-error a list takes strings
+  const wrong: ConnectOptions = { basicAuth: 3 };
+  const settings: TunnelSettings = pickTunnelSettings({});
+  expect([ok.port, quiet, wrong, settings.basicAuth, settings.insecure]).toEqual([
+    3000,
+    { quiet: true },
+    { basicAuth: 3 },
+    [],
+    false,
+  ]);
 });

@@ -1,14 +1,16 @@
 // HTTP_OPTIONS is the one declaration: the flags of `ggrok http`, the config file's keys and connect()'s options
 // all follow from it, so an entry added there shows up everywhere with the same name.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, expect, test } from 'vitest';
+import { ROOT } from '../helpers.js';
 import { loadConfig } from '../../cli/config.js';
 import type { ConnectOptions } from '../../cli/index.js';
 import { httpCommand, startCommand } from '../../cli/main.js';
 import {
   fileKey,
+  flagName,
   HTTP_OPTIONS,
   OPTION_ENTRIES,
   pickTunnelSettings,
@@ -93,4 +95,26 @@ test("connect()'s option types follow the declaration (checked when the tests co
     [],
     false,
   ]);
+});
+
+test("the README's `ggrok http` table lists every option with its environment variable", () => {
+  const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+  const lines = readme.slice(readme.indexOf('`ggrok http <port | host:port | url> [options]`')).split('\n');
+  const start = lines.findIndex((line) => line.startsWith('| flag'));
+  const rest = lines.slice(start + 2);
+  const rows = rest
+    .slice(
+      0,
+      rest.findIndex((line) => !line.startsWith('|')),
+    )
+    .map((line) => line.split(/(?<!\\)\|/));
+  const documented = new Map<string, string>();
+  for (const cells of rows)
+    for (const flag of cells[1]!.match(/--[\w-]+/g) ?? []) documented.set(flag, cells[2]!.trim());
+  const expected = new Map<string, string>();
+  for (const [name, spec] of OPTION_ENTRIES) {
+    expected.set(flagName(name), spec.env ? `\`${spec.env}\`` : '—');
+    if (spec.negate) expected.set(`--no-${flagName(name).slice(2)}`, '—');
+  }
+  expect(documented).toEqual(expected);
 });

@@ -84,7 +84,12 @@ export function ggrok(options: GgrokViteOptions = {}): GgrokVitePlugin {
         // Vite's host check reads the list on every request: the tunnel's host passes without --host-header rewrite.
         const host = new URL(tunnel.url).hostname;
         const allowed = server.config.server.allowedHosts;
-        if (Array.isArray(allowed) && !allowed.includes(host)) allowed.push(host);
+        try {
+          if (Array.isArray(allowed) && !allowed.includes(host)) allowed.push(host);
+        } catch {
+          // A config whose list cannot grow (frozen by another plugin): say what to add rather than fail.
+          logger.warn(`ggrok: could not add ${host} to server.allowedHosts; add it in vite.config.js`);
+        }
         tunnel.on('offline', (o) =>
           logger.warn(`ggrok: tunnel offline (${o.reason}); retrying`, { timestamp: true }),
         );

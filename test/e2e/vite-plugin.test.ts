@@ -1,18 +1,22 @@
 // The Vite plugin with a real Vite 6 dev server, a real TLS relay and Chromium: the page loads through the tunnel
 // with Vite's host check on, an edited module hot-updates over wss without a reload, the URL is printed beside
 // Local/Network, closing the server closes the tunnel, and `vite build` opens nothing.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import type { Browser } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, expect, test } from 'vitest';
 import type { Plugin as LatestVitePlugin } from 'vite';
 import type { Logger, Plugin } from 'vite6';
 import { ggrok } from '../../cli/vite.js';
+import type { RelayEvent } from '../../relay/index.js';
 import { launchChromium } from '../browser.js';
 import { tempProject, testCertificate, VITE_HMR_APP } from '../dev-server-fixtures.js';
-import { Cleanup, rawRequest, sleep, startRelay, TOKEN, waitFor, type TestRelay } from '../helpers.js';
+import { Cleanup, rawRequest, ROOT, sleep, startRelay, TOKEN, waitFor, type TestRelay } from '../helpers.js';
 
 const DOMAIN = 'relay.test';
 const START_MS = 45_000;
@@ -239,3 +243,61 @@ test("the plugin is a Plugin to Vite 6's types and the newest Vite's (checked wh
     ['ggrok', 'serve'],
   ]);
 });
+
+test(
+  'with the real `vite` command and a vite.config.js: token and relay from the environment, the URL printed under ' +
+    'Local, the page served, and SIGTERM closing the tunnel cleanly',
+  async () => {
+    const dir = tempProject(cleanup, {
+      ...VITE_HMR_APP,
+      // As in the README, but importing the built plugin by path (this project has no node_modules).
+      'vite.config.mjs': [
+        `import { ggrok } from ${JSON.stringify(pathToFileURL(path.join(ROOT, 'dist', 'cli', 'vite.js')).href)};`,
+        "export default { plugins: [ggrok({ subdomain: 'clivite', insecure: true })] };",
+        '',
+      ].join('\n'),
+    });
+    const port = await freePort();
+    const child = spawn(
+      process.execPath,
+      [
+        path.join(ROOT, 'node_modules', 'vite6', 'bin', 'vite.js'),
+        ...['--port', String(port), '--strictPort', '--host', '127.0.0.1', '--clearScreen', 'false'],
+      ],
+      {
+        cwd: dir,
+        env: {
+          ...process.env,
+          GGROK_TOKEN: TOKEN,
+          GGROK_SERVER: `https://127.0.0.1:${relay.port}`,
+          GGROK_CONFIG: undefined,
+          NO_COLOR: '1',
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let output = '';
+    child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (output += c.toString()));
+    const exited = once(child, 'exit');
+    cleanup.add(() => void (child.exitCode === null && child.kill('SIGKILL')));
+    const url = `https://clivite.${DOMAIN}:${relay.port}`;
+    await waitFor(() => output.includes('Tunnel:'), `the tunnel line; output so far:\n${output}`, START_MS);
+    const lines = output.split('\n');
+    const local = lines.findIndex((l) => /Local:\s+http:\/\/127\.0\.0\.1:\d+\//.test(l));
+    const printed = lines.findIndex((l) => l.includes('Tunnel:'));
+    expect(local).toBeGreaterThanOrEqual(0);
+    expect(printed).toBeGreaterThan(local);
+    expect(lines[printed]!.trim()).toBe(`\u279c  Tunnel:  ${url}/`);
+    expect(await statusThroughRelay(url)).toBe(200);
+    child.kill('SIGTERM');
+    await exited;
+    const disconnect = (): RelayEvent | undefined =>
+      relay.events.find((e) => e.event === 'disconnect' && e.name === 'clivite');
+    await waitFor(() => disconnect() !== undefined, 'the relay to log the disconnect');
+    // 1000 with the client's reason: the plugin closed the tunnel; a process that just died would give 1006.
+    expect(disconnect()).toMatchObject({ code: 1000, reason: 'client closed' });
+    expect(relay.relay.counts().tunnels).toBe(0);
+  },
+  START_MS * 2,
+);

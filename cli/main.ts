@@ -13,6 +13,7 @@ import {
   pickTunnelSettings,
   tunnelSpec,
   type OptionSpec,
+  type ParsedFlags,
 } from './options.js';
 import { checkTarget } from './target-check.js';
 import { Ui } from './ui.js';
@@ -21,17 +22,8 @@ import { Ui } from './ui.js';
 export const EXIT_USAGE = 2;
 export const EXIT_FAILURE = 1;
 
-/** Parsed flags of `http` and `start`: commander names them after HTTP_OPTIONS' keys. */
-type ConnectionFlags = {
-  server?: string;
-  token?: string;
-  config?: string;
-  insecure?: boolean;
-  logFormat: 'text' | 'json';
-  quiet?: boolean;
-  /** Where to serve the inspector; false with --no-inspect. */
-  inspect?: string | false;
-};
+/** Parsed flags of `http` and `start` (the --log-format choices checked by commander). */
+type ConnectionFlags = ParsedFlags & { logFormat?: 'text' | 'json' };
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
@@ -229,7 +221,7 @@ async function runTunnels(
       { exitCode: EXIT_USAGE },
     );
   const ui = new Ui({
-    format: flags.logFormat,
+    format: flags.logFormat ?? 'text',
     quiet: flags.quiet ?? false,
     color: Boolean(process.stdout.isTTY) && !process.env.NO_COLOR,
   });

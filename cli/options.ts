@@ -196,6 +196,9 @@ export type TunnelSettings = {
   [K in TunnelOptionName as K extends Defaulted<K> ? never : K]?: ValueOf<Options[K]['kind']>;
 };
 
+/** What commander hands an action of `http` or `start`: each option under its key, typed by its kind. */
+export type ParsedFlags = { [K in OptionName]?: ValueOf<Options[K]['kind']> };
+
 /** Options the config file keeps at its top level (server, token). */
 export type TopOptionName = {
   [K in OptionName]: Options[K]['file'] extends 'top' ? K : never;

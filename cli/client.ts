@@ -14,7 +14,7 @@ import type {
   StatsFrame,
   WelcomeFrame,
 } from '../protocol/frames.js';
-import type { StreamHandler } from '../protocol/stream.js';
+import type { Stream, StreamHandler } from '../protocol/stream.js';
 import { HEALTH_INTERVAL_MS, HealthCheck, type HealthResult } from './health-check.js';
 import { bothObservers, HostCheckWatch, type HostCheckHint } from './host-check.js';
 import {
@@ -155,6 +155,8 @@ const IGNORED_STREAM: StreamHandler = { data() {}, end() {}, reset() {}, drain()
 export const POOL_DRAIN_MS = 10_000;
 /** ... and at least, for requests the relay sent before it read the member's GoAway. */
 const DRAIN_SETTLE_MS = 300;
+/** Tracked request streams beyond which closed ones are swept. */
+const REQUEST_SWEEP_AT = 256;
 
 /** Control sockets one client keeps at most, one per relay instance of a cluster. */
 export const MAX_RELAY_LINKS = 8;
@@ -238,6 +240,9 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
   /** Counters per instance and tunnel index, summed into `stats`. */
   private readonly statsByInstance = new Map<string, Map<number, Omit<TunnelStats, 'name'>>>();
   private closing = false;
+  /** Streams of plain requests, closed ones included until the next sweep. */
+  private readonly requests = new Set<Stream>();
+  private sweepAt = REQUEST_SWEEP_AT;
   /** At least one socket is welcomed (since the last 'online'). */
   private online = false;
   private attempt = 0;
@@ -245,8 +250,6 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
   private retryTimer: NodeJS.Timeout | undefined;
   /** The delay a relay asked for in its GoAway, used for the next reconnect. */
   private goAwayDelayMs: number | undefined;
-  /** Plain requests being served now (a leaving pool member waits for them). */
-  private inFlight = 0;
   /** Each tunnel's health check, for pool tunnels with a health path. */
   private readonly checks: (HealthCheck | undefined)[];
 
@@ -288,7 +291,6 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
           x.tunnel = this.names[i] ?? ''; // the summary is ours to fill in (no copy per request)
           const pool = this.pools.get(i);
           if (pool) x.member = pool.member;
-          if (!x.upgrade) this.inFlight--;
           this.emit('request', x);
         },
         spec.headerRules,
@@ -317,30 +319,51 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
   }
 
   /**
-   * Closes the tunnel. A pool member first tells the relay it is leaving and lets the requests in flight finish (up
-   * to `drainMs`): the pool's other members take the new ones. Other exchanges are reset.
+   * Closes the tunnel. With `drainMs`, new requests are refused (the visitor gets 503, or in a pool another member)
+   * while those in flight get up to that long to finish; then, or at once without it, what is still open is reset.
+   * A pool member drains by default: it first tells the relay it is leaving, so the other members take the new
+   * requests. WebSockets and other upgraded channels are long-lived by nature and not waited for.
    */
-  async close(drainMs = POOL_DRAIN_MS): Promise<void> {
+  async close(drainMs?: number): Promise<void> {
     if (this.closing) return;
     this.closing = true;
     this.stopTimers();
     for (const check of this.checks) check?.stop();
-    if (this.specs.some((s) => s.pool) && drainMs > 0) await this.drain(drainMs);
+    const pooled = this.specs.some((s) => s.pool);
+    const wait = drainMs ?? (pooled ? POOL_DRAIN_MS : 0);
+    if (wait > 0) await this.drain(wait, pooled);
     for (const f of this.forwarders) f.close();
     await Promise.all([...this.links.keys()].map((link) => link.close()));
     this.emit('closed');
   }
 
-  /** Says GoAway on every socket, then waits until no plain request is in flight (a moment at least) or `ms`. */
-  private async drain(ms: number): Promise<void> {
-    const sessions = this.welcomed().map((l) => l.session!);
-    if (sessions.length === 0) return;
-    for (const s of sessions) s.goAway(ErrorCode.ClientLeaving, 'pool member leaving', 0);
+  /**
+   * Waits until no plain request is in flight or `ms` passed. A pool member first says GoAway on every socket and
+   * waits a moment at least: requests the relay routed here before it read the GoAway are still on their way.
+   */
+  private async drain(ms: number, leavingPool: boolean): Promise<void> {
     const until = Date.now() + ms;
-    // Requests the relay routed here before it read the GoAway are still on their way.
-    const settled = Date.now() + Math.min(ms, DRAIN_SETTLE_MS);
-    while (Date.now() < until && (Date.now() < settled || this.inFlight > 0))
+    let settled = Date.now();
+    if (leavingPool) {
+      for (const link of this.welcomed())
+        link.session!.goAway(ErrorCode.ClientLeaving, 'pool member leaving', 0);
+      settled += Math.min(ms, DRAIN_SETTLE_MS);
+    }
+    while (Date.now() < until && (Date.now() < settled || this.requestsInFlight() > 0))
       await new Promise((r) => setTimeout(r, 20));
+  }
+
+  /** Plain requests (not channels) being served right now, for close()'s drain. */
+  requestsInFlight(): number {
+    for (const stream of this.requests) if (stream.closed) this.requests.delete(stream);
+    return this.requests.size;
+  }
+
+  /** Remembers a request's stream until it closes; closed ones are swept in batches, off the per-request path. */
+  private trackRequest(stream: Stream): void {
+    if (this.requests.size >= this.sweepAt)
+      this.sweepAt = Math.max(REQUEST_SWEEP_AT, 2 * this.requestsInFlight()); // amortised O(1) per request
+    this.requests.add(stream);
   }
 
   // ---- dialing ----
@@ -451,11 +474,13 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
     stats: (link, frame) => this.onStats(link, frame),
     pool: (_link, frame) => this.onPool(frame),
     request: (stream, head) => {
-      const forwarder = this.forwarders[head.tunnel];
-      if (forwarder) {
-        if (!head.upgrade) this.inFlight++;
-        return forwarder.serve(stream, head);
+      if (this.closing) {
+        stream.reset(ResetCode.RefusedStream, 'the tunnel is closing');
+        return IGNORED_STREAM;
       }
+      const forwarder = this.forwarders[head.tunnel];
+      if (!head.upgrade) this.trackRequest(stream);
+      if (forwarder) return forwarder.serve(stream, head);
       stream.reset(ResetCode.ProtocolError, `no tunnel ${head.tunnel} on this connection`);
       return IGNORED_STREAM;
     },

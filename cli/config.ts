@@ -4,37 +4,28 @@ import os from 'node:os';
 import path from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
 import { ErrorCode, GgrokError } from '../protocol/errors.js';
+import {
+  emptyTunnelSettings,
+  fileKey,
+  OPTION_ENTRIES,
+  type OptionKind,
+  type TopOptionName,
+  type TopSettings,
+  type TunnelSettings,
+} from './options.js';
 
-/** One named tunnel as written in the config file. */
-export interface TunnelConfig {
+/** One named tunnel as written in the config file: its settings carry the same names as connect()'s options. */
+export type TunnelConfig = TunnelSettings & {
   name: string;
   /** Port, host:port or URL of the local service. */
   addr: string;
-  subdomain?: string;
-  basicAuth: string[];
-  allowIp: string[];
-  optionsWithoutAuth: boolean;
-  hostHeader?: string;
-  requestHeaderAdd: string[];
-  requestHeaderRemove: string[];
-  responseHeaderAdd: string[];
-  responseHeaderRemove: string[];
-  insecure: boolean;
-  /** Join (or start) the endpoint pool of the subdomain. */
-  pool: boolean;
-  /** With pool: GET this path on the local service to check its health. */
-  healthPath?: string;
-  /** Seconds between health checks. */
-  healthInterval?: number;
-}
+};
 
-export interface Config {
+export type Config = TopSettings & {
   /** Where it was read from (it may not exist yet). */
   path: string;
-  server?: string;
-  token?: string;
   tunnels: TunnelConfig[];
-}
+};
 
 /**
  * The config file's path: $GGROK_CONFIG, else ggrok/ggrok.yml in the platform's config directory
@@ -53,21 +44,14 @@ export function defaultConfigPath(
   return path.join(base, 'ggrok', 'ggrok.yml');
 }
 
-const TOP_KEYS = new Set(['version', 'server', 'token', 'tunnels']);
-const TUNNEL_KEYS = new Set([
-  'addr',
-  'subdomain',
-  'basic_auth',
-  'allow_ip',
-  'options_without_auth',
-  'host_header',
-  'request_header',
-  'response_header',
-  'insecure',
-  'pool',
-  'health_path',
-  'health_interval',
-]);
+/** Top-level keys: the file's version and tunnels, and the options HTTP_OPTIONS keeps at the top (server, token). */
+const TOP_OPTIONS = OPTION_ENTRIES.filter(([, spec]) => spec.file === 'top').map(
+  ([name]) => name as TopOptionName,
+);
+const TOP_KEYS = new Set(['version', ...TOP_OPTIONS.map((name) => fileKey(name)[0]!), 'tunnels']);
+/** A tunnel's keys: its addr, and the first part of every tunnel option's key path (request_header for .add). */
+const TUNNEL_OPTIONS = OPTION_ENTRIES.filter(([, spec]) => spec.file !== 'top' && spec.file !== 'none');
+const TUNNEL_KEYS = new Set(['addr', ...TUNNEL_OPTIONS.map(([name]) => fileKey(name)[0]!)]);
 
 /** What error messages need to point at a line of the file. */
 interface Ctx {
@@ -110,8 +94,9 @@ export function loadConfig(file: string = defaultConfigPath()): Config {
     const value: unknown = pair.value;
     if (key === 'version') {
       if (!isScalar(value) || String(value.value) !== '1') throw configError(ctx, value, 'version must be 1');
-    } else if (key === 'server' || key === 'token') {
-      config[key] = scalarString(ctx, value, key);
+    } else if (key !== 'tunnels') {
+      const name = TOP_OPTIONS.find((n) => fileKey(n)[0] === key)!;
+      config[name] = scalarString(ctx, value, key);
     } else {
       if (value === null) continue;
       if (!isMap(value)) throw configError(ctx, value, 'tunnels must map names to tunnel settings');
@@ -134,17 +119,42 @@ function stringList(ctx: Ctx, node: unknown, what: string): string[] {
   return node.items.map((item) => scalarString(ctx, item, what));
 }
 
-function readHeaderRules(ctx: Ctx, node: unknown, what: string): { add: string[]; remove: string[] } {
-  if (node === null || node === undefined) return { add: [], remove: [] };
-  if (!isMap(node)) throw configError(ctx, node, `${what} must have add and/or remove lists`);
-  const rules = { add: [] as string[], remove: [] as string[] };
-  for (const pair of node.items) {
-    const key = isScalar(pair.key) ? String(pair.key.value) : '';
-    if (key !== 'add' && key !== 'remove')
-      throw configError(ctx, pair.key, `${what} takes add and remove, not "${key}"`);
-    rules[key] = stringList(ctx, pair.value, `${what}.${key}`);
+/** Reads one option's value by its kind (the same checks connect() makes on its options). */
+function readValue(ctx: Ctx, node: unknown, kind: OptionKind, what: string): unknown {
+  switch (kind) {
+    case 'string':
+      return scalarString(ctx, node, what);
+    case 'list':
+      return stringList(ctx, node, what);
+    case 'boolean':
+    case 'address':
+      if (!isScalar(node) || typeof node.value !== 'boolean')
+        throw configError(ctx, node, `${what} must be true or false`);
+      return node.value;
+    case 'int':
+      if (
+        !isScalar(node) ||
+        typeof node.value !== 'number' ||
+        !Number.isInteger(node.value) ||
+        node.value < 0
+      )
+        throw configError(ctx, node, `${what} must be a whole number`);
+      return node.value;
   }
-  return rules;
+}
+
+/** Reads a key whose options sit one level down (request_header: { add, remove }). */
+function readNested(ctx: Ctx, node: unknown, key: string, what: string, into: Record<string, unknown>): void {
+  const subs = TUNNEL_OPTIONS.filter(([name]) => fileKey(name)[0] === key);
+  const names = subs.map(([name]) => fileKey(name)[1]!);
+  if (node === null || node === undefined) return;
+  if (!isMap(node)) throw configError(ctx, node, `${what} must have ${names.join(' and/or ')} lists`);
+  for (const pair of node.items) {
+    const sub = isScalar(pair.key) ? String(pair.key.value) : '';
+    const found = subs.find(([name]) => fileKey(name)[1] === sub);
+    if (!found) throw configError(ctx, pair.key, `${what} takes ${names.join(' and ')}, not "${sub}"`);
+    into[found[0]] = readValue(ctx, pair.value, found[1].kind, `${what}.${sub}`);
+  }
 }
 
 function readTunnel(ctx: Ctx, keyNode: unknown, node: unknown): TunnelConfig {
@@ -156,6 +166,7 @@ function readTunnel(ctx: Ctx, keyNode: unknown, node: unknown): TunnelConfig {
   if (isScalar(node)) return { ...emptyTunnel(name), addr: scalarString(ctx, node, `${where}.addr`) };
   if (!isMap(node)) throw configError(ctx, node, `${where} must be a port or a mapping`);
   const tunnel = emptyTunnel(name);
+  const into = tunnel as unknown as Record<string, unknown>;
   let hasAddr = false;
   for (const pair of node.items) {
     const key = isScalar(pair.key) ? String(pair.key.value) : '';
@@ -167,73 +178,21 @@ function readTunnel(ctx: Ctx, keyNode: unknown, node: unknown): TunnelConfig {
       );
     const value: unknown = pair.value;
     const what = `${where}.${key}`;
-    switch (key) {
-      case 'addr':
-        tunnel.addr = scalarString(ctx, value, what);
-        hasAddr = true;
-        break;
-      case 'subdomain':
-        tunnel.subdomain = scalarString(ctx, value, what);
-        break;
-      case 'host_header':
-        tunnel.hostHeader = scalarString(ctx, value, what);
-        break;
-      case 'health_path':
-        tunnel.healthPath = scalarString(ctx, value, what);
-        break;
-      case 'health_interval':
-        if (!isScalar(value) || typeof value.value !== 'number')
-          throw configError(ctx, value, `${what} must be a number of seconds`);
-        tunnel.healthInterval = value.value;
-        break;
-      case 'basic_auth':
-        tunnel.basicAuth = stringList(ctx, value, what);
-        break;
-      case 'allow_ip':
-        tunnel.allowIp = stringList(ctx, value, what);
-        break;
-      case 'options_without_auth':
-      case 'insecure':
-      case 'pool': {
-        if (!isScalar(value) || typeof value.value !== 'boolean')
-          throw configError(ctx, value, `${what} must be true or false`);
-        if (key === 'insecure') tunnel.insecure = value.value;
-        else if (key === 'pool') tunnel.pool = value.value;
-        else tunnel.optionsWithoutAuth = value.value;
-        break;
-      }
-      case 'request_header': {
-        const rules = readHeaderRules(ctx, value, what);
-        tunnel.requestHeaderAdd = rules.add;
-        tunnel.requestHeaderRemove = rules.remove;
-        break;
-      }
-      case 'response_header': {
-        const rules = readHeaderRules(ctx, value, what);
-        tunnel.responseHeaderAdd = rules.add;
-        tunnel.responseHeaderRemove = rules.remove;
-        break;
-      }
+    if (key === 'addr') {
+      tunnel.addr = scalarString(ctx, value, what);
+      hasAddr = true;
+      continue;
     }
+    const direct = TUNNEL_OPTIONS.find(([n]) => fileKey(n).length === 1 && fileKey(n)[0] === key);
+    if (direct) into[direct[0]] = readValue(ctx, value, direct[1].kind, what);
+    else readNested(ctx, value, key, what, into);
   }
   if (!hasAddr) throw configError(ctx, node, `${where} needs an addr (a port, host:port or URL)`);
   return tunnel;
 }
 
 function emptyTunnel(name: string): TunnelConfig {
-  return {
-    name,
-    addr: '',
-    basicAuth: [],
-    allowIp: [],
-    optionsWithoutAuth: false,
-    requestHeaderAdd: [],
-    requestHeaderRemove: [],
-    responseHeaderAdd: [],
-    responseHeaderRemove: [],
-    insecure: false,
-    pool: false,
-  };
+  return { name, addr: '', ...emptyTunnelSettings() };
 }
 
 /** Sets a top-level key (token, server) in the config file, keeping everything else (comments included). */

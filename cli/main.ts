@@ -1,12 +1,20 @@
 // `ggrok http`, `ggrok start` and `ggrok config`: flags, environment and config file -> a TunnelClient with
 // the terminal UI attached. Commander wiring and option merging only.
-import { isIP } from 'node:net';
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { TunnelClient, type TunnelSpec } from './client.js';
-import { defaultConfigPath, loadConfig, setConfigValue, type Config, type TunnelConfig } from './config.js';
-import { MIN_HEALTH_INTERVAL_MS } from './health-check.js';
+import { defaultConfigPath, loadConfig, setConfigValue, type Config } from './config.js';
 import { parseInspectAddress, startInspector, type Inspector } from './inspector/index.js';
-import { describeTarget, parseHeaderArg, parseTarget } from './local-request.js';
+import { describeTarget } from './local-request.js';
+import {
+  DEFAULT_SERVER,
+  fileNaming,
+  flagName,
+  OPTION_ENTRIES,
+  pickTunnelSettings,
+  tunnelSpec,
+  type OptionSpec,
+  type ParsedFlags,
+} from './options.js';
 import { checkTarget } from './target-check.js';
 import { Ui } from './ui.js';
 
@@ -14,66 +22,30 @@ import { Ui } from './ui.js';
 export const EXIT_USAGE = 2;
 export const EXIT_FAILURE = 1;
 
-const DEFAULT_SERVER = 'http://localhost:8080';
-
-/** Options every tunnel command shares: where the relay is and how to show what happens. */
-interface ConnectionFlags {
-  server?: string;
-  token?: string;
-  config?: string;
-  insecure?: boolean;
-  logFormat: 'text' | 'json';
-  quiet?: boolean;
-  /** Where to serve the inspector; false with --no-inspect. */
-  inspect?: string | false;
-}
-
-/** Per-tunnel options of `ggrok http` (the config file has the same ones per tunnel). */
-interface TunnelFlags {
-  subdomain?: string;
-  basicAuth: string[];
-  allowIp: string[];
-  optionsWithoutAuth?: boolean;
-  hostHeader?: string;
-  requestHeaderAdd: string[];
-  requestHeaderRemove: string[];
-  responseHeaderAdd: string[];
-  responseHeaderRemove: string[];
-  pool?: boolean;
-  healthPath?: string;
-  healthInterval?: string;
-}
+/** Parsed flags of `http` and `start` (the --log-format choices checked by commander). */
+type ConnectionFlags = ParsedFlags & { logFormat?: 'text' | 'json' };
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
-/** Adds the options shared by `http` and `start`. */
-function connectionOptions(cmd: Command): Command {
-  return cmd
-    .addOption(
-      new Option('-s, --server <url>', `relay URL (default: config file, else ${DEFAULT_SERVER})`).env(
-        'GGROK_SERVER',
-      ),
-    )
-    .addOption(
-      new Option('-t, --token <token>', 'relay token (printed by `ggrok relay`; default: config file)').env(
-        'GGROK_TOKEN',
-      ),
-    )
-    .addOption(
-      new Option('--config <path>', 'config file (default: the platform config directory)').env(
-        'GGROK_CONFIG',
-      ),
-    )
-    .option('-k, --insecure', 'accept self-signed certificates from the relay and https targets')
-    .addOption(new Option('--log-format <format>', 'output format').choices(['text', 'json']).default('text'))
-    .option('-q, --quiet', 'do not print a line per request')
-    .addOption(
-      new Option(
-        '--inspect <host:port>',
-        'serve the request inspector here (default 127.0.0.1:4040, or the next free port; "off" disables)',
-      ).env('GGROK_INSPECT'),
-    )
-    .option('--no-inspect', 'do not start the request inspector');
+function wholeNumber(value: string): number {
+  if (!/^\d+$/.test(value)) throw new InvalidArgumentError('must be a whole number.');
+  return Number(value);
+}
+
+/** Adds HTTP_OPTIONS' flags of one scope: 'connection' ones to `http` and `start`, 'tunnel' ones to `http`. */
+function addOptions(cmd: Command, scope: OptionSpec['scope']): Command {
+  for (const [name, spec] of OPTION_ENTRIES) {
+    if (spec.scope !== scope) continue;
+    const option = new Option(spec.flags, spec.help);
+    if (spec.env) option.env(spec.env);
+    if (spec.choices) option.choices(spec.choices);
+    if (spec.kind === 'list') option.argParser(collect).default([]);
+    if (spec.kind === 'int') option.argParser(wholeNumber);
+    if (spec.default !== undefined) option.default(spec.default);
+    cmd.addOption(option);
+    if (spec.negate) cmd.option(`--no-${flagName(name).slice(2)}`, spec.negate);
+  }
+  return cmd;
 }
 
 /**
@@ -111,73 +83,33 @@ Dev servers and --host-header rewrite:
 
 /** Builds the `http` subcommand. */
 export function httpCommand(): Command {
-  return connectionOptions(
-    new Command('http')
-      .description('share a local HTTP server through a relay')
-      .argument(
-        '<target>',
-        'local port (3000), host:port (192.168.1.5:8080) or URL (https://localhost:8443)',
-      ),
-  )
-    .addOption(
-      new Option('--subdomain <name>', 'ask for this name (<name>.<relay domain>)').env('GGROK_SUBDOMAIN'),
-    )
-    .option(
-      '--basic-auth <user:pass>',
-      'visitors must sign in with these credentials (repeatable)',
-      collect,
-      [],
-    )
-    .option('--allow-ip <cidr>', 'only these addresses or ranges may visit (repeatable)', collect, [])
-    .option('--options-without-auth', 'let OPTIONS requests (CORS preflights) through without --basic-auth')
-    .option(
-      '--host-header <rewrite|value>',
-      'Host sent to the local service: "rewrite" = the target host:port (dev servers with host checks; see below)',
-    )
-    .option('--request-header-add <"Name: value">', 'add a header to requests (repeatable)', collect, [])
-    .option('--request-header-remove <name>', 'remove a header from requests (repeatable)', collect, [])
-    .option('--response-header-add <"Name: value">', 'add a header to responses (repeatable)', collect, [])
-    .option('--response-header-remove <name>', 'remove a header from responses (repeatable)', collect, [])
-    .option('--pool', 'share the subdomain with other clients of the same token that pass --pool (balanced)')
-    .option(
-      '--health-path <path>',
-      'with --pool: GET this path on the local service to check it (e.g. /healthz)',
-    )
-    .option('--health-interval <seconds>', 'with --health-path: seconds between checks (default 10)')
-    .addHelpText('after', HOST_HEADER_HELP)
-    .action(async (addr: string, flags: ConnectionFlags & TunnelFlags, cmd: Command) => {
-      const spec = usage(cmd, () =>
-        tunnelSpec(
-          {
-            name: 'http',
-            addr,
-            subdomain: flags.subdomain,
-            basicAuth: flags.basicAuth,
-            allowIp: flags.allowIp,
-            optionsWithoutAuth: flags.optionsWithoutAuth ?? false,
-            hostHeader: flags.hostHeader,
-            requestHeaderAdd: flags.requestHeaderAdd,
-            requestHeaderRemove: flags.requestHeaderRemove,
-            responseHeaderAdd: flags.responseHeaderAdd,
-            responseHeaderRemove: flags.responseHeaderRemove,
-            insecure: flags.insecure ?? false,
-            pool: flags.pool ?? false,
-            healthPath: flags.healthPath,
-            healthInterval: flags.healthInterval === undefined ? undefined : Number(flags.healthInterval),
-          },
-          '--',
+  return addOptions(
+    addOptions(
+      new Command('http')
+        .description('share a local HTTP server through a relay')
+        .argument(
+          '<target>',
+          'local port (3000), host:port (192.168.1.5:8080) or URL (https://localhost:8443)',
         ),
-      );
+      'connection',
+    ),
+    'tunnel',
+  )
+    .addHelpText('after', HOST_HEADER_HELP)
+    .action(async (addr: string, flags: ConnectionFlags, cmd: Command) => {
+      const settings = pickTunnelSettings(flags);
+      const spec = usage(cmd, () => tunnelSpec(addr, settings, flagName));
       await runTunnels([spec], flags, cmd);
     });
 }
 
 /** Builds the `start` subcommand: named tunnels from the config file, over one connection. */
 export function startCommand(): Command {
-  return connectionOptions(
+  return addOptions(
     new Command('start')
       .description('start tunnels named in the config file, all over one connection to the relay')
       .argument('[names...]', 'tunnel names from the config file'),
+    'connection',
   )
     .option('--all', 'start every tunnel in the config file')
     .action(async (names: string[], flags: ConnectionFlags & { all?: boolean }, cmd: Command) => {
@@ -213,7 +145,7 @@ export function startCommand(): Command {
           });
       const specs = usage(cmd, () =>
         chosen.map((t) =>
-          tunnelSpec({ ...t, insecure: t.insecure || (flags.insecure ?? false) }, `tunnels.${t.name}.`),
+          tunnelSpec(t.addr, { ...t, insecure: t.insecure || (flags.insecure ?? false) }, fileNaming(t.name)),
         ),
       );
       await runTunnels(specs, flags, cmd, config);
@@ -249,7 +181,7 @@ export function configCommand(): Command {
     .addOption(new Option('--config <path>', 'config file').env('GGROK_CONFIG'))
     .action((flags: { config?: string }, cmd: Command) => {
       const loaded = usage(cmd, () => loadConfig(flags.config ?? defaultConfigPath()));
-      for (const t of loaded.tunnels) usage(cmd, () => tunnelSpec(t, `tunnels.${t.name}.`));
+      for (const t of loaded.tunnels) usage(cmd, () => tunnelSpec(t.addr, t, fileNaming(t.name)));
       process.stdout.write(`${loaded.path}: ok\n`);
       process.stdout.write(`server: ${loaded.server ?? `(none; default ${DEFAULT_SERVER})`}\n`);
       process.stdout.write(`token: ${loaded.token ? '(set)' : '(none)'}\n`);
@@ -272,48 +204,6 @@ function usage<T>(cmd: Command, fn: () => T): T {
   }
 }
 
-/** Turns one tunnel's settings (flags or config file) into a TunnelSpec; throws with the offending option named. */
-function tunnelSpec(t: TunnelConfig, prefix: string): TunnelSpec {
-  const flag = (name: string): string =>
-    prefix === '--' ? `--${name}` : `${prefix}${name.replace(/-/g, '_')}`;
-  for (const pair of t.basicAuth)
-    if (!/^[^:]+:.+$/.test(pair))
-      throw new Error(`${flag('basic-auth')} "${pair.split(':')[0]}:…" must be user:password`);
-  for (const rule of t.allowIp)
-    if (!isIP(rule.split('/')[0] ?? ''))
-      throw new Error(`${flag('allow-ip')} "${rule}" is not an address or CIDR range`);
-  if (t.healthPath !== undefined && !t.pool)
-    throw new Error(
-      `${flag('health-path')} needs ${flag('pool')}: health checks decide a pool member's share`,
-    );
-  if (t.healthPath !== undefined && !t.healthPath.startsWith('/'))
-    throw new Error(`${flag('health-path')} "${t.healthPath.slice(0, 80)}" must start with /`);
-  if (
-    t.healthInterval !== undefined &&
-    !(Number.isFinite(t.healthInterval) && t.healthInterval * 1000 >= MIN_HEALTH_INTERVAL_MS)
-  )
-    throw new Error(`${flag('health-interval')} must be a number of seconds, at least 1`);
-  const access =
-    t.basicAuth.length > 0 || t.allowIp.length > 0
-      ? { basicAuth: t.basicAuth, allowIp: t.allowIp, optionsWithoutAuth: t.optionsWithoutAuth }
-      : undefined;
-  return {
-    subdomain: t.subdomain,
-    target: parseTarget(t.addr, t.insecure),
-    access,
-    ...(t.pool ? { pool: true } : {}),
-    ...(t.healthPath !== undefined ? { healthPath: t.healthPath } : {}),
-    ...(t.healthInterval !== undefined ? { healthIntervalMs: Math.round(t.healthInterval * 1000) } : {}),
-    headerRules: {
-      hostHeader: t.hostHeader,
-      requestAdd: t.requestHeaderAdd.flatMap(parseHeaderArg),
-      requestRemove: t.requestHeaderRemove,
-      responseAdd: t.responseHeaderAdd.flatMap(parseHeaderArg),
-      responseRemove: t.responseHeaderRemove,
-    },
-  };
-}
-
 /** Connects the tunnels and keeps them up until Ctrl-C, printing what happens. */
 async function runTunnels(
   specs: TunnelSpec[],
@@ -331,7 +221,7 @@ async function runTunnels(
       { exitCode: EXIT_USAGE },
     );
   const ui = new Ui({
-    format: flags.logFormat,
+    format: flags.logFormat ?? 'text',
     quiet: flags.quiet ?? false,
     color: Boolean(process.stdout.isTTY) && !process.env.NO_COLOR,
   });

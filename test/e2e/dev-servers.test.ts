@@ -2,17 +2,17 @@
 // ggrok says which and how to fix it; with --host-header rewrite pages load and hot reload works, also over https:443.
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import type { HostCheckHint } from '../../cli/host-check.js';
 import type { ClientOptions } from '../../cli/client.js';
 import { launchChromium } from '../browser.js';
+import { tempProject, testCertificate, VITE_HMR_APP } from '../dev-server-fixtures.js';
 import {
   Cleanup,
   rawRequest,
@@ -50,15 +50,7 @@ async function freePort(): Promise<number> {
 }
 
 /** A temporary directory with these files, removed at the end of the suite. */
-function project(files: Record<string, string>): string {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'ggrok-devserver-'));
-  suite.add(() => rmSync(dir, { recursive: true, force: true }));
-  for (const [name, text] of Object.entries(files)) {
-    mkdirSync(path.dirname(path.join(dir, name)), { recursive: true });
-    writeFileSync(path.join(dir, name), text);
-  }
-  return dir;
-}
+const project = (files: Record<string, string>): string => tempProject(suite, files);
 
 /** Starts a dev server process for the suite; its output is kept for failure messages. */
 function spawnServer(
@@ -104,31 +96,8 @@ async function waitForServer(port: number, urlPath: string, output: () => string
   }
 }
 
-/** A throwaway certificate for *.relay.test (made with openssl), so the TLS relay can stand in for a public one. */
-function certificate(): { cert: Buffer; key: Buffer } {
-  const dir = project({});
-  const [key, cert] = [path.join(dir, 'key.pem'), path.join(dir, 'cert.pem')];
-  execFileSync(
-    'openssl',
-    [
-      ...[
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-days',
-        '1',
-      ],
-      ...['-keyout', key, '-out', cert, '-subj', `/CN=${DOMAIN}`],
-      ...['-addext', `subjectAltName=DNS:${DOMAIN},DNS:*.${DOMAIN}`],
-    ],
-    { stdio: 'ignore' },
-  );
-  return { cert: readFileSync(cert), key: readFileSync(key) };
-}
+/** A throwaway certificate for *.relay.test, so the TLS relay can stand in for a public one. */
+const certificate = (): { cert: Buffer; key: Buffer } => testCertificate(suite, DOMAIN);
 
 beforeAll(async () => {
   relay = await startRelay(suite, { domain: DOMAIN });
@@ -192,18 +161,7 @@ describe('Vite 6', () => {
   let dir: string;
 
   beforeAll(async () => {
-    dir = project({
-      'index.html':
-        '<!doctype html><html><body><div id="app"></div><script type="module" src="/main.js"></script></body></html>\n',
-      'main.js': [
-        "import { text } from './msg.js';",
-        "const render = (t) => { document.getElementById('app').textContent = t; };",
-        'render(text);',
-        "if (import.meta.hot) import.meta.hot.accept('./msg.js', (m) => m && render(m.text));",
-        '',
-      ].join('\n'),
-      'msg.js': "export const text = 'one';\n",
-    });
+    dir = project(VITE_HMR_APP);
     port = await freePort();
     const vite = path.join(ROOT, 'node_modules', 'vite6', 'bin', 'vite.js');
     const output = spawnServer(

@@ -69,6 +69,7 @@ tunnels:
         responseHeaderAdd: ['X-Frame-Options: DENY'],
         responseHeaderRemove: [],
         insecure: true,
+        pool: false,
       },
       expect.objectContaining({ name: 'api', addr: '192.168.1.5:8080', basicAuth: [] }),
     ]);

@@ -33,6 +33,11 @@ export interface ClientOptions {
   insecure?: boolean;
   /** Visitor restrictions the relay enforces (Basic auth, allowed addresses). */
   access?: AccessRules;
+  /**
+   * Webhook inbox: path patterns ("/*" = all, "/webhooks/*") whose requests the relay keeps while this client is
+   * away and delivers when it is back. Off when absent or empty.
+   */
+  inbox?: string[];
   /** Header edits applied by this client (Host rewrite, add/remove). */
   headerRules?: HeaderRules;
   /** Further tunnels carried by the same control connection. */
@@ -53,6 +58,8 @@ export interface TunnelSpec {
   subdomain?: string;
   target: LocalTarget;
   access?: AccessRules;
+  /** Webhook inbox path patterns, as ClientOptions.inbox. */
+  inbox?: string[];
   headerRules?: HeaderRules;
 }
 
@@ -82,8 +89,21 @@ export interface TunnelStats {
   lastActivityMs: number;
 }
 
+/** What the relay's webhook inbox kept for one tunnel while the client was away (told on connecting). */
+export interface InboxReport {
+  name: string;
+  /** Requests kept, delivered now in arrival order. */
+  kept: number;
+  /** Requests refused because the inbox was full. */
+  refused: number;
+  /** Requests kept whose delivery failed every attempt (see `ggrok inbox list`). */
+  failed: number;
+}
+
 export interface ClientEvents {
   online: [OnlineInfo];
+  /** The relay kept requests for a tunnel while the client was away; they are being delivered. */
+  inbox: [InboxReport];
   offline: [OfflineInfo];
   request: [Exchange];
   /** A dev server refused a visitor with its host check: which, why and how to fix it (once per tunnel). */
@@ -211,7 +231,13 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
     super();
     this.wsUrl = controlUrl(opts.server);
     this.specs = [
-      { subdomain: opts.subdomain, target: opts.target, access: opts.access, headerRules: opts.headerRules },
+      {
+        subdomain: opts.subdomain,
+        target: opts.target,
+        access: opts.access,
+        inbox: opts.inbox,
+        headerRules: opts.headerRules,
+      },
       ...(opts.more ?? []),
     ];
     this.forwarders = this.specs.map((spec, i) => {
@@ -288,11 +314,13 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
       name: this.wantedName(0),
       clientId: this.clientId,
       ...(this.opts.access ? { access: this.opts.access } : {}),
+      ...(this.opts.inbox?.length ? { inbox: this.opts.inbox } : {}),
       ...(this.specs.length > 1
         ? {
             more: this.specs.slice(1).map((spec, i) => ({
               name: this.wantedName(i + 1),
               ...(spec.access ? { access: spec.access } : {}),
+              ...(spec.inbox?.length ? { inbox: spec.inbox } : {}),
             })),
           }
         : {}),
@@ -386,6 +414,13 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
     this.names = [welcome.name, ...more.map((t) => t.name)];
     this.urls = [welcome.url, ...more.map((t) => t.url)];
     if (welcome.members) this.setView(link, welcome.members);
+    for (const n of welcome.inbox ?? [])
+      this.emit('inbox', {
+        name: this.names[n.tunnel] ?? '',
+        kept: n.kept,
+        refused: n.refused,
+        failed: n.failed,
+      });
     if (!this.online) {
       this.online = true;
       this.attempt = 0;

@@ -20,6 +20,8 @@ export interface TunnelConfig {
   responseHeaderAdd: string[];
   responseHeaderRemove: string[];
   insecure: boolean;
+  /** Webhook inbox path patterns (`inbox: true` is every path, "/*"); empty when off. */
+  inbox: string[];
 }
 
 export interface Config {
@@ -58,6 +60,7 @@ const TUNNEL_KEYS = new Set([
   'request_header',
   'response_header',
   'insecure',
+  'inbox',
 ]);
 
 /** What error messages need to point at a line of the file. */
@@ -183,6 +186,12 @@ function readTunnel(ctx: Ctx, keyNode: unknown, node: unknown): TunnelConfig {
         else tunnel.optionsWithoutAuth = value.value;
         break;
       }
+      case 'inbox':
+        // `inbox: true` keeps every path; a pattern or a list of them keeps those.
+        if (isScalar(value) && typeof value.value === 'boolean') tunnel.inbox = value.value ? ['/*'] : [];
+        else if (isScalar(value)) tunnel.inbox = [scalarString(ctx, value, what)];
+        else tunnel.inbox = stringList(ctx, value, what);
+        break;
       case 'request_header': {
         const rules = readHeaderRules(ctx, value, what);
         tunnel.requestHeaderAdd = rules.add;
@@ -213,6 +222,7 @@ function emptyTunnel(name: string): TunnelConfig {
     responseHeaderAdd: [],
     responseHeaderRemove: [],
     insecure: false,
+    inbox: [],
   };
 }
 

@@ -26,6 +26,11 @@ export interface ConnectOptions {
   subdomain?: string;
   /** Accept self-signed certificates (relay and https targets). */
   insecure?: boolean;
+  /**
+   * Webhook inbox: `true` (every path) or path patterns ("/webhooks/*"): while this client is away, the relay keeps
+   * requests to them and delivers them when it is back (each with X-Ggrok-Inbox and X-Ggrok-Received-At).
+   */
+  inbox?: boolean | string[];
 }
 
 /**
@@ -51,6 +56,7 @@ export async function connect(options: ConnectOptions): Promise<TunnelClient> {
     subdomain: options.subdomain,
     target,
     insecure: options.insecure,
+    ...(options.inbox ? { inbox: options.inbox === true ? ['/*'] : options.inbox } : {}),
   });
   await client.start();
   return client;

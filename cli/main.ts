@@ -38,6 +38,7 @@ interface TunnelFlags {
   requestHeaderRemove: string[];
   responseHeaderAdd: string[];
   responseHeaderRemove: string[];
+  inbox: string[];
 }
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
@@ -126,6 +127,15 @@ export function httpCommand(): Command {
     )
     .option('--allow-ip <cidr>', 'only these addresses or ranges may visit (repeatable)', collect, [])
     .option('--options-without-auth', 'let OPTIONS requests (CORS preflights) through without --basic-auth')
+    .addOption(
+      new Option(
+        '--inbox [path]',
+        'while this client is away, the relay keeps requests (to these paths, e.g. "/webhooks/*"; repeatable) and delivers them when it is back',
+      )
+        .preset('/*')
+        .argParser(collect)
+        .default([]),
+    )
     .option(
       '--host-header <rewrite|value>',
       'Host sent to the local service: "rewrite" = the target host:port (dev servers with host checks; see below)',
@@ -151,6 +161,7 @@ export function httpCommand(): Command {
             responseHeaderAdd: flags.responseHeaderAdd,
             responseHeaderRemove: flags.responseHeaderRemove,
             insecure: flags.insecure ?? false,
+            inbox: flags.inbox,
           },
           '--',
         ),
@@ -269,6 +280,12 @@ function tunnelSpec(t: TunnelConfig, prefix: string): TunnelSpec {
   for (const rule of t.allowIp)
     if (!isIP(rule.split('/')[0] ?? ''))
       throw new Error(`${flag('allow-ip')} "${rule}" is not an address or CIDR range`);
+  for (const pattern of t.inbox)
+    if (!/^\/[!-~]*$/.test(pattern) || pattern.length > 512)
+      throw new Error(
+        `${flag('inbox')} "${pattern.slice(0, 80)}" must be a path such as /webhooks/* (no spaces)`,
+      );
+  if (t.inbox.length > 32) throw new Error(`${flag('inbox')}: at most 32 paths`);
   const access =
     t.basicAuth.length > 0 || t.allowIp.length > 0
       ? { basicAuth: t.basicAuth, allowIp: t.allowIp, optionsWithoutAuth: t.optionsWithoutAuth }
@@ -277,6 +294,7 @@ function tunnelSpec(t: TunnelConfig, prefix: string): TunnelSpec {
     subdomain: t.subdomain,
     target: parseTarget(t.addr, t.insecure),
     access,
+    ...(t.inbox.length > 0 ? { inbox: [...new Set(t.inbox)] } : {}),
     headerRules: {
       hostHeader: t.hostHeader,
       requestAdd: t.requestHeaderAdd.flatMap(parseHeaderArg),
@@ -342,6 +360,7 @@ async function runTunnels(
   });
   client.on('offline', (info) => ui.offline(info.reason, info.retryInMs));
   client.on('request', (x) => ui.request(x, specs.length > 1));
+  client.on('inbox', (report) => ui.inbox(report));
   client.on('hint', (hint) => {
     inspector?.addHint(hint);
     ui.hint(hint);

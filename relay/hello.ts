@@ -22,6 +22,7 @@ import { OWN_HOST_NAME, type Registry } from './registry.js';
 import type { Router, WaitingRoom } from './routing.js';
 import type { Telemetry } from './telemetry.js';
 import type { Credentials } from './tokens.js';
+import type { Inbox } from './inbox.js';
 import { Tunnel } from './tunnel.js';
 
 /** The cluster's members as a client dials them. */
@@ -113,6 +114,8 @@ function closeNow(ws: WebSocket, code: number, reason: string): void {
 interface TunnelPlan {
   name: string;
   access?: AccessPolicy;
+  /** Webhook inbox path patterns (empty: off). */
+  inbox: readonly string[];
   replaces?: Tunnel;
   /** The name was held for this owner, or this client's own stale tunnel is replaced. */
   reconnect: boolean;
@@ -132,6 +135,8 @@ export interface HelloDeps {
   visitorAddressSource: VisitorAddressSource;
   router: Router;
   waitingRoom: WaitingRoom;
+  /** Webhook inboxes: told when tunnels go and come back. */
+  inbox: Inbox;
   telemetry: Telemetry;
   /** The cluster this relay is an instance of, if any: names are claimed there. */
   cluster: Cluster | undefined;
@@ -180,7 +185,10 @@ export class HelloDecider {
     const instanceId = options.instanceId;
     if (hello.attach?.avoid.includes(instanceId))
       return { refuse: RefuseCode.WrongInstance, message: `already attached to instance ${instanceId}` };
-    const wanted: TunnelRequest[] = [{ name: hello.name, access: hello.access }, ...(hello.more ?? [])];
+    const wanted: TunnelRequest[] = [
+      { name: hello.name, access: hello.access, inbox: hello.inbox },
+      ...(hello.more ?? []),
+    ];
     if (!options.domain && wanted.length > 1) {
       telemetry.refused(RefuseCode.NameInUse, { peer, owner: token.label });
       return { refuse: RefuseCode.NameInUse, message: 'this relay serves one tunnel (own-host mode)' };
@@ -204,6 +212,7 @@ export class HelloDecider {
       };
     }
     const urls = plans.map((p) => this.deps.router.tunnelUrl(req, p.name));
+    const inbox = plans.flatMap((p, i) => this.deps.inbox.notice(p.name, token.owner, i) ?? []);
     return {
       welcome: {
         name: plans[0]!.name,
@@ -214,6 +223,7 @@ export class HelloDecider {
         more: plans.slice(1).map((p, i) => ({ name: p.name, url: urls[i + 1]! })),
         instance: instanceId,
         ...(this.deps.cluster && hello.attach ? { members: memberRefs(this.deps.cluster.members) } : {}),
+        ...(inbox.length > 0 ? { inbox } : {}),
       },
       start: () => {
         // Also a tunnel of the same client registered while this hello waited for the cluster store.
@@ -251,6 +261,7 @@ export class HelloDecider {
         if (hello.attach) this.deps.clusterSession(session, false);
         for (const tunnel of tunnels) {
           registry.remove(tunnel.name, tunnel);
+          this.deps.inbox.away(tunnel);
           telemetry.tunnelDisconnected(tunnel, code, reason);
         }
         this.deps.cluster?.servedChanged();
@@ -272,6 +283,7 @@ export class HelloDecider {
           rate,
           index,
           fence: p.fence,
+          inbox: p.inbox,
         }),
     );
     for (const [index, tunnel] of tunnels.entries()) {
@@ -279,6 +291,8 @@ export class HelloDecider {
       registry.add(tunnel.name, tunnel);
       this.deps.waitingRoom.release(tunnel);
     }
+    // After registry.add: what the inbox kept goes out now, through the live tunnel.
+    for (const tunnel of tunnels) this.deps.inbox.back(tunnel);
     this.deps.cluster?.servedChanged();
   }
 
@@ -330,6 +344,7 @@ export class HelloDecider {
     } catch (err) {
       return { refuse: RefuseCode.AccessInvalid, message: (err as Error).message };
     }
+    const inbox = wanted.inbox ?? [];
     if (!this.deps.options.domain) {
       const current = registry.get(OWN_HOST_NAME);
       if (current && !(current.owner === owner && current.clientId === clientId))
@@ -338,7 +353,7 @@ export class HelloDecider {
           message: 'this relay already serves a tunnel (own-host mode serves one at a time)',
         };
       const reconnect = current !== undefined || registry.heldFor(OWN_HOST_NAME) === owner;
-      return { name: OWN_HOST_NAME, access, replaces: current, reconnect, fence: 0 };
+      return { name: OWN_HOST_NAME, access, inbox, replaces: current, reconnect, fence: 0 };
     }
     let name = wanted.name.toLowerCase();
     while (!name || planned.some((p) => p.name === name && !wanted.name)) name = registry.pickName();
@@ -348,7 +363,7 @@ export class HelloDecider {
     switch (check.problem) {
       case undefined: {
         const reconnect = check.replaces !== undefined || registry.heldFor(name) === owner;
-        return { name, access, replaces: check.replaces, reconnect, fence: 0 };
+        return { name, access, inbox, replaces: check.replaces, reconnect, fence: 0 };
       }
       case 'invalid':
         return {

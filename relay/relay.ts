@@ -16,6 +16,9 @@ import { Cluster } from './cluster/cluster.js';
 import type { MemberInfo } from './cluster/membership.js';
 import { flyCanReplay, PeerAuth, peerSecret, type PeerVia } from './cluster/peer.js';
 import { HelloDecider, memberRefs } from './hello.js';
+import { Inbox } from './inbox.js';
+import { Courier } from './inbox-delivery.js';
+import { takeIn } from './inbox-intake.js';
 import type { RelayMetrics } from './metrics.js';
 import {
   RELAY_DEFAULTS,
@@ -79,6 +82,8 @@ export class Relay {
   private readonly router: Router;
   private readonly waitingRoom: WaitingRoom;
   private readonly admission: Admission;
+  /** Requests kept for tunnels whose clients are away (webhook inboxes). */
+  readonly inbox: Inbox;
   /** What visitors' exchanges need from the relay. */
   private readonly desk: ExchangeDesk;
   private readonly hellos: HelloDecider;
@@ -119,11 +124,30 @@ export class Relay {
       throttle: this.throttle,
       refused: (code) => this.metrics.refused(code),
     });
+    this.inbox = new Inbox({
+      options: o,
+      heldFor: (name) => this.registry.heldFor(name),
+      deliverer: (inbox, _name, tunnel) =>
+        new Courier(inbox, tunnel, {
+          retryMs: o.inboxRetryMs,
+          maxAttempts: o.inboxMaxAttempts,
+          log: (e) => this.telemetry.log(e),
+        }),
+      log: (e) => this.telemetry.log(e),
+    });
     this.desk = {
       admission: this.admission,
+      inboxMaxBodyBytes: o.inboxMaxBodyBytes,
       handOff: (req, members, via) => this.handOff(req, members, via),
       wait: (name, callback) => this.waitingRoom.wait(name, callback),
       finished: (x) => this.telemetry.exchangeDone(x),
+      inboxFor: (name, target) => (this.shuttingDown ? undefined : this.inbox.keeps(name, target)),
+      keep: (req, res, head) =>
+        takeIn(this.inbox, req, res, head, {
+          status: o.inboxStatus,
+          maxBodyBytes: o.inboxMaxBodyBytes,
+          page: (p) => sendErrorPage(res, p),
+        }),
     };
     this.hellos = new HelloDecider({
       options: o,
@@ -133,6 +157,7 @@ export class Relay {
       visitorAddressSource: this.visitorAddressSource,
       router: this.router,
       waitingRoom: this.waitingRoom,
+      inbox: this.inbox,
       telemetry: this.telemetry,
       cluster: this.cluster,
       closing: () => this.shuttingDown,
@@ -211,6 +236,7 @@ export class Relay {
     this.server.closeAllConnections();
     await this.telemetry.flushHooks(deadlineMs, () => this.registry.size > 0);
     await this.cluster?.close();
+    this.inbox.close();
     this.telemetry.log({ event: 'shutdown' });
   }
 

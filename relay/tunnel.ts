@@ -27,6 +27,8 @@ export interface TunnelInit {
   index: number;
   /** The name's fencing counter when it was claimed (cluster; 0 alone): a takeover raises it. */
   fence: number;
+  /** Webhook inbox path patterns (empty: off): requests kept while the client is away. */
+  inbox?: readonly string[];
 }
 
 /** A live tunnel: a name, a public URL and the session that carries its streams. */
@@ -42,6 +44,8 @@ export class Tunnel {
   readonly access: AccessPolicy | undefined;
   readonly index: number;
   readonly fence: number;
+  /** Webhook inbox path patterns; empty when the inbox is off. */
+  readonly inbox: readonly string[];
   /** Public HTTP requests currently being served. */
   activeRequests = 0;
   /** Open upgraded channels (WebSockets and other protocols). */
@@ -72,6 +76,7 @@ export class Tunnel {
     this.access = init.access;
     this.index = init.index;
     this.fence = init.fence;
+    this.inbox = init.inbox ?? [];
     this.rate = init.rate;
     this.tokens = init.rate.burst;
   }

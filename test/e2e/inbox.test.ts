@@ -1,0 +1,336 @@
+// Webhook inbox: requests kept while the client is away, answered 202, delivered byte-exact and in order when it is back.
+import { createHmac } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { afterEach, describe, expect, it } from 'vitest';
+import { TunnelClient } from '../../cli/client.js';
+import { parseTarget, type Exchange } from '../../cli/local-request.js';
+import {
+  Cleanup,
+  rawExchange,
+  rawRequest,
+  startClient,
+  startLocal,
+  startRelay,
+  TOKEN,
+  waitFor,
+  type LocalServer,
+  type TestRelay,
+} from '../helpers.js';
+
+const cleanup = new Cleanup();
+afterEach(() => cleanup.run());
+
+/** One request as the local service received it: head as raw lines, body as bytes. */
+interface Seen {
+  method: string;
+  url: string;
+  rawHeaders: string[];
+  body: Buffer;
+}
+
+/** A local service recording every request whole; `status` decides each answer (by arrival count). */
+async function recorder(status: (n: number, seen: Seen) => number = () => 200) {
+  const seen: Seen[] = [];
+  const local = await startLocal(cleanup, (req: IncomingMessage, res: ServerResponse) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const s = {
+        method: req.method!,
+        url: req.url!,
+        rawHeaders: req.rawHeaders,
+        body: Buffer.concat(chunks),
+      };
+      seen.push(s);
+      res.writeHead(status(seen.length, s), { 'Content-Type': 'text/plain' });
+      res.end('ok');
+    });
+  });
+  return { local, seen };
+}
+
+function header(raw: string[], name: string): string | undefined {
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase() === name) return raw[i + 1];
+  return undefined;
+}
+
+/** Starts a client for `hooks` with an inbox, then stops it: the name is held and requests are kept. */
+async function away(
+  relay: TestRelay,
+  local: LocalServer,
+  inbox: string[] = ['/*'],
+  subdomain = 'hooks',
+): Promise<string> {
+  const client = await startClient(cleanup, relay.url, local.port, { subdomain, inbox });
+  const host = new URL(client.url).host;
+  await client.close();
+  await waitFor(() => relay.relay.tunnelCount === 0, 'the tunnel to go');
+  return host;
+}
+
+/** The client back for `hooks`, with its inbox reports and request summaries recorded. */
+async function back(relay: TestRelay, local: LocalServer, subdomain = 'hooks') {
+  const reports: unknown[] = [];
+  const exchanges: Exchange[] = [];
+  // Listeners first: the inbox report comes with the welcome.
+  const client = new TunnelClient({
+    server: relay.url,
+    token: TOKEN,
+    target: parseTarget(String(local.port)),
+    subdomain,
+    inbox: ['/*'],
+  });
+  cleanup.add(() => client.close());
+  client.on('inbox', (r) => reports.push(r));
+  client.on('request', (x) => exchanges.push(x));
+  await client.start();
+  return { client, reports, exchanges };
+}
+
+describe('webhook inbox', () => {
+  it('keeps a signed GitHub-style POST and a chunked Stripe-style POST while the client is away, and delivers them byte-exact', async () => {
+    const relay = await startRelay(cleanup, { inboxRetryMs: 50 });
+    const { local, seen } = await recorder();
+    const host = await away(relay, local);
+    const secret = 'gh-secret';
+    const ghBody = JSON.stringify({ action: 'opened', number: 7, text: 'héllo' });
+    const ghSig = `sha256=${createHmac('sha256', secret).update(ghBody).digest('hex')}`;
+    const gh = await rawRequest({
+      port: relay.port,
+      method: 'POST',
+      path: '/webhooks/github?x=1',
+      headers: [
+        'Host',
+        host,
+        'X-GitHub-Event',
+        'pull_request',
+        'x-hub-signature-256',
+        ghSig,
+        'Content-Type',
+        'application/json',
+        'X-Dup',
+        'a',
+        'X-Dup',
+        'b',
+        'Content-Length',
+        String(Buffer.byteLength(ghBody)),
+      ],
+      body: ghBody,
+    });
+    expect(gh.status).toBe(202);
+    const ghId = gh.headers['x-ggrok-inbox'] as string;
+    expect(ghId).toMatch(/^ib_/);
+    // Stripe-style: Stripe-Signature t=<ts>,v1=HMAC(ts.payload), body sent chunked in pieces.
+    const stripeBody = Buffer.from(
+      JSON.stringify({ id: 'evt_1', type: 'charge.succeeded', n: 'x'.repeat(5000) }),
+    );
+    const ts = Math.floor(Date.now() / 1000);
+    const v1 = createHmac('sha256', 'whsec').update(`${ts}.${stripeBody.toString()}`).digest('hex');
+    const parts = [stripeBody.subarray(0, 100), stripeBody.subarray(100, 3000), stripeBody.subarray(3000)];
+    const chunked = parts.map((p) => `${p.length.toString(16)}\r\n${p.toString('latin1')}\r\n`).join('');
+    const text = await rawExchange(
+      relay.port,
+      `POST /stripe HTTP/1.1\r\nHost: ${host}\r\nStripe-Signature: t=${ts},v1=${v1}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n${chunked}0\r\n\r\n`,
+    );
+    expect(text).toMatch(/^HTTP\/1.1 202 /);
+    const stripeId = /X-Ggrok-Inbox: (\S+)/i.exec(text)?.[1];
+    expect(stripeId).toMatch(/^ib_/);
+    expect(seen).toHaveLength(0);
+    expect(relay.relay.inbox.count).toBe(2);
+
+    const { reports, exchanges } = await back(relay, local);
+    await waitFor(() => seen.length === 2, 'both deliveries');
+    expect(reports).toEqual([{ name: 'hooks', kept: 2, refused: 0, failed: 0 }]);
+    const [first, second] = seen as [Seen, Seen];
+    expect(first.method).toBe('POST');
+    expect(first.url).toBe('/webhooks/github?x=1');
+    expect(first.body.toString()).toBe(ghBody);
+    // The head as sent, in order and case, duplicates kept; then the relay's forwarding and inbox headers.
+    expect(first.rawHeaders.slice(0, 14)).toEqual([
+      'Host',
+      host,
+      'X-GitHub-Event',
+      'pull_request',
+      'x-hub-signature-256',
+      ghSig,
+      'Content-Type',
+      'application/json',
+      'X-Dup',
+      'a',
+      'X-Dup',
+      'b',
+      'Content-Length',
+      String(Buffer.byteLength(ghBody)),
+    ]);
+    const verify = `sha256=${createHmac('sha256', secret).update(first.body).digest('hex')}`;
+    expect(header(first.rawHeaders, 'x-hub-signature-256')).toBe(verify);
+    expect(header(first.rawHeaders, 'x-ggrok-inbox')).toBe(ghId);
+    const at = Date.parse(header(first.rawHeaders, 'x-ggrok-received-at') ?? '');
+    expect(Math.abs(at - Date.now())).toBeLessThan(60_000);
+
+    expect(second.url).toBe('/stripe');
+    expect(second.body.equals(stripeBody)).toBe(true);
+    const sig = header(second.rawHeaders, 'stripe-signature')!;
+    const [, t, v] = /^t=(\d+),v1=([0-9a-f]+)$/.exec(sig)!;
+    expect(createHmac('sha256', 'whsec').update(`${t}.${second.body.toString()}`).digest('hex')).toBe(v);
+    expect(header(second.rawHeaders, 'x-ggrok-inbox')).toBe(stripeId);
+    await waitFor(() => relay.relay.inbox.count === 0, 'the inbox to empty');
+    await waitFor(() => exchanges.length === 2, 'both summaries');
+    expect(exchanges.map((x) => x.inbox)).toEqual([ghId, stripeId]);
+  });
+
+  it('delivers 50 kept requests in the order they arrived', async () => {
+    const relay = await startRelay(cleanup);
+    const { local, seen } = await recorder();
+    const host = await away(relay, local);
+    for (let i = 0; i < 50; i++) {
+      const r = await rawRequest({
+        port: relay.port,
+        method: 'POST',
+        path: `/e/${i}`,
+        headers: { Host: host, 'Content-Type': 'text/plain' },
+        body: `event ${i}`,
+      });
+      expect(r.status).toBe(202);
+    }
+    await back(relay, local);
+    await waitFor(() => seen.length === 50, '50 deliveries');
+    expect(seen.map((s) => s.url)).toEqual(Array.from({ length: 50 }, (_, i) => `/e/${i}`));
+    expect(seen.map((s) => s.body.toString())).toEqual(Array.from({ length: 50 }, (_, i) => `event ${i}`));
+    await waitFor(() => relay.relay.inbox.count === 0, 'the inbox to empty');
+    await new Promise((r) => setTimeout(r, 200));
+    expect(seen).toHaveLength(50); // never twice
+  });
+
+  it('retries a delivery the local service answered 500, and delivers it once it answers 2xx, never twice', async () => {
+    const relay = await startRelay(cleanup, { inboxRetryMs: 50 });
+    const { local, seen } = await recorder((n) => (n <= 2 ? 500 : 200));
+    const host = await away(relay, local);
+    const r = await rawRequest({
+      port: relay.port,
+      method: 'POST',
+      path: '/hook',
+      headers: { Host: host },
+      body: 'x',
+    });
+    expect(r.status).toBe(202);
+    const next = await rawRequest({
+      port: relay.port,
+      method: 'POST',
+      path: '/later',
+      headers: { Host: host },
+      body: 'y',
+    });
+    expect(next.status).toBe(202);
+    await back(relay, local);
+    await waitFor(() => seen.length === 4, 'two failures, then both delivered');
+    expect(seen.map((s) => s.url)).toEqual(['/hook', '/hook', '/hook', '/later']);
+    await waitFor(() => relay.relay.inbox.count === 0, 'the inbox to empty');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(seen).toHaveLength(4);
+    expect(relay.events.filter((e) => e.event === 'inbox_delivered').map((e) => e.attempts)).toEqual([2, 0]);
+  });
+
+  it('keeps a request as failed after the bounded attempts, and tells the owner', async () => {
+    const relay = await startRelay(cleanup, { inboxRetryMs: 20, inboxMaxAttempts: 3 });
+    const { local, seen } = await recorder(() => 500);
+    const host = await away(relay, local);
+    await rawRequest({ port: relay.port, method: 'POST', path: '/hook', headers: { Host: host }, body: 'x' });
+    const first = await back(relay, local);
+    await waitFor(() => seen.length === 3, 'three attempts');
+    await waitFor(() => relay.events.some((e) => e.event === 'inbox_failed'), 'the failure');
+    await new Promise((r) => setTimeout(r, 200));
+    expect(seen).toHaveLength(3);
+    expect(relay.relay.inbox.count).toBe(1);
+    await first.client.close();
+    await waitFor(() => relay.relay.tunnelCount === 0, 'the tunnel to go');
+    const again = await back(relay, local);
+    expect(again.reports).toEqual([{ name: 'hooks', kept: 0, refused: 0, failed: 1 }]);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(seen).toHaveLength(3); // a failed request is not retried on its own
+  });
+
+  it('keeps nothing for a name nobody holds, for paths outside the patterns, or for upgrades', async () => {
+    const relay = await startRelay(cleanup, { waitForClientMs: 0 });
+    const { local } = await recorder();
+    const unheld = await rawRequest({
+      port: relay.port,
+      method: 'POST',
+      path: '/x',
+      headers: { Host: `nobody.localhost:${relay.port}` },
+      body: 'x',
+    });
+    expect(unheld.status).toBe(404);
+    const host = await away(relay, local, ['/webhooks/*']);
+    const outside = await rawRequest({
+      port: relay.port,
+      method: 'POST',
+      path: '/other',
+      headers: { Host: host },
+      body: 'x',
+    });
+    expect(outside.status).toBe(503);
+    expect(outside.headers['x-ggrok-error']).toBe('tunnel_offline');
+    const inside = await rawRequest({
+      port: relay.port,
+      method: 'POST',
+      path: '/webhooks/a',
+      headers: { Host: host },
+      body: 'x',
+    });
+    expect(inside.status).toBe(202);
+    const upgrade = await rawExchange(
+      relay.port,
+      `GET /webhooks/ws HTTP/1.1\r\nHost: ${host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`,
+    );
+    expect(upgrade).toMatch(/^HTTP\/1.1 503 /);
+    expect(relay.relay.inbox.count).toBe(1);
+  });
+
+  it('refuses a body over the cap (413) and the request after the count cap (503), and counts refusals for the owner', async () => {
+    const relay = await startRelay(cleanup, { inboxMaxRequests: 3, inboxMaxBodyBytes: 1024 });
+    const { local, seen } = await recorder();
+    const host = await away(relay, local);
+    const big = await rawRequest({
+      port: relay.port,
+      method: 'POST',
+      path: '/big',
+      headers: { Host: host },
+      body: Buffer.alloc(1025, 1),
+    });
+    expect(big.status).toBe(413);
+    expect(big.headers['x-ggrok-error']).toBe('payload_too_large');
+    // Chunked, so the cap is found while reading.
+    const chunkedBig = await rawExchange(
+      relay.port,
+      `POST /big HTTP/1.1\r\nHost: ${host}\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n${'a'.repeat(1024)}\r\n1\r\nb\r\n0\r\n\r\n`,
+      (t) => t.includes('\r\n\r\n'),
+    );
+    expect(chunkedBig).toMatch(/^HTTP\/1.1 413 /);
+    for (let i = 0; i < 3; i++)
+      expect(
+        (
+          await rawRequest({
+            port: relay.port,
+            method: 'POST',
+            path: `/${i}`,
+            headers: { Host: host },
+            body: 'x',
+          })
+        ).status,
+      ).toBe(202);
+    const over = await rawRequest({
+      port: relay.port,
+      method: 'POST',
+      path: '/3',
+      headers: { Host: host },
+      body: 'x',
+    });
+    expect(over.status).toBe(503);
+    expect(over.headers['x-ggrok-error']).toBe('inbox_full');
+    expect(relay.relay.inbox.count).toBe(3);
+    const { reports } = await back(relay, local);
+    await waitFor(() => seen.length === 3, 'three deliveries');
+    expect(reports).toEqual([{ name: 'hooks', kept: 3, refused: 1, failed: 0 }]);
+  });
+});

@@ -1,6 +1,6 @@
 // Webhook inbox: requests kept while the client is away, answered 202, delivered byte-exact and in order when it is back.
 import { createHmac } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TunnelClient } from '../../cli/client.js';
 import { parseTarget, type Exchange } from '../../cli/local-request.js';
@@ -332,5 +332,128 @@ describe('webhook inbox', () => {
     const { reports } = await back(relay, local);
     await waitFor(() => seen.length === 3, 'three deliveries');
     expect(reports).toEqual([{ name: 'hooks', kept: 3, refused: 1, failed: 0 }]);
+  });
+
+  it('with the default limits: a body over 1 MiB gets 413 and the 1 001st request 503; nothing older is dropped', async () => {
+    const relay = await startRelay(cleanup);
+    const { local, seen } = await recorder();
+    const host = await away(relay, local);
+    const big = await rawRequest({
+      port: relay.port,
+      method: 'POST',
+      path: '/big',
+      headers: { Host: host },
+      body: Buffer.alloc(1024 * 1024 + 1, 7),
+    });
+    expect(big.status).toBe(413);
+    const exact = await rawRequest({
+      port: relay.port,
+      method: 'POST',
+      path: '/exact',
+      headers: { Host: host },
+      body: Buffer.alloc(1024 * 1024, 7),
+    });
+    expect(exact.status).toBe(202);
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
+    cleanup.add(() => agent.destroy());
+    const statuses = await Promise.all(
+      Array.from({ length: 1000 }, (_, i) =>
+        rawRequest({
+          port: relay.port,
+          method: 'POST',
+          path: `/${i}`,
+          headers: { Host: host },
+          body: `${i}`,
+          agent,
+        }),
+      ).map((p) => p.then((r) => r.status)),
+    );
+    expect(statuses.filter((s) => s === 202)).toHaveLength(999);
+    expect(statuses.filter((s) => s === 503)).toHaveLength(1);
+    expect(relay.relay.inbox.count).toBe(1000);
+    const { reports } = await back(relay, local);
+    expect(reports).toEqual([{ name: 'hooks', kept: 1000, refused: 1, failed: 0 }]);
+    await waitFor(() => seen.length === 1000, '1 000 deliveries', 60_000);
+    expect(seen[0]!.url).toBe('/exact');
+    expect(seen[0]!.body.length).toBe(1024 * 1024);
+  });
+
+  it('a relay-wide cap refuses requests for every tunnel once the inboxes together hold it', async () => {
+    const relay = await startRelay(cleanup, {
+      inboxMaxTotalBytes: 16 * 1024,
+      inboxMaxTunnelBytes: 12 * 1024,
+    });
+    const { local } = await recorder();
+    const a = await away(relay, local, ['/*'], 'aaa');
+    const b = await away(relay, local, ['/*'], 'bbb');
+    const post = (host: string) =>
+      rawRequest({
+        port: relay.port,
+        method: 'POST',
+        path: '/',
+        headers: { Host: host },
+        body: Buffer.alloc(5000),
+      });
+    expect((await post(a)).status).toBe(202);
+    expect((await post(a)).status).toBe(202);
+    expect((await post(a)).status).toBe(503); // its own cap: 12 KiB
+    expect((await post(b)).status).toBe(202);
+    const refused = await post(b); // the relay's: 16 KiB over both
+    expect(refused.status).toBe(503);
+    expect(refused.headers['x-ggrok-error']).toBe('inbox_full');
+    expect(relay.relay.inbox.bytes).toBeLessThanOrEqual(16 * 1024);
+    expect(relay.relay.inbox.count).toBe(3);
+  });
+
+  it('a flood from one visitor stays within the caps and does not slow another tunnel', async () => {
+    const relay = await startRelay(cleanup, {
+      inboxMaxRequests: 100,
+      inboxMaxTunnelBytes: 512 * 1024,
+      streamsPerSecond: 100_000,
+    });
+    const { local } = await recorder();
+    const host = await away(relay, local);
+    const other = await startLocal(cleanup, (_req, res) => res.end('fine'));
+    const live = await startClient(cleanup, relay.url, other.port, { subdomain: 'live' });
+    const liveHost = new URL(live.url).host;
+    let peakBytes = 0;
+    let peakCount = 0;
+    const sampler = setInterval(() => {
+      peakBytes = Math.max(peakBytes, relay.relay.inbox.bytes);
+      peakCount = Math.max(peakCount, relay.relay.inbox.count);
+    }, 1);
+    cleanup.add(() => clearInterval(sampler));
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 32 });
+    cleanup.add(() => agent.destroy());
+    const flood = Promise.all(
+      Array.from({ length: 400 }, (_, i) =>
+        rawRequest({
+          port: relay.port,
+          method: 'POST',
+          path: `/${i}`,
+          headers: { Host: host },
+          body: Buffer.alloc(16 * 1024, i),
+          agent,
+        }).then((r) => r.status),
+      ),
+    );
+    const latencies: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      const started = Date.now();
+      const r = await rawRequest({ port: relay.port, headers: { Host: liveHost } });
+      expect(r.body.toString()).toBe('fine');
+      latencies.push(Date.now() - started);
+    }
+    const statuses = await flood;
+    clearInterval(sampler);
+    expect(statuses.every((s) => s === 202 || s === 503)).toBe(true);
+    const kept = statuses.filter((s) => s === 202).length;
+    expect(kept).toBe(relay.relay.inbox.count);
+    expect(kept).toBeLessThanOrEqual(100);
+    expect(peakCount).toBeLessThanOrEqual(100);
+    expect(peakBytes).toBeLessThanOrEqual(512 * 1024);
+    expect(relay.relay.inbox.bytes).toBeLessThanOrEqual(512 * 1024);
+    // Generous: the other tunnel's requests are served while the flood is refused, not after it.
+    expect(Math.max(...latencies)).toBeLessThan(2000);
   });
 });

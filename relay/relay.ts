@@ -18,7 +18,9 @@ import { flyCanReplay, PeerAuth, peerSecret, type PeerVia } from './cluster/peer
 import { HelloDecider, memberRefs } from './hello.js';
 import { Inbox } from './inbox.js';
 import { Courier } from './inbox-delivery.js';
+import { InboxFiles } from './inbox-files.js';
 import { takeIn } from './inbox-intake.js';
+import type { RelayEvent } from './log.js';
 import type { RelayMetrics } from './metrics.js';
 import {
   RELAY_DEFAULTS,
@@ -84,6 +86,8 @@ export class Relay {
   private readonly admission: Admission;
   /** Requests kept for tunnels whose clients are away (webhook inboxes). */
   readonly inbox: Inbox;
+  /** Where the inboxes survive restarts (--inbox-dir), if anywhere. */
+  private readonly inboxFiles: InboxFiles | undefined;
   /** What visitors' exchanges need from the relay. */
   private readonly desk: ExchangeDesk;
   private readonly hellos: HelloDecider;
@@ -124,8 +128,11 @@ export class Relay {
       throttle: this.throttle,
       refused: (code) => this.metrics.refused(code),
     });
+    const log = (e: RelayEvent): void => this.telemetry.log(e);
+    this.inboxFiles = o.inboxDir ? new InboxFiles(o.inboxDir, o.inboxMaxBodyBytes, log) : undefined;
     this.inbox = new Inbox({
       options: o,
+      store: this.inboxFiles,
       heldFor: (name) => this.registry.heldFor(name),
       deliverer: (inbox, _name, tunnel) =>
         new Courier(inbox, tunnel, {
@@ -133,8 +140,10 @@ export class Relay {
           maxAttempts: o.inboxMaxAttempts,
           log: (e) => this.telemetry.log(e),
         }),
-      log: (e) => this.telemetry.log(e),
+      log,
     });
+    // What an earlier run kept: delivered when each owner's client is back (what no longer fits or expired goes).
+    for (const r of this.inboxFiles?.load() ?? []) if (!this.inbox.restore(r)) this.inboxFiles!.removed(r);
     this.desk = {
       admission: this.admission,
       inboxMaxBodyBytes: o.inboxMaxBodyBytes,
@@ -237,6 +246,7 @@ export class Relay {
     await this.telemetry.flushHooks(deadlineMs, () => this.registry.size > 0);
     await this.cluster?.close();
     this.inbox.close();
+    await this.inboxFiles?.flush();
     this.telemetry.log({ event: 'shutdown' });
   }
 

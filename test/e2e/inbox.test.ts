@@ -1,6 +1,9 @@
 // Webhook inbox: requests kept while the client is away, answered 202, delivered byte-exact and in order when it is back.
 import { createHmac } from 'node:crypto';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TunnelClient } from '../../cli/client.js';
 import { parseTarget, type Exchange } from '../../cli/local-request.js';
@@ -455,5 +458,95 @@ describe('webhook inbox', () => {
     expect(relay.relay.inbox.bytes).toBeLessThanOrEqual(512 * 1024);
     // Generous: the other tunnel's requests are served while the flood is refused, not after it.
     expect(Math.max(...latencies)).toBeLessThan(2000);
+  });
+
+  it('with --inbox-dir, kept requests survive a relay restart and are delivered by the new process', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'ggrok-inbox-'));
+    cleanup.add(() => rmSync(dir, { recursive: true, force: true }));
+    const { local, seen } = await recorder();
+    const first = await startRelay(cleanup, { inboxDir: dir });
+    const host = await away(first, local);
+    const body = Buffer.from(Array.from({ length: 300_000 }, (_, i) => i % 251));
+    const kept = await rawRequest({
+      port: first.port,
+      method: 'PUT',
+      path: '/bin?a=%20b',
+      headers: ['Host', host, 'X-Order', '1', 'content-type', 'application/octet-stream'],
+      body,
+    });
+    expect(kept.status).toBe(202);
+    const chunked = await rawExchange(
+      first.port,
+      `POST /two HTTP/1.1\r\nHost: ${host}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n`,
+    );
+    expect(chunked).toMatch(/^HTTP\/1.1 202 /);
+    await first.relay.close(0);
+    expect(readdirSync(dir).filter((f) => f.endsWith('.req'))).toHaveLength(2);
+
+    const second = await startRelay(cleanup, { inboxDir: dir });
+    expect(second.relay.inbox.count).toBe(2);
+    const { reports } = await back(second, local);
+    expect(reports).toEqual([{ name: 'hooks', kept: 2, refused: 0, failed: 0 }]);
+    await waitFor(() => seen.length === 2, 'both deliveries after the restart');
+    expect(seen[0]!.method).toBe('PUT');
+    expect(seen[0]!.url).toBe('/bin?a=%20b');
+    expect(seen[0]!.rawHeaders.slice(0, 6)).toEqual([
+      'Host',
+      host,
+      'X-Order',
+      '1',
+      'content-type',
+      'application/octet-stream',
+    ]);
+    expect(seen[0]!.body.equals(body)).toBe(true);
+    expect(seen[1]!.body.toString()).toBe('abc');
+    await waitFor(() => second.relay.inbox.count === 0, 'the inbox to empty');
+    await second.relay.close(0);
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it('reads --inbox-dir files as hostile: anything malformed, oversized or inconsistent is skipped', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'ggrok-inbox-'));
+    cleanup.add(() => rmSync(dir, { recursive: true, force: true }));
+    const meta = {
+      v: 1,
+      id: 'ib_AAAAAAAAAAAAAAAA',
+      name: 'hooks',
+      owner: 'ab'.repeat(32),
+      seq: 1,
+      receivedAt: Date.now(),
+      method: 'POST',
+      target: '/x',
+      headers: ['Host', 'hooks.localhost', 'Content-Length', '2'],
+      body: 1,
+      attempts: 0,
+      state: 'queued',
+      bytes: 2,
+    };
+    const put = (id: string, m: object, data = 'ok'): void =>
+      writeFileSync(path.join(dir, `${id}.req`), `${JSON.stringify({ ...meta, id, ...m })}\n${data}`);
+    put('ib_AAAAAAAAAAAAAAAA', {}); // the one good file
+    put('ib_BBBBBBBBBBBBBBBB', { id: 'ib_CCCCCCCCCCCCCCCC' }); // id differs from its name
+    put('ib_DDDDDDDDDDDDDDDD', { headers: ['Bad Name', 'x', 'Content-Length', '2'] });
+    put('ib_EEEEEEEEEEEEEEEE', { headers: ['Host', 'a\r\nX: y', 'Content-Length', '2'] });
+    put('ib_FFFFFFFFFFFFFFFF', {}, 'longer than said');
+    put('ib_GGGGGGGGGGGGGGGG', { headers: ['Content-Length', '9'] });
+    put('ib_HHHHHHHHHHHHHHHH', { name: '../etc' });
+    put('ib_IIIIIIIIIIIIIIII', { target: '/a b' });
+    put('ib_JJJJJJJJJJJJJJJJ', { method: 'GET /' });
+    put('ib_KKKKKKKKKKKKKKKK', { bytes: 2 ** 40 });
+    put('ib_LLLLLLLLLLLLLLLL', { seq: -1 });
+    put('ib_MMMMMMMMMMMMMMMM', { v: 2 });
+    put('ib_NNNNNNNNNNNNNNNN', { headers: 'Host: x' });
+    writeFileSync(path.join(dir, 'ib_OOOOOOOOOOOOOOOO.req'), Buffer.from([0xff, 0x00, 0x10]));
+    writeFileSync(path.join(dir, 'ib_PPPPPPPPPPPPPPPP.req'), `{"v":1}`); // no line end
+    writeFileSync(path.join(dir, 'ib_QQQQQQQQQQQQQQQQ.req.123.tmp'), 'half written');
+    writeFileSync(path.join(dir, 'notes.txt'), 'not ours');
+    const relay = await startRelay(cleanup, { inboxDir: dir, inboxMaxBodyBytes: 1024 });
+    expect(relay.relay.inbox.count).toBe(1);
+    const rejected = relay.events.filter((e) => e.event === 'inbox_file_rejected').map((e) => e.file);
+    expect(rejected).toHaveLength(14);
+    expect(readdirSync(dir)).not.toContain('ib_QQQQQQQQQQQQQQQQ.req.123.tmp');
+    expect(readdirSync(dir)).toContain('notes.txt');
   });
 });

@@ -1,0 +1,202 @@
+// --inbox-dir: kept requests as files (one per request, written to a temporary name then renamed), read back as hostile.
+import { mkdirSync, readdirSync, readFileSync, statSync, unlinkSync } from 'node:fs';
+import { open, rename, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import { decodeFrame, encodeFrame } from '../protocol/codec.js';
+import { BodyKind, FrameType, WIRE_LIMITS, type BodyKindValue } from '../protocol/frames.js';
+import { declaredLength } from '../protocol/headers.js';
+import type { InboxStore, StoredRequest } from './inbox.js';
+import type { RelayEvent } from './log.js';
+import { isValidName } from './registry.js';
+
+/** A kept request's file name: its id (which newId() makes) and this suffix; nothing else in the directory is read. */
+const FILE = /^(ib_[A-Za-z0-9_-]{16})\.req$/;
+/** Bytes of a file's first line (the head as JSON) at most: a header list is at most 128 KiB of characters. */
+const MAX_META_BYTES = 4 * WIRE_LIMITS.MAX_HEADER_LIST_BYTES + 2 * WIRE_LIMITS.MAX_TARGET_BYTES;
+const FORMAT_VERSION = 1;
+
+/** What a file's first line holds. */
+interface Meta {
+  v: number;
+  id: string;
+  name: string;
+  owner: string;
+  seq: number;
+  receivedAt: number;
+  method: string;
+  target: string;
+  headers: string[];
+  body: number;
+  attempts: number;
+  state: string;
+  lastError?: string;
+  bytes: number;
+}
+
+/**
+ * Kept requests in a directory. Each is one file: a line of JSON (the head and bookkeeping), then the body's bytes.
+ * A file is written under a temporary name and renamed, so a crash leaves the old file or the new one, never half of
+ * one. Operations on one request run in order; different requests' files are written independently.
+ */
+export class InboxFiles implements InboxStore {
+  /** The last operation queued per request id: the next one waits for it. */
+  private readonly pending = new Map<string, Promise<void>>();
+
+  constructor(
+    private readonly dir: string,
+    private readonly maxBodyBytes: number,
+    private readonly log: (event: RelayEvent) => void,
+  ) {
+    // Bodies may hold secrets (webhook payloads): only the relay's user reads them.
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  }
+
+  /** Reads every kept request back (at start), oldest first; files that fail any check are logged and skipped. */
+  load(): StoredRequest[] {
+    const out: StoredRequest[] = [];
+    for (const entry of readdirSync(this.dir)) {
+      const file = path.join(this.dir, entry);
+      // A write a crash interrupted: the request's previous version, if any, is still under its own name.
+      if (entry.endsWith('.tmp')) {
+        tryUnlink(file);
+        continue;
+      }
+      const m = FILE.exec(entry);
+      if (!m) continue;
+      try {
+        out.push(this.read(file, m[1]!));
+      } catch (err) {
+        this.log({ event: 'inbox_file_rejected', file: entry, why: (err as Error).message.slice(0, 200) });
+      }
+    }
+    return out.sort((a, b) => a.seq - b.seq);
+  }
+
+  saved(r: StoredRequest): void {
+    this.queue(r.id, () => this.write(r));
+  }
+
+  removed(r: StoredRequest): void {
+    this.queue(r.id, () => unlink(this.fileOf(r.id)).catch(() => {}));
+  }
+
+  /** Resolves once every write and removal queued so far is done. */
+  async flush(): Promise<void> {
+    while (this.pending.size > 0) await Promise.all([...this.pending.values()]);
+  }
+
+  private queue(id: string, op: () => Promise<void>): void {
+    const next = (this.pending.get(id) ?? Promise.resolve())
+      .then(op)
+      .catch((err: unknown) =>
+        this.log({ event: 'inbox_file_error', id, why: (err as Error).message.slice(0, 200) }),
+      )
+      .finally(() => {
+        if (this.pending.get(id) === next) this.pending.delete(id);
+      });
+    this.pending.set(id, next);
+  }
+
+  private fileOf(id: string): string {
+    return path.join(this.dir, `${id}.req`);
+  }
+
+  private async write(r: StoredRequest): Promise<void> {
+    const meta: Meta = {
+      v: FORMAT_VERSION,
+      id: r.id,
+      name: r.name,
+      owner: r.owner,
+      seq: r.seq,
+      receivedAt: r.receivedAt,
+      method: r.method,
+      target: r.target,
+      headers: r.headers,
+      body: r.body,
+      attempts: r.attempts,
+      state: r.state,
+      ...(r.lastError !== undefined ? { lastError: r.lastError } : {}),
+      bytes: r.data.length,
+    };
+    const tmp = `${this.fileOf(r.id)}.${process.pid}.tmp`;
+    const fh = await open(tmp, 'w', 0o600);
+    try {
+      await fh.writev([Buffer.from(`${JSON.stringify(meta)}\n`), r.data]);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, this.fileOf(r.id));
+  }
+
+  /** One file, checked as if a stranger wrote it: sizes first, then every field, then the head as the wire checks it. */
+  private read(file: string, id: string): StoredRequest {
+    const size = statSync(file).size;
+    if (size > MAX_META_BYTES + this.maxBodyBytes) throw new Error('file too large');
+    const bytes = readFileSync(file);
+    const nl = bytes.indexOf(10);
+    if (nl < 0 || nl > MAX_META_BYTES) throw new Error('no head line');
+    const m = JSON.parse(bytes.subarray(0, nl).toString('utf8')) as Partial<Meta>;
+    const data = bytes.subarray(nl + 1);
+    const int = (v: unknown, max: number): v is number =>
+      typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= max;
+    if (typeof m !== 'object' || m === null || m.v !== FORMAT_VERSION) throw new Error('unknown format');
+    if (m.id !== id) throw new Error('id does not match the file name');
+    if (typeof m.name !== 'string' || !isValidName(m.name)) throw new Error('bad name');
+    if (typeof m.owner !== 'string' || !/^[0-9a-f]{16,128}$/.test(m.owner)) throw new Error('bad owner');
+    if (!int(m.seq, Number.MAX_SAFE_INTEGER) || !int(m.receivedAt, Number.MAX_SAFE_INTEGER))
+      throw new Error('bad seq or time');
+    if (!int(m.attempts, 1000)) throw new Error('bad attempts');
+    if (m.state !== 'queued' && m.state !== 'failed') throw new Error('bad state');
+    if (m.lastError !== undefined && (typeof m.lastError !== 'string' || m.lastError.length > 1000))
+      throw new Error('bad last error');
+    if (!int(m.bytes, this.maxBodyBytes) || m.bytes !== data.length) throw new Error('body length differs');
+    const body = m.body as BodyKindValue;
+    if (body !== BodyKind.None && body !== BodyKind.Length && body !== BodyKind.Chunked)
+      throw new Error('bad body kind');
+    if (body === BodyKind.None && data.length > 0) throw new Error('body without a body kind');
+    if (!Array.isArray(m.headers) || !m.headers.every((h) => typeof h === 'string'))
+      throw new Error('bad headers');
+    if (typeof m.method !== 'string' || typeof m.target !== 'string') throw new Error('bad method or target');
+    // The head must pass exactly the checks a Request frame from the network passes.
+    const head = decodeFrame(
+      encodeFrame({
+        type: FrameType.Request,
+        id: 1,
+        method: m.method,
+        target: m.target,
+        headers: m.headers,
+        body,
+        upgrade: false,
+        tunnel: 0,
+      }),
+    );
+    if (head.type !== FrameType.Request) throw new Error('bad head');
+    if (body === BodyKind.Length && declaredLength(head.headers) !== data.length)
+      throw new Error('Content-Length differs from the body');
+    return {
+      id,
+      name: m.name,
+      owner: m.owner,
+      seq: m.seq,
+      receivedAt: m.receivedAt,
+      method: head.method,
+      target: head.target,
+      headers: head.headers,
+      body,
+      // A copy: the file's buffer may be much larger than the body alone.
+      data: Buffer.from(data),
+      attempts: m.attempts,
+      state: m.state,
+      ...(m.lastError !== undefined ? { lastError: m.lastError } : {}),
+    };
+  }
+}
+
+function tryUnlink(file: string): void {
+  try {
+    unlinkSync(file);
+  } catch {
+    // gone already
+  }
+}

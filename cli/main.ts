@@ -9,6 +9,8 @@ import { describeTarget, parseHeaderArg, parseTarget } from './local-request.js'
 import { checkTarget } from './target-check.js';
 import { Ui } from './ui.js';
 
+export { inboxCommand } from './inbox-command.js';
+
 /** Exit codes: 0 clean stop, 1 runtime failure (refused, unreachable for good), 2 usage or config error. */
 export const EXIT_USAGE = 2;
 export const EXIT_FAILURE = 1;

@@ -315,6 +315,7 @@ export class Inbox {
 
   /** Every attempt failed: the request stays, marked, until replayed, dropped or expired. */
   failed(r: StoredRequest, why: string): void {
+    if (!this.holds(r)) return; // dropped while it was being delivered
     r.state = 'failed';
     r.lastError = why;
     this.deps.store?.saved(r);
@@ -327,6 +328,7 @@ export class Inbox {
 
   /** Queues a failed (or queued) request again with fresh attempts and wakes its delivery. */
   replay(r: StoredRequest): void {
+    if (!this.holds(r)) return;
     r.state = 'queued';
     r.attempts = 0;
     this.deps.store?.saved(r);
@@ -337,6 +339,10 @@ export class Inbox {
   close(): void {
     clearInterval(this.sweeper);
     for (const box of this.boxes.values()) box.deliverer?.stop();
+  }
+
+  private holds(r: StoredRequest): boolean {
+    return this.boxes.get(r.name)?.items.includes(r) ?? false;
   }
 
   private box(name: string, owner: string): Box {

@@ -18,6 +18,7 @@ import { flyCanReplay, PeerAuth, peerSecret, type PeerVia } from './cluster/peer
 import { HelloDecider, memberRefs } from './hello.js';
 import { Inbox } from './inbox.js';
 import { Courier } from './inbox-delivery.js';
+import { serveInboxApi } from './inbox-api.js';
 import { InboxFiles } from './inbox-files.js';
 import { takeIn } from './inbox-intake.js';
 import type { RelayEvent } from './log.js';
@@ -30,6 +31,7 @@ import {
 } from './options.js';
 import {
   sendErrorPage,
+  sendJson,
   writeRawErrorPage,
   type ErrorPage,
   type RelayStatus,
@@ -444,6 +446,25 @@ export class Relay {
       if (this.credentials.observer(presented)) return 'allowed';
       this.throttle.failed('observer_token', peer);
       return 'denied';
+    },
+    inbox: (req, res, path) => {
+      const peer = visitorAddress(req, this.visitorAddressSource);
+      const waitMs = this.throttle.waitMs(peer);
+      if (waitMs > 0) {
+        res.setHeader('Retry-After', Math.ceil(waitMs / 1000));
+        return sendJson(res, 429, { error: RefuseCode.TooManyAttempts });
+      }
+      const presented = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '')?.[1];
+      const token = presented === undefined ? undefined : this.credentials.client(presented);
+      if (!token) {
+        if (presented !== undefined) this.throttle.failed('client_token', peer);
+        res.setHeader('WWW-Authenticate', 'Bearer realm="ggrok"');
+        return sendJson(res, 401, {
+          error: ErrorCode.Unauthorized,
+          message: 'send Authorization: Bearer <token>',
+        });
+      }
+      serveInboxApi(req, res, path, token.owner, this.inbox);
     },
     landing: (req) => ({
       url: this.router.relayUrl(req),

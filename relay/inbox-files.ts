@@ -44,7 +44,7 @@ export class InboxFiles implements InboxStore {
 
   constructor(
     private readonly dir: string,
-    private readonly maxBodyBytes: number,
+    private readonly limits: { maxBodyBytes: number; maxTotalBytes: number },
     private readonly log: (event: RelayEvent) => void,
   ) {
     // Bodies may hold secrets (webhook payloads): only the relay's user reads them.
@@ -54,6 +54,8 @@ export class InboxFiles implements InboxStore {
   /** Reads every kept request back (at start), oldest first; files that fail any check are logged and skipped. */
   load(): StoredRequest[] {
     const out: StoredRequest[] = [];
+    // Never read more than the inboxes may hold, whatever the directory holds.
+    let budget = this.limits.maxTotalBytes;
     for (const entry of readdirSync(this.dir)) {
       const file = path.join(this.dir, entry);
       // A write a crash interrupted: the request's previous version, if any, is still under its own name.
@@ -64,7 +66,9 @@ export class InboxFiles implements InboxStore {
       const m = FILE.exec(entry);
       if (!m) continue;
       try {
-        out.push(this.read(file, m[1]!));
+        const r = this.read(file, m[1]!, budget);
+        budget -= r.data.length;
+        out.push(r);
       } catch (err) {
         this.log({ event: 'inbox_file_rejected', file: entry, why: (err as Error).message.slice(0, 200) });
       }
@@ -130,9 +134,10 @@ export class InboxFiles implements InboxStore {
   }
 
   /** One file, checked as if a stranger wrote it: sizes first, then every field, then the head as the wire checks it. */
-  private read(file: string, id: string): StoredRequest {
+  private read(file: string, id: string, budget: number): StoredRequest {
     const size = statSync(file).size;
-    if (size > MAX_META_BYTES + this.maxBodyBytes) throw new Error('file too large');
+    if (size > MAX_META_BYTES + this.limits.maxBodyBytes) throw new Error('file too large');
+    if (size > budget + MAX_META_BYTES) throw new Error("over the inboxes' total size");
     const bytes = readFileSync(file);
     const nl = bytes.indexOf(10);
     if (nl < 0 || nl > MAX_META_BYTES) throw new Error('no head line');
@@ -150,7 +155,8 @@ export class InboxFiles implements InboxStore {
     if (m.state !== 'queued' && m.state !== 'failed') throw new Error('bad state');
     if (m.lastError !== undefined && (typeof m.lastError !== 'string' || m.lastError.length > 1000))
       throw new Error('bad last error');
-    if (!int(m.bytes, this.maxBodyBytes) || m.bytes !== data.length) throw new Error('body length differs');
+    if (!int(m.bytes, this.limits.maxBodyBytes) || m.bytes !== data.length)
+      throw new Error('body length differs');
     const body = m.body as BodyKindValue;
     if (body !== BodyKind.None && body !== BodyKind.Length && body !== BodyKind.Chunked)
       throw new Error('bad body kind');

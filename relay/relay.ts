@@ -131,7 +131,13 @@ export class Relay {
       refused: (code) => this.metrics.refused(code),
     });
     const log = (e: RelayEvent): void => this.telemetry.log(e);
-    this.inboxFiles = o.inboxDir ? new InboxFiles(o.inboxDir, o.inboxMaxBodyBytes, log) : undefined;
+    this.inboxFiles = o.inboxDir
+      ? new InboxFiles(
+          o.inboxDir,
+          { maxBodyBytes: o.inboxMaxBodyBytes, maxTotalBytes: o.inboxMaxTotalBytes },
+          log,
+        )
+      : undefined;
     this.inbox = new Inbox({
       options: o,
       store: this.inboxFiles,

@@ -32,6 +32,12 @@ function busyPage(what: 'requests' | 'channels', limit: number): ErrorPage {
   };
 }
 
+/** What admission reads of a tunnel: a live one, or the inbox's record of one whose client is away. */
+export type AdmittedTunnel = Pick<
+  Tunnel,
+  'name' | 'access' | 'activeRequests' | 'activeChannels' | 'allowNewStream'
+>;
+
 /** What admission needs from the relay. */
 export interface AdmissionDeps {
   options: Pick<
@@ -50,7 +56,7 @@ export class Admission {
 
   /** The answer for a visitor who may not open a request or channel on this tunnel now (counted), or undefined. */
   check(
-    tunnel: Tunnel,
+    tunnel: AdmittedTunnel,
     req: IncomingMessage,
     what: 'requests' | 'channels',
     /** The visitor's address when another instance forwarded the request (it vouches for it). */
@@ -67,7 +73,7 @@ export class Admission {
   }
 
   private refusal(
-    tunnel: Tunnel,
+    tunnel: AdmittedTunnel,
     req: IncomingMessage,
     open: number,
     limit: number,
@@ -98,7 +104,7 @@ export class Admission {
   }
 
   /** How the visitor reached the relay, as public-request.ts writes it into X-Forwarded-*. */
-  context(req: IncomingMessage, tunnel: Tunnel, at: HostParts, via?: PeerVia): PublicContext {
+  context(req: IncomingMessage, tunnel: Pick<Tunnel, 'access'>, at: HostParts, via?: PeerVia): PublicContext {
     const { host, port } = at;
     const proto = via?.proto ?? ((req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http');
     return {

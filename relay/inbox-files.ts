@@ -5,12 +5,17 @@ import path from 'node:path';
 import { decodeFrame, encodeFrame } from '../protocol/codec.js';
 import { BodyKind, FrameType, WIRE_LIMITS, type BodyKindValue } from '../protocol/frames.js';
 import { declaredLength } from '../protocol/headers.js';
-import type { InboxStore, StoredRequest } from './inbox.js';
+import { AccessPolicy } from './access.js';
+import type { HoldRecord, InboxStore, StoredRequest } from './inbox.js';
 import type { RelayEvent } from './log.js';
 import { isValidName } from './registry.js';
 
 /** A kept request's file name: its id (which newId() makes) and this suffix; nothing else in the directory is read. */
 const FILE = /^(ib_[A-Za-z0-9_-]{16})\.req$/;
+/** An away tunnel's hold: `hold.<name>.json`. */
+const HOLD_FILE = /^hold\.([a-z0-9-]{1,63})\.json$/;
+/** Largest hold file: 2 × 100 access rules of 512 characters and 32 patterns of 512, with room for JSON. */
+const MAX_HOLD_BYTES = 256 * 1024;
 /** Bytes of a file's first line (the head as JSON) at most: a header list is at most 128 KiB of characters. */
 const MAX_META_BYTES = 4 * WIRE_LIMITS.MAX_HEADER_LIST_BYTES + 2 * WIRE_LIMITS.MAX_TARGET_BYTES;
 const FORMAT_VERSION = 1;
@@ -51,9 +56,13 @@ export class InboxFiles implements InboxStore {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
   }
 
-  /** Reads every kept request back (at start), oldest first; files that fail any check are logged and skipped. */
-  load(): StoredRequest[] {
+  /**
+   * Reads every kept request (oldest first) and every hold back, at start; files that fail any check are logged and
+   * skipped.
+   */
+  load(): { requests: StoredRequest[]; holds: HoldRecord[] } {
     const out: StoredRequest[] = [];
+    const holds: HoldRecord[] = [];
     // Never read more than the inboxes may hold, whatever the directory holds.
     let budget = this.limits.maxTotalBytes;
     for (const entry of readdirSync(this.dir)) {
@@ -61,6 +70,15 @@ export class InboxFiles implements InboxStore {
       // A write a crash interrupted: the request's previous version, if any, is still under its own name.
       if (entry.endsWith('.tmp')) {
         tryUnlink(file);
+        continue;
+      }
+      const h = HOLD_FILE.exec(entry);
+      if (h) {
+        try {
+          holds.push(this.readHold(file, h[1]!));
+        } catch (err) {
+          this.log({ event: 'inbox_file_rejected', file: entry, why: (err as Error).message.slice(0, 200) });
+        }
         continue;
       }
       const m = FILE.exec(entry);
@@ -73,7 +91,58 @@ export class InboxFiles implements InboxStore {
         this.log({ event: 'inbox_file_rejected', file: entry, why: (err as Error).message.slice(0, 200) });
       }
     }
-    return out.sort((a, b) => a.seq - b.seq);
+    return { requests: out.sort((a, b) => a.seq - b.seq), holds };
+  }
+
+  held(h: HoldRecord): void {
+    const file = this.holdFile(h.name);
+    this.queue(`hold.${h.name}`, () =>
+      writeAtomically(file, [Buffer.from(JSON.stringify({ v: FORMAT_VERSION, ...h }))]),
+    );
+  }
+
+  released(name: string): void {
+    this.queue(`hold.${name}`, () => unlink(this.holdFile(name)).catch(() => {}));
+  }
+
+  private holdFile(name: string): string {
+    return path.join(this.dir, `hold.${name}.json`);
+  }
+
+  /** A hold, checked as if a stranger wrote it: the access rules must build a policy, the patterns pass the wire's rules. */
+  private readHold(file: string, name: string): HoldRecord {
+    if (statSync(file).size > MAX_HOLD_BYTES) throw new Error('file too large');
+    const m = JSON.parse(readFileSync(file, 'utf8')) as Partial<HoldRecord> & { v?: unknown };
+    if (typeof m !== 'object' || m === null || m.v !== FORMAT_VERSION) throw new Error('unknown format');
+    if (m.name !== name || !isValidName(name)) throw new Error('name does not match the file name');
+    if (typeof m.owner !== 'string' || !/^[0-9a-f]{16,128}$/.test(m.owner)) throw new Error('bad owner');
+    if (typeof m.heldUntil !== 'number' || !Number.isSafeInteger(m.heldUntil))
+      throw new Error('bad hold time');
+    const patterns = m.patterns;
+    if (
+      !Array.isArray(patterns) ||
+      patterns.length === 0 ||
+      patterns.length > WIRE_LIMITS.MAX_INBOX_PATTERNS ||
+      !patterns.every(
+        (p) =>
+          typeof p === 'string' && p.length <= WIRE_LIMITS.MAX_INBOX_PATTERN_CHARS && /^\/[!-~]*$/.test(p),
+      )
+    )
+      throw new Error('bad patterns');
+    let access: HoldRecord['access'];
+    if (m.access !== undefined) {
+      const a = m.access as Partial<NonNullable<HoldRecord['access']>>;
+      const list = (v: unknown): v is string[] =>
+        Array.isArray(v) &&
+        v.length <= WIRE_LIMITS.MAX_ACCESS_RULES &&
+        v.every((x) => typeof x === 'string' && x.length <= 512);
+      if (typeof a !== 'object' || a === null || !list(a.basicAuth) || !list(a.allowIp))
+        throw new Error('bad access rules');
+      if (typeof a.optionsWithoutAuth !== 'boolean') throw new Error('bad access rules');
+      access = { basicAuth: a.basicAuth, allowIp: a.allowIp, optionsWithoutAuth: a.optionsWithoutAuth };
+      new AccessPolicy(access); // throws on a rule the relay would refuse in a hello
+    }
+    return { name, owner: m.owner, patterns, heldUntil: m.heldUntil, ...(access ? { access } : {}) };
   }
 
   saved(r: StoredRequest): void {
@@ -122,15 +191,7 @@ export class InboxFiles implements InboxStore {
       ...(r.lastError !== undefined ? { lastError: r.lastError } : {}),
       bytes: r.data.length,
     };
-    const tmp = `${this.fileOf(r.id)}.${process.pid}.tmp`;
-    const fh = await open(tmp, 'w', 0o600);
-    try {
-      await fh.writev([Buffer.from(`${JSON.stringify(meta)}\n`), r.data]);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, this.fileOf(r.id));
+    await writeAtomically(this.fileOf(r.id), [Buffer.from(`${JSON.stringify(meta)}\n`), r.data]);
   }
 
   /** One file, checked as if a stranger wrote it: sizes first, then every field, then the head as the wire checks it. */
@@ -197,6 +258,19 @@ export class InboxFiles implements InboxStore {
       ...(m.lastError !== undefined ? { lastError: m.lastError } : {}),
     };
   }
+}
+
+/** Writes `file` under a temporary name, syncs it and renames it over the old one: never half a file. */
+async function writeAtomically(file: string, parts: Buffer[]): Promise<void> {
+  const tmp = `${file}.${process.pid}.tmp`;
+  const fh = await open(tmp, 'w', 0o600);
+  try {
+    await fh.writev(parts);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, file);
 }
 
 function tryUnlink(file: string): void {

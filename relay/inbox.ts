@@ -1,6 +1,8 @@
 // Webhook inbox: requests kept for a tunnel whose client is away, bounded per tunnel and relay-wide, until delivered.
 import { randomBytes } from 'node:crypto';
-import type { BodyKindValue, HeaderList, InboxNotice } from '../protocol/frames.js';
+import type { AccessRules, BodyKindValue, HeaderList, InboxNotice } from '../protocol/frames.js';
+import { AccessPolicy } from './access.js';
+import type { AdmittedTunnel } from './admission.js';
 import type { RelayEvent } from './log.js';
 import type { ResolvedRelayOptions } from './options.js';
 import type { Tunnel } from './tunnel.js';
@@ -47,6 +49,55 @@ export function inboxMatches(patterns: readonly string[], target: string): boole
   return false;
 }
 
+/** A tunnel whose client is away, as its inbox remembers it (and --inbox-dir keeps across restarts). */
+export interface HoldRecord {
+  name: string;
+  /** Hash of the owner's token. */
+  owner: string;
+  /** The inbox's path patterns. */
+  patterns: string[];
+  /** The tunnel's visitor rules, as its client sent them: they still decide who may leave a request. */
+  access?: AccessRules;
+  /** When the name's hold ends (ms since the epoch): nothing is kept after it. */
+  heldUntil: number;
+}
+
+/** An away tunnel as admission sees it: its rules, and a new-request rate of its own (a flood is refused early). */
+export class Away implements AdmittedTunnel {
+  readonly activeRequests = 0;
+  readonly activeChannels = 0;
+  readonly access: AccessPolicy | undefined;
+  private tokens: number;
+  private refilledAt: number;
+
+  constructor(
+    readonly record: HoldRecord,
+    private readonly rate: { perSecond: number; burst: number },
+    private readonly now: () => number,
+  ) {
+    this.access = record.access ? new AccessPolicy(record.access) : undefined;
+    this.tokens = rate.burst;
+    this.refilledAt = now();
+  }
+
+  get name(): string {
+    return this.record.name;
+  }
+
+  /** The same token bucket as a live tunnel's. */
+  allowNewStream(): boolean {
+    const t = this.now();
+    this.tokens = Math.min(
+      this.rate.burst,
+      this.tokens + ((t - this.refilledAt) / 1000) * this.rate.perSecond,
+    );
+    this.refilledAt = t;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+}
+
 /** What the owner is told about one name's inbox. */
 export interface InboxCounts {
   kept: number;
@@ -73,9 +124,8 @@ class Box {
   arriving = 0;
   /** Requests refused for lack of room since the owner was last told. */
   refused = 0;
-  /** The tunnel as it was when its client left (access rules, rate limit), while the name is held. */
-  absent: Tunnel | undefined;
-  patterns: readonly string[] = [];
+  /** The tunnel as it was when its client left (access rules, patterns), while the name is held. */
+  absent: Away | undefined;
   deliverer: Deliverer | undefined;
 
   constructor(
@@ -112,10 +162,14 @@ export interface InboxDeps {
     | 'inboxMaxTunnelBytes'
     | 'inboxMaxTotalBytes'
     | 'inboxTtlMs'
+    | 'nameGraceMs'
+    | 'streamsPerSecond'
     | 'now'
   >;
   /** The owner a disconnected tunnel's name is held for now, if any. */
   heldFor(name: string): string | undefined;
+  /** Holds `name` for `owner` until `until` (a hold read back from --inbox-dir after a restart). */
+  hold(name: string, owner: string, until: number): void;
   /** Starts delivering `box`'s queue through a live tunnel. */
   deliverer(inbox: Inbox, name: string, tunnel: Tunnel): Deliverer;
   /** Persists kept requests (--inbox-dir), when configured. */
@@ -127,6 +181,10 @@ export interface InboxDeps {
 export interface InboxStore {
   saved(r: StoredRequest): void;
   removed(r: StoredRequest): void;
+  /** A tunnel with an inbox is away: its hold. */
+  held(h: HoldRecord): void;
+  /** Its client is back, or the hold ended. */
+  released(name: string): void;
 }
 
 /** How often expired requests are swept even when nothing else happens. */
@@ -167,10 +225,28 @@ export class Inbox {
       box.deliverer = undefined;
     }
     if (tunnel.inbox.length === 0) return;
+    const o = this.deps.options;
     const b = box ?? this.box(tunnel.name, tunnel.owner);
     b.owner = tunnel.owner;
-    b.absent = tunnel;
-    b.patterns = tunnel.inbox;
+    b.absent = this.awayFrom({
+      name: tunnel.name,
+      owner: tunnel.owner,
+      patterns: [...tunnel.inbox],
+      ...(tunnel.access ? { access: tunnel.access.rules } : {}),
+      heldUntil: o.now() + o.nameGraceMs,
+    });
+    this.deps.store?.held(b.absent.record);
+  }
+
+  /** A hold read back after a restart: requests for the name are kept again, and the name stays its owner's. */
+  restoreHold(h: HoldRecord): boolean {
+    const o = this.deps.options;
+    if (h.heldUntil <= o.now()) return false;
+    const box = this.boxes.get(h.name) ?? this.box(h.name, h.owner);
+    if (box.owner !== h.owner) return false;
+    box.absent = this.awayFrom(h);
+    this.deps.hold(h.name, h.owner, h.heldUntil);
+    return true;
   }
 
   /**
@@ -180,6 +256,7 @@ export class Inbox {
   back(tunnel: Tunnel): void {
     const box = this.boxes.get(tunnel.name);
     if (!box) return;
+    if (box.absent) this.deps.store?.released(box.name);
     box.absent = undefined;
     if (box.owner !== tunnel.owner) return;
     box.refused = 0;
@@ -201,15 +278,15 @@ export class Inbox {
    * The absent tunnel whose inbox keeps this request, or undefined: the name must be held for the owner who
    * turned the inbox on, and the path must match.
    */
-  keeps(name: string, target: string): Tunnel | undefined {
+  keeps(name: string, target: string): Away | undefined {
     const box = this.boxes.get(name);
-    const tunnel = box?.absent;
-    if (!box || !tunnel) return undefined;
+    const away = box?.absent;
+    if (!box || !away) return undefined;
     if (this.deps.heldFor(name) !== box.owner) {
-      box.absent = undefined; // the hold ran out: nothing more is kept for it
+      this.release(box); // the hold ran out: nothing more is kept for it
       return undefined;
     }
-    return inboxMatches(box.patterns, target) ? tunnel : undefined;
+    return inboxMatches(away.record.patterns, target) ? away : undefined;
   }
 
   /**
@@ -341,6 +418,17 @@ export class Inbox {
     for (const box of this.boxes.values()) box.deliverer?.stop();
   }
 
+  private awayFrom(h: HoldRecord): Away {
+    const perSecond = this.deps.options.streamsPerSecond;
+    return new Away(h, { perSecond, burst: perSecond * 2 }, this.deps.options.now);
+  }
+
+  private release(box: Box): void {
+    if (!box.absent) return;
+    box.absent = undefined;
+    this.deps.store?.released(box.name);
+  }
+
   private holds(r: StoredRequest): boolean {
     return this.boxes.get(r.name)?.items.includes(r) ?? false;
   }
@@ -382,7 +470,7 @@ export class Inbox {
     const o = this.deps.options;
     const oldest = o.now() - o.inboxTtlMs;
     for (const box of [...this.boxes.values()]) {
-      if (box.absent && this.deps.heldFor(box.name) !== box.owner) box.absent = undefined;
+      if (box.absent && this.deps.heldFor(box.name) !== box.owner) this.release(box);
       for (const r of [...box.items])
         if (r.receivedAt <= oldest) {
           this.deps.log({ event: 'inbox_expired', name: r.name, id: r.id });

@@ -21,7 +21,7 @@ import {
 } from '../protocol/headers.js';
 import { pump, resetSocket, StreamSink } from '../protocol/stream-io.js';
 import { Phase, type Stream, type StreamHandler } from '../protocol/stream.js';
-import type { Admission } from './admission.js';
+import type { Admission, AdmittedTunnel } from './admission.js';
 import type { MemberInfo } from './cluster/membership.js';
 import {
   PEER_HEADER,
@@ -99,7 +99,7 @@ export interface ExchangeDesk {
    * The absent tunnel whose webhook inbox keeps a request for held name `name` at `target`, or undefined (no inbox,
    * the path does not match, or the name is not held for the owner who turned the inbox on).
    */
-  inboxFor(name: string, target: string): Tunnel | undefined;
+  inboxFor(name: string, target: string): AdmittedTunnel | undefined;
   /** Keeps the request in `name`'s inbox and answers it (inbox-intake.ts). */
   keep(req: IncomingMessage, res: ServerResponse, head: IntakeHead): void;
 }

@@ -178,6 +178,11 @@ export class Registry<T extends { owner: string; clientId: string }> {
     this.live.set(name, tunnel);
   }
 
+  /** Holds `name` for `owner` until `expiresAt` (ms since the epoch) unless it is live: a hold read back after a restart. */
+  hold(name: string, owner: string, expiresAt: number): void {
+    if (!this.live.has(name) && expiresAt > Date.now()) this.held.set(name, { owner, expiresAt });
+  }
+
   /** Removes a live tunnel (only if it is still the one registered) and holds its name for the owner. */
   remove(name: string, tunnel: T): void {
     if (this.live.get(name) !== tunnel) return;

@@ -142,6 +142,7 @@ export class Relay {
       options: o,
       store: this.inboxFiles,
       heldFor: (name) => this.registry.heldFor(name),
+      hold: (name, owner, until) => this.registry.hold(name, owner, until),
       deliverer: (inbox, _name, tunnel) =>
         new Courier(inbox, tunnel, {
           retryMs: o.inboxRetryMs,
@@ -151,7 +152,10 @@ export class Relay {
       log,
     });
     // What an earlier run kept: delivered when each owner's client is back (what no longer fits or expired goes).
-    for (const r of this.inboxFiles?.load() ?? []) if (!this.inbox.restore(r)) this.inboxFiles!.removed(r);
+    const saved = this.inboxFiles?.load();
+    for (const r of saved?.requests ?? []) if (!this.inbox.restore(r)) this.inboxFiles!.removed(r);
+    // Holds too: while those clients stay away, their requests are kept again (and their names stay theirs).
+    for (const h of saved?.holds ?? []) if (!this.inbox.restoreHold(h)) this.inboxFiles!.released(h.name);
     this.desk = {
       admission: this.admission,
       inboxMaxBodyBytes: o.inboxMaxBodyBytes,

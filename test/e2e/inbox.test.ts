@@ -542,11 +542,97 @@ describe('webhook inbox', () => {
     writeFileSync(path.join(dir, 'ib_PPPPPPPPPPPPPPPP.req'), `{"v":1}`); // no line end
     writeFileSync(path.join(dir, 'ib_QQQQQQQQQQQQQQQQ.req.123.tmp'), 'half written');
     writeFileSync(path.join(dir, 'notes.txt'), 'not ours');
+    const hold = {
+      v: 1,
+      name: 'hooks',
+      owner: 'ab'.repeat(32),
+      patterns: ['/*'],
+      heldUntil: Date.now() + 60_000,
+    };
+    writeFileSync(path.join(dir, 'hold.hooks.json'), JSON.stringify(hold));
+    writeFileSync(path.join(dir, 'hold.other.json'), JSON.stringify({ ...hold }));
+    writeFileSync(
+      path.join(dir, 'hold.third.json'),
+      JSON.stringify({
+        ...hold,
+        name: 'third',
+        access: { basicAuth: ['nopassword'], allowIp: [], optionsWithoutAuth: false },
+      }),
+    );
+    writeFileSync(
+      path.join(dir, 'hold.fourth.json'),
+      JSON.stringify({ ...hold, name: 'fourth', patterns: ['no-slash'] }),
+    );
     const relay = await startRelay(cleanup, { inboxDir: dir, inboxMaxBodyBytes: 1024 });
     expect(relay.relay.inbox.count).toBe(1);
     const rejected = relay.events.filter((e) => e.event === 'inbox_file_rejected').map((e) => e.file);
-    expect(rejected).toHaveLength(14);
+    expect(rejected).toHaveLength(17);
+    expect(rejected).toEqual(
+      expect.arrayContaining(['hold.other.json', 'hold.third.json', 'hold.fourth.json']),
+    );
+    // The good hold is kept again: requests for its name go to its inbox, and the name stays its owner's.
+    const kept = await rawRequest({
+      port: relay.port,
+      method: 'POST',
+      path: '/after',
+      headers: { Host: `hooks.localhost:${relay.port}` },
+      body: 'x',
+    });
+    expect(kept.status).toBe(202);
+    expect(relay.relay.inbox.count).toBe(2);
     expect(readdirSync(dir)).not.toContain('ib_QQQQQQQQQQQQQQQQ.req.123.tmp');
     expect(readdirSync(dir)).toContain('notes.txt');
+  });
+
+  it('with --inbox-dir, an away tunnel stays away across a relay restart: its requests are kept, its rules still apply', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'ggrok-inbox-'));
+    cleanup.add(() => rmSync(dir, { recursive: true, force: true }));
+    const { local, seen } = await recorder();
+    const first = await startRelay(cleanup, { inboxDir: dir });
+    const client = await startClient(cleanup, first.url, local.port, {
+      subdomain: 'hooks',
+      inbox: ['/hooks/*'],
+      access: { basicAuth: ['gh:s3cret'], allowIp: [], optionsWithoutAuth: false },
+    });
+    await client.close();
+    await waitFor(() => first.relay.tunnelCount === 0, 'the tunnel to go');
+    await first.relay.close(0);
+    expect(readdirSync(dir)).toEqual(['hold.hooks.json']);
+
+    const second = await startRelay(cleanup, { inboxDir: dir, waitForClientMs: 0 });
+    const host = `hooks.localhost:${second.port}`;
+    const auth = `Basic ${Buffer.from('gh:s3cret').toString('base64')}`;
+    const anonymous = await rawRequest({
+      port: second.port,
+      method: 'POST',
+      path: '/hooks/a',
+      headers: { Host: host },
+      body: 'x',
+    });
+    expect(anonymous.status).toBe(401);
+    const outside = await rawRequest({
+      port: second.port,
+      method: 'POST',
+      path: '/elsewhere',
+      headers: { Host: host, Authorization: auth },
+      body: 'x',
+    });
+    expect(outside.status).toBe(503);
+    const kept = await rawRequest({
+      port: second.port,
+      method: 'POST',
+      path: '/hooks/a',
+      headers: { Host: host, Authorization: auth },
+      body: 'after the restart',
+    });
+    expect(kept.status).toBe(202);
+    await back(second, local);
+    await waitFor(() => seen.length === 1, 'the delivery');
+    expect(seen[0]!.url).toBe('/hooks/a');
+    expect(seen[0]!.body.toString()).toBe('after the restart');
+    expect(header(seen[0]!.rawHeaders, 'authorization')).toBeUndefined(); // consumed by the relay, as live
+    await waitFor(() => second.relay.inbox.count === 0, 'the inbox to empty');
+    await second.relay.close(0);
+    expect(readdirSync(dir)).toEqual([]);
   });
 });

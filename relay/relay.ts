@@ -117,6 +117,8 @@ export class Relay {
       nameKnown: (name) => this.registry.get(name) !== undefined || this.registry.isHeld(name),
       mode: this.mode,
       instance: o.instanceId,
+      // Read when scraped, after the inbox exists.
+      inbox: () => ({ requests: this.inbox.count, bytes: this.inbox.bytes }),
     });
     this.metrics = this.telemetry.metrics;
     this.throttle = new SecretThrottle(new AuthFailures(o.now), this.telemetry);

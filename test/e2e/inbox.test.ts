@@ -140,6 +140,12 @@ describe('webhook inbox', () => {
     expect(stripeId).toMatch(/^ib_/);
     expect(seen).toHaveLength(0);
     expect(relay.relay.inbox.count).toBe(2);
+    const metrics = await rawRequest({
+      port: relay.port,
+      path: '/_ggrok/metrics',
+      headers: { Host: `127.0.0.1:${relay.port}`, Authorization: `Bearer ${TOKEN}` },
+    });
+    expect(metrics.body.toString()).toMatch(/^ggrok_inbox_requests\{[^}]*\} 2$/m);
 
     const { reports, exchanges } = await back(relay, local);
     await waitFor(() => seen.length === 2, 'both deliveries');

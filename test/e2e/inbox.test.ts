@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TunnelClient } from '../../cli/client.js';
+import { startInspector } from '../../cli/inspector/index.js';
 import { parseTarget, type Exchange } from '../../cli/local-request.js';
 import {
   Cleanup,
@@ -71,10 +72,12 @@ async function away(
   return host;
 }
 
-/** The client back for `hooks`, with its inbox reports and request summaries recorded. */
+/** The client back for `hooks`, with its inbox reports and request summaries recorded (and an inspector watching). */
 async function back(relay: TestRelay, local: LocalServer, subdomain = 'hooks') {
   const reports: unknown[] = [];
   const exchanges: Exchange[] = [];
+  const inspector = await startInspector({ port: 0 });
+  cleanup.add(() => inspector.close());
   // Listeners first: the inbox report comes with the welcome.
   const client = new TunnelClient({
     server: relay.url,
@@ -82,12 +85,13 @@ async function back(relay: TestRelay, local: LocalServer, subdomain = 'hooks') {
     target: parseTarget(String(local.port)),
     subdomain,
     inbox: ['/*'],
+    observe: inspector.observe,
   });
   cleanup.add(() => client.close());
   client.on('inbox', (r) => reports.push(r));
   client.on('request', (x) => exchanges.push(x));
   await client.start();
-  return { client, reports, exchanges };
+  return { client, reports, exchanges, inspector };
 }
 
 describe('webhook inbox', () => {
@@ -147,7 +151,7 @@ describe('webhook inbox', () => {
     });
     expect(metrics.body.toString()).toMatch(/^ggrok_inbox_requests\{[^}]*\} 2$/m);
 
-    const { reports, exchanges } = await back(relay, local);
+    const { reports, exchanges, inspector } = await back(relay, local);
     await waitFor(() => seen.length === 2, 'both deliveries');
     expect(reports).toEqual([{ name: 'hooks', kept: 2, refused: 0, failed: 0 }]);
     const [first, second] = seen as [Seen, Seen];
@@ -186,6 +190,24 @@ describe('webhook inbox', () => {
     await waitFor(() => relay.relay.inbox.count === 0, 'the inbox to empty');
     await waitFor(() => exchanges.length === 2, 'both summaries');
     expect(exchanges.map((x) => x.inbox)).toEqual([ghId, stripeId]);
+    // The inspector lists them as inbox deliveries, with the time the relay received them.
+    const listed = await rawRequest({
+      port: Number(new URL(inspector.url).port),
+      path: '/api/exchanges',
+      headers: { Host: new URL(inspector.url).host },
+    });
+    const rows = (
+      JSON.parse(listed.body.toString()) as {
+        exchanges: { target: string; inbox?: string; receivedAt?: number }[];
+      }
+    ).exchanges;
+    expect(rows.map((r) => [r.target, r.inbox]).sort()).toEqual([
+      ['/stripe', stripeId],
+      ['/webhooks/github?x=1', ghId],
+    ]);
+    expect(
+      rows.every((r) => typeof r.receivedAt === 'number' && Math.abs(r.receivedAt - Date.now()) < 60_000),
+    ).toBe(true);
   });
 
   it('delivers 50 kept requests in the order they arrived', async () => {

@@ -197,6 +197,8 @@ export class Inbox {
   private totalBytes = 0;
   private seq = 0;
   private readonly sweeper: NodeJS.Timeout;
+  /** Shut down: connections closing now change nothing (their holds were written by close()). */
+  private closed = false;
 
   constructor(private readonly deps: InboxDeps) {
     this.sweeper = setInterval(() => this.sweep(), SWEEP_INTERVAL_MS);
@@ -217,6 +219,7 @@ export class Inbox {
 
   /** A tunnel's client left: with an inbox, requests for its name are kept while the name is held. */
   away(tunnel: Tunnel): void {
+    if (this.closed) return;
     const box = this.boxes.get(tunnel.name);
     // A newer connection of the same client took over already: its delivery goes on.
     if (box?.deliverer && box.deliverer.tunnel !== tunnel) return;
@@ -412,8 +415,13 @@ export class Inbox {
     this.boxes.get(r.name)?.deliverer?.poke();
   }
 
-  /** Shutdown: no more timers or deliveries. */
-  close(): void {
+  /**
+   * Shutdown, before the live tunnels' connections close: they count as away now (their holds are written, so a
+   * restarted relay keeps their requests while their clients come back), and from here on nothing changes.
+   */
+  close(live: Iterable<Tunnel> = []): void {
+    for (const tunnel of live) this.away(tunnel);
+    this.closed = true;
     clearInterval(this.sweeper);
     for (const box of this.boxes.values()) box.deliverer?.stop();
   }

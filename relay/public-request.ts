@@ -239,6 +239,10 @@ function requestHeaders(req: IncomingMessage, ctx: PublicContext, upgrade: boole
   if (ctx.dropAuthorization) headers = withoutHeader(headers, 'authorization');
   // The signature of another instance that forwarded the request is the relay's business, not the app's.
   if (req.headers[PEER_HEADER] !== undefined) headers = withoutHeader(headers, PEER_HEADER);
+  // Only the relay says a request was kept while the client was away: an app de-duplicates on these.
+  if (req.headers['x-ggrok-inbox'] !== undefined) headers = withoutHeader(headers, INBOX_ID_HEADER);
+  if (req.headers['x-ggrok-received-at'] !== undefined)
+    headers = withoutHeader(headers, INBOX_RECEIVED_HEADER);
   addForwardedHeaders(headers, {
     remoteAddress: ctx.remoteAddress,
     proto: ctx.proto,
@@ -369,14 +373,8 @@ export class PublicRequest extends PublicExchange {
       this.answer(problem);
       return true;
     }
-    // The delivery's own X-Ggrok-Inbox and X-Ggrok-Received-At are the relay's to set, never the sender's.
-    const headers = withoutHeader(
-      withoutHeader(
-        requestHeaders(req, desk.admission.context(req, absent, this.at, this.via), false),
-        INBOX_ID_HEADER,
-      ),
-      INBOX_RECEIVED_HEADER,
-    );
+    // The delivery's own X-Ggrok-Inbox and X-Ggrok-Received-At are the relay's to set (requestHeaders drops a sender's).
+    const headers = requestHeaders(req, desk.admission.context(req, absent, this.at, this.via), false);
     // Room for the two headers a delivery adds.
     const delivered = [...headers, INBOX_ID_HEADER, 'x'.repeat(40), INBOX_RECEIVED_HEADER, 'x'.repeat(30)];
     if (!headerListFits(delivered)) {

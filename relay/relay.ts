@@ -253,13 +253,13 @@ export class Relay {
       if (Date.now() >= settled) this.server.closeIdleConnections();
       await new Promise((r) => setTimeout(r, 50));
     }
+    this.inbox.close(this.registry.values());
     for (const tunnel of this.registry.values())
       tunnel.session.close(CloseCode.GoingAway, 'relay shutting down');
     for (const ws of this.wss.clients) ws.terminate();
     this.server.closeAllConnections();
     await this.telemetry.flushHooks(deadlineMs, () => this.registry.size > 0);
     await this.cluster?.close();
-    this.inbox.close();
     await this.inboxFiles?.flush();
     this.telemetry.log({ event: 'shutdown' });
   }

@@ -530,7 +530,8 @@ describe('webhook inbox', () => {
     expect(seen[1]!.body.toString()).toBe('abc');
     await waitFor(() => second.relay.inbox.count === 0, 'the inbox to empty');
     await second.relay.close(0);
-    expect(readdirSync(dir)).toEqual([]);
+    // Stopped while the client was connected: it is away now, and its hold waits for the next start.
+    expect(readdirSync(dir)).toEqual(['hold.hooks.json']);
   });
 
   it('reads --inbox-dir files as hostile: anything malformed, oversized or inconsistent is skipped', async () => {
@@ -661,6 +662,38 @@ describe('webhook inbox', () => {
     expect(header(seen[0]!.rawHeaders, 'authorization')).toBeUndefined(); // consumed by the relay, as live
     await waitFor(() => second.relay.inbox.count === 0, 'the inbox to empty');
     await second.relay.close(0);
-    expect(readdirSync(dir)).toEqual([]);
+    // Stopped while the client was connected: it is away now, and its hold waits for the next start.
+    expect(readdirSync(dir)).toEqual(['hold.hooks.json']);
+  });
+
+  it("a sender's own X-Ggrok-Inbox and X-Ggrok-Received-At never reach the app, live or kept", async () => {
+    const relay = await startRelay(cleanup);
+    const { local, seen } = await recorder();
+    const forged = { 'X-Ggrok-Inbox': 'ib_forgedforgedforg', 'x-ggrok-received-at': '1999-01-01T00:00:00Z' };
+    const client = await startClient(cleanup, relay.url, local.port, { subdomain: 'hooks', inbox: ['/*'] });
+    const host = new URL(client.url).host;
+    await rawRequest({
+      port: relay.port,
+      method: 'POST',
+      path: '/live',
+      headers: { Host: host, ...forged },
+      body: 'a',
+    });
+    await client.close();
+    await waitFor(() => relay.relay.tunnelCount === 0, 'the tunnel to go');
+    const kept = await rawRequest({
+      port: relay.port,
+      method: 'POST',
+      path: '/kept',
+      headers: { Host: host, ...forged },
+      body: 'b',
+    });
+    await back(relay, local);
+    await waitFor(() => seen.length === 2, 'both requests');
+    expect(header(seen[0]!.rawHeaders, 'x-ggrok-inbox')).toBeUndefined();
+    expect(header(seen[0]!.rawHeaders, 'x-ggrok-received-at')).toBeUndefined();
+    const inbox = seen[1]!.rawHeaders.filter((h, i) => i % 2 === 0 && h.toLowerCase().startsWith('x-ggrok-'));
+    expect(inbox).toEqual(['X-Ggrok-Inbox', 'X-Ggrok-Received-At']);
+    expect(header(seen[1]!.rawHeaders, 'x-ggrok-inbox')).toBe(kept.headers['x-ggrok-inbox']);
   });
 });

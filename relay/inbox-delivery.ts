@@ -41,7 +41,7 @@ export class Courier implements Deliverer {
 
   poke(): void {
     if (this.state !== 'idle') return;
-    const next = this.inbox.next(this.tunnel.name);
+    const next = this.inbox.next(this.tunnel.name, this.tunnel.owner);
     if (!next) return;
     this.state = 'sending';
     this.current = new Delivery(this.tunnel, next, (outcome) => this.settled(next, outcome));

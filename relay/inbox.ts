@@ -246,7 +246,7 @@ export class Inbox {
     const o = this.deps.options;
     if (h.heldUntil <= o.now()) return false;
     const box = this.boxes.get(h.name) ?? this.box(h.name, h.owner);
-    if (box.owner !== h.owner) return false;
+    box.owner = h.owner;
     box.absent = this.awayFrom(h);
     this.deps.hold(h.name, h.owner, h.heldUntil);
     return true;
@@ -261,7 +261,10 @@ export class Inbox {
     if (!box) return;
     if (box.absent) this.deps.store?.released(box.name);
     box.absent = undefined;
-    if (box.owner !== tunnel.owner) return;
+    if (box.owner !== tunnel.owner) {
+      // The hold ran out and another owner took the name: what was kept for the first one is never given to it.
+      box.owner = tunnel.owner;
+    }
     box.refused = 0;
     box.deliverer?.stop();
     box.deliverer = this.deps.deliverer(this, tunnel.name, tunnel);
@@ -272,8 +275,8 @@ export class Inbox {
   notice(name: string, owner: string, index: number): InboxNotice | undefined {
     this.sweep();
     const box = this.boxes.get(name);
-    if (!box || box.owner !== owner) return undefined;
-    const c = this.counts(box);
+    if (!box) return undefined;
+    const c = this.counts(box, owner);
     return c.kept + c.refused + c.failed === 0 ? undefined : { tunnel: index, ...c };
   }
 
@@ -352,8 +355,7 @@ export class Inbox {
     const o = this.deps.options;
     if (r.receivedAt + o.inboxTtlMs <= o.now()) return false;
     const box = this.boxes.get(r.name) ?? this.box(r.name, r.owner);
-    if (box.owner !== r.owner || box.count >= o.inboxMaxRequests || !this.fits(box, storedSize(r)))
-      return false;
+    if (box.count >= o.inboxMaxRequests || !this.fits(box, storedSize(r))) return false;
     this.seq = Math.max(this.seq, r.seq);
     this.add(box, r, false);
     return true;
@@ -362,23 +364,22 @@ export class Inbox {
   /** The requests kept for `owner` (every name), oldest first. */
   list(owner: string): StoredRequest[] {
     const out: StoredRequest[] = [];
-    for (const box of this.boxes.values()) if (box.owner === owner) out.push(...box.items);
+    for (const box of this.boxes.values()) for (const r of box.items) if (r.owner === owner) out.push(r);
     return out.sort((a, b) => a.seq - b.seq);
   }
 
   /** The request `id` of `owner`, if kept. */
   find(owner: string, id: string): StoredRequest | undefined {
-    for (const box of this.boxes.values())
-      if (box.owner === owner) {
-        const r = box.items.find((i) => i.id === id);
-        if (r) return r;
-      }
+    for (const box of this.boxes.values()) {
+      const r = box.items.find((i) => i.id === id && i.owner === owner);
+      if (r) return r;
+    }
     return undefined;
   }
 
-  /** The first request of `name` waiting for delivery, if any. */
-  next(name: string): StoredRequest | undefined {
-    return this.boxes.get(name)?.items.find((r) => r.state === 'queued');
+  /** The first request of `name` kept for `owner` and waiting for delivery, if any. */
+  next(name: string, owner: string): StoredRequest | undefined {
+    return this.boxes.get(name)?.items.find((r) => r.state === 'queued' && r.owner === owner);
   }
 
   /** A delivery succeeded (or the owner dropped the request): it is gone for good. */
@@ -467,10 +468,14 @@ export class Inbox {
     this.totalBytes += n;
   }
 
-  private counts(box: Box): InboxCounts {
+  private counts(box: Box, owner: string): InboxCounts {
+    let kept = 0;
     let failed = 0;
-    for (const r of box.items) if (r.state === 'failed') failed++;
-    return { kept: box.items.length - failed, refused: box.refused, failed };
+    for (const r of box.items)
+      if (r.owner !== owner) continue;
+      else if (r.state === 'failed') failed++;
+      else kept++;
+    return { kept, refused: box.owner === owner ? box.refused : 0, failed };
   }
 
   /** Drops requests older than the time to live. */

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TunnelClient } from '../../cli/client.js';
 import { startInspector } from '../../cli/inspector/index.js';
+import { tokenId } from '../../relay/tokens.js';
 import { parseTarget, type Exchange } from '../../cli/local-request.js';
 import {
   Cleanup,
@@ -14,6 +15,7 @@ import {
   rawRequest,
   startClient,
   startLocal,
+  sleep,
   startRelay,
   TOKEN,
   waitFor,
@@ -695,5 +697,45 @@ describe('webhook inbox', () => {
     const inbox = seen[1]!.rawHeaders.filter((h, i) => i % 2 === 0 && h.toLowerCase().startsWith('x-ggrok-'));
     expect(inbox).toEqual(['X-Ggrok-Inbox', 'X-Ggrok-Received-At']);
     expect(header(seen[1]!.rawHeaders, 'x-ggrok-inbox')).toBe(kept.headers['x-ggrok-inbox']);
+  });
+
+  it('never gives what was kept for one owner to another who takes the name after the hold ends', async () => {
+    const relay = await startRelay(cleanup, { tokens: [TOKEN, 'other-token'], nameGraceMs: 300 });
+    const { local, seen } = await recorder();
+    const host = await away(relay, local);
+    const kept = await rawRequest({
+      port: relay.port,
+      method: 'POST',
+      path: '/mine',
+      headers: { Host: host },
+      body: 'x',
+    });
+    expect(kept.status).toBe(202);
+    await sleep(600); // the hold ends
+    const late = await rawRequest({
+      port: relay.port,
+      method: 'POST',
+      path: '/late',
+      headers: { Host: host },
+      body: 'x',
+    });
+    expect(late.status).not.toBe(202);
+    const reports: unknown[] = [];
+    const stranger = new TunnelClient({
+      server: relay.url,
+      token: 'other-token',
+      target: parseTarget(String(local.port)),
+      subdomain: 'hooks',
+      inbox: ['/*'],
+    });
+    cleanup.add(() => stranger.close());
+    stranger.on('inbox', (r) => reports.push(r));
+    await stranger.start();
+    await sleep(300);
+    expect(seen).toEqual([]);
+    expect(reports).toEqual([]);
+    expect(relay.relay.inbox.count).toBe(1);
+    expect(relay.relay.inbox.list(tokenId(TOKEN)).map((r) => r.target)).toEqual(['/mine']);
+    expect(relay.relay.inbox.list(tokenId('other-token'))).toEqual([]);
   });
 });

@@ -738,4 +738,65 @@ describe('webhook inbox', () => {
     expect(relay.relay.inbox.list(tokenId(TOKEN)).map((r) => r.target)).toEqual(['/mine']);
     expect(relay.relay.inbox.list(tokenId('other-token'))).toEqual([]);
   });
+
+  it('drops a kept request after the time to live (injected clock), and says so in the log', async () => {
+    let now = Date.now();
+    const relay = await startRelay(cleanup, { now: () => now, inboxTtlMs: 24 * 60 * 60_000 });
+    const { local, seen } = await recorder();
+    const host = await away(relay, local);
+    const post = (p: string) =>
+      rawRequest({ port: relay.port, method: 'POST', path: p, headers: { Host: host }, body: p });
+    expect((await post('/old')).status).toBe(202);
+    now += 12 * 60 * 60_000;
+    expect((await post('/young')).status).toBe(202);
+    now += 12 * 60 * 60_000; // /old is 24 h old now
+    const { reports } = await back(relay, local);
+    expect(reports).toEqual([{ name: 'hooks', kept: 1, refused: 0, failed: 0 }]);
+    await waitFor(() => seen.length === 1, 'the young one');
+    expect(seen[0]!.url).toBe('/young');
+    expect(Date.parse(header(seen[0]!.rawHeaders, 'x-ggrok-received-at')!)).toBe(now - 12 * 60 * 60_000);
+    expect(relay.events.filter((e) => e.event === 'inbox_expired')).toHaveLength(1);
+    await sleep(200);
+    expect(seen).toHaveLength(1);
+  });
+
+  it('tunnels of one connection each have their own inbox, reported by name', async () => {
+    const relay = await startRelay(cleanup, { waitForClientMs: 0 });
+    const { local, seen } = await recorder();
+    const spec = (subdomain: string, inbox?: string[]) => ({
+      subdomain,
+      target: parseTarget(String(local.port)),
+      ...(inbox ? { inbox } : {}),
+    });
+    const first = await startClient(cleanup, relay.url, local.port, {
+      subdomain: 'plain',
+      more: [spec('hooks', ['/*'])],
+    });
+    await first.close();
+    await waitFor(() => relay.relay.tunnelCount === 0, 'the tunnels to go');
+    const to = (name: string) =>
+      rawRequest({
+        port: relay.port,
+        method: 'POST',
+        path: '/x',
+        headers: { Host: `${name}.localhost:${relay.port}` },
+        body: name,
+      });
+    expect((await to('hooks')).status).toBe(202);
+    expect((await to('plain')).status).toBe(503); // no inbox: answered as always
+    const reports: unknown[] = [];
+    const again = new TunnelClient({
+      server: relay.url,
+      token: TOKEN,
+      ...spec('plain'),
+      more: [spec('hooks', ['/*'])],
+    });
+    cleanup.add(() => again.close());
+    again.on('inbox', (r) => reports.push(r));
+    await again.start();
+    expect(reports).toEqual([{ name: 'hooks', kept: 1, refused: 0, failed: 0 }]);
+    await waitFor(() => seen.length === 1, 'the delivery');
+    expect(header(seen[0]!.rawHeaders, 'host')).toBe(`hooks.localhost:${relay.port}`);
+    expect(seen[0]!.body.toString()).toBe('hooks');
+  });
 });

@@ -95,6 +95,7 @@ export function takeIn(
     chunks.push(chunk);
   };
   req.on('data', onData);
+  req.on('error', () => {}); // a visitor cutting its upload short: 'close' below frees its place
   req.once('end', () => {
     if (over) return;
     const stored = place.commit({

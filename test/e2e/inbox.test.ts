@@ -1,7 +1,9 @@
 // Webhook inbox: requests kept while the client is away, answered 202, delivered byte-exact and in order when it is back.
 import { createHmac } from 'node:crypto';
+import { once } from 'node:events';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -798,5 +800,32 @@ describe('webhook inbox', () => {
     await waitFor(() => seen.length === 1, 'the delivery');
     expect(header(seen[0]!.rawHeaders, 'host')).toBe(`hooks.localhost:${relay.port}`);
     expect(seen[0]!.body.toString()).toBe('hooks');
+  });
+
+  it('a visitor who cuts its upload short leaves nothing kept and nothing reserved', async () => {
+    const relay = await startRelay(cleanup);
+    const { local } = await recorder();
+    const host = await away(relay, local);
+    for (const head of [
+      `POST /a HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 100000\r\n\r\n${'x'.repeat(5000)}`,
+      `POST /b HTTP/1.1\r\nHost: ${host}\r\nTransfer-Encoding: chunked\r\n\r\n1000\r\n${'y'.repeat(2000)}`,
+    ]) {
+      const socket = net.connect(relay.port, '127.0.0.1');
+      await once(socket, 'connect');
+      socket.write(head);
+      await waitFor(() => relay.relay.inbox.bytes > 0, 'the upload to be under way');
+      socket.destroy();
+      await waitFor(() => relay.relay.inbox.bytes === 0, 'its reservation to be freed');
+    }
+    expect(relay.relay.inbox.count).toBe(0);
+    // The relay still keeps requests afterwards.
+    const ok = await rawRequest({
+      port: relay.port,
+      method: 'POST',
+      path: '/c',
+      headers: { Host: host },
+      body: 'z',
+    });
+    expect(ok.status).toBe(202);
   });
 });

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TunnelClient } from '../../cli/client.js';
+import { connect } from '../../cli/index.js';
 import { startInspector } from '../../cli/inspector/index.js';
 import { tokenId } from '../../relay/tokens.js';
 import { parseTarget, type Exchange } from '../../cli/local-request.js';
@@ -827,5 +828,40 @@ describe('webhook inbox', () => {
       body: 'z',
     });
     expect(ok.status).toBe(202);
+  });
+
+  it('connect({ inbox: true }) turns the inbox on from the programmatic API', async () => {
+    const relay = await startRelay(cleanup, { waitForClientMs: 0 });
+    const { local } = await recorder();
+    const tunnel = await connect({
+      port: local.port,
+      server: relay.url,
+      token: TOKEN,
+      subdomain: 'api',
+      inbox: true,
+    });
+    const host = new URL(tunnel.url).host;
+    await tunnel.close();
+    await waitFor(() => relay.relay.tunnelCount === 0, 'the tunnel to go');
+    const kept = await rawRequest({
+      port: relay.port,
+      method: 'POST',
+      path: '/any',
+      headers: { Host: host },
+      body: 'x',
+    });
+    expect(kept.status).toBe(202);
+    const plain = await connect({ port: local.port, server: relay.url, token: TOKEN, subdomain: 'plain' });
+    const plainHost = new URL(plain.url).host;
+    await plain.close();
+    await waitFor(() => relay.relay.tunnelCount === 0, 'the tunnel to go');
+    const notKept = await rawRequest({
+      port: relay.port,
+      method: 'POST',
+      path: '/any',
+      headers: { Host: plainHost },
+      body: 'x',
+    });
+    expect(notKept.status).toBe(503);
   });
 });

@@ -837,7 +837,7 @@ describe('webhook inbox', () => {
       port: local.port,
       server: relay.url,
       token: TOKEN,
-      subdomain: 'api',
+      subdomain: 'sdk',
       inbox: true,
     });
     const host = new URL(tunnel.url).host;

@@ -132,7 +132,7 @@ export function httpCommand(): Command {
     .addOption(
       new Option(
         '--inbox [path]',
-        'while this client is away, the relay keeps requests (to these paths, e.g. "/webhooks/*"; repeatable) and delivers them when it is back',
+        'while this client is away, the relay keeps requests (all paths, or these: "/webhooks/*", repeatable) and delivers them when it is back; after the port: ggrok http 3000 --inbox',
       )
         .preset('/*')
         .argParser(collect)

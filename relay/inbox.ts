@@ -309,6 +309,9 @@ export class Inbox {
       return 'full';
     }
     box.arriving++;
+    // Arrival is when the head came: a long upload does not fall behind requests sent after it.
+    const seq = ++this.seq;
+    const receivedAt = o.now();
     let held = headBytes;
     let body = 0;
     this.hold(box, headBytes);
@@ -338,8 +341,8 @@ export class Inbox {
           id: newId(),
           name,
           owner: box.owner,
-          seq: ++this.seq,
-          receivedAt: this.deps.options.now(),
+          seq,
+          receivedAt,
           attempts: 0,
           state: 'queued',
         };

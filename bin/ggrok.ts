@@ -7,7 +7,7 @@ import { VERSION } from '../protocol/version.js';
 // faster start). Help, version and unknown commands load both, so every command is listed and suggested.
 const sub = process.argv[2];
 const versionOnly = sub === '-v' || sub === '--version';
-const clientOnly = versionOnly || sub === 'http' || sub === 'start' || sub === 'config';
+const clientOnly = versionOnly || sub === 'http' || sub === 'start' || sub === 'config' || sub === 'inbox';
 const relayOnly = versionOnly || sub === 'relay';
 const cli = relayOnly ? undefined : await import('../cli/main.js');
 const relay = clientOnly ? undefined : await import('../relay/main.js');
@@ -16,7 +16,12 @@ const program = new Command('ggrok')
   .description('Share a local server at a stable public URL through your own relay.')
   .version(VERSION, '-v, --version')
   .showSuggestionAfterError(true);
-if (cli) program.addCommand(cli.httpCommand()).addCommand(cli.startCommand()).addCommand(cli.configCommand());
+if (cli)
+  program
+    .addCommand(cli.httpCommand())
+    .addCommand(cli.startCommand())
+    .addCommand(cli.configCommand())
+    .addCommand(cli.inboxCommand());
 if (relay) program.addCommand(relay.relayCommand());
 
 // Usage errors exit 2 with one line; --help and --version exit 0.

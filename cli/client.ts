@@ -37,6 +37,11 @@ export interface ClientOptions {
   insecure?: boolean;
   /** Visitor restrictions the relay enforces (Basic auth, allowed addresses). */
   access?: AccessRules;
+  /**
+   * Webhook inbox: path patterns ("/*" = all, "/webhooks/*") whose requests the relay keeps while this client is
+   * away and delivers when it is back. Off when absent or empty.
+   */
+  inbox?: string[];
   /** Header edits applied by this client (Host rewrite, add/remove). */
   headerRules?: HeaderRules;
   /** Join (or start) the endpoint pool of the name: other clients of the same owner may serve it too. */
@@ -64,6 +69,8 @@ export interface TunnelSpec {
   subdomain?: string;
   target: LocalTarget;
   access?: AccessRules;
+  /** Webhook inbox path patterns, as ClientOptions.inbox. */
+  inbox?: string[];
   headerRules?: HeaderRules;
   /** Join (or start) the endpoint pool of the name. */
   pool?: boolean;
@@ -109,8 +116,21 @@ export interface TunnelStats {
   refused: number;
 }
 
+/** What the relay's webhook inbox kept for one tunnel while the client was away (told on connecting). */
+export interface InboxReport {
+  name: string;
+  /** Requests kept, delivered now in arrival order. */
+  kept: number;
+  /** Requests refused because the inbox was full. */
+  refused: number;
+  /** Requests kept whose delivery failed every attempt (see `ggrok inbox list`). */
+  failed: number;
+}
+
 export interface ClientEvents {
   online: [OnlineInfo];
+  /** The relay kept requests for a tunnel while the client was away; they are being delivered. */
+  inbox: [InboxReport];
   offline: [OfflineInfo];
   request: [Exchange];
   /** A dev server refused a visitor with its host check: which, why and how to fix it (once per tunnel). */
@@ -265,6 +285,7 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
         pool: opts.pool,
         healthPath: opts.healthPath,
         healthIntervalMs: opts.healthIntervalMs,
+        inbox: opts.inbox,
       },
       ...(opts.more ?? []),
     ];
@@ -391,12 +412,14 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
       name: this.wantedName(0),
       clientId: this.clientId,
       ...(this.opts.access ? { access: this.opts.access } : {}),
+      ...(this.opts.inbox?.length ? { inbox: this.opts.inbox } : {}),
       ...(this.specs.length > 1
         ? {
             more: this.specs.slice(1).map((spec, i) => ({
               name: this.wantedName(i + 1),
               ...(spec.access ? { access: spec.access } : {}),
               ...(spec.pool ? { pool: true } : {}),
+              ...(spec.inbox?.length ? { inbox: spec.inbox } : {}),
             })),
           }
         : {}),
@@ -503,6 +526,13 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
     this.checks.forEach((check, i) => {
       if (check?.last && !check.last.ok) link.session!.sendHealth({ tunnel: i, ...check.last });
     });
+    for (const n of welcome.inbox ?? [])
+      this.emit('inbox', {
+        name: this.names[n.tunnel] ?? '',
+        kept: n.kept,
+        refused: n.refused,
+        failed: n.failed,
+      });
     if (!this.online) {
       this.online = true;
       this.attempt = 0;

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
 import { ErrorCode, GgrokError } from '../protocol/errors.js';
 import {
+  ALL_PATHS,
   emptyTunnelSettings,
   fileKey,
   OPTION_ENTRIES,
@@ -131,6 +132,10 @@ function readValue(ctx: Ctx, node: unknown, kind: OptionKind, what: string): unk
       if (!isScalar(node) || typeof node.value !== 'boolean')
         throw configError(ctx, node, `${what} must be true or false`);
       return node.value;
+    case 'paths':
+      // `inbox: true` is every path; a pattern or a list of them, those.
+      if (isScalar(node) && typeof node.value === 'boolean') return node.value ? [ALL_PATHS] : [];
+      return isScalar(node) ? [scalarString(ctx, node, what)] : stringList(ctx, node, what);
     case 'int':
       if (
         !isScalar(node) ||

@@ -7,6 +7,7 @@ import {
   type ClientEvents,
   type OfflineInfo,
   type OnlineInfo,
+  type InboxReport,
   type PoolInfo,
   type TunnelStats,
 } from './client.js';
@@ -40,6 +41,7 @@ export {
   type OfflineInfo,
   type OnlineInfo,
   type PoolInfo,
+  type InboxReport,
   type HealthResult,
   type TunnelStats,
 };
@@ -89,6 +91,8 @@ export interface TunnelEvents {
   pool: [PoolInfo];
   /** A pool tunnel's own health check (--health-path) passed or failed: the first result, then each change. */
   health: [{ name: string } & HealthResult];
+  /** The relay kept requests while this client was away (webhook inbox): delivering them now. */
+  inbox: [InboxReport];
   /** Something retrying cannot fix (another process took the name over, the relay refused us); the tunnel is down. */
   fatal: [GgrokError];
   /** close() finished. */
@@ -117,6 +121,7 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     client.on('stats', (stats) => this.emit('stats', stats));
     client.on('pool', (pool) => this.emit('pool', pool));
     client.on('health', (h) => this.emit('health', h));
+    client.on('inbox', (r) => this.emit('inbox', r));
     client.on('fatal', (err) => this.emit('fatal', err));
   }
 

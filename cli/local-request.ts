@@ -81,6 +81,15 @@ export interface Exchange {
   bytes: number;
   upgrade: boolean;
   error?: string;
+  /** The relay's id of a request its webhook inbox kept while the client was away (X-Ggrok-Inbox), being delivered. */
+  inbox?: string;
+}
+
+/** The value of the X-Ggrok-Inbox header the relay adds to a kept request's delivery, if present. */
+export function inboxId(headers: HeaderList): string | undefined {
+  for (let i = 0; i < headers.length; i += 2)
+    if (headers[i]!.length === 13 && headers[i]!.toLowerCase() === 'x-ggrok-inbox') return headers[i + 1];
+  return undefined;
 }
 
 /**
@@ -288,6 +297,8 @@ abstract class BaseExchange implements ConnectionUser, StreamHandler {
       upgrade: this.head.upgrade,
       error,
     };
+    const inbox = this.head.upgrade ? undefined : inboxId(this.head.headers);
+    if (inbox !== undefined) summary.inbox = inbox;
     this.fwd.finished(summary, this.observer);
   }
 }

@@ -6,6 +6,7 @@ import { defaultConfigPath, loadConfig, setConfigValue, type Config } from './co
 import { parseInspectAddress, startInspector, type Inspector } from './inspector/index.js';
 import { describeTarget } from './local-request.js';
 import {
+  ALL_PATHS,
   DEFAULT_SERVER,
   fileNaming,
   flagName,
@@ -17,6 +18,8 @@ import {
 } from './options.js';
 import { checkTarget } from './target-check.js';
 import { Ui } from './ui.js';
+
+export { inboxCommand } from './inbox-command.js';
 
 /** Exit codes: 0 clean stop, 1 runtime failure (refused, unreachable for good), 2 usage or config error. */
 export const EXIT_USAGE = 2;
@@ -40,6 +43,8 @@ function addOptions(cmd: Command, scope: OptionSpec['scope']): Command {
     if (spec.env) option.env(spec.env);
     if (spec.choices) option.choices(spec.choices);
     if (spec.kind === 'list') option.argParser(collect).default([]);
+    // Alone it means every path; given values are collected (`--inbox /a --inbox /b`).
+    if (spec.kind === 'paths') option.preset(ALL_PATHS).argParser(collect).default([]);
     if (spec.kind === 'int') option.argParser(wholeNumber);
     if (spec.default !== undefined) option.default(spec.default);
     cmd.addOption(option);
@@ -259,6 +264,7 @@ async function runTunnels(
   });
   client.on('offline', (info) => ui.offline(info.reason, info.retryInMs));
   client.on('request', (x) => ui.request(x, specs.length > 1));
+  client.on('inbox', (report) => ui.inbox(report));
   client.on('hint', (hint) => {
     inspector?.addHint(hint);
     ui.hint(hint);

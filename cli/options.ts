@@ -2,6 +2,7 @@
 // come from HTTP_OPTIONS, and one validation turns any of them into a TunnelSpec with the same messages.
 import { isIP } from 'node:net';
 import { ErrorCode, GgrokError } from '../protocol/errors.js';
+import { WIRE_LIMITS } from '../protocol/frames.js';
 import type { TunnelSpec } from './client.js';
 import { parseHeaderArg } from './header-rules.js';
 import { MIN_HEALTH_INTERVAL_MS } from './health-check.js';
@@ -9,9 +10,13 @@ import { parseTarget } from './target.js';
 
 /**
  * What a value is. `list` is repeatable (a flag given again adds one; the file takes a string or a list; the API a
- * string or an array); `address` is a string that can also be switched off (`--no-<flag>`, `false` in the API).
+ * string or an array); `address` is a string that can also be switched off (`--no-<flag>`, `false` in the API);
+ * `paths` is a list of path patterns that can also be just on (`--inbox` alone, `true`: every path, "/*").
  */
-export type OptionKind = 'string' | 'list' | 'boolean' | 'int' | 'address';
+export type OptionKind = 'string' | 'list' | 'boolean' | 'int' | 'address' | 'paths';
+
+/** What `paths` options mean by "on" with no pattern: every path. */
+export const ALL_PATHS = '/*';
 
 /** One option of `ggrok http`, declared once. */
 export interface OptionSpec {
@@ -187,13 +192,20 @@ export const HTTP_OPTIONS = {
     file: 'tunnel',
     scope: 'tunnel',
   },
+  inbox: {
+    flags: '--inbox [path]',
+    help: 'while this client is away, the relay keeps requests (all paths, or these: "/webhooks/*", repeatable) and delivers them when it is back; after the port: ggrok http 3000 --inbox',
+    kind: 'paths',
+    file: 'tunnel',
+    scope: 'tunnel',
+  },
 } as const satisfies Record<string, OptionSpec>;
 
 type Options = typeof HTTP_OPTIONS;
 export type OptionName = keyof Options;
 
 /** The value of an option once read (from any source), by kind. */
-type ValueOf<K extends OptionKind> = K extends 'list'
+type ValueOf<K extends OptionKind> = K extends 'list' | 'paths'
   ? string[]
   : K extends 'boolean'
     ? boolean
@@ -204,7 +216,7 @@ type ValueOf<K extends OptionKind> = K extends 'list'
         : string;
 
 /** Lists and booleans always have a value (empty, false); the others may be absent. */
-type Defaulted<K extends OptionName> = Options[K]['kind'] extends 'list' | 'boolean' ? K : never;
+type Defaulted<K extends OptionName> = Options[K]['kind'] extends 'list' | 'boolean' | 'paths' ? K : never;
 
 /** Options a config file's tunnel carries. */
 export type TunnelOptionName = {
@@ -235,7 +247,11 @@ export type ApiOptionName = {
 }[OptionName];
 
 /** What the API accepts for each kind: a list may be one string. */
-type ApiValue<K extends OptionKind> = K extends 'list' ? string | readonly string[] : ValueOf<K>;
+type ApiValue<K extends OptionKind> = K extends 'list'
+  ? string | readonly string[]
+  : K extends 'paths'
+    ? boolean | string | readonly string[]
+    : ValueOf<K>;
 
 /** connect()'s options that mirror `ggrok http`'s flags (same names, camelCase). */
 export type HttpOptions = { [K in ApiOptionName]?: ApiValue<Options[K]['kind']> };
@@ -266,7 +282,7 @@ export function fileKey(name: OptionName): string[] {
 
 /** The empty value of a kind (what a tunnel has when nothing sets it). */
 export function emptyValue(kind: OptionKind): string[] | false | undefined {
-  return kind === 'list' ? [] : kind === 'boolean' ? false : undefined;
+  return kind === 'list' || kind === 'paths' ? [] : kind === 'boolean' ? false : undefined;
 }
 
 /** A tunnel's settings with nothing set: empty lists, false, and no strings. */
@@ -336,6 +352,11 @@ function checkValue(name: string, kind: OptionKind, value: unknown): string | st
         : fail('a whole number');
     case 'address':
       return typeof value === 'string' || typeof value === 'boolean' ? value : fail('a host:port or false');
+    case 'paths':
+      if (typeof value === 'boolean') return value ? [ALL_PATHS] : [];
+      if (typeof value === 'string') return [value];
+      if (Array.isArray(value) && value.every((v) => typeof v === 'string')) return [...value];
+      return fail('true, a path pattern or a list of them');
   }
 }
 
@@ -350,6 +371,13 @@ export function tunnelSpec(addr: string, t: TunnelSettings, name: Naming): Tunne
   for (const rule of t.allowIp)
     if (!isIP(rule.split('/')[0] ?? ''))
       throw new Error(`${name('allowIp')} "${rule}" is not an address or CIDR range`);
+  for (const pattern of t.inbox)
+    if (!/^\/[!-~]*$/.test(pattern) || pattern.length > WIRE_LIMITS.MAX_INBOX_PATTERN_CHARS)
+      throw new Error(
+        `${name('inbox')} "${pattern.slice(0, 80)}" must be a path such as /webhooks/* (no spaces)`,
+      );
+  if (t.inbox.length > WIRE_LIMITS.MAX_INBOX_PATTERNS)
+    throw new Error(`${name('inbox')}: at most ${WIRE_LIMITS.MAX_INBOX_PATTERNS} paths`);
   if (t.healthPath !== undefined && !t.pool)
     throw new Error(
       `${name('healthPath')} needs ${name('pool')}: health checks decide a pool member's share`,
@@ -375,6 +403,7 @@ export function tunnelSpec(addr: string, t: TunnelSettings, name: Naming): Tunne
     target: parseTarget(addr, t.insecure),
     access,
     ...(t.pool ? { pool: true } : {}),
+    ...(t.inbox.length > 0 ? { inbox: [...new Set(t.inbox)] } : {}),
     ...(t.healthPath !== undefined ? { healthPath: t.healthPath } : {}),
     ...(t.healthInterval !== undefined ? { healthIntervalMs: t.healthInterval * 1000 } : {}),
     headerRules: {

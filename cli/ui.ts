@@ -78,8 +78,28 @@ export class Ui {
       x.upgrade ? 'channel' : formatBytes(x.bytes).padStart(9),
       x.error ? c.red(x.error) : '',
       x.member ? c.dim(`@${x.member}`) : '',
+      x.inbox ? c.magenta(`(kept while away, ${x.inbox})`) : '',
     ];
     this.out.write(`${line.join(' ').trimEnd()}\n`);
+  }
+
+  /** The relay kept requests for a tunnel while the client was away: how many, and how many it had to refuse. */
+  inbox(r: { name: string; kept: number; refused: number; failed: number }): void {
+    if (this.opts.format === 'json') return this.json('inbox', { ...r });
+    const c = this.c;
+    const n = (k: number, what: string): string => `${k} ${what}${k === 1 ? '' : 's'}`;
+    if (r.kept > 0)
+      this.out.write(
+        `${c.magenta('inbox')}  ${n(r.kept, 'request')} ${r.kept === 1 ? 'was' : 'were'} kept while you were away, delivering…\n`,
+      );
+    if (r.refused > 0)
+      this.out.write(
+        `${c.magenta('inbox')}  ${n(r.refused, 'request')} ${r.refused === 1 ? 'was' : 'were'} refused: the inbox was full (503)\n`,
+      );
+    if (r.failed > 0)
+      this.out.write(
+        `${c.magenta('inbox')}  ${n(r.failed, 'request')} failed every delivery attempt: see \`ggrok inbox list\`\n`,
+      );
   }
 
   /** A pool tunnel joined its pool, or the pool's size changed. */

@@ -5,6 +5,7 @@ import { FIELD_VALUE, TOKEN } from './headers.js';
 import {
   BodyKind,
   FrameType,
+  type InboxNotice,
   WIRE_LIMITS,
   type AccessRules,
   type FlowSettings,
@@ -45,11 +46,13 @@ export function encodeFrame(frame: Frame): Buffer {
         flow: flowToWire(frame.flow),
       };
       if (frame.access) body.access = { ...frame.access };
+      if (frame.inbox?.length) body.inbox = [...frame.inbox];
       if (frame.more?.length)
         body.more = frame.more.map((t) => ({
           name: t.name,
           ...(t.access ? { access: { ...t.access } } : {}),
           ...(t.pool ? { pool: true } : {}),
+          ...(t.inbox?.length ? { inbox: [...t.inbox] } : {}),
         }));
       if (frame.attach) body.attach = { avoid: [...frame.attach.avoid] };
       if (frame.pool) body.pool = true;
@@ -68,6 +71,7 @@ export function encodeFrame(frame: Frame): Buffer {
           ...(frame.more?.length ? { more: frame.more.map((t) => ({ name: t.name, url: t.url })) } : {}),
           ...(frame.instance !== undefined ? { instance: frame.instance } : {}),
           ...(frame.members ? { members: frame.members.map(memberToWire) } : {}),
+          ...(frame.inbox?.length ? { inbox: frame.inbox.map((n) => ({ ...n })) } : {}),
         },
       ]);
     case FrameType.Members:
@@ -359,12 +363,14 @@ function validate(a: unknown[]): Frame {
         clientId: str(m.get('clientId'), 'clientId'),
         flow: flow(m.get('flow')),
         ...(m.has('access') ? { access: access(m.get('access')) } : {}),
+        ...(m.has('inbox') ? { inbox: inboxPatterns(m.get('inbox')) } : {}),
         ...(m.has('more')
           ? {
               more: tunnelList(m.get('more'), (t) => ({
                 name: str(t.get('name'), 'name'),
                 ...(t.has('access') ? { access: access(t.get('access')) } : {}),
                 ...(t.has('pool') ? { pool: bool(t.get('pool'), 'pool') } : {}),
+                ...(t.has('inbox') ? { inbox: inboxPatterns(t.get('inbox')) } : {}),
               })),
             }
           : {}),
@@ -395,6 +401,7 @@ function validate(a: unknown[]): Frame {
           : {}),
         ...(m.has('instance') ? { instance: instanceId(m.get('instance')) } : {}),
         ...(m.has('members') ? { members: memberList(m.get('members')) } : {}),
+        ...(m.has('inbox') ? { inbox: inboxNotices(m.get('inbox')) } : {}),
       };
     }
     case FrameType.Members: {
@@ -615,6 +622,32 @@ function access(v: unknown): AccessRules {
     allowIp: stringList(m.get('allowIp'), 'allowIp'),
     optionsWithoutAuth,
   };
+}
+
+/** A webhook inbox's path patterns: absolute paths, printable, bounded in number and length. */
+function inboxPatterns(v: unknown): string[] {
+  if (!Array.isArray(v) || v.length > WIRE_LIMITS.MAX_INBOX_PATTERNS)
+    throw new FrameError('bad inbox patterns');
+  return v.map((item) => {
+    const p = str(item, 'inbox pattern', 0, WIRE_LIMITS.MAX_INBOX_PATTERN_CHARS);
+    if (!/^\/[!-~]*$/.test(p)) throw new FrameError('bad inbox pattern');
+    return p;
+  });
+}
+
+/** Welcome's per-tunnel inbox counts. */
+function inboxNotices(v: unknown): InboxNotice[] {
+  if (!Array.isArray(v) || v.length > WIRE_LIMITS.MAX_TUNNELS_PER_CONNECTION)
+    throw new FrameError('bad inbox notices');
+  return v.map((item) => {
+    const m = map(item, 'inbox notice');
+    return {
+      tunnel: uint(m.get('tunnel'), 'tunnel', WIRE_LIMITS.MAX_TUNNELS_PER_CONNECTION - 1),
+      kept: uint(m.get('kept'), 'kept', Number.MAX_SAFE_INTEGER),
+      refused: uint(m.get('refused'), 'refused', Number.MAX_SAFE_INTEGER),
+      failed: uint(m.get('failed'), 'failed', Number.MAX_SAFE_INTEGER),
+    };
+  });
 }
 
 /** An instance id: a short printable token (it becomes part of Redis keys and HTTP headers). */

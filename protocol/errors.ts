@@ -57,6 +57,12 @@ export const ErrorCode = {
   UpgradeRequired: 'upgrade_required',
   Unauthorized: 'unauthorized',
   MetricsFailed: 'metrics_failed',
+  /** The tunnel's webhook inbox (or the relay's) holds all it may: the request was not kept. */
+  InboxFull: 'inbox_full',
+  /** A request for a webhook inbox whose body is over the relay's cap: not kept. */
+  PayloadTooLarge: 'payload_too_large',
+  /** `ggrok inbox replay|drop`: no kept request has that id (delivered, dropped or expired). */
+  InboxNotFound: 'inbox_not_found',
 
   // The client's own failures (CLI exit messages, connect() rejections).
   RelayUnreachable: 'relay_unreachable',

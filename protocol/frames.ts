@@ -81,6 +81,11 @@ export interface HelloFrame {
   /** Further tunnels on the same connection (tunnel 1, 2, …; the fields above are tunnel 0). Omitted when empty. */
   more?: TunnelRequest[];
   /**
+   * Webhook inbox of tunnel 0: path patterns ("/*" = every path) whose requests the relay keeps while this client is
+   * away and delivers when it is back. Omitted when off.
+   */
+  inbox?: string[];
+  /**
    * Present when the client keeps one control socket per relay instance (a cluster): it is refused
    * `wrong_instance` by an instance in `avoid` (those it is attached to already) and receives Members frames.
    */
@@ -112,6 +117,20 @@ export interface TunnelRequest {
   access?: AccessRules;
   /** Join (or start) the endpoint pool of this name; omitted when false. */
   pool?: boolean;
+  /** Webhook inbox path patterns, as HelloFrame.inbox. */
+  inbox?: string[];
+}
+
+/** What the relay kept for one tunnel while its client was away (in Welcome). */
+export interface InboxNotice {
+  /** The tunnel's index on the connection. */
+  tunnel: number;
+  /** Requests kept and about to be delivered. */
+  kept: number;
+  /** Requests refused since the last notice because the inbox was full (503). */
+  refused: number;
+  /** Requests whose delivery failed every attempt (kept, not retried on their own). */
+  failed: number;
 }
 
 /** Relay -> client: the tunnel is up. */
@@ -128,6 +147,8 @@ export interface WelcomeFrame {
   instance?: string;
   /** The cluster's live instances, this one included; absent for a relay alone. */
   members?: MemberRef[];
+  /** Tunnels whose webhook inbox holds or refused requests while the client was away. Omitted when none. */
+  inbox?: InboxNotice[];
 }
 
 /** Relay -> client: the cluster's live instances now (sent when they change). */
@@ -327,6 +348,10 @@ export const WIRE_LIMITS = {
   MAX_INSTANCE_ID_CHARS: 128,
   /** Characters of a client's host name in a Hello. */
   MAX_HOST_NAME_CHARS: 255,
+  /** Path patterns in one tunnel's webhook inbox. */
+  MAX_INBOX_PATTERNS: 32,
+  /** Characters of one inbox path pattern. */
+  MAX_INBOX_PATTERN_CHARS: 512,
   MAX_STREAM_ID: 0xffff_ffff,
   /** Largest window (and window increment) either side may use: 2^31 - 1 as in HTTP/2. */
   MAX_WINDOW_BYTES: 0x7fff_ffff,

@@ -57,7 +57,9 @@ export class AccessPolicy {
   readonly requiresAuth: boolean;
 
   /** Throws an Error naming the bad rule. */
-  constructor(private readonly rules: AccessRules) {
+  constructor(
+    /** As the client sent them (kept with an inbox's hold in --inbox-dir). */ readonly rules: AccessRules,
+  ) {
     this.credentials = rules.basicAuth.map((pair) => {
       if (!/^[^:]+:.+$/.test(pair))
         throw new Error(`basic auth "${pair.split(':')[0]}:…" must be user:password`);

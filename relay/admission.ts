@@ -68,6 +68,12 @@ function rateLimitedPage(scope: 'visitor' | 'tunnel', perSecond: number): ErrorP
 export type AdmissionResult =
   { page: ErrorPage; visitor?: undefined } | { page?: undefined; visitor: string };
 
+/** What admission reads of a tunnel: a live one, or the inbox's record of one whose client is away. */
+export type AdmittedTunnel = Pick<
+  Tunnel,
+  'name' | 'access' | 'activeRequests' | 'activeChannels' | 'openBy' | 'rateExceeded' | 'refused'
+>;
+
 /** What admission needs from the relay. */
 export interface AdmissionDeps {
   options: Pick<
@@ -93,7 +99,7 @@ export class Admission {
    * the key its open requests count under (tunnel.opened / tunnel.closed).
    */
   check(
-    tunnel: Tunnel,
+    tunnel: AdmittedTunnel,
     req: IncomingMessage,
     what: 'requests' | 'channels',
     /** The visitor's address when another instance forwarded the request (it vouches for it). */
@@ -108,7 +114,7 @@ export class Admission {
   }
 
   private refusal(
-    tunnel: Tunnel,
+    tunnel: AdmittedTunnel,
     req: IncomingMessage,
     what: 'requests' | 'channels',
     visitor: string,
@@ -141,7 +147,7 @@ export class Admission {
   }
 
   /** How the visitor reached the relay, as public-request.ts writes it into X-Forwarded-*. */
-  context(req: IncomingMessage, tunnel: Tunnel, at: HostParts, via?: PeerVia): PublicContext {
+  context(req: IncomingMessage, tunnel: Pick<Tunnel, 'access'>, at: HostParts, via?: PeerVia): PublicContext {
     const { host, port } = at;
     const proto = via?.proto ?? ((req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http');
     return {

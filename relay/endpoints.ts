@@ -1,6 +1,7 @@
 // The relay's own pages on its own host: health, the TLS "ask" check, metrics, status and the landing page.
 import { ErrorCode } from '../protocol/errors.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { INBOX_PATH } from './inbox-api.js';
 import { landingPage, sendErrorPage, sendJson, statusPage, type RelayStatus } from './pages.js';
 
 /** Paths under this prefix on the relay's own host belong to the relay. */
@@ -32,6 +33,8 @@ export interface RelaySelf {
   ): 'allowed' | 'denied' | { retryAfterSeconds: number };
   /** The relay's address as this request reached it, and a few words on what it serves (the landing page). */
   landing(req: IncomingMessage): { url: string; serves: string };
+  /** The webhook inbox API (`ggrok inbox`): checks the client token, then answers. */
+  inbox(req: IncomingMessage, res: ServerResponse, path: string): void;
 }
 
 /** Answers a request for the relay's own host. */
@@ -48,6 +51,7 @@ export function serveRelayEndpoint(req: IncomingMessage, res: ServerResponse, se
   }
   if (path === METRICS_PATH) return serveMetrics(req, res, self);
   if (path === STATUS_PATH) return serveStatus(req, res, self);
+  if (path === INBOX_PATH || path.startsWith(`${INBOX_PATH}/`)) return self.inbox(req, res, path);
   if (path === CONNECT_PATH)
     return sendErrorPage(res, {
       status: 426,

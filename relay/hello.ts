@@ -24,6 +24,7 @@ import { OWN_HOST_NAME, type Registry } from './registry.js';
 import type { Router, WaitingRoom } from './routing.js';
 import type { Telemetry } from './telemetry.js';
 import type { Credentials } from './tokens.js';
+import type { Inbox } from './inbox.js';
 import { Tunnel } from './tunnel.js';
 
 /** The cluster's members as a client dials them. */
@@ -115,6 +116,8 @@ function closeNow(ws: WebSocket, code: number, reason: string): void {
 interface TunnelPlan {
   name: string;
   access?: AccessPolicy;
+  /** Webhook inbox path patterns (empty: off). */
+  inbox: readonly string[];
   replaces?: Tunnel;
   /** The name was held for this owner, or this client's own stale tunnel is replaced. */
   reconnect: boolean;
@@ -136,6 +139,8 @@ export interface HelloDeps {
   visitorAddressSource: VisitorAddressSource;
   router: Router;
   waitingRoom: WaitingRoom;
+  /** Webhook inboxes: told when tunnels go and come back. */
+  inbox: Inbox;
   telemetry: Telemetry;
   /** The cluster this relay is an instance of, if any: names are claimed there. */
   cluster: Cluster | undefined;
@@ -185,7 +190,7 @@ export class HelloDecider {
     if (hello.attach?.avoid.includes(instanceId))
       return { refuse: RefuseCode.WrongInstance, message: `already attached to instance ${instanceId}` };
     const wanted: TunnelRequest[] = [
-      { name: hello.name, access: hello.access, pool: hello.pool },
+      { name: hello.name, access: hello.access, pool: hello.pool, inbox: hello.inbox },
       ...(hello.more ?? []),
     ];
     if (!options.domain && wanted.length > 1) {
@@ -211,6 +216,7 @@ export class HelloDecider {
       };
     }
     const urls = plans.map((p) => this.deps.router.tunnelUrl(req, p.name));
+    const inbox = plans.flatMap((p, i) => this.deps.inbox.notice(p.name, token.owner, i) ?? []);
     return {
       welcome: {
         name: plans[0]!.name,
@@ -221,6 +227,7 @@ export class HelloDecider {
         more: plans.slice(1).map((p, i) => ({ name: p.name, url: urls[i + 1]! })),
         instance: instanceId,
         ...(this.deps.cluster && hello.attach ? { members: memberRefs(this.deps.cluster.members) } : {}),
+        ...(inbox.length > 0 ? { inbox } : {}),
       },
       start: () => {
         // Also a tunnel of the same client registered while this hello waited for the cluster store.
@@ -256,6 +263,7 @@ export class HelloDecider {
         if (hello.attach) this.deps.clusterSession(session, false);
         for (const tunnel of tunnels) {
           registry.remove(tunnel.name, tunnel);
+          this.deps.inbox.away(tunnel);
           telemetry.tunnelDisconnected(tunnel, code, reason);
           if (tunnel.pool) this.announcePool(tunnel.name);
         }
@@ -305,6 +313,7 @@ export class HelloDecider {
           // The same id on every instance the client is attached to, and across its reconnects.
           member: createHash('sha256').update(`${who.owner} ${hello.clientId}`).digest('hex').slice(0, 8),
           host: hello.host ?? '',
+          inbox: p.inbox,
         }),
     );
     for (const [index, tunnel] of tunnels.entries()) {
@@ -313,6 +322,8 @@ export class HelloDecider {
       if (tunnel.pool) this.announcePool(tunnel.name);
       this.deps.waitingRoom.release(tunnel);
     }
+    // After registry.add: what the inbox kept goes out now, through the live tunnel.
+    for (const tunnel of tunnels) this.deps.inbox.back(tunnel);
     this.deps.cluster?.servedChanged();
   }
 
@@ -372,6 +383,7 @@ export class HelloDecider {
       return { refuse: RefuseCode.AccessInvalid, message: (err as Error).message };
     }
     const pool = wanted.pool === true;
+    const inbox = wanted.inbox ?? [];
     if (!this.deps.options.domain) {
       const check = registry.check(OWN_HOST_NAME, owner, clientId, pool);
       // A name held for someone else does not stop a new client here: own-host mode has only this one name.
@@ -381,7 +393,7 @@ export class HelloDecider {
           message: 'this relay already serves a tunnel (own-host mode serves one at a time)',
         };
       const reconnect = check.replaces !== undefined || registry.heldFor(OWN_HOST_NAME) === owner;
-      return { name: OWN_HOST_NAME, access, replaces: check.replaces, reconnect, fence: 0, pool };
+      return { name: OWN_HOST_NAME, access, inbox, replaces: check.replaces, reconnect, fence: 0, pool };
     }
     let name = wanted.name.toLowerCase();
     while (!name || planned.some((p) => p.name === name && !wanted.name)) name = registry.pickName();
@@ -391,7 +403,7 @@ export class HelloDecider {
     switch (check.problem) {
       case undefined: {
         const reconnect = check.replaces !== undefined || registry.heldFor(name) === owner;
-        return { name, access, replaces: check.replaces, reconnect, fence: 0, pool };
+        return { name, access, inbox, replaces: check.replaces, reconnect, fence: 0, pool };
       }
       case 'invalid':
         return {

@@ -55,6 +55,13 @@ interface RelayFlags {
   nameHold?: number;
   peerUrl?: string;
   instanceUrl?: string;
+  inboxStatus: number;
+  inboxMaxBody: number;
+  inboxMaxRequests: number;
+  inboxMaxBytes: number;
+  inboxMaxTotal: number;
+  inboxTtl?: number;
+  inboxDir?: string;
 }
 
 /** Parses a duration such as 90s, 10m, 2h or 7d (a bare number is seconds) into ms. */
@@ -315,6 +322,55 @@ export function relayCommand(): Command {
         'public URL that reaches this one instance directly, for clients to dial',
       ).env('GGROK_INSTANCE_URL'),
     )
+    .addOption(
+      new Option(
+        '--inbox-status <n>',
+        "status of the answer to a request a tunnel's webhook inbox keeps (2xx)",
+      )
+        .env('GGROK_INBOX_STATUS')
+        .argParser(positiveInt)
+        .default(RELAY_DEFAULTS.inboxStatus),
+    )
+    .addOption(
+      new Option('--inbox-max-body <KiB>', 'largest request body a webhook inbox keeps (413 beyond)')
+        .env('GGROK_INBOX_MAX_BODY')
+        .argParser(positiveInt)
+        .default(RELAY_DEFAULTS.inboxMaxBodyBytes / 1024),
+    )
+    .addOption(
+      new Option('--inbox-max-requests <n>', "requests one tunnel's webhook inbox keeps (503 beyond)")
+        .env('GGROK_INBOX_MAX_REQUESTS')
+        .argParser(positiveInt)
+        .default(RELAY_DEFAULTS.inboxMaxRequests),
+    )
+    .addOption(
+      new Option('--inbox-max-bytes <MiB>', "bytes one tunnel's webhook inbox keeps (503 beyond)")
+        .env('GGROK_INBOX_MAX_BYTES')
+        .argParser(positiveInt)
+        .default(RELAY_DEFAULTS.inboxMaxTunnelBytes / 1024 ** 2),
+    )
+    .addOption(
+      new Option(
+        '--inbox-max-total <MiB>',
+        'bytes all webhook inboxes of the relay keep together (503 beyond)',
+      )
+        .env('GGROK_INBOX_MAX_TOTAL')
+        .argParser(positiveInt)
+        .default(RELAY_DEFAULTS.inboxMaxTotalBytes / 1024 ** 2),
+    )
+    .addOption(
+      new Option(
+        '--inbox-ttl <duration>',
+        'how long a kept request waits for its client (e.g. 90m, 24h; default 24h)',
+      )
+        .env('GGROK_INBOX_TTL')
+        .argParser(parseDuration),
+    )
+    .addOption(
+      new Option('--inbox-dir <path>', 'keep webhook inboxes in files here, so they survive a restart').env(
+        'GGROK_INBOX_DIR',
+      ),
+    )
     .action(async (flags: RelayFlags) => {
       await runRelay(flags);
     });
@@ -422,6 +478,13 @@ async function runRelay(flags: RelayFlags): Promise<void> {
       metricsToken: flags.metricsToken || undefined,
       metricsPerTunnel: flags.metricsPerTunnel,
       webhook: flags.webhook ? { url: flags.webhook, secret: flags.webhookSecret || undefined } : undefined,
+      inboxStatus: flags.inboxStatus,
+      inboxMaxBodyBytes: flags.inboxMaxBody * 1024,
+      inboxMaxRequests: flags.inboxMaxRequests,
+      inboxMaxTunnelBytes: flags.inboxMaxBytes * 1024 ** 2,
+      inboxMaxTotalBytes: flags.inboxMaxTotal * 1024 ** 2,
+      inboxTtlMs: flags.inboxTtl,
+      inboxDir: flags.inboxDir,
     });
   } catch (err) {
     configError(`cannot start: ${(err as Error).message}`);

@@ -14,6 +14,8 @@ export interface MetricsSource {
   /** The relay's instance id: every series carries it, so a cluster's instances can be told apart. */
   instance: string;
   webhooks?: () => { delivered: number; failed: number; dropped: number };
+  /** What the webhook inboxes hold now. */
+  inbox?: () => { requests: number; bytes: number };
 }
 
 /** Seconds; from sub-millisecond local answers to long downloads. */
@@ -203,6 +205,25 @@ export class RelayMetrics {
       help: 'Requests an endpoint pool sent to another member after the first failed them before any answer.',
       registers,
     });
+    if (source.inbox) {
+      const inbox = source.inbox;
+      new Gauge({
+        name: 'ggrok_inbox_requests',
+        help: 'Requests webhook inboxes keep now for tunnels whose clients are away (failed ones included).',
+        registers,
+        collect() {
+          this.set(inbox().requests);
+        },
+      });
+      new Gauge({
+        name: 'ggrok_inbox_bytes',
+        help: 'Bytes webhook inboxes hold now (bodies, heads, and requests still arriving); see --inbox-max-total.',
+        registers,
+        collect() {
+          this.set(inbox().bytes);
+        },
+      });
+    }
     if (source.webhooks) {
       const webhooks = source.webhooks;
       new Counter({

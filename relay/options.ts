@@ -76,6 +76,24 @@ export interface RelayOptions {
    * keep a control socket to every instance. Without it the relay runs alone, as it always did.
    */
   cluster?: ClusterOptions;
+  /** Webhook inbox: the status a kept request is answered with (202 Accepted by default). */
+  inboxStatus?: number;
+  /** Largest request body the inbox keeps (413 beyond, not kept). */
+  inboxMaxBodyBytes?: number;
+  /** Requests one tunnel's inbox holds at most (503 beyond). */
+  inboxMaxRequests?: number;
+  /** Bytes (bodies and heads) one tunnel's inbox holds at most (503 beyond). */
+  inboxMaxTunnelBytes?: number;
+  /** Bytes every inbox of this relay holds together at most (503 beyond). */
+  inboxMaxTotalBytes?: number;
+  /** How long a kept request waits for its client before it is dropped. */
+  inboxTtlMs?: number;
+  /** First pause before a failed delivery is tried again; it doubles with each attempt. */
+  inboxRetryMs?: number;
+  /** Delivery attempts per request before it is kept as failed. */
+  inboxMaxAttempts?: number;
+  /** Keep inboxes in files under this directory, so that they survive a relay restart. */
+  inboxDir?: string;
 }
 
 /** How this relay joins a cluster. */
@@ -139,13 +157,25 @@ export const RELAY_DEFAULTS = {
   webhookMaxPending: 1000,
   /** Webhook deliveries in flight at once. */
   webhookConcurrency: 4,
+  /** Webhook inbox (a tunnel's `--inbox`): what a kept request is answered with. */
+  inboxStatus: 202,
+  inboxMaxBodyBytes: 1024 * 1024,
+  inboxMaxRequests: 1000,
+  inboxMaxTunnelBytes: 64 * 1024 * 1024,
+  inboxMaxTotalBytes: 256 * 1024 * 1024,
+  inboxTtlMs: 24 * 60 * 60_000,
+  /** 1 s, 2 s, 4 s, 8 s between the 5 attempts: about 15 s before a delivery is kept as failed. */
+  inboxRetryMs: 1000,
+  inboxMaxAttempts: 5,
 } as const;
 
 /** Options with every default filled in and checked: what the relay's modules read. */
 export interface ResolvedRelayOptions
   extends
-    Required<Omit<RelayOptions, 'domain' | 'log' | 'tls' | 'metricsToken' | 'webhook' | 'cluster'>>,
-    Pick<RelayOptions, 'domain' | 'log' | 'tls' | 'metricsToken' | 'webhook' | 'cluster'> {}
+    Required<
+      Omit<RelayOptions, 'domain' | 'log' | 'tls' | 'metricsToken' | 'webhook' | 'cluster' | 'inboxDir'>
+    >,
+    Pick<RelayOptions, 'domain' | 'log' | 'tls' | 'metricsToken' | 'webhook' | 'cluster' | 'inboxDir'> {}
 
 /** The words flowProblem() uses for each setting: the option's own names, or the command line's flags. */
 export type FlowSettingNames = Record<keyof FlowSettings, string>;
@@ -221,6 +251,9 @@ export function resolveRelayOptions(options: RelayOptions): ResolvedRelayOptions
     );
   if (options.cluster && !/^rediss?:\/\//.test(options.cluster.redisUrl))
     throw new Error('the Redis URL must start with redis:// or rediss://');
+  const status = options.inboxStatus;
+  if (status !== undefined && (!Number.isInteger(status) || status < 200 || status > 299))
+    throw new Error('the inbox status must be a 2xx status (e.g. 202 or 200)');
   const d = RELAY_DEFAULTS;
   return {
     domain: options.domain?.toLowerCase().replace(/^\.+|\.+$/g, '') || undefined,
@@ -253,5 +286,14 @@ export function resolveRelayOptions(options: RelayOptions): ResolvedRelayOptions
     now: options.now ?? Date.now,
     instanceId: options.instanceId ?? defaultInstanceId(),
     cluster: options.cluster,
+    inboxStatus: options.inboxStatus ?? d.inboxStatus,
+    inboxMaxBodyBytes: options.inboxMaxBodyBytes ?? d.inboxMaxBodyBytes,
+    inboxMaxRequests: options.inboxMaxRequests ?? d.inboxMaxRequests,
+    inboxMaxTunnelBytes: options.inboxMaxTunnelBytes ?? d.inboxMaxTunnelBytes,
+    inboxMaxTotalBytes: options.inboxMaxTotalBytes ?? d.inboxMaxTotalBytes,
+    inboxTtlMs: options.inboxTtlMs ?? d.inboxTtlMs,
+    inboxRetryMs: options.inboxRetryMs ?? d.inboxRetryMs,
+    inboxMaxAttempts: options.inboxMaxAttempts ?? d.inboxMaxAttempts,
+    inboxDir: options.inboxDir,
   };
 }

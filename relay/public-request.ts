@@ -21,7 +21,7 @@ import {
 } from '../protocol/headers.js';
 import { pump, resetSocket, StreamSink } from '../protocol/stream-io.js';
 import { Phase, type Stream, type StreamHandler } from '../protocol/stream.js';
-import type { Admission } from './admission.js';
+import type { Admission, AdmittedTunnel } from './admission.js';
 import type { MemberInfo } from './cluster/membership.js';
 import {
   PEER_HEADER,
@@ -31,6 +31,7 @@ import {
   replayUpgradeOnFly,
   type PeerVia,
 } from './cluster/peer.js';
+import { INBOX_ID_HEADER, INBOX_RECEIVED_HEADER, type IntakeHead } from './inbox-intake.js';
 import { sendErrorPage, writeRawErrorPage, type ErrorPage } from './pages.js';
 import type { HostParts, Route } from './routing.js';
 import type { Tunnel } from './tunnel.js';
@@ -80,6 +81,8 @@ export type HandOff = { kind: 'fly'; machine: string } | { kind: 'peer'; url: st
 /** What one visitor's exchange needs from the relay. */
 export interface ExchangeDesk {
   readonly admission: Admission;
+  /** The largest body a webhook inbox keeps (--inbox-max-body). */
+  readonly inboxMaxBodyBytes: number;
   /**
    * How to hand an exchange for a tunnel other instances hold to one of them (fly-replay, or a forward to its
    * --peer-url), or undefined when it cannot be handed off (then it waits here for its client, like a held name).
@@ -94,6 +97,13 @@ export interface ExchangeDesk {
   finished(x: FinishedExchange): void;
   /** Another member of `failed`'s endpoint pool for a request that failed on it, or undefined. */
   failover(failed: Tunnel): Tunnel | undefined;
+  /**
+   * The absent tunnel whose webhook inbox keeps a request for held name `name` at `target`, or undefined (no inbox,
+   * the path does not match, or the name is not held for the owner who turned the inbox on).
+   */
+  inboxFor(name: string, target: string): AdmittedTunnel | undefined;
+  /** Keeps the request in `name`'s inbox and answers it (inbox-intake.ts). */
+  keep(req: IncomingMessage, res: ServerResponse, head: IntakeHead): void;
 }
 
 /** Methods a request may be sent twice with (RFC 9110 §9.2.2). */
@@ -177,6 +187,7 @@ abstract class PublicExchange implements StreamHandler, FinishedExchange {
     }
     const heldName = route.kind === 'elsewhere' ? route.name : route.heldName;
     if (!heldName) return this.answer(route.page);
+    if (route.kind === 'missing' && this.keep(heldName)) return;
     this.state = ExchangeState.Waiting;
     this.cancelWait = this.desk.wait(heldName, (tunnel) => {
       this.cancelWait = undefined;
@@ -224,6 +235,11 @@ abstract class PublicExchange implements StreamHandler, FinishedExchange {
     return true;
   }
 
+  /** Keeps the exchange in the webhook inbox of `name`, whose client is away; false when it is not for the inbox. */
+  protected keep(_name: string): boolean {
+    return false;
+  }
+
   /** Passes the exchange to another instance of the cluster, which holds its tunnel. */
   protected abstract handOff(how: HandOff): void;
 
@@ -264,6 +280,10 @@ function requestHeaders(req: IncomingMessage, ctx: PublicContext, upgrade: boole
   if (ctx.dropAuthorization) headers = withoutHeader(headers, 'authorization');
   // The signature of another instance that forwarded the request is the relay's business, not the app's.
   if (req.headers[PEER_HEADER] !== undefined) headers = withoutHeader(headers, PEER_HEADER);
+  // Only the relay says a request was kept while the client was away: an app de-duplicates on these.
+  if (req.headers['x-ggrok-inbox'] !== undefined) headers = withoutHeader(headers, INBOX_ID_HEADER);
+  if (req.headers['x-ggrok-received-at'] !== undefined)
+    headers = withoutHeader(headers, INBOX_RECEIVED_HEADER);
   addForwardedHeaders(headers, {
     remoteAddress: ctx.remoteAddress,
     proto: ctx.proto,
@@ -374,6 +394,44 @@ export class PublicRequest extends PublicExchange {
 
   protected answer(page: ErrorPage): void {
     sendErrorPage(this.res, page);
+  }
+
+  protected override keep(name: string): boolean {
+    const { req, res, desk } = this;
+    const absent = desk.inboxFor(name, req.url ?? '/');
+    if (!absent) return false;
+    // A sender that waits for 100 Continue with a body over the cap is answered as without an inbox.
+    const length = declaredLength(req.rawHeaders);
+    if (req.headers.expect !== undefined && (Number.isNaN(length) || (length ?? 0) > desk.inboxMaxBodyBytes))
+      return false;
+    // The absent tunnel's own rules (Basic auth, allowed addresses, its rate) still decide who may leave a request.
+    const admission = desk.admission.check(absent, req, 'requests', this.via?.visitor);
+    if (admission.page) {
+      this.answer(admission.page);
+      return true;
+    }
+    const problem = requestProblem(req, false);
+    if (problem) {
+      res.shouldKeepAlive = false;
+      this.answer(problem);
+      return true;
+    }
+    // The delivery's own X-Ggrok-Inbox and X-Ggrok-Received-At are the relay's to set (requestHeaders drops a sender's).
+    const headers = requestHeaders(req, desk.admission.context(req, absent, this.at, this.via), false);
+    // Room for the two headers a delivery adds.
+    const delivered = [...headers, INBOX_ID_HEADER, 'x'.repeat(40), INBOX_RECEIVED_HEADER, 'x'.repeat(30)];
+    if (!headerListFits(delivered)) {
+      this.answer(HEADERS_TOO_LARGE);
+      return true;
+    }
+    desk.keep(req, res, {
+      name,
+      method: req.method ?? 'GET',
+      target: req.url ?? '/',
+      headers,
+      body: bodyKind(req),
+    });
+    return true;
   }
 
   protected handOff(how: HandOff): void {

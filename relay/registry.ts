@@ -240,6 +240,11 @@ export class Registry<T extends Registered> {
     }
   }
 
+  /** Holds `name` for `owner` until `expiresAt` (ms since the epoch) unless it is live: a hold read back after a restart. */
+  hold(name: string, owner: string, expiresAt: number): void {
+    if (!this.live.has(name) && expiresAt > Date.now()) this.held.set(name, { owner, expiresAt });
+  }
+
   /**
    * Removes a live tunnel (only if it is still registered). When it was the name's last, the name is held for the
    * owner.

@@ -16,6 +16,12 @@ import { Cluster } from './cluster/cluster.js';
 import type { MemberInfo } from './cluster/membership.js';
 import { flyCanReplay, PeerAuth, peerSecret, type PeerVia } from './cluster/peer.js';
 import { HelloDecider, memberRefs } from './hello.js';
+import { Inbox } from './inbox.js';
+import { Courier } from './inbox-delivery.js';
+import { serveInboxApi } from './inbox-api.js';
+import { InboxFiles } from './inbox-files.js';
+import { takeIn } from './inbox-intake.js';
+import type { RelayEvent } from './log.js';
 import type { RelayMetrics } from './metrics.js';
 import {
   RELAY_DEFAULTS,
@@ -25,6 +31,7 @@ import {
 } from './options.js';
 import {
   sendErrorPage,
+  sendJson,
   writeRawErrorPage,
   type ErrorPage,
   type RelayStatus,
@@ -81,6 +88,10 @@ export class Relay {
   private readonly router: Router;
   private readonly waitingRoom: WaitingRoom;
   private readonly admission: Admission;
+  /** Requests kept for tunnels whose clients are away (webhook inboxes). */
+  readonly inbox: Inbox;
+  /** Where the inboxes survive restarts (--inbox-dir), if anywhere. */
+  private readonly inboxFiles: InboxFiles | undefined;
   /** What visitors' exchanges need from the relay. */
   private readonly desk: ExchangeDesk;
   private readonly hellos: HelloDecider;
@@ -108,6 +119,8 @@ export class Relay {
       nameKnown: (name) => this.registry.get(name) !== undefined || this.registry.isHeld(name),
       mode: this.mode,
       instance: o.instanceId,
+      // Read when scraped, after the inbox exists.
+      inbox: () => ({ requests: this.inbox.count, bytes: this.inbox.bytes }),
     });
     this.metrics = this.telemetry.metrics;
     this.throttle = new SecretThrottle(new AuthFailures(o.now), this.telemetry);
@@ -121,8 +134,35 @@ export class Relay {
       throttle: this.throttle,
       refused: (code) => this.metrics.refused(code),
     });
+    const log = (e: RelayEvent): void => this.telemetry.log(e);
+    this.inboxFiles = o.inboxDir
+      ? new InboxFiles(
+          o.inboxDir,
+          { maxBodyBytes: o.inboxMaxBodyBytes, maxTotalBytes: o.inboxMaxTotalBytes },
+          log,
+        )
+      : undefined;
+    this.inbox = new Inbox({
+      options: o,
+      store: this.inboxFiles,
+      heldFor: (name) => this.registry.heldFor(name),
+      hold: (name, owner, until) => this.registry.hold(name, owner, until),
+      deliverer: (inbox, _name, tunnel) =>
+        new Courier(inbox, tunnel, {
+          retryMs: o.inboxRetryMs,
+          maxAttempts: o.inboxMaxAttempts,
+          log: (e) => this.telemetry.log(e),
+        }),
+      log,
+    });
+    // What an earlier run kept: delivered when each owner's client is back (what no longer fits or expired goes).
+    const saved = this.inboxFiles?.load();
+    for (const r of saved?.requests ?? []) if (!this.inbox.restore(r)) this.inboxFiles!.removed(r);
+    // Holds too: while those clients stay away, their requests are kept again (and their names stay theirs).
+    for (const h of saved?.holds ?? []) if (!this.inbox.restoreHold(h)) this.inboxFiles!.released(h.name);
     this.desk = {
       admission: this.admission,
+      inboxMaxBodyBytes: o.inboxMaxBodyBytes,
       handOff: (req, members, via) => this.handOff(req, members, via),
       wait: (name, callback) => this.waitingRoom.wait(name, callback),
       finished: (x) => this.telemetry.exchangeDone(x),
@@ -131,6 +171,13 @@ export class Relay {
         if (next) this.metrics.poolRetried();
         return next;
       },
+      inboxFor: (name, target) => (this.shuttingDown ? undefined : this.inbox.keeps(name, target)),
+      keep: (req, res, head) =>
+        takeIn(this.inbox, req, res, head, {
+          status: o.inboxStatus,
+          maxBodyBytes: o.inboxMaxBodyBytes,
+          page: (p) => sendErrorPage(res, p),
+        }),
     };
     this.hellos = new HelloDecider({
       options: o,
@@ -140,6 +187,7 @@ export class Relay {
       visitorAddressSource: this.visitorAddressSource,
       router: this.router,
       waitingRoom: this.waitingRoom,
+      inbox: this.inbox,
       telemetry: this.telemetry,
       cluster: this.cluster,
       closing: () => this.shuttingDown,
@@ -212,12 +260,14 @@ export class Relay {
       if (Date.now() >= settled) this.server.closeIdleConnections();
       await new Promise((r) => setTimeout(r, 50));
     }
+    this.inbox.close(this.registry.values());
     for (const tunnel of this.registry.values())
       tunnel.session.close(CloseCode.GoingAway, 'relay shutting down');
     for (const ws of this.wss.clients) ws.terminate();
     this.server.closeAllConnections();
     await this.telemetry.flushHooks(deadlineMs, () => this.registry.size > 0);
     await this.cluster?.close();
+    await this.inboxFiles?.flush();
     this.telemetry.log({ event: 'shutdown' });
   }
 
@@ -436,6 +486,25 @@ export class Relay {
       if (this.credentials.observer(presented)) return 'allowed';
       this.throttle.failed('observer_token', peer);
       return 'denied';
+    },
+    inbox: (req, res, path) => {
+      const peer = visitorAddress(req, this.visitorAddressSource);
+      const waitMs = this.throttle.waitMs(peer);
+      if (waitMs > 0) {
+        res.setHeader('Retry-After', Math.ceil(waitMs / 1000));
+        return sendJson(res, 429, { error: RefuseCode.TooManyAttempts });
+      }
+      const presented = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '')?.[1];
+      const token = presented === undefined ? undefined : this.credentials.client(presented);
+      if (!token) {
+        if (presented !== undefined) this.throttle.failed('client_token', peer);
+        res.setHeader('WWW-Authenticate', 'Bearer realm="ggrok"');
+        return sendJson(res, 401, {
+          error: ErrorCode.Unauthorized,
+          message: 'send Authorization: Bearer <token>',
+        });
+      }
+      serveInboxApi(req, res, path, token.owner, this.inbox);
     },
     landing: (req) => ({
       url: this.router.relayUrl(req),

@@ -35,6 +35,8 @@ export interface TunnelInit {
   member: string;
   /** The client's host name as its hello said, or ''. */
   host: string;
+  /** Webhook inbox path patterns (empty: off): requests kept while the client is away. */
+  inbox?: readonly string[];
 }
 
 /** A live tunnel: a name, a public URL and the session that carries its streams. */
@@ -55,6 +57,8 @@ export class Tunnel {
   readonly host: string;
   /** Whether the pool may send it requests (passive checks, the client's own checks, its leaving). */
   readonly health = new MemberHealth();
+  /** Webhook inbox path patterns; empty when the inbox is off. */
+  readonly inbox: readonly string[];
   /** Public HTTP requests currently being served. */
   activeRequests = 0;
   /** Open upgraded channels (WebSockets and other protocols). */
@@ -91,6 +95,7 @@ export class Tunnel {
     this.access = init.access;
     this.index = init.index;
     this.fence = init.fence;
+    this.inbox = init.inbox ?? [];
     this.pool = init.pool;
     this.member = init.member;
     this.host = init.host;

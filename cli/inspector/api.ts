@@ -18,6 +18,10 @@ export interface ExchangeSummary {
   error?: string;
   upgrade: boolean;
   replayOf?: number;
+  /** A request the relay's webhook inbox kept while the client was away, being delivered now: its id. */
+  inbox?: string;
+  /** When the relay received that request (ms since the epoch), from X-Ggrok-Received-At. */
+  receivedAt?: number;
   done: boolean;
   /** WebSocket messages seen (upgraded channels). */
   messages?: number;

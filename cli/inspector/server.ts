@@ -64,6 +64,8 @@ export function summarize(r: ExchangeRecord): ExchangeSummary {
   if (type) s.contentType = type;
   if (r.error) s.error = r.error;
   if (r.replayOf !== undefined) s.replayOf = r.replayOf;
+  if (r.inbox !== undefined) s.inbox = r.inbox;
+  if (r.receivedAt !== undefined) s.receivedAt = r.receivedAt;
   if (r.channel) s.messages = r.channel.total;
   if (r.sse) s.events = r.sse.total;
   return s;

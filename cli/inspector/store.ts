@@ -243,6 +243,10 @@ export class ExchangeRecord implements ExchangeObserver {
   readonly upgrade: boolean;
   /** The exchange this one replays. */
   readonly replayOf: number | undefined;
+  /** The relay's inbox id when this is the delivery of a request kept while the client was away. */
+  readonly inbox: string | undefined;
+  /** When the relay received that request (ms since the epoch). */
+  readonly receivedAt: number | undefined;
   channel: ChannelCapture | undefined;
   sse: SseCapture | undefined;
   /** Bytes this record holds, counted against maxTotalBytes. */
@@ -278,6 +282,9 @@ export class ExchangeRecord implements ExchangeObserver {
         : undefined;
     this.upgrade = start.upgrade;
     this.replayOf = start.replayOf;
+    this.inbox = start.upgrade ? undefined : headerValue(start.headers, 'x-ggrok-inbox');
+    const received = this.inbox === undefined ? undefined : headerValue(start.headers, 'x-ggrok-received-at');
+    this.receivedAt = received === undefined ? undefined : Date.parse(received) || undefined;
   }
 
   requestData(chunk: Buffer): void {

@@ -50,7 +50,11 @@ tunnels:
     request_header: { add: ["X-A: 1"], remove: [Cookie] }
     response_header: { add: ["X-Frame-Options: DENY"] }
     insecure: true
+    inbox: ["/webhooks/*", /stripe]
   api: 192.168.1.5:8080
+  hooks:
+    addr: 4000
+    inbox: true
 `);
     const config = loadConfig(file);
     expect(config.server).toBe('https://relay.example.com');
@@ -70,8 +74,10 @@ tunnels:
         responseHeaderRemove: [],
         insecure: true,
         pool: false,
+        inbox: ['/webhooks/*', '/stripe'],
       },
-      expect.objectContaining({ name: 'api', addr: '192.168.1.5:8080', basicAuth: [] }),
+      expect.objectContaining({ name: 'api', addr: '192.168.1.5:8080', basicAuth: [], inbox: [] }),
+      expect.objectContaining({ name: 'hooks', addr: '4000', inbox: ['/*'] }),
     ]);
   });
 

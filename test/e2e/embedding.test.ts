@@ -103,6 +103,15 @@ const RELAY_OPTION_NAMES = {
   now: true,
   instanceId: true,
   cluster: true,
+  inboxDir: true,
+  inboxStatus: true,
+  inboxMaxBodyBytes: true,
+  inboxMaxRequests: true,
+  inboxMaxTunnelBytes: true,
+  inboxMaxTotalBytes: true,
+  inboxTtlMs: true,
+  inboxRetryMs: true,
+  inboxMaxAttempts: true,
 } satisfies Record<keyof RelayOptions, true>;
 
 test('the README maps every `ggrok relay` flag to a createRelay option that exists', () => {

@@ -610,6 +610,31 @@ describe('decodeFrame rejects', () => {
     rejects(raw.pack([FrameType.Welcome, { ...welcome, flow: 'default' }]));
   });
 
+  it('webhook inbox fields: patterns in Hello (and its more), counts in Welcome', () => {
+    const hello = { version: 2, token: 't', name: '', agent: 'a', clientId: 'c', flow: FLOW };
+    const inbox = ['/*', '/webhooks/*'];
+    const more = [{ name: 'b', inbox: ['/x'] }];
+    expect(decodeFrame(raw.pack([FrameType.Hello, { ...hello, inbox, more }]))).toMatchObject({
+      inbox,
+      more,
+    });
+    const encoded = encodeFrame({ type: FrameType.Hello, ...hello, inbox, more });
+    expect(decodeFrame(encoded)).toMatchObject({ inbox, more });
+    rejects(raw.pack([FrameType.Hello, { ...hello, inbox: '/*' }]));
+    rejects(raw.pack([FrameType.Hello, { ...hello, inbox: ['relative'] }]));
+    rejects(raw.pack([FrameType.Hello, { ...hello, inbox: ['/a b'] }]));
+    rejects(raw.pack([FrameType.Hello, { ...hello, inbox: ['/'.padEnd(513, 'a')] }]));
+    rejects(raw.pack([FrameType.Hello, { ...hello, inbox: Array<string>(33).fill('/a') }]));
+    rejects(raw.pack([FrameType.Hello, { ...hello, more: [{ name: 'b', inbox: [1] }] }]));
+    const welcome = { name: 'n', url: 'u', flow: FLOW, heartbeatMs: 1, maxStreams: 1 };
+    const notice = [{ tunnel: 0, kept: 12, refused: 3, failed: 1 }];
+    const w = encodeFrame({ type: FrameType.Welcome, ...welcome, inbox: notice });
+    expect(decodeFrame(w)).toMatchObject({ inbox: notice });
+    rejects(raw.pack([FrameType.Welcome, { ...welcome, inbox: [{ ...notice[0], tunnel: 32 }] }]));
+    rejects(raw.pack([FrameType.Welcome, { ...welcome, inbox: [{ ...notice[0], kept: -1 }] }]));
+    rejects(raw.pack([FrameType.Welcome, { ...welcome, inbox: [{ tunnel: 0 }] }]));
+  });
+
   it('stream frames on stream id 0', () => {
     rejects(raw.pack([FrameType.Request, 0, 'GET', '/', [], 0, false]), 0);
     rejects(raw.pack([FrameType.Response, 0, 200, 'OK', []]), 0);

@@ -35,6 +35,11 @@ const FLAG_DEFAULTS: Record<string, number | string | boolean> = {
   '--log-format': D.logFormat,
   '--access-log': D.accessLog,
   '--metrics-per-tunnel': D.metricsPerTunnel,
+  '--inbox-status': D.inboxStatus,
+  '--inbox-max-body': D.inboxMaxBodyBytes / 1024,
+  '--inbox-max-requests': D.inboxMaxRequests,
+  '--inbox-max-bytes': D.inboxMaxTunnelBytes / 1024 ** 2,
+  '--inbox-max-total': D.inboxMaxTotalBytes / 1024 ** 2,
 };
 
 /** How the README's flag table writes a default. */
@@ -136,6 +141,9 @@ describe('RELAY_DEFAULTS', () => {
       'wrong secrets per address': [AUTH_FAILURE_BURST, AUTH_FAILURE_REFILL_MS],
       'unsent control frames (peer not reading)': [MAX_CONTROL_BACKLOG_BYTES],
       'silent control socket': [D.deadAfterMs],
+      'webhook inbox body': [D.inboxMaxBodyBytes],
+      'webhook inbox per tunnel': [D.inboxMaxRequests, D.inboxMaxTunnelBytes],
+      'webhook inboxes of the relay': [D.inboxMaxTotalBytes],
     };
     const limits: Record<string, number[]> = {
       'control message (ws `maxPayload`)': [WIRE_LIMITS.MAX_MESSAGE_BYTES],

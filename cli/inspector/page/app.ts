@@ -136,6 +136,17 @@ type Child = Node | string | null | undefined | false;
     clearNode(row);
     const path = el('td', { className: 'c-path', testid: 'row-path', title: s.target }, s.target);
     if (s.replayOf !== undefined) path.appendChild(el('span', { className: 'tag', text: 'replay' }));
+    if (s.inbox !== undefined)
+      path.appendChild(
+        el('span', {
+          className: 'tag',
+          testid: 'row-inbox',
+          text: 'inbox',
+          title: `kept by the relay while you were away (${s.inbox})${
+            s.receivedAt !== undefined ? `, received ${new Date(s.receivedAt).toLocaleString()}` : ''
+          }`,
+        }),
+      );
     if (s.upgrade)
       path.appendChild(el('span', { className: 'tag', text: s.messages !== undefined ? 'ws' : 'upgrade' }));
     if (s.events !== undefined) path.appendChild(el('span', { className: 'tag', text: 'sse' }));

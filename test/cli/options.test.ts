@@ -45,7 +45,15 @@ test("every tunnel option is a config file key, read into the API's name", () =>
   for (const [name, spec] of OPTION_ENTRIES) {
     if (spec.file === 'top' || spec.file === 'none') continue;
     const value =
-      spec.kind === 'list' ? ['v1', 'v2'] : spec.kind === 'boolean' ? true : spec.kind === 'int' ? 7 : 'v';
+      spec.kind === 'list'
+        ? ['v1', 'v2']
+        : spec.kind === 'paths'
+          ? ['/v1', '/v2/*']
+          : spec.kind === 'boolean'
+            ? true
+            : spec.kind === 'int'
+              ? 7
+              : 'v';
     expected[name] = value;
     const [key, sub] = fileKey(name);
     const yaml = JSON.stringify(value);

@@ -50,6 +50,9 @@ tunnels:
     request_header: { add: ["X-A: 1"], remove: [Cookie] }
     response_header: { add: ["X-Frame-Options: DENY"] }
     insecure: true
+    pool: true
+    health_path: /healthz
+    health_interval: 5
   api: 192.168.1.5:8080
 `);
     const config = loadConfig(file);
@@ -69,8 +72,11 @@ tunnels:
         responseHeaderAdd: ['X-Frame-Options: DENY'],
         responseHeaderRemove: [],
         insecure: true,
+        pool: true,
+        healthPath: '/healthz',
+        healthInterval: 5,
       },
-      expect.objectContaining({ name: 'api', addr: '192.168.1.5:8080', basicAuth: [] }),
+      expect.objectContaining({ name: 'api', addr: '192.168.1.5:8080', basicAuth: [], pool: false }),
     ]);
   });
 
@@ -82,6 +88,10 @@ tunnels:
       [
         'tunnels:\n  web:\n    addr: 1\n    insecure: maybe\n',
         /ggrok\.yml:4: tunnels\.web\.insecure must be true or false/,
+      ],
+      [
+        'tunnels:\n  web:\n    addr: 1\n    health_interval: soon\n',
+        /ggrok\.yml:4: tunnels\.web\.health_interval must be a number of seconds/,
       ],
       ['version: 2\n', /version must be 1/],
       ['tunnels: [a, b]\n', /tunnels must map names/],

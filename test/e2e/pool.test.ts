@@ -7,6 +7,7 @@ import { ErrorCode } from '../../protocol/errors.js';
 import {
   Cleanup,
   TOKEN,
+  rawRequest,
   refusal,
   reply,
   runCli,
@@ -190,6 +191,27 @@ describe('endpoint pools on one relay', () => {
     expect(replies).toEqual(Array.from({ length: 20 }, (_, i) => `${pinned}:m${i}`));
     // The plain requests still reached both members.
     expect(new Set(bodies)).toEqual(new Set(['a', 'b']));
+  });
+
+  it('pools the one tunnel of a relay without a domain (own-host mode) too', async () => {
+    const relay = await startRelay(cleanup, { domain: undefined });
+    const clients: TunnelClient[] = [];
+    for (const id of ['a', 'b']) {
+      const local = await member(id);
+      clients.push(await startClient(cleanup, relay.url, local.port, { pool: true }));
+    }
+    await waitForSizes(clients, [2, 2]);
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
+    const bodies = await Promise.all(
+      Array.from({ length: 40 }, async () => {
+        const r = await rawRequest({ port: relay.port, agent, headers: { Host: `127.0.0.1:${relay.port}` } });
+        return r.body.toString();
+      }),
+    );
+    agent.destroy();
+    expect(new Set(bodies)).toEqual(new Set(['a', 'b']));
+    const plain = await refusal(startClient(cleanup, relay.url, 1));
+    expect(plain.code).toBe(ErrorCode.NameInUse);
   });
 
   it('refuses a client without --pool, a pool client of another owner, and --pool on a name served without it', async () => {

@@ -189,6 +189,17 @@ describe('endpoint pool failover', () => {
     expect(b.requests.length).toBe(tally.counts.get('b'));
     // Nothing had to be retried: b finished what it had and got nothing new.
     expect(relay.relay.metrics.retries).toBe(0);
+    // Its JSON output showed the pool's size and which member served each request.
+    const lines = stopped
+      .stdout()
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { event: string; size?: number; member?: string });
+    const member = lines.find((l) => l.event === 'pool' && l.size === 2)?.member;
+    expect(member).toMatch(/^[0-9a-f]{8}$/);
+    const served = lines.filter((l) => l.event === 'request');
+    expect(served.length).toBe(tally.counts.get('b'));
+    expect(served.every((l) => l.member === member)).toBe(true);
     await waitFor(() => ac.pools.get(0)?.size === 1, 'pool of 1');
   });
 

@@ -1,5 +1,6 @@
 // Endpoint pools on one relay: real clients sharing a name, balanced by requests in flight; upgrades pinned; refusals.
 import http from 'node:http';
+import os from 'node:os';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
 import type { PoolInfo, TunnelClient } from '../../cli/client.js';
@@ -118,6 +119,9 @@ describe('endpoint pools on one relay', () => {
       async () => JSON.stringify(await counted()) === JSON.stringify(['a', 'b', 'c'].map(expected)),
       'per-member request counts',
     );
+    const page = await fetchText(relay, '/_ggrok/status', { Authorization: 'Bearer metrics-secret' });
+    for (const client of [a, b, c])
+      expect(page).toContain(`pool member ${client.pools.get(0)!.member} · ${os.hostname()} · healthy`);
     const status = relay.relay.statusReport();
     expect(status.tunnels.map((t) => [t.name, t.pool?.health])).toEqual([
       ['shop', 'healthy'],

@@ -272,6 +272,11 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
   private goAwayDelayMs: number | undefined;
   /** Each tunnel's health check, for pool tunnels with a health path. */
   private readonly checks: (HealthCheck | undefined)[];
+  /**
+   * The pool tunnels each socket's relay confirmed with a Pool frame: only those relays are sent Health frames (a
+   * relay that predates pools would take one as a protocol error).
+   */
+  private readonly pooled = new WeakMap<RelayLink, Set<number>>();
 
   constructor(private readonly opts: ClientOptions) {
     super();
@@ -495,7 +500,7 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
     },
     members: (link, frame) => this.setView(link, frame.members),
     stats: (link, frame) => this.onStats(link, frame),
-    pool: (_link, frame) => this.onPool(frame),
+    pool: (link, frame) => this.onPool(link, frame),
     request: (stream, head) => {
       if (this.closing) {
         stream.reset(ResetCode.RefusedStream, 'the tunnel is closing');
@@ -522,10 +527,6 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
     this.names = [welcome.name, ...more.map((t) => t.name)];
     this.urls = [welcome.url, ...more.map((t) => t.url)];
     if (welcome.members) this.setView(link, welcome.members);
-    // A new socket's relay counts the member healthy until told otherwise.
-    this.checks.forEach((check, i) => {
-      if (check?.last && !check.last.ok) link.session!.sendHealth({ tunnel: i, ...check.last });
-    });
     for (const n of welcome.inbox ?? [])
       this.emit('inbox', {
         name: this.names[n.tunnel] ?? '',
@@ -658,12 +659,22 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
 
   /** A health check's result changed: every relay instance carrying the tunnel is told. */
   private onHealth(index: number, result: HealthResult): void {
-    for (const link of this.welcomed()) link.session!.sendHealth({ tunnel: index, ...result });
+    for (const link of this.welcomed())
+      if (this.pooled.get(link)?.has(index)) link.session!.sendHealth({ tunnel: index, ...result });
     this.emit('health', { name: this.names[index] ?? '', ...result });
   }
 
-  private onPool(frame: PoolFrame): void {
+  private onPool(link: RelayLink, frame: PoolFrame): void {
     if (!this.specs[frame.tunnel]?.pool) return;
+    // The first Pool on a socket: its relay knows pools (and Health frames), and counts the member healthy until
+    // told otherwise.
+    let pooled = this.pooled.get(link);
+    if (!pooled) this.pooled.set(link, (pooled = new Set()));
+    if (!pooled.has(frame.tunnel)) {
+      pooled.add(frame.tunnel);
+      const last = this.checks[frame.tunnel]?.last;
+      if (last && !last.ok) link.session?.sendHealth({ tunnel: frame.tunnel, ...last });
+    }
     const info = { name: this.names[frame.tunnel] ?? '', member: frame.member, size: frame.size };
     const last = this.pools.get(frame.tunnel);
     this.pools.set(frame.tunnel, info);

@@ -70,7 +70,8 @@ export class MemberHealth {
 
   /** The member could not serve (its local service was unreachable): out for a back-off that grows. */
   failed(): void {
-    if (this.current === MemberState.Draining) return;
+    // Requests that were in flight when the service went away fail together: one outage, one step of back-off.
+    if (this.current === MemberState.Draining || this.current === MemberState.Out) return;
     this.failures++;
     this.current = MemberState.Out;
     this.at = this.now() + Math.min(POOL_BACKOFF_MAX_MS, POOL_BACKOFF_MIN_MS * 2 ** (this.failures - 1));

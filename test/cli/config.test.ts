@@ -51,6 +51,9 @@ tunnels:
     response_header: { add: ["X-Frame-Options: DENY"] }
     insecure: true
     inbox: ["/webhooks/*", /stripe]
+    pool: true
+    health_path: /healthz
+    health_interval: 5
   api: 192.168.1.5:8080
   hooks:
     addr: 4000
@@ -73,10 +76,18 @@ tunnels:
         responseHeaderAdd: ['X-Frame-Options: DENY'],
         responseHeaderRemove: [],
         insecure: true,
-        pool: false,
+        pool: true,
+        healthPath: '/healthz',
+        healthInterval: 5,
         inbox: ['/webhooks/*', '/stripe'],
       },
-      expect.objectContaining({ name: 'api', addr: '192.168.1.5:8080', basicAuth: [], inbox: [] }),
+      expect.objectContaining({
+        name: 'api',
+        addr: '192.168.1.5:8080',
+        basicAuth: [],
+        inbox: [],
+        pool: false,
+      }),
       expect.objectContaining({ name: 'hooks', addr: '4000', inbox: ['/*'] }),
     ]);
   });
@@ -89,6 +100,10 @@ tunnels:
       [
         'tunnels:\n  web:\n    addr: 1\n    insecure: maybe\n',
         /ggrok\.yml:4: tunnels\.web\.insecure must be true or false/,
+      ],
+      [
+        'tunnels:\n  web:\n    addr: 1\n    health_interval: soon\n',
+        /ggrok\.yml:4: tunnels\.web\.health_interval must be a number of seconds/,
       ],
       ['version: 2\n', /version must be 1/],
       ['tunnels: [a, b]\n', /tunnels must map names/],

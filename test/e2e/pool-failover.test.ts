@@ -189,6 +189,42 @@ describe('endpoint pool failover', () => {
     expect(b.requests.length).toBe(tally.counts.get('b'));
     // Nothing had to be retried: b finished what it had and got nothing new.
     expect(relay.relay.metrics.retries).toBe(0);
+    // Its JSON output showed the pool's size and which member served each request.
+    const lines = stopped
+      .stdout()
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { event: string; size?: number; member?: string });
+    const member = lines.find((l) => l.event === 'pool' && l.size === 2)?.member;
+    expect(member).toMatch(/^[0-9a-f]{8}$/);
+    const served = lines.filter((l) => l.event === 'request');
+    expect(served.length).toBe(tally.counts.get('b'));
+    expect(served.every((l) => l.member === member)).toBe(true);
     await waitFor(() => ac.pools.get(0)?.size === 1, 'pool of 1');
+  });
+
+  it('takes out a member whose control socket stops answering (SIGSTOP) without failing a GET', async () => {
+    // A frozen member is dropped after 2 s of silence; its requests in flight go to the other member.
+    const relay = await startRelay(cleanup, {
+      streamsPerSecond: 100_000,
+      heartbeatMs: 500,
+      deadAfterMs: 2000,
+    });
+    const a = await startLocal(cleanup, handler('a'));
+    const b = await startLocal(cleanup, handler('b'));
+    const ac = await poolClient(relay, a);
+    const frozen = await poolProcess(relay, b.port);
+    await waitFor(() => ac.pools.get(0)?.size === 2, 'pool of 2');
+    const tally = await loadWhile(relay, 8, 5000, async () => {
+      await sleep(1000);
+      frozen.child.kill('SIGSTOP');
+      await waitFor(() => ac.pools.get(0)?.size === 1, 'the frozen member to be dropped', 10_000);
+    });
+    frozen.child.kill('SIGCONT');
+    expect(tally.failures).toEqual([]);
+    // The requests that were stuck on the frozen member were answered by the other one.
+    expect(relay.relay.metrics.retries).toBeGreaterThan(0);
+    expect(tally.counts.get('b')).toBeGreaterThan(20);
+    expect(tally.log.at(-1)![1]).toBe('a');
   });
 });

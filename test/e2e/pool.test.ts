@@ -1,5 +1,6 @@
 // Endpoint pools on one relay: real clients sharing a name, balanced by requests in flight; upgrades pinned; refusals.
 import http from 'node:http';
+import os from 'node:os';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
 import type { PoolInfo, TunnelClient } from '../../cli/client.js';
@@ -7,6 +8,7 @@ import { ErrorCode } from '../../protocol/errors.js';
 import {
   Cleanup,
   TOKEN,
+  rawRequest,
   refusal,
   reply,
   runCli,
@@ -117,6 +119,9 @@ describe('endpoint pools on one relay', () => {
       async () => JSON.stringify(await counted()) === JSON.stringify(['a', 'b', 'c'].map(expected)),
       'per-member request counts',
     );
+    const page = await fetchText(relay, '/_ggrok/status', { Authorization: 'Bearer metrics-secret' });
+    for (const client of [a, b, c])
+      expect(page).toContain(`pool member ${client.pools.get(0)!.member} · ${os.hostname()} · healthy`);
     const status = relay.relay.statusReport();
     expect(status.tunnels.map((t) => [t.name, t.pool?.health])).toEqual([
       ['shop', 'healthy'],
@@ -190,6 +195,27 @@ describe('endpoint pools on one relay', () => {
     expect(replies).toEqual(Array.from({ length: 20 }, (_, i) => `${pinned}:m${i}`));
     // The plain requests still reached both members.
     expect(new Set(bodies)).toEqual(new Set(['a', 'b']));
+  });
+
+  it('pools the one tunnel of a relay without a domain (own-host mode) too', async () => {
+    const relay = await startRelay(cleanup, { domain: undefined });
+    const clients: TunnelClient[] = [];
+    for (const id of ['a', 'b']) {
+      const local = await member(id);
+      clients.push(await startClient(cleanup, relay.url, local.port, { pool: true }));
+    }
+    await waitForSizes(clients, [2, 2]);
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
+    const bodies = await Promise.all(
+      Array.from({ length: 40 }, async () => {
+        const r = await rawRequest({ port: relay.port, agent, headers: { Host: `127.0.0.1:${relay.port}` } });
+        return r.body.toString();
+      }),
+    );
+    agent.destroy();
+    expect(new Set(bodies)).toEqual(new Set(['a', 'b']));
+    const plain = await refusal(startClient(cleanup, relay.url, 1));
+    expect(plain.code).toBe(ErrorCode.NameInUse);
   });
 
   it('refuses a client without --pool, a pool client of another owner, and --pool on a name served without it', async () => {

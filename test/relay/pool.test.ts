@@ -31,6 +31,15 @@ describe('MemberHealth', () => {
     expect([h.state, h.available(), h.failuresInARow]).toEqual(['healthy', true, 0]);
   });
 
+  it('counts requests failing together while the member is out as one failure', () => {
+    const clock = { now: 0 };
+    const h = new MemberHealth(() => clock.now);
+    for (let i = 0; i < 5; i++) h.failed();
+    expect(h.failuresInARow).toBe(1);
+    clock.now += POOL_BACKOFF_MIN_MS;
+    expect(h.available()).toBe(true);
+  });
+
   it('keeps a member out while its own check fails, and back at once when it passes', () => {
     const clock = { now: 0 };
     const h = new MemberHealth(() => clock.now);

@@ -103,7 +103,7 @@ tunnels:
       ],
       [
         'tunnels:\n  web:\n    addr: 1\n    health_interval: soon\n',
-        /ggrok\.yml:4: tunnels\.web\.health_interval must be a number of seconds/,
+        /ggrok\.yml:4: tunnels\.web\.health_interval must be a whole number/,
       ],
       ['version: 2\n', /version must be 1/],
       ['tunnels: [a, b]\n', /tunnels must map names/],

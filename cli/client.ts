@@ -17,13 +17,9 @@ import type {
 import type { Stream, StreamHandler } from '../protocol/stream.js';
 import { HEALTH_INTERVAL_MS, HealthCheck, type HealthResult } from './health-check.js';
 import { bothObservers, HostCheckWatch, type HostCheckHint } from './host-check.js';
-import {
-  LocalForwarder,
-  type Exchange,
-  type ExchangeObserver,
-  type HeaderRules,
-  type LocalTarget,
-} from './local-request.js';
+import type { HeaderRules } from './header-rules.js';
+import { LocalForwarder, type Exchange, type ExchangeObserver } from './local-request.js';
+import type { LocalTarget } from './target.js';
 import { RelayLink, type LinkFailure, type LinkHandler, type LinkTarget } from './relay-link.js';
 
 export interface ClientOptions {

@@ -15,7 +15,8 @@ import { loadConfig, type Config, type TunnelConfig } from './config.js';
 import type { HealthResult } from './health-check.js';
 import type { HostCheckHint } from './host-check.js';
 import type { Inspector } from './inspector/index.js';
-import { parseTarget, type Exchange, type LocalTarget } from './local-request.js';
+import type { Exchange } from './local-request.js';
+import { parseTarget, type LocalTarget } from './target.js';
 import {
   apiName,
   DEFAULT_SERVER,

@@ -11,11 +11,6 @@ import { requestHead } from './local-exchange.js';
 import { HANG_UP_MESSAGE, LocalPool, type ConnectionUser, type LocalConnection } from './local-pool.js';
 import { describeTarget, type LocalTarget } from './target.js';
 
-// Until every importer moved to ./target.js and ./header-rules.js (issue 22).
-export { lookupLocalhost } from './local-pool.js';
-export { describeTarget, parseTarget, type LocalTarget } from './target.js';
-export { NO_HEADER_RULES, parseHeaderArg, type HeaderRules } from './header-rules.js';
-
 const CONNECT_FAILURES = new Set([
   'ECONNREFUSED',
   'ENOTFOUND',

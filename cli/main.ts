@@ -4,7 +4,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { TunnelClient, type TunnelSpec } from './client.js';
 import { defaultConfigPath, loadConfig, setConfigValue, type Config } from './config.js';
 import { parseInspectAddress, startInspector, type Inspector } from './inspector/index.js';
-import { describeTarget } from './local-request.js';
+import { describeTarget } from './target.js';
 import {
   ALL_PATHS,
   DEFAULT_SERVER,

@@ -7,7 +7,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TunnelClient, type ClientOptions } from '../cli/client.js';
-import { parseTarget } from '../cli/local-request.js';
+import { parseTarget } from '../cli/target.js';
 import { GgrokError } from '../protocol/errors.js';
 import { createRelay, type Relay, type RelayEvent, type RelayOptions } from '../relay/index.js';
 

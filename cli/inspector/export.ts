@@ -2,7 +2,7 @@
 import type { HeaderList } from '../../protocol/frames.js';
 import { getHeader } from '../../protocol/headers.js';
 import { VERSION } from '../../protocol/version.js';
-import { describeTarget, type LocalTarget } from '../local-request.js';
+import { describeTarget, type LocalTarget } from '../target.js';
 import { formatBytes, mimeType, renderBody, type BodyView } from './body.js';
 import type { ExchangeRecord } from './store.js';
 

@@ -9,7 +9,8 @@ import {
   type LocalRequest,
 } from '../local-exchange.js';
 import { LocalPool } from '../local-pool.js';
-import { describeLocalError, describeTarget, type LocalTarget } from '../local-request.js';
+import { describeLocalError } from '../local-request.js';
+import { describeTarget, type LocalTarget } from '../target.js';
 import type { ReplayEdits } from './api.js';
 import type { ExchangeRecord, InspectorStore } from './store.js';
 

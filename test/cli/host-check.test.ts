@@ -17,7 +17,8 @@ import {
   rewriteSameOrigin,
   type HostCheckHint,
 } from '../../cli/host-check.js';
-import type { Exchange, ExchangeObserver, LocalTarget } from '../../cli/local-request.js';
+import type { Exchange, ExchangeObserver } from '../../cli/local-request.js';
+import type { LocalTarget } from '../../cli/target.js';
 
 const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'host-check');
 /**

@@ -3,7 +3,8 @@
 import type { Socket } from 'node:net';
 import { afterEach, expect, test } from 'vitest';
 import { startInspector, type Inspector } from '../../cli/inspector/index.js';
-import { NO_HEADER_RULES, parseTarget, type HeaderRules } from '../../cli/local-request.js';
+import { NO_HEADER_RULES, type HeaderRules } from '../../cli/header-rules.js';
+import { parseTarget } from '../../cli/target.js';
 import {
   Cleanup,
   rawRequest,

@@ -1,7 +1,7 @@
 // The relay's traffic counters, as the client receives them, appear in the inspector's tunnel list.
 import { afterEach, expect, test } from 'vitest';
 import { startInspector } from '../../cli/inspector/index.js';
-import { parseTarget } from '../../cli/local-request.js';
+import { parseTarget } from '../../cli/target.js';
 import { Cleanup, rawRequest } from '../helpers.js';
 
 const cleanup = new Cleanup();

@@ -8,7 +8,7 @@ import type { Duplex } from 'node:stream';
 import { afterEach, expect, test } from 'vitest';
 import WebSocket, { WebSocketServer, type RawData } from 'ws';
 import { startInspector, type Inspector, type InspectorOptions } from '../../cli/inspector/index.js';
-import { parseTarget } from '../../cli/local-request.js';
+import { parseTarget } from '../../cli/target.js';
 import { Cleanup, rawExchange, rawRequest, startTunnel, waitFor, type Tunnel } from '../helpers.js';
 
 const cleanup = new Cleanup();

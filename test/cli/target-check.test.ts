@@ -8,7 +8,7 @@ import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
-import { parseTarget } from '../../cli/local-request.js';
+import { parseTarget } from '../../cli/target.js';
 import { checkTarget } from '../../cli/target-check.js';
 import { Cleanup } from '../helpers.js';
 

@@ -11,7 +11,8 @@ import { TunnelClient } from '../../cli/client.js';
 import { connect } from '../../cli/index.js';
 import { startInspector } from '../../cli/inspector/index.js';
 import { tokenId } from '../../relay/tokens.js';
-import { parseTarget, type Exchange } from '../../cli/local-request.js';
+import type { Exchange } from '../../cli/local-request.js';
+import { parseTarget } from '../../cli/target.js';
 import {
   Cleanup,
   rawExchange,

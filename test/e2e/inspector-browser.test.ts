@@ -2,7 +2,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { afterEach, expect, test } from 'vitest';
 import { startInspector } from '../../cli/inspector/index.js';
-import { parseTarget } from '../../cli/local-request.js';
+import { parseTarget } from '../../cli/target.js';
 import { launchChromium } from '../browser.js';
 import { Cleanup, startTunnel, waitFor } from '../helpers.js';
 

@@ -9,7 +9,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
-import { parseTarget } from '../../cli/local-request.js';
+import { parseTarget } from '../../cli/target.js';
 import {
   Cleanup,
   rawExchange,

@@ -8,7 +8,7 @@ import readline from 'node:readline';
 import { pathToFileURL } from 'node:url';
 import { afterEach, expect, test } from 'vitest';
 import { TunnelClient, type OfflineInfo } from '../../cli/client.js';
-import { parseTarget } from '../../cli/local-request.js';
+import { parseTarget } from '../../cli/target.js';
 import { Cleanup, rawRequest, ROOT, startClient, startLocal, TOKEN, waitFor } from '../helpers.js';
 
 const cleanup = new Cleanup();

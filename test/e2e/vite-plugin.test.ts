@@ -8,6 +8,7 @@ import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { stripVTControlCharacters } from 'node:util';
 import type { Browser } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, expect, test } from 'vitest';
 import type { Plugin as LatestVitePlugin } from 'vite';
@@ -48,7 +49,8 @@ async function freePort(): Promise<number> {
 /** Vite's logger, keeping what it is given (printUrls writes through it). */
 function capturingLogger(): { logger: Logger; lines: string[] } {
   const lines: string[] = [];
-  const keep = (msg: string): void => void lines.push(msg);
+  // Vite colours its lines when the terminal (or FORCE_COLOR, as in CI) allows it; the test reads the text.
+  const keep = (msg: string): void => void lines.push(stripVTControlCharacters(msg));
   const logger: Logger = {
     info: keep,
     warn: keep,

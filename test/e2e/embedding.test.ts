@@ -31,7 +31,14 @@ test("the README's createRelay example runs as written, importing the package by
     cwd: ROOT,
     encoding: 'utf8',
     timeout: 60_000,
-    env: { ...process.env, GGROK_TOKEN: undefined, GGROK_SERVER: undefined, GGROK_CONFIG: undefined },
+    env: {
+      ...process.env,
+      FORCE_COLOR: undefined,
+      NO_COLOR: '1',
+      GGROK_TOKEN: undefined,
+      GGROK_SERVER: undefined,
+      GGROK_CONFIG: undefined,
+    },
   });
   expect(run.stderr).toBe('');
   expect(run.stdout).toBe('200 hello from /hi\n');

@@ -54,18 +54,19 @@ export class SendWindow {
  * quarter of the window is free, so a stream of small reads does not cost a frame each.
  *
  * Autotuning (when `max` > the initial size and a round trip is known), in epochs of one round trip:
- * - grow: the consumer released at least half the window per round trip (over the last one), never held over a
- *   quarter of it, and took GROW_AFTER_WINDOWS windows' worth since the size last changed. The sender is then
- *   window-bound (like TCP receive autotuning): double the size, and the extra goes out as credit at once.
- * - shrink: more than half the window waited unconsumed at some point of the last round trip. Halve the size (not
- *   below the initial one); nothing is granted until credit + pending fit the new size. Credit already granted is never taken back, so a consumer that
- *   stalls pins at most the window it had when it stalled.
+ * - grow: the consumer released at least half the window per round trip (over the last one), arriving data never
+ *   found over a quarter of it still unconsumed, and the consumer took GROW_AFTER_WINDOWS windows' worth since the
+ *   size last changed. The sender is then window-bound (like TCP receive autotuning): double the size, and the extra
+ *   goes out as credit at once.
+ * - shrink: arriving data found more than half the window still unconsumed in the last round trip. Halve the size
+ *   (not below the initial one); nothing is granted until credit + pending fit the new size. Credit already granted
+ *   is never taken back, so a consumer that stalls pins at most the window it had when it stalled.
  */
 export class RecvWindow {
   private credit: number;
   private pending = 0;
   private windowSize: number;
-  /** Bytes released in the current epoch, the most held unconsumed in it, and when it began (-1: none yet). */
+  /** Bytes released in the current epoch, the largest backlog arriving data found in it, and its start (-1: none). */
   private delivered = 0;
   private peakPending = 0;
   /** Bytes released since the window last changed size. */
@@ -94,9 +95,11 @@ export class RecvWindow {
 
   /** Counts `n` received bytes; false when they overran the credit (the peer broke the protocol). */
   receive(n: number, now = 0, rttMs = -1): boolean {
+    // The backlog this data finds, not counting itself: a consumer that keeps up has taken everything before it,
+    // whatever the size of frames relative to the window.
+    if (this.pending > this.peakPending) this.peakPending = this.pending;
     this.credit -= n;
     this.pending += n;
-    if (this.pending > this.peakPending) this.peakPending = this.pending;
     this.tune(now, rttMs);
     return this.credit >= 0;
   }
@@ -146,6 +149,6 @@ export class RecvWindow {
   private newEpoch(now: number): void {
     this.epochStart = now;
     this.delivered = 0;
-    this.peakPending = this.pending;
+    this.peakPending = 0; // seen again by the next arrival, if the backlog is still there
   }
 }

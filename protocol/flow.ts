@@ -15,8 +15,9 @@ export const WINDOW_AUTOTUNE = {
   /** Largest window of a whole connection. */
   CONN_MAX_BYTES: 32 * MiB,
   /**
-   * Below this round trip windows never grow: the announced 1 MiB already carries ≥ 256 MiB/s, more than a tunnel
-   * moves on one core, and a window grown on loopback only raises what a visitor that stalls later pins.
+   * Below this round trip (the smallest seen: a busy machine stretches the others) windows never grow: the announced
+   * 1 MiB already carries ≥ 256 MiB/s, more than a tunnel moves on one core, and a window grown on loopback only
+   * raises what a visitor that stalls later pins.
    */
   MIN_RTT_MS: 4,
   /**
@@ -26,6 +27,17 @@ export const WINDOW_AUTOTUNE = {
    */
   GROW_AFTER_WINDOWS: 4,
 } as const;
+
+/** The round trip as a session measures it (heartbeat pings), read by every receive window of the session. */
+export interface PathRtt {
+  /** The latest round trip, in ms (-1 before the first). */
+  readonly rttMs: number;
+  /** The smallest round trip seen, in ms (-1 before the first): the path itself, without queues or busy CPUs. */
+  readonly minRttMs: number;
+}
+
+/** A path whose round trip is unknown: windows stay fixed. */
+const NO_RTT: PathRtt = { rttMs: -1, minRttMs: -1 };
 
 /** What we may send: the peer's grants minus what we sent. */
 export class SendWindow {
@@ -78,6 +90,7 @@ export class RecvWindow {
   constructor(
     readonly initial: number,
     readonly max: number = initial,
+    private readonly path: PathRtt = NO_RTT,
   ) {
     this.windowSize = initial;
     this.credit = initial;
@@ -94,32 +107,33 @@ export class RecvWindow {
   }
 
   /** Counts `n` received bytes; false when they overran the credit (the peer broke the protocol). */
-  receive(n: number, now = 0, rttMs = -1): boolean {
+  receive(n: number, now = 0): boolean {
     // The backlog this data finds, not counting itself: a consumer that keeps up has taken everything before it,
     // whatever the size of frames relative to the window.
     if (this.pending > this.peakPending) this.peakPending = this.pending;
     this.credit -= n;
     this.pending += n;
-    this.tune(now, rttMs);
+    this.tune(now);
     return this.credit >= 0;
   }
 
   /**
-   * `n` received bytes were consumed (`now` in ms and the last round trip drive autotuning): returns the increment to
-   * grant the peer now, or 0 to wait for more.
+   * `n` received bytes were consumed (`now`, in ms, and the path's round trip drive autotuning): returns the increment
+   * to grant the peer now, or 0 to wait for more.
    */
-  release(n: number, now = 0, rttMs = -1): number {
+  release(n: number, now = 0): number {
     this.pending -= n;
     this.delivered += n;
     this.deliveredAtSize += n;
-    this.tune(now, rttMs);
+    this.tune(now);
     const room = this.windowSize - this.credit - this.pending;
     if (room < this.windowSize / 4) return 0;
     this.credit += room;
     return room;
   }
 
-  private tune(now: number, rttMs: number): void {
+  private tune(now: number): void {
+    const rttMs = this.path.rttMs;
     if (this.max <= this.initial || rttMs < 0) return;
     if (this.epochStart < 0) return this.newEpoch(now);
     const elapsed = now - this.epochStart;
@@ -133,7 +147,7 @@ export class RecvWindow {
       this.deliveredAtSize = 0;
       this.shrinks++;
     } else if (
-      rttMs >= WINDOW_AUTOTUNE.MIN_RTT_MS &&
+      this.path.minRttMs >= WINDOW_AUTOTUNE.MIN_RTT_MS &&
       size < this.max &&
       perRtt >= size / 2 &&
       this.deliveredAtSize >= WINDOW_AUTOTUNE.GROW_AFTER_WINDOWS * size &&

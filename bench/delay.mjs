@@ -93,6 +93,8 @@ async function measure(file, args, re, timeoutMs = 300_000) {
   return JSON.parse(m[1]);
 }
 const RESULT = /^(\{"event":"result".*)$/;
+/** A change with its sign: +5.8, -21.9. */
+const signed = (x) => `${x >= 0 ? '+' : ''}${fmt(x)}`;
 
 const loads = {
   async download(target) {
@@ -311,8 +313,6 @@ if (builds.before) {
 
 // ---------------------------------------------------------------- report
 
-/** A change with its sign: +5.8, -21.9. */
-const signed = (x) => `${x >= 0 ? '+' : ''}${fmt(x)}`;
 const names = (delay) => paths[delay].map(([n]) => n);
 const ratio = (a, b) => (a !== undefined && b ? a / b : undefined);
 function delayTable(delay) {

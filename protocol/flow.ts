@@ -21,9 +21,9 @@ export const WINDOW_AUTOTUNE = {
    */
   MIN_RTT_MS: 4,
   /**
-   * A window doubles only once the consumer has taken this many windows' worth at its current size: more than the
-   * socket buffers between us and a visitor can swallow (a few MiB on Linux), so a visitor that stops reading early
-   * stalls with a small window, not a grown one.
+   * A window doubles only once the consumer has taken this many announced windows' worth (or one current window, if
+   * more) since its size last changed: more than the socket buffers between us and a visitor can swallow (a few MiB
+   * on Linux), so a visitor that stops reading early stalls with a small window, not a grown one.
    */
   GROW_AFTER_WINDOWS: 4,
 } as const;
@@ -67,9 +67,9 @@ export class SendWindow {
  *
  * Autotuning (when `max` > the initial size and a round trip is known), in epochs of one round trip:
  * - grow: the consumer released at least half the window per round trip (over the last one), arriving data never
- *   found over a quarter of it still unconsumed, and the consumer took GROW_AFTER_WINDOWS windows' worth since the
- *   size last changed. The sender is then window-bound (like TCP receive autotuning): double the size, and the extra
- *   goes out as credit at once.
+ *   found over a quarter of it still unconsumed, and the consumer took GROW_AFTER_WINDOWS announced windows' worth
+ *   (or one current window, if more) since the size last changed. The sender is then window-bound (like TCP receive
+ *   autotuning): double the size, and the extra goes out as credit at once.
  * - shrink: arriving data found more than half the window still unconsumed in the last round trip. Halve the size
  *   (not below the initial one); nothing is granted until credit + pending fit the new size. Credit already granted
  *   is never taken back, so a consumer that stalls pins at most the window it had when it stalled.
@@ -150,7 +150,7 @@ export class RecvWindow {
       this.path.minRttMs >= WINDOW_AUTOTUNE.MIN_RTT_MS &&
       size < this.max &&
       perRtt >= size / 2 &&
-      this.deliveredAtSize >= WINDOW_AUTOTUNE.GROW_AFTER_WINDOWS * size &&
+      this.deliveredAtSize >= Math.max(size, WINDOW_AUTOTUNE.GROW_AFTER_WINDOWS * this.initial) &&
       this.peakPending <= size / 4
     ) {
       this.windowSize = Math.min(this.max, size * 2);

@@ -93,6 +93,8 @@ async function measure(file, args, re, timeoutMs = 300_000) {
   return JSON.parse(m[1]);
 }
 const RESULT = /^(\{"event":"result".*)$/;
+/** A change with its sign: +5.8, -21.9. */
+const signed = (x) => `${x >= 0 ? '+' : ''}${fmt(x)}`;
 
 const loads = {
   async download(target) {
@@ -262,7 +264,7 @@ for (const delay of opts.delays)
       (stalls[delay] ??= {})[`${build}/${readFirst / MiB}`] = s;
       log(
         `stall at ${delay} ms (${build}, read ${readFirst / MiB} MiB first): relay holds ${fmt(s.heldMiB)} MiB ` +
-          `(window ${fmt(s.windowMiB)} MiB), RSS +${fmt(s.growthMiB)} MiB`,
+          `(window ${fmt(s.windowMiB)} MiB), RSS ${signed(s.growthMiB)} MiB`,
       );
     }
 
@@ -355,7 +357,7 @@ function targetsTable() {
   const s = stalls[25]?.['after/1'];
   if (s)
     rows.push(
-      `| 50 ms: stalled visitor holds ≤ 8 MiB of relay memory | ${fmt(s.heldMiB)} MiB held for it (RSS +${fmt(s.growthMiB)} MiB) | ${s.heldMiB <= 8 ? 'PASS' : 'FAIL'} |`,
+      `| 50 ms: stalled visitor holds ≤ 8 MiB of relay memory | ${fmt(s.heldMiB)} MiB held for it (RSS ${signed(s.growthMiB)} MiB) | ${s.heldMiB <= 8 ? 'PASS' : 'FAIL'} |`,
     );
   return ['| target (issue 21) | measured | met |', '| --- | --- | --- |', ...rows].join('\n');
 }
@@ -366,7 +368,7 @@ function stallTable() {
       const [build, first] = key.split('/');
       const held = build === 'after' ? `${fmt(s.heldMiB)} (window ${fmt(s.windowMiB)})` : '—';
       rows.push(
-        `| ${2 * delay} ms | ${build === 'after' ? 'ggrok' : 'ggrok (before)'} | ${first} MiB | ${held} | ${fmt(s.baselineMiB)} | +${fmt(s.growthMiB)} | ${s.ok ? 'yes' : 'no'} |`,
+        `| ${2 * delay} ms | ${build === 'after' ? 'ggrok' : 'ggrok (before)'} | ${first} MiB | ${held} | ${fmt(s.baselineMiB)} | ${signed(s.growthMiB)} | ${s.ok ? 'yes' : 'no'} |`,
       );
     }
   return [

@@ -15,17 +15,29 @@ export const WINDOW_AUTOTUNE = {
   /** Largest window of a whole connection. */
   CONN_MAX_BYTES: 32 * MiB,
   /**
-   * Below this round trip windows never grow: the announced 1 MiB already carries ≥ 256 MiB/s, more than a tunnel
-   * moves on one core, and a window grown on loopback only raises what a visitor that stalls later pins.
+   * Below this round trip (the smallest seen: a busy machine stretches the others) windows never grow: the announced
+   * 1 MiB already carries ≥ 256 MiB/s, more than a tunnel moves on one core, and a window grown on loopback only
+   * raises what a visitor that stalls later pins.
    */
   MIN_RTT_MS: 4,
   /**
-   * A window doubles only once the consumer has taken this many windows' worth at its current size: more than the
-   * socket buffers between us and a visitor can swallow (a few MiB on Linux), so a visitor that stops reading early
-   * stalls with a small window, not a grown one.
+   * A window doubles only once the consumer has taken this many announced windows' worth (or one current window, if
+   * more) since its size last changed: more than the socket buffers between us and a visitor can swallow (a few MiB
+   * on Linux), so a visitor that stops reading early stalls with a small window, not a grown one.
    */
   GROW_AFTER_WINDOWS: 4,
 } as const;
+
+/** The round trip as a session measures it (heartbeat pings), read by every receive window of the session. */
+export interface PathRtt {
+  /** The latest round trip, in ms (-1 before the first). */
+  readonly rttMs: number;
+  /** The smallest round trip seen, in ms (-1 before the first): the path itself, without queues or busy CPUs. */
+  readonly minRttMs: number;
+}
+
+/** A path whose round trip is unknown: windows stay fixed. */
+const NO_RTT: PathRtt = { rttMs: -1, minRttMs: -1 };
 
 /** What we may send: the peer's grants minus what we sent. */
 export class SendWindow {
@@ -54,18 +66,19 @@ export class SendWindow {
  * quarter of the window is free, so a stream of small reads does not cost a frame each.
  *
  * Autotuning (when `max` > the initial size and a round trip is known), in epochs of one round trip:
- * - grow: the consumer released at least half the window per round trip (over the last one), never held over a
- *   quarter of it, and took GROW_AFTER_WINDOWS windows' worth since the size last changed. The sender is then
- *   window-bound (like TCP receive autotuning): double the size, and the extra goes out as credit at once.
- * - shrink: more than half the window waited unconsumed at some point of the last round trip. Halve the size (not
- *   below the initial one); nothing is granted until credit + pending fit the new size. Credit already granted is never taken back, so a consumer that
- *   stalls pins at most the window it had when it stalled.
+ * - grow: the consumer released at least half the window per round trip (over the last one), arriving data never
+ *   found over a quarter of it still unconsumed, and the consumer took GROW_AFTER_WINDOWS announced windows' worth
+ *   (or one current window, if more) since the size last changed. The sender is then window-bound (like TCP receive
+ *   autotuning): double the size, and the extra goes out as credit at once.
+ * - shrink: arriving data found more than half the window still unconsumed in the last round trip. Halve the size
+ *   (not below the initial one); nothing is granted until credit + pending fit the new size. Credit already granted
+ *   is never taken back, so a consumer that stalls pins at most the window it had when it stalled.
  */
 export class RecvWindow {
   private credit: number;
   private pending = 0;
   private windowSize: number;
-  /** Bytes released in the current epoch, the most held unconsumed in it, and when it began (-1: none yet). */
+  /** Bytes released in the current epoch, the largest backlog arriving data found in it, and its start (-1: none). */
   private delivered = 0;
   private peakPending = 0;
   /** Bytes released since the window last changed size. */
@@ -77,6 +90,7 @@ export class RecvWindow {
   constructor(
     readonly initial: number,
     readonly max: number = initial,
+    private readonly path: PathRtt = NO_RTT,
   ) {
     this.windowSize = initial;
     this.credit = initial;
@@ -93,30 +107,33 @@ export class RecvWindow {
   }
 
   /** Counts `n` received bytes; false when they overran the credit (the peer broke the protocol). */
-  receive(n: number, now = 0, rttMs = -1): boolean {
+  receive(n: number, now = 0): boolean {
+    // The backlog this data finds, not counting itself: a consumer that keeps up has taken everything before it,
+    // whatever the size of frames relative to the window.
+    if (this.pending > this.peakPending) this.peakPending = this.pending;
     this.credit -= n;
     this.pending += n;
-    if (this.pending > this.peakPending) this.peakPending = this.pending;
-    this.tune(now, rttMs);
+    this.tune(now);
     return this.credit >= 0;
   }
 
   /**
-   * `n` received bytes were consumed (`now` in ms and the last round trip drive autotuning): returns the increment to
-   * grant the peer now, or 0 to wait for more.
+   * `n` received bytes were consumed (`now`, in ms, and the path's round trip drive autotuning): returns the increment
+   * to grant the peer now, or 0 to wait for more.
    */
-  release(n: number, now = 0, rttMs = -1): number {
+  release(n: number, now = 0): number {
     this.pending -= n;
     this.delivered += n;
     this.deliveredAtSize += n;
-    this.tune(now, rttMs);
+    this.tune(now);
     const room = this.windowSize - this.credit - this.pending;
     if (room < this.windowSize / 4) return 0;
     this.credit += room;
     return room;
   }
 
-  private tune(now: number, rttMs: number): void {
+  private tune(now: number): void {
+    const rttMs = this.path.rttMs;
     if (this.max <= this.initial || rttMs < 0) return;
     if (this.epochStart < 0) return this.newEpoch(now);
     const elapsed = now - this.epochStart;
@@ -130,10 +147,10 @@ export class RecvWindow {
       this.deliveredAtSize = 0;
       this.shrinks++;
     } else if (
-      rttMs >= WINDOW_AUTOTUNE.MIN_RTT_MS &&
+      this.path.minRttMs >= WINDOW_AUTOTUNE.MIN_RTT_MS &&
       size < this.max &&
       perRtt >= size / 2 &&
-      this.deliveredAtSize >= WINDOW_AUTOTUNE.GROW_AFTER_WINDOWS * size &&
+      this.deliveredAtSize >= Math.max(size, WINDOW_AUTOTUNE.GROW_AFTER_WINDOWS * this.initial) &&
       this.peakPending <= size / 4
     ) {
       this.windowSize = Math.min(this.max, size * 2);
@@ -146,6 +163,6 @@ export class RecvWindow {
   private newEpoch(now: number): void {
     this.epochStart = now;
     this.delivered = 0;
-    this.peakPending = this.pending;
+    this.peakPending = 0; // seen again by the next arrival, if the backlog is still there
   }
 }

@@ -87,6 +87,8 @@ export class Session implements StreamHost, WriterHost {
   readonly streams = new Map<number, Stream>();
   /** Round-trip time of the last heartbeat, in ms; -1 before the first pong. */
   rttMs = -1;
+  /** The smallest heartbeat round trip so far, in ms; -1 before the first pong. */
+  minRttMs = -1;
   private state: SessionStateValue = SessionState.Open;
   /** Payload bytes of Data frames received, and streams opened (by either side). */
   private readonly counts = { dataBytesIn: 0, streamsOpened: 0 };
@@ -115,7 +117,11 @@ export class Session implements StreamHost, WriterHost {
       conn: WINDOW_AUTOTUNE.CONN_MAX_BYTES,
     };
     this.streamWindowMax = Math.max(opts.localFlow.streamWindow, max.stream);
-    this.window = new RecvWindow(opts.localFlow.connWindow, Math.max(opts.localFlow.connWindow, max.conn));
+    this.window = new RecvWindow(
+      opts.localFlow.connWindow,
+      Math.max(opts.localFlow.connWindow, max.conn),
+      this,
+    );
     this.softLimit = opts.bufferedSoftLimit ?? DEFAULT_BUFFERED_SOFT_LIMIT_BYTES;
     // Messages arrive as their fragments, so a Data frame sent as header + payload is read without joining them.
     ws.binaryType = 'fragments';
@@ -269,7 +275,7 @@ export class Session implements StreamHost, WriterHost {
     stream.connOwed -= owed;
     this.returnConnCredit(owed);
     if (stream.remote === Phase.Ended) return; // the peer sends nothing more: no credit to return
-    const increment = stream.recvWindow.release(n, Date.now(), this.rttMs);
+    const increment = stream.recvWindow.release(n, Date.now());
     if (increment > 0) this.writer.frame({ type: FrameType.Window, id: stream.id, increment });
   }
 
@@ -383,7 +389,9 @@ export class Session implements StreamHost, WriterHost {
       case FrameType.Ping:
         return this.writer.pong(frame.nonce);
       case FrameType.Pong:
-        if (frame.nonce === this.lastPingAt) this.rttMs = Date.now() - frame.nonce;
+        if (frame.nonce !== this.lastPingAt) return;
+        this.rttMs = Date.now() - frame.nonce;
+        if (this.minRttMs < 0 || this.rttMs < this.minRttMs) this.minRttMs = this.rttMs;
         return;
       case FrameType.GoAway:
         return this.opts.onGoAway?.(frame);
@@ -482,7 +490,7 @@ export class Session implements StreamHost, WriterHost {
     const n = data.length;
     if (n > this.opts.localFlow.maxData)
       return this.fatal(new FrameError(`data frame of ${n} bytes over the limit`));
-    if (!this.window.receive(n, this.lastReceivedAt, this.rttMs))
+    if (!this.window.receive(n, this.lastReceivedAt))
       return this.fatal(new FrameError('connection window overrun'));
     this.counts.dataBytesIn += n;
     const stream = this.streamFor(id);
@@ -495,7 +503,7 @@ export class Session implements StreamHost, WriterHost {
       this.returnConnCredit(n);
       return this.streamProtocolError(stream, 'Data before response');
     }
-    if (!stream.recvWindow.receive(n, this.lastReceivedAt, this.rttMs)) {
+    if (!stream.recvWindow.receive(n, this.lastReceivedAt)) {
       this.returnConnCredit(n);
       return this.streamProtocolError(stream, 'stream window overrun');
     }
@@ -517,7 +525,7 @@ export class Session implements StreamHost, WriterHost {
 
   private returnConnCredit(n: number): void {
     if (n <= 0 || this.closed) return;
-    const increment = this.window.release(n, Date.now(), this.rttMs);
+    const increment = this.window.release(n, Date.now());
     if (increment > 0) this.writer.frame({ type: FrameType.Window, id: 0, increment });
   }
 

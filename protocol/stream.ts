@@ -1,7 +1,7 @@
 // One exchange (an HTTP request/response or an upgraded raw channel) multiplexed on a session: its state, its
 // windows and its outbound queue. Its events go to the one handler its owner gave when the stream was opened.
 import { GgrokError, ResetCode } from './errors.js';
-import { RecvWindow, SendWindow } from './flow.js';
+import { RecvWindow, SendWindow, type PathRtt } from './flow.js';
 import { FrameType, type HeaderList, type InfoFrame, type ResponseFrame } from './frames.js';
 
 /**
@@ -34,7 +34,7 @@ export interface StreamHandler {
 }
 
 /** What a stream needs from its session (Session implements it, so the two files stay decoupled). */
-export interface StreamHost {
+export interface StreamHost extends PathRtt {
   /** Largest Data payload the peer accepts. */
   readonly maxData: number;
   /** Bytes were queued on the stream. */
@@ -97,7 +97,7 @@ export class Stream {
     handler: StreamHandler = UNBOUND,
   ) {
     this.sendWindow = new SendWindow(windows.send);
-    this.recvWindow = new RecvWindow(windows.recv, windows.recvMax);
+    this.recvWindow = new RecvWindow(windows.recv, windows.recvMax, host);
     this.localPhase = phases.local;
     this.remotePhase = phases.remote;
     this.handler = handler;

@@ -6,6 +6,8 @@ import { RecvWindow, WINDOW_AUTOTUNE } from '../../protocol/flow.js';
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const FRAME = 128 * KiB;
+/** A path whose round trip is `ms`, as a session would have measured it. */
+const rtt = (ms: number): { rttMs: number; minRttMs: number } => ({ rttMs: ms, minRttMs: ms });
 
 /**
  * A peer that sends as fast as its credit allows (up to `linkPerMs` bytes a millisecond) to a receiver whose
@@ -45,7 +47,7 @@ class Path {
       do {
         const n = Math.min(FRAME, budget);
         if (n > 0) {
-          expect(this.w.receive(n, this.now, this.rttMs)).toBe(true);
+          expect(this.w.receive(n, this.now)).toBe(true);
           this.peerCredit -= n;
           budget -= n;
           this.held += n;
@@ -54,7 +56,7 @@ class Path {
         if (take > 0) {
           this.held -= take;
           appetite -= take;
-          const increment = this.w.release(take, this.now, this.rttMs);
+          const increment = this.w.release(take, this.now);
           if (increment > 0) this.grants.push({ at: this.now + this.rttMs, n: increment });
         }
       } while (budget > 0);
@@ -68,7 +70,7 @@ class Path {
 
 describe('RecvWindow', () => {
   it('without a round trip (or a max) it is the fixed window of before: a grant per quarter consumed', () => {
-    const w = new RecvWindow(MiB, 16 * MiB);
+    const w = new RecvWindow(MiB, 16 * MiB); // no round trip known: fixed
     expect(w.receive(MiB)).toBe(true);
     expect(w.receive(1)).toBe(false); // one byte beyond the credit: the peer broke the protocol
     const w2 = new RecvWindow(MiB);
@@ -79,7 +81,7 @@ describe('RecvWindow', () => {
   });
 
   it('grows by doubling, up to its max, while the peer is window-bound and the consumer keeps up', () => {
-    const w = new RecvWindow(MiB, WINDOW_AUTOTUNE.STREAM_MAX_BYTES);
+    const w = new RecvWindow(MiB, WINDOW_AUTOTUNE.STREAM_MAX_BYTES, rtt(50));
     // 50 ms round trip, a 1 GB/s link, a consumer as fast: only the window holds the sender back.
     const r = new Path(w, 50).run(3000, MiB, MiB);
     expect(w.size).toBe(WINDOW_AUTOTUNE.STREAM_MAX_BYTES);
@@ -88,20 +90,26 @@ describe('RecvWindow', () => {
   });
 
   it('does not grow before the consumer took several windows at the current size', () => {
-    const w = new RecvWindow(MiB, 16 * MiB);
+    const w = new RecvWindow(MiB, 16 * MiB, rtt(50));
     // A visitor that reads (or whose socket buffers swallow) 3 MiB, then stops: the window stays where it was.
     new Path(w, 50).run(3 * 50, MiB, MiB);
     expect(w.size).toBe(MiB);
   });
 
   it('does not grow on a short round trip, where the announced window already carries more than a tunnel moves', () => {
-    const w = new RecvWindow(MiB, 16 * MiB);
+    const w = new RecvWindow(MiB, 16 * MiB, rtt(WINDOW_AUTOTUNE.MIN_RTT_MS - 1));
     new Path(w, WINDOW_AUTOTUNE.MIN_RTT_MS - 1).run(2000, MiB, MiB);
     expect(w.size).toBe(MiB);
   });
 
+  it('does not grow on loopback whose round trips a busy machine stretches: the smallest one counts', () => {
+    const w = new RecvWindow(MiB, 16 * MiB, { rttMs: 30, minRttMs: 1 });
+    new Path(w, 30).run(2000, MiB, MiB);
+    expect(w.size).toBe(MiB);
+  });
+
   it('does not grow when the consumer, not the window, is what limits', () => {
-    const w = new RecvWindow(MiB, 16 * MiB);
+    const w = new RecvWindow(MiB, 16 * MiB, rtt(50));
     // 10 MiB/s consumer on a 1 GB/s link: the window stays full of unconsumed bytes.
     new Path(w, 50).run(3000, MiB, 10 * KiB);
     expect(w.size).toBe(MiB);
@@ -109,7 +117,7 @@ describe('RecvWindow', () => {
   });
 
   it('shrinks back to the announced size when the consumer slows down, and grants nothing beyond it', () => {
-    const w = new RecvWindow(MiB, 16 * MiB);
+    const w = new RecvWindow(MiB, 16 * MiB, rtt(50));
     const path = new Path(w, 50).run(3000, MiB, MiB);
     expect(w.size).toBe(16 * MiB);
     // Now 1 MiB/s: the window halves once per round trip down to 1 MiB.
@@ -123,7 +131,7 @@ describe('RecvWindow', () => {
   });
 
   it('a consumer that stalls pins at most the window it had when it stalled', () => {
-    const w = new RecvWindow(MiB, 16 * MiB);
+    const w = new RecvWindow(MiB, 16 * MiB, rtt(50));
     // Grow to 4 MiB, then stall.
     const path = new Path(w, 50);
     for (let i = 0; i < 5000 && w.size < 4 * MiB; i++) path.run(1, MiB, MiB);

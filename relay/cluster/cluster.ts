@@ -48,7 +48,7 @@ interface ClusterEvents {
 }
 
 /** The answer to a claim. */
-export type Claim = ClaimOutcome | { kind: 'unavailable'; why: string };
+export type Claim = Exclude<ClaimOutcome, { kind: 'settling' }> | { kind: 'unavailable'; why: string };
 
 /**
  * This instance in the cluster. Redis is on the coordination path only: claims, leases, takeovers. A public
@@ -148,7 +148,16 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   async claim(name: string, owner: string, client: string, pool = false): Promise<Claim> {
     if (!this.link.ready) return { kind: 'unavailable', why: 'the cluster store (Redis) is not answering' };
     try {
-      return await this.records.claim(name, owner, client, this.whereIs(name).length > 0, pool);
+      let outcome = await this.records.claim(name, owner, client, this.whereIs(name).length > 0, pool);
+      // An empty store settles once: wait it out, then ask again with what the leases say now (twice at most, in
+      // case Redis's clock steps).
+      for (let tries = 0; outcome.kind === 'settling' && tries < 2; tries++) {
+        await new Promise((r) => setTimeout(r, outcome.kind === 'settling' ? outcome.waitMs : 0));
+        outcome = await this.records.claim(name, owner, client, this.whereIs(name).length > 0, pool);
+      }
+      if (outcome.kind === 'settling')
+        return { kind: 'unavailable', why: 'the cluster store (Redis) is settling' };
+      return outcome;
     } catch (err) {
       return { kind: 'unavailable', why: `the cluster store (Redis) failed: ${(err as Error).message}` };
     }

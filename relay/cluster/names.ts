@@ -9,6 +9,17 @@ import type { RedisLink } from './redis.js';
 const NAME_KEY = 'ggrok:name:';
 /** Channel on which a takeover is announced as "<fence> <name>". */
 export const SUPERSEDED_CHANNEL = 'ggrok:superseded';
+/**
+ * When the store was first asked for a new name (Redis time, ms). Its absence means the store is empty: new, or
+ * restarted without its data.
+ */
+const STORE_SINCE_KEY = 'ggrok:store-since';
+/**
+ * For this long after an empty store is first asked for a new name, new names wait: instances that served names
+ * before Redis restarted empty are reconnecting (1 s at most apart) and register them again, and until they have,
+ * another owner must not get one of those names.
+ */
+export const STORE_SETTLE_MS = 3000;
 
 /** The outcome of a claim. */
 export type ClaimOutcome =
@@ -21,18 +32,32 @@ export type ClaimOutcome =
   /** Another owner holds the name. */
   | { kind: 'held' }
   /** Another process of the same owner serves it live on some instance: refused, as on a relay alone. */
-  | { kind: 'in_use' };
+  | { kind: 'in_use' }
+  /** A new name while an empty store settles (see STORE_SETTLE_MS): ask again in `waitMs`. */
+  | { kind: 'settling'; waitMs: number };
 
 /**
  * Claims `name` for (owner, client) atomically. Another owner's record refuses it; the same client gets it back
  * with the same fence, and so does a client of the owner asking to join the pool the record is (ARGV[7]); another
  * process of the same owner takes it over (fence + 1, announced) unless it is served live somewhere (ARGV[6]). A
  * record whose hold expired is claimed afresh, keeping the counter going so that an old fence can never match a new
- * owner's.
+ * owner's. A new name asked for while an empty store settles (ARGV[8] ms after its first new name) gets
+ * {'settling', ms to wait}.
  */
 const CLAIM = `
 local r = redis.call('HMGET', KEYS[1], 'owner', 'client', 'fence', 'pool')
 local owner, client, fence, pool = r[1], r[2], tonumber(r[3]) or 0, r[4]
+if not owner then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local since = tonumber(redis.call('GET', KEYS[2]))
+  if not since then
+    since = now
+    redis.call('SET', KEYS[2], since)
+  end
+  local wait = since + tonumber(ARGV[8]) - now
+  if wait > 0 then return {'settling', wait} end
+end
 if owner and owner ~= ARGV[1] then return {'held', fence} end
 if owner and (client == ARGV[2] or (pool == '1' and ARGV[7] == '1')) then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
@@ -87,6 +112,8 @@ export class NameRecords {
     private readonly link: RedisLink,
     /** How long a name stays with its owner after its last refresh. */
     private readonly holdMs: number,
+    /** How long new names wait after an empty store is first asked for one (see STORE_SETTLE_MS). */
+    private readonly settleMs: number = STORE_SETTLE_MS,
   ) {}
 
   /**
@@ -100,14 +127,12 @@ export class NameRecords {
     live: boolean,
     pool = false,
   ): Promise<ClaimOutcome> {
-    const reply = await this.link.eval<unknown>(
-      CLAIM,
-      [NAME_KEY + name],
-      [owner, client, this.holdMs, SUPERSEDED_CHANNEL, name, live ? '1' : '0', pool ? '1' : '0'],
-    );
-    if (!Array.isArray(reply) || reply.length !== 2) throw new Error('unexpected claim reply from redis');
-    const [kind, fenceValue] = reply as [unknown, unknown];
-    const fence = Number(fenceValue);
+    const [kind, fence] = await this.claimOnce(name, owner, client, live, pool);
+    if (kind === 'settling') {
+      if (!(Number.isSafeInteger(fence) && fence > 0 && fence <= this.settleMs))
+        throw new Error('unexpected settling time from redis');
+      return { kind, waitMs: fence };
+    }
     if (!Number.isSafeInteger(fence) || fence < 0) throw new Error('unexpected fence from redis');
     switch (kind) {
       case 'new':
@@ -120,6 +145,32 @@ export class NameRecords {
       default:
         throw new Error('unexpected claim reply from redis');
     }
+  }
+
+  /** One run of the claim script: its kind (unchecked yet) and its number (a fence, or ms to wait when settling). */
+  private async claimOnce(
+    name: string,
+    owner: string,
+    client: string,
+    live: boolean,
+    pool: boolean,
+  ): Promise<[unknown, number]> {
+    const reply = await this.link.eval<unknown>(
+      CLAIM,
+      [NAME_KEY + name, STORE_SINCE_KEY],
+      [
+        owner,
+        client,
+        this.holdMs,
+        SUPERSEDED_CHANNEL,
+        name,
+        live ? '1' : '0',
+        pool ? '1' : '0',
+        this.settleMs,
+      ],
+    );
+    if (!Array.isArray(reply) || reply.length !== 2) throw new Error('unexpected claim reply from redis');
+    return [reply[0], Number(reply[1])];
   }
 
   /** Re-registers a name this instance serves: 'ok', or 'superseded'/'lost' when its socket must go. */

@@ -43,6 +43,11 @@ describe('webhook inbox in a cluster', () => {
     await waitFor(() => first.instances.length === 2, 'the client attached to both instances', 20_000);
     await first.close();
     await waitFor(() => r1.relay.tunnelCount + r2.relay.tunnelCount === 0, 'the tunnels to go');
+    // ... and each instance to have read that from the other's lease: until then it would pass a request on to the
+    // other, which keeps it there (still exactly once, but not where it arrived).
+    const peersIdle = (r: Awaited<ReturnType<typeof instance>>) =>
+      r.relay.statusReport().cluster?.members.every((m) => m.tunnels === 0) ?? false;
+    await waitFor(() => peersIdle(r1) && peersIdle(r2), 'both instances to see no tunnel anywhere', 10_000);
 
     const ids = new Map<string, string>();
     for (const [n, r] of [

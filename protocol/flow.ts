@@ -10,8 +10,12 @@ const MiB = 1024 * 1024;
  * most once per round trip, while our consumer falls behind. It never goes below the announced size.
  */
 export const WINDOW_AUTOTUNE = {
-  /** Largest window of one stream (a stalled consumer pins at most what the window was when it stalled). */
-  STREAM_MAX_BYTES: 16 * MiB,
+  /**
+   * Largest window of one stream (a stalled consumer pins at most what the window was when it stalled): 8 MiB carries
+   * 160 MiB/s at 50 ms and 40 MiB/s at 200 ms, more than one tunnel moves on this class of machine, and keeps what a
+   * visitor that stalls after a fast start pins at 8 MiB (16 MiB measured no faster: bench/RESULTS-delay.md).
+   */
+  STREAM_MAX_BYTES: 8 * MiB,
   /** Largest window of a whole connection. */
   CONN_MAX_BYTES: 32 * MiB,
   /**

@@ -119,6 +119,24 @@ function agentFor(origin: string): http.Agent {
   return agent;
 }
 
+/** The visitor's request, re-sent to the peer at `peerUrl` (an upgrade on a connection of its own). */
+function peerRequest(
+  req: IncomingMessage,
+  peerUrl: string,
+  signature: string,
+  upgrade: boolean,
+): http.ClientRequest {
+  const url = new URL(peerUrl);
+  return http.request({
+    host: url.hostname,
+    port: url.port || 80,
+    method: req.method,
+    path: req.url,
+    headers: peerHeaders(req, signature, upgrade),
+    agent: upgrade ? false : agentFor(url.origin),
+  });
+}
+
 /** The request's headers as a peer receives them: hop-by-hop stripped, framing restated, the signature added. */
 function peerHeaders(req: IncomingMessage, signature: string, upgrade: boolean): string[] {
   const headers = stripHopByHop(req.rawHeaders, upgrade);
@@ -144,15 +162,7 @@ export function forwardRequestToPeer(
   signature: string,
   fail: (why: string) => void,
 ): void {
-  const url = new URL(peerUrl);
-  const out = http.request({
-    host: url.hostname,
-    port: url.port || 80,
-    method: req.method,
-    path: req.url,
-    headers: peerHeaders(req, signature, false),
-    agent: agentFor(url.origin),
-  });
+  const out = peerRequest(req, peerUrl, signature, false);
   out.on('error', (err) => {
     if (!res.headersSent) fail(`the instance holding the tunnel did not answer (${err.message})`);
     else res.destroy();
@@ -192,15 +202,7 @@ export function forwardUpgradeToPeer(
   signature: string,
   fail: (why: string) => void,
 ): void {
-  const url = new URL(peerUrl);
-  const out = http.request({
-    host: url.hostname,
-    port: url.port || 80,
-    method: req.method,
-    path: req.url,
-    headers: peerHeaders(req, signature, true),
-    agent: false,
-  });
+  const out = peerRequest(req, peerUrl, signature, true);
   out.on('error', (err) => fail(`the instance holding the tunnel did not answer (${err.message})`));
   out.on('upgrade', (answer, peer, head) => {
     peer.on('error', () => socket.destroy());

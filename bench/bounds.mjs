@@ -148,10 +148,12 @@ const wsPipe = await proxy('pipe', wsLocal.port);
 const wsPipes = await proxy('pipe', wsPipe.port);
 const nginx = startNginx(httpLocal.port, wsLocal.port);
 if (nginx) await Promise.all([listening(nginx.http), listening(nginx.ws)]);
-// ggrok as users get it: the relay's and client's defaults.
+// ggrok as users get it: the relay's and client's defaults (inspector on), and tuned: the inspector off.
 const { port: relayPort } = await spawnRelay({ token: TOKEN });
-await spawnClient({ localPort: httpLocal.port, relayPort, token: TOKEN, subdomain: 'h' });
-await spawnClient({ localPort: wsLocal.port, relayPort, token: TOKEN, subdomain: 'w' });
+await spawnClient({ localPort: httpLocal.port, relayPort, token: TOKEN, subdomain: 'h', inspect: true });
+await spawnClient({ localPort: wsLocal.port, relayPort, token: TOKEN, subdomain: 'w', inspect: true });
+await spawnClient({ localPort: httpLocal.port, relayPort, token: TOKEN, subdomain: 'ht' });
+await spawnClient({ localPort: wsLocal.port, relayPort, token: TOKEN, subdomain: 'wt' });
 const ggrok = (name) => ({ port: relayPort, host: `${name}.localhost:${relayPort}` });
 
 const paths = {
@@ -162,6 +164,7 @@ const paths = {
     ['node:http proxy', { port: httpProxy.port }],
     ...(nginx ? [['nginx', { port: nginx.http }]] : []),
     ['ggrok', ggrok('h')],
+    ['ggrok --no-inspect', ggrok('ht')],
   ],
   ws: [
     ['direct', { port: wsLocal.port }],
@@ -169,6 +172,7 @@ const paths = {
     ['two pipes', { port: wsPipes.port }],
     ...(nginx ? [['nginx', { port: nginx.ws }]] : []),
     ['ggrok', ggrok('w')],
+    ['ggrok --no-inspect', ggrok('wt')],
   ],
 };
 // Warm-up, results discarded: JIT and connection pools of every process in every path (a relay runs for days).
@@ -219,11 +223,19 @@ function table(kind, unit) {
 
 /** The issue's targets for ggrok against the two-pipe bound, and its p99 against nginx's, from this run. */
 function targets() {
-  const r = (kind) => median(results[kind].ggrok) / median(results[kind]['two pipes']);
+  const r = (kind, who = 'ggrok') => median(results[kind][who]) / median(results[kind]['two pipes']);
+  const tuned = 'ggrok --no-inspect';
+  const cost = (kind) => median(results[kind].ggrok) / median(results[kind][tuned]);
   const rows = [
     ['WebSocket 1 KiB echo / two pipes', r('ws'), '≥ 0.9', r('ws') >= 0.9],
     ['small GETs / two pipes', r('http'), '≥ 0.8', r('http') >= 0.8],
     ['download / two pipes', r('download'), '≥ 0.9', r('download') >= 0.9],
+    ['(tuned, --no-inspect) WebSocket echo / two pipes', r('ws', tuned), '≥ 0.9', r('ws', tuned) >= 0.9],
+    ['(tuned, --no-inspect) small GETs / two pipes', r('http', tuned), '≥ 0.8', r('http', tuned) >= 0.8],
+    ['(tuned, --no-inspect) download / two pipes', r('download', tuned), '≥ 0.9', r('download', tuned) >= 0.9],
+    ['inspector on / off: small GETs', cost('http'), '≥ 0.9', cost('http') >= 0.9],
+    ['inspector on / off: download', cost('download'), '≥ 0.9', cost('download') >= 0.9],
+    ['inspector on / off: WebSocket echo', cost('ws'), '≥ 0.9', cost('ws') >= 0.9],
   ].map(([what, v, target, met]) => `| ${what} | ${fmt(v, 2)} | ${target} | ${met ? 'met' : 'not met'} |`);
   if (results.p99.nginx) {
     const g = median(results.p99.ggrok);
@@ -255,7 +267,8 @@ Load: small GETs with ${tool === 'wrk' ? `${wrkVersion()} (-t1)` : 'autocannon'}
 but read and write. Two pipes have the shape of relay + client with none of their work. "node:http proxy" is the
 textbook reverse proxy on node:http with a keep-alive Agent (\`bench/baseline-proxy.mjs http\`), in one process.
 ${nginx ? `"nginx" is ${nginx.version} with one worker, keep-alive to the upstream and proxy buffering off (a reference hop in C).` : 'nginx was not installed: no nginx row.'}
-ggrok runs with the relay's and client's defaults (inspector on, no rate limit).
+"ggrok" runs with the relay's and client's defaults (inspector on, no rate limit); "ggrok --no-inspect" is the
+tuned figure beside it (same relay, the client's inspector off).
 
 ## Issue 17 targets (ggrok with its defaults)
 

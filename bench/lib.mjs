@@ -289,6 +289,8 @@ export async function spawnClient({
   bin = BIN,
   nodeArgs = [],
   extraArgs = [],
+  // The inspector is on by default for users; benchmarks that measure ggrok as users get it pass true.
+  inspect = false,
 }) {
   const child = spawnNode(`client ${subdomain}`, [
     ...nodeArgs,
@@ -302,7 +304,7 @@ export async function spawnClient({
     '--subdomain',
     subdomain,
     '-q',
-    '--no-inspect',
+    ...(inspect ? [] : ['--no-inspect']),
     ...extraArgs,
   ]);
   await waitForLine(child, /Forwarding\s+\S+/);

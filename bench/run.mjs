@@ -55,8 +55,8 @@ const SUBDOMAIN = 'bench';
  */
 const DIST_SNAPSHOT = path.join(ROOT, 'bench/out/dist');
 const SNAPSHOT_BIN = path.join(DIST_SNAPSHOT, path.relative(path.join(ROOT, 'dist'), BIN));
-/** The relay's per-tunnel request rate limit (429 beyond) would cap the small-GET load; lift it for the benchmark. */
-const RELAY_ENV = { GGROK_RATE_LIMIT: '100000000' };
+/** ggrok as users get it: no flags and no environment for the relay (no request-rate limit applies by default). */
+const RELAY_ENV = {};
 const STALL_BYTES = 1024 * MiB;
 
 function options() {
@@ -151,6 +151,7 @@ async function startTunnel(localPort, token, profile) {
     subdomain: SUBDOMAIN,
     bin: SNAPSHOT_BIN,
     nodeArgs: prof('client'),
+    inspect: true, // the client's default
   });
   const host = `${SUBDOMAIN}.localhost:${relayPort}`;
   const deadline = Date.now() + 10_000;
@@ -637,7 +638,7 @@ function report({ opts, info, startedAt, finishedAt, noise, integrity, rounds, s
     `- Date: ${startedAt.toISOString()} (took ${((finishedAt - startedAt) / 60000).toFixed(1)} min)`,
     `- Machine: node ${info.node}, nproc ${info.nproc}, CPU "${info.cpuModel}", ${info.kernel}, ${fmt(info.memGiB)} GiB RAM`,
     `- Code: commit ${info.commit}; dist/ built ${info.build} (copied to bench/out/dist/ for the run); ${info.libs}`,
-    `- Relay started with GGROK_RATE_LIMIT=${RELAY_ENV.GGROK_RATE_LIMIT} (the default per-tunnel limit would answer most small GETs with 429).`,
+    '- Relay and client run with their defaults: no request-rate limit, the inspector on (bench/bounds.mjs has the --no-inspect figure beside it).',
     `- Command: \`${commandLine()}\``,
     `- Settings: ${opts.rounds} interleaved rounds (direct and tunnel alternate which goes first), small GET ${opts.duration} s at ${opts.connections} connections (${opts.tool === 'wrk' ? 'wrk -t1' : 'autocannon'}), download ${opts.downloadBytes / MiB} MiB, upload ${opts.uploadBytes / MiB} MiB echoed, stall ${STALL_BYTES / MiB / 1024} GiB for ${opts.stallMs / 1000} s; values are medians over rounds.`,
     `- Processes: load tool, local server, relay and client are four separate node processes on ${info.nproc} cores; in tunnel mode all four compete for the CPU, in direct mode two.`,

@@ -151,8 +151,13 @@ async function smallGets(port, host) {
   return r;
 }
 
-/** N instances on one Redis behind a front, with one client attached to all of them. */
+/**
+ * N instances on one Redis behind a front, with one client attached to all of them. Each cluster serves a name of its
+ * own: the last one's instances were killed (SIGKILL), and their leases say they serve theirs for a few more seconds.
+ */
+let clusters = 0;
 async function startCluster(n, redis, localPort) {
+  const name = `c${++clusters}`;
   const relays = [];
   for (let i = 1; i <= n; i++) {
     const port = await freePort();
@@ -161,7 +166,7 @@ async function startCluster(n, redis, localPort) {
     relays.push({ ...relay, alive: true });
   }
   const front = await startFront(() => relays.filter((r) => r.alive).map((r) => r.port));
-  const client = await spawnClient({ localPort, relayPort: front.port, token: TOKEN, subdomain: 'c' });
+  const client = await spawnClient({ localPort, relayPort: front.port, token: TOKEN, subdomain: name });
   await waitUntil(
     async () => (await Promise.all(relays.map((r) => health(r.port)))).every((h) => h?.tunnels === 1),
     `the client on all ${n} instances`,
@@ -172,7 +177,7 @@ async function startCluster(n, redis, localPort) {
     front.close();
     await sleep(300);
   };
-  return { relays, front, client, stop };
+  return { relays, front, client, stop, host: `${name}.localhost` };
 }
 
 const local = spawnNode('local server', [path.join(ROOT, 'bench', 'local-server.mjs')]);
@@ -193,8 +198,8 @@ for (let r = 0; r < rounds; r++) {
   p99.alone.push(m.p99);
   for (const n of r % 2 === 0 ? [1, 2, 3] : [3, 2, 1]) {
     const c = await startCluster(n, redis, localPort);
-    await smallGets(c.front.port, 'c.localhost'); // warm-up, discarded
-    m = await smallGets(c.front.port, 'c.localhost');
+    await smallGets(c.front.port, c.host); // warm-up, discarded
+    m = await smallGets(c.front.port, c.host);
     throughput[n].push(m.reqPerSec);
     p99[n].push(m.p99);
     await c.stop();
@@ -217,7 +222,7 @@ const kill = await (async () => {
   const loop = (async () => {
     for (let i = 0; i < 20_000 && !stop; i++) {
       const at = Date.now();
-      const status = await get(c.front.port, 'c.localhost');
+      const status = await get(c.front.port, c.host);
       results.push({ at, status });
       await sleep(5);
     }

@@ -232,7 +232,12 @@ function targets() {
     ['download / two pipes', r('download'), '≥ 0.9', r('download') >= 0.9],
     ['(tuned, --no-inspect) WebSocket echo / two pipes', r('ws', tuned), '≥ 0.9', r('ws', tuned) >= 0.9],
     ['(tuned, --no-inspect) small GETs / two pipes', r('http', tuned), '≥ 0.8', r('http', tuned) >= 0.8],
-    ['(tuned, --no-inspect) download / two pipes', r('download', tuned), '≥ 0.9', r('download', tuned) >= 0.9],
+    [
+      '(tuned, --no-inspect) download / two pipes',
+      r('download', tuned),
+      '≥ 0.9',
+      r('download', tuned) >= 0.9,
+    ],
     ['inspector on / off: small GETs', cost('http'), '≥ 0.9', cost('http') >= 0.9],
     ['inspector on / off: download', cost('download'), '≥ 0.9', cost('download') >= 0.9],
     ['inspector on / off: WebSocket echo', cost('ws'), '≥ 0.9', cost('ws') >= 0.9],

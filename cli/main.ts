@@ -30,6 +30,18 @@ type ConnectionFlags = ParsedFlags & { logFormat?: 'text' | 'json' };
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
+/**
+ * A path pattern of a 'paths' option. `ggrok http --inbox 3000` would read the port as a pattern (the option takes an
+ * optional value): say where the port goes instead.
+ */
+function collectPattern(value: string, previous: string[]): string[] {
+  if (!value.startsWith('/'))
+    throw new InvalidArgumentError(
+      `"${value}" is not a path pattern (patterns start with "/"). For every path, give the flag after the port: ggrok http 3000 --inbox`,
+    );
+  return collect(value, previous);
+}
+
 function wholeNumber(value: string): number {
   if (!/^\d+$/.test(value)) throw new InvalidArgumentError('must be a whole number.');
   return Number(value);
@@ -44,7 +56,7 @@ function addOptions(cmd: Command, scope: OptionSpec['scope']): Command {
     if (spec.choices) option.choices(spec.choices);
     if (spec.kind === 'list') option.argParser(collect).default([]);
     // Alone it means every path; given values are collected (`--inbox /a --inbox /b`).
-    if (spec.kind === 'paths') option.preset(ALL_PATHS).argParser(collect).default([]);
+    if (spec.kind === 'paths') option.preset(ALL_PATHS).argParser(collectPattern).default([]);
     if (spec.kind === 'int') option.argParser(wholeNumber);
     if (spec.default !== undefined) option.default(spec.default);
     cmd.addOption(option);

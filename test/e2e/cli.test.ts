@@ -81,6 +81,11 @@ describe('usage', () => {
     await expectUsageError(['http', '3000'], /no token/);
     await expectUsageError(['http', '3000', '--token', 't', '--nope'], /unknown option '--nope'/);
     await expectUsageError(['bogus'], /unknown command 'bogus'/);
+    // --inbox takes an optional pattern, so before the port it would swallow it: say where the port goes.
+    await expectUsageError(
+      ['http', '--inbox', '3000', '--token', 't'],
+      /"3000" is not a path pattern .* ggrok http 3000 --inbox/,
+    );
     await expectUsageError(['relay', '--port', 'abc'], /port/);
     await expectUsageError(['relay', '--stream-window', '64'], /--stream-window must be at least 128 KiB/);
     await expectUsageError(['relay', '--stream-window', '512', '--conn-window', '256'], /--conn-window/);

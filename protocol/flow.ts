@@ -11,11 +11,10 @@ const MiB = 1024 * 1024;
  */
 export const WINDOW_AUTOTUNE = {
   /**
-   * Largest window of one stream (a stalled consumer pins at most what the window was when it stalled): 8 MiB carries
-   * 160 MiB/s at 50 ms and 40 MiB/s at 200 ms, more than one tunnel moves on this class of machine, and keeps what a
-   * visitor that stalls after a fast start pins at 8 MiB (16 MiB measured no faster: bench/RESULTS-delay.md).
+   * Largest window of one stream on any path (a stalled consumer pins at most what the window was when it stalled).
+   * On a shorter path the cap is lower: see PATH_BYTES_PER_MS.
    */
-  STREAM_MAX_BYTES: 8 * MiB,
+  STREAM_MAX_BYTES: 16 * MiB,
   /** Largest window of a whole connection. */
   CONN_MAX_BYTES: 32 * MiB,
   /**
@@ -25,11 +24,12 @@ export const WINDOW_AUTOTUNE = {
    */
   MIN_RTT_MS: 4,
   /**
-   * A window doubles only once the consumer has taken this many announced windows' worth (or one current window, if
-   * more) since its size last changed: more than the socket buffers between us and a visitor can swallow (a few MiB
-   * on Linux), so a visitor that stops reading early stalls with a small window, not a grown one.
+   * Windows grow only as far as a path this fast needs over the smallest round trip seen (its bandwidth-delay
+   * product, rounded up to a doubling of the announced window): 8 MiB at 50 ms, 16 MiB from 100 ms on. More than one
+   * tunnel moves on this class of machine, and it keeps what a visitor that stalls after a fast start pins on a
+   * 50 ms path at 8 MiB (bench/RESULTS-delay.md).
    */
-  GROW_AFTER_WINDOWS: 4,
+  PATH_BYTES_PER_MS: (128 * MiB) / 1000,
 } as const;
 
 /** The round trip as a session measures it (heartbeat pings), read by every receive window of the session. */
@@ -71,9 +71,10 @@ export class SendWindow {
  *
  * Autotuning (when `max` > the initial size and a round trip is known), in epochs of one round trip:
  * - grow: the consumer released at least half the window per round trip (over the last one), arriving data never
- *   found over a quarter of it still unconsumed, and the consumer took GROW_AFTER_WINDOWS announced windows' worth
- *   (or one current window, if more) since the size last changed. The sender is then window-bound (like TCP receive
- *   autotuning): double the size, and the extra goes out as credit at once.
+ *   found over a quarter of it still unconsumed, and the consumer took half the window (at least the announced one)
+ *   since the size last changed. The sender is then window-bound (like TCP receive autotuning): double the size, up
+ *   to the path's cap (PATH_BYTES_PER_MS), and the extra goes out as credit at once. The extra credit takes a round
+ *   trip to come back as data, so a window doubles about every second round trip.
  * - shrink: arriving data found more than half the window still unconsumed in the last round trip. Halve the size
  *   (not below the initial one); nothing is granted until credit + pending fit the new size. Credit already granted
  *   is never taken back, so a consumer that stalls pins at most the window it had when it stalled.
@@ -152,16 +153,24 @@ export class RecvWindow {
       this.shrinks++;
     } else if (
       this.path.minRttMs >= WINDOW_AUTOTUNE.MIN_RTT_MS &&
-      size < this.max &&
+      size < this.cap() &&
       perRtt >= size / 2 &&
-      this.deliveredAtSize >= Math.max(size, WINDOW_AUTOTUNE.GROW_AFTER_WINDOWS * this.initial) &&
+      this.deliveredAtSize >= Math.max(size / 2, this.initial) &&
       this.peakPending <= size / 4
     ) {
-      this.windowSize = Math.min(this.max, size * 2);
+      this.windowSize = Math.min(this.cap(), size * 2);
       this.deliveredAtSize = 0;
       this.grows++;
     }
     this.newEpoch(now);
+  }
+
+  /** The largest this window grows on this path: max, or less when the round trip is short (see PATH_BYTES_PER_MS). */
+  private cap(): number {
+    const bdp = WINDOW_AUTOTUNE.PATH_BYTES_PER_MS * this.path.minRttMs;
+    let cap = this.initial;
+    while (cap < bdp && cap < this.max) cap *= 2;
+    return Math.min(cap, this.max);
   }
 
   private newEpoch(now: number): void {

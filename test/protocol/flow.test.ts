@@ -81,19 +81,25 @@ describe('RecvWindow', () => {
   });
 
   it('grows by doubling, up to its max, while the peer is window-bound and the consumer keeps up', () => {
-    const w = new RecvWindow(MiB, WINDOW_AUTOTUNE.STREAM_MAX_BYTES, rtt(50));
-    // 50 ms round trip, a 1 GB/s link, a consumer as fast: only the window holds the sender back.
-    const r = new Path(w, 50).run(3000, MiB, MiB);
+    const w = new RecvWindow(MiB, WINDOW_AUTOTUNE.STREAM_MAX_BYTES, rtt(200));
+    // 200 ms round trip, a 1 GB/s link, a consumer as fast: only the window holds the sender back.
+    const r = new Path(w, 200).run(6000, MiB, MiB);
     expect(w.size).toBe(WINDOW_AUTOTUNE.STREAM_MAX_BYTES);
     expect(w.changes).toEqual({ grows: Math.log2(WINDOW_AUTOTUNE.STREAM_MAX_BYTES / MiB), shrinks: 0 });
     expect(r.maxExposure).toBeLessThanOrEqual(WINDOW_AUTOTUNE.STREAM_MAX_BYTES);
   });
 
-  it('does not grow before the consumer took several windows at the current size', () => {
-    const w = new RecvWindow(MiB, 16 * MiB, rtt(50));
-    // A visitor that reads (or whose socket buffers swallow) 3 MiB, then stops: the window stays where it was.
-    new Path(w, 50).run(3 * 50, MiB, MiB);
-    expect(w.size).toBe(MiB);
+  it('grows only as far as the path needs: 8 MiB at 50 ms, the 16 MiB maximum from 100 ms on', () => {
+    for (const [ms, cap] of [
+      [10, 2 * MiB],
+      [50, 8 * MiB],
+      [100, 16 * MiB],
+      [200, 16 * MiB],
+    ] as const) {
+      const w = new RecvWindow(MiB, WINDOW_AUTOTUNE.STREAM_MAX_BYTES, rtt(ms));
+      new Path(w, ms).run(40 * ms, MiB, MiB);
+      expect([ms, w.size]).toEqual([ms, cap]);
+    }
   });
 
   it('does not grow on a short round trip, where the announced window already carries more than a tunnel moves', () => {
@@ -117,8 +123,8 @@ describe('RecvWindow', () => {
   });
 
   it('shrinks back to the announced size when the consumer slows down, and grants nothing beyond it', () => {
-    const w = new RecvWindow(MiB, 16 * MiB, rtt(50));
-    const path = new Path(w, 50).run(3000, MiB, MiB);
+    const w = new RecvWindow(MiB, 16 * MiB, rtt(200));
+    const path = new Path(w, 200).run(6000, MiB, MiB);
     expect(w.size).toBe(16 * MiB);
     // Now 1 MiB/s: the window halves once per round trip down to 1 MiB.
     const slow = path.run(30_000, MiB, KiB);

@@ -17,27 +17,22 @@ export function tempProject(cleanup: Cleanup, files: Record<string, string>): st
   return dir;
 }
 
-/** A one-day self-signed certificate for `domain` and `*.domain`, made with openssl. */
-export function testCertificate(cleanup: Cleanup, domain: string): { cert: Buffer; key: Buffer } {
+/**
+ * A one-day self-signed certificate for `domain`, made with openssl; it also names `altNames` (default: `domain` and
+ * `*.domain`), e.g. `['DNS:localhost', 'IP:127.0.0.1']`.
+ */
+export function testCertificate(
+  cleanup: Cleanup,
+  domain: string,
+  altNames = [`DNS:${domain}`, `DNS:*.${domain}`],
+): { cert: Buffer; key: Buffer } {
   const dir = tempProject(cleanup, {});
   const [key, cert] = [path.join(dir, 'key.pem'), path.join(dir, 'cert.pem')];
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1'];
+  const subject = ['-subj', `/CN=${domain}`, '-addext', `subjectAltName=${altNames.join(',')}`];
   execFileSync(
     'openssl',
-    [
-      ...[
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-days',
-        '1',
-      ],
-      ...['-keyout', key, '-out', cert, '-subj', `/CN=${domain}`],
-      ...['-addext', `subjectAltName=DNS:${domain},DNS:*.${domain}`],
-    ],
+    ['req', '-x509', ...ec, '-nodes', '-days', '1', '-keyout', key, '-out', cert, ...subject],
     { stdio: 'ignore' },
   );
   return { cert: readFileSync(cert), key: readFileSync(key) };

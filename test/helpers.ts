@@ -161,6 +161,14 @@ export async function startTunnel(
   };
 }
 
+/** One request as a local service received it: head as raw lines, body as bytes. */
+export interface SeenRequest {
+  method: string;
+  url: string;
+  rawHeaders: string[];
+  body: Buffer;
+}
+
 export interface RawRequestOptions {
   port?: number;
   method?: string;

@@ -1,15 +1,12 @@
 // The start-up check of a local target: listening or not, an https certificate --insecure would accept, http on https.
-import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
 import { parseTarget } from '../../cli/target.js';
 import { checkTarget } from '../../cli/target-check.js';
+import { testCertificate } from '../dev-server-fixtures.js';
 import { Cleanup } from '../helpers.js';
 
 const cleanup = new Cleanup();
@@ -20,40 +17,6 @@ async function listening(server: net.Server): Promise<number> {
   await once(server, 'listening');
   cleanup.add(() => new Promise((r) => server.close(r)));
   return (server.address() as AddressInfo).port;
-}
-
-function selfSigned(): { cert: Buffer; key: Buffer } {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'ggrok-target-check-'));
-  cleanup.add(() => rmSync(dir, { recursive: true, force: true }));
-  const [key, cert] = [path.join(dir, 'key.pem'), path.join(dir, 'cert.pem')];
-  execFileSync(
-    'openssl',
-    [
-      ...[
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-days',
-        '1',
-      ],
-      ...[
-        '-keyout',
-        key,
-        '-out',
-        cert,
-        '-subj',
-        '/CN=localhost',
-        '-addext',
-        'subjectAltName=DNS:localhost,IP:127.0.0.1',
-      ],
-    ],
-    { stdio: 'ignore' },
-  );
-  return { cert: readFileSync(cert), key: readFileSync(key) };
 }
 
 describe('checkTarget', () => {
@@ -76,7 +39,12 @@ describe('checkTarget', () => {
   });
 
   test('a self-signed https target: names --insecure, and with it the check passes', async () => {
-    const port = await listening(https.createServer(selfSigned(), (_req, res) => res.end()));
+    const port = await listening(
+      https.createServer(
+        testCertificate(cleanup, 'localhost', ['DNS:localhost', 'IP:127.0.0.1']),
+        (_req, res) => res.end(),
+      ),
+    );
     const problem = await checkTarget(parseTarget(`https://localhost:${port}`));
     expect(problem?.code).toBe('target_untrusted_certificate');
     expect(problem?.message).toMatch(/DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED/);

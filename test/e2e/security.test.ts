@@ -1,15 +1,12 @@
 // Access control, limits, TLS and hostile load: only owners get tunnels, protected tunnels stay protected,
 // and one misbehaving visitor or tunnel does not slow the others.
-import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
 import { parseTarget } from '../../cli/target.js';
+import { testCertificate } from '../dev-server-fixtures.js';
 import {
   Cleanup,
   rawExchange,
@@ -344,27 +341,9 @@ describe('limits', () => {
   });
 });
 
-/** A throwaway self-signed certificate for localhost, *.localhost and 127.0.0.1 (made with openssl). */
-function selfSignedCertificate(): { cert: Buffer; key: Buffer } {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'ggrok-tls-'));
-  cleanup.add(() => rmSync(dir, { recursive: true, force: true }));
-  const [key, cert] = [path.join(dir, 'key.pem'), path.join(dir, 'cert.pem')];
-  const subject = [
-    '-subj',
-    '/CN=localhost',
-    '-addext',
-    'subjectAltName=DNS:localhost,DNS:*.localhost,IP:127.0.0.1',
-  ];
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1'];
-  execFileSync(
-    'openssl',
-    ['req', '-x509', ...ec, '-nodes', '-days', '1', '-keyout', key, '-out', cert, ...subject],
-    {
-      stdio: 'ignore',
-    },
-  );
-  return { cert: readFileSync(cert), key: readFileSync(key) };
-}
+/** A throwaway self-signed certificate for localhost, *.localhost and 127.0.0.1. */
+const selfSignedCertificate = () =>
+  testCertificate(cleanup, 'localhost', ['DNS:localhost', 'DNS:*.localhost', 'IP:127.0.0.1']);
 
 describe('TLS', () => {
   test('an https local target works with --insecure for a self-signed certificate, and is refused without it', async () => {

@@ -9,18 +9,18 @@ import WebSocket from 'ws';
 import { ResponseParser } from '../../cli/http1-response.js';
 import { decodeMessage, encodeFrame } from '../../protocol/codec.js';
 import { DEFAULT_FLOW, FrameType, PROTOCOL_VERSION, type Frame } from '../../protocol/frames.js';
-import { Cleanup, rawExchange, startTunnel, TOKEN, waitFor, type Tunnel } from '../helpers.js';
+import {
+  Cleanup,
+  rawExchange,
+  startTunnel,
+  TOKEN,
+  waitFor,
+  type SeenRequest as Seen,
+  type Tunnel,
+} from '../helpers.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
-
-/** What the local service parsed: one entry per request its HTTP parser saw. */
-interface Seen {
-  method: string;
-  url: string;
-  rawHeaders: string[];
-  body: Buffer;
-}
 
 /** A keep-alive local service that records every request and answers with the request's X-Tag. */
 async function recordingTunnel(c: Cleanup, seen: Seen[]): Promise<Tunnel> {

@@ -2,7 +2,13 @@
 import type { Socket } from 'node:net';
 import { ResetCode } from '../protocol/errors.js';
 import { BodyKind, WIRE_LIMITS, type HeaderList, type RequestFrame } from '../protocol/frames.js';
-import { allowedTrailers, declaredLength, headerLines } from '../protocol/headers.js';
+import {
+  allowedTrailers,
+  declaredLength,
+  getHeader,
+  headerLines,
+  INBOX_ID_HEADER,
+} from '../protocol/headers.js';
 import { ChunkHolder, pump, resetSocket, StreamSink } from '../protocol/stream-io.js';
 import type { Stream, StreamHandler } from '../protocol/stream.js';
 import { HeaderEditor, NO_HEADER_RULES, type HeaderRules } from './header-rules.js';
@@ -78,13 +84,6 @@ export interface Exchange {
   error?: string;
   /** The relay's id of a request its webhook inbox kept while the client was away (X-Ggrok-Inbox), being delivered. */
   inbox?: string;
-}
-
-/** The value of the X-Ggrok-Inbox header the relay adds to a kept request's delivery, if present. */
-export function inboxId(headers: HeaderList): string | undefined {
-  for (let i = 0; i < headers.length; i += 2)
-    if (headers[i]!.length === 13 && headers[i]!.toLowerCase() === 'x-ggrok-inbox') return headers[i + 1];
-  return undefined;
 }
 
 /**
@@ -292,7 +291,7 @@ abstract class BaseExchange implements ConnectionUser, StreamHandler {
       upgrade: this.head.upgrade,
       error,
     };
-    const inbox = this.head.upgrade ? undefined : inboxId(this.head.headers);
+    const inbox = this.head.upgrade ? undefined : getHeader(this.head.headers, INBOX_ID_HEADER);
     if (inbox !== undefined) summary.inbox = inbox;
     this.fwd.finished(summary, this.observer);
   }

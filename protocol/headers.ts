@@ -184,9 +184,19 @@ export function isUpgradeRequest(headers: HeaderList): boolean {
 /** First value of a header, case-insensitive. */
 export function getHeader(headers: HeaderList, name: string): string | undefined {
   const lower = name.toLowerCase();
-  for (let i = 0; i < headers.length; i += 2) if (headers[i]!.toLowerCase() === lower) return headers[i + 1];
+  const n = lower.length;
+  // Names of another length are never lowercased (most of them, on the per-request path).
+  for (let i = 0; i < headers.length; i += 2) {
+    const h = headers[i]!;
+    if (h.length === n && h.toLowerCase() === lower) return headers[i + 1];
+  }
   return undefined;
 }
+
+/** The header naming a request the relay kept while the client was away: on the answer to its sender and on its delivery. */
+export const INBOX_ID_HEADER = 'X-Ggrok-Inbox';
+/** On a delivery: when the relay received the request (ISO 8601), so an app can tell late events. */
+export const INBOX_RECEIVED_HEADER = 'X-Ggrok-Received-At';
 
 /** A copy of the list without any header of this name (case-insensitive). */
 export function withoutHeader(headers: HeaderList, name: string): HeaderList {

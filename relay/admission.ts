@@ -106,8 +106,9 @@ export class Admission {
     vouched?: string,
   ): AdmissionResult {
     const address = vouched ?? visitorAddress(req, this.deps.visitorAddressSource);
-    const page = this.refusal(tunnel, req, what, address);
-    if (!page) return { visitor: addressGroup(address) };
+    const group = addressGroup(address);
+    const page = this.refusal(tunnel, req, what, address, group);
+    if (!page) return { visitor: group };
     this.deps.refused(page.code);
     if (page.code === ErrorCode.RateLimited || page.code === ErrorCode.TunnelBusy) tunnel.refused++;
     return { page };
@@ -118,6 +119,8 @@ export class Admission {
     req: IncomingMessage,
     what: 'requests' | 'channels',
     visitor: string,
+    /** The visitor's address group (its /64 for IPv6): what fair shares and rates count by. */
+    group: string,
   ): ErrorPage | undefined {
     const options = this.deps.options;
     const presentsCredentials =
@@ -135,7 +138,6 @@ export class Admission {
         ? [tunnel.activeRequests, options.maxRequestsPerTunnel]
         : [tunnel.activeChannels, options.maxChannelsPerTunnel];
     if (open >= limit) return busyPage(what, limit);
-    const group = addressGroup(visitor);
     if (open >= FAIR_SHARE_FROM * limit) {
       const held = tunnel.openBy(what, group);
       if (held >= FAIR_SHARE_MAX * limit) return overSharePage(what, held);

@@ -3,7 +3,7 @@ import { ErrorCode, ResetCode, type GgrokError } from '../protocol/errors.js';
 import { BodyKind, type HeaderList, type ResponseFrame } from '../protocol/frames.js';
 import type { Stream, StreamHandler } from '../protocol/stream.js';
 import type { Deliverer, Inbox, StoredRequest } from './inbox.js';
-import { INBOX_ID_HEADER, INBOX_RECEIVED_HEADER } from './inbox-intake.js';
+import { INBOX_ID_HEADER, INBOX_RECEIVED_HEADER } from '../protocol/headers.js';
 import type { RelayEvent } from './log.js';
 import type { Tunnel } from './tunnel.js';
 

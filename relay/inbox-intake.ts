@@ -2,14 +2,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { ErrorCode } from '../protocol/errors.js';
 import type { BodyKindValue, HeaderList } from '../protocol/frames.js';
-import { declaredLength } from '../protocol/headers.js';
-import type { Inbox, InboxRefusal } from './inbox.js';
+import { declaredLength, INBOX_ID_HEADER } from '../protocol/headers.js';
+import { headSize, type Inbox, type InboxRefusal } from './inbox.js';
 import type { ErrorPage } from './pages.js';
-
-/** The header naming a kept request, on the answer to its sender and on its delivery. */
-export const INBOX_ID_HEADER = 'X-Ggrok-Inbox';
-/** On a delivery: when the relay received the request (ISO 8601), so an app can tell late events. */
-export const INBOX_RECEIVED_HEADER = 'X-Ggrok-Received-At';
 
 /** The page for a request the inbox cannot keep. */
 export function inboxRefusalPage(why: InboxRefusal, maxBodyBytes: number): ErrorPage {
@@ -49,9 +44,7 @@ export interface IntakeAnswers {
 
 /** Head bytes a kept request counts: target, method and headers, plus the two delivery headers. */
 function headBytes(h: IntakeHead): number {
-  let n = h.method.length + h.target.length + 64;
-  for (const s of h.headers) n += s.length;
-  return n;
+  return headSize(h) + 64;
 }
 
 /**

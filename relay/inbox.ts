@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import type { AccessRules, BodyKindValue, HeaderList, InboxNotice } from '../protocol/frames.js';
 import { AccessPolicy } from './access.js';
 import type { AdmittedTunnel } from './admission.js';
-import { KeyedBuckets, TokenBucket } from './rate-limit.js';
+import { StreamRates } from './rate-limit.js';
 import type { RelayEvent } from './log.js';
 import type { ResolvedRelayOptions } from './options.js';
 import type { Tunnel } from './tunnel.js';
@@ -33,11 +33,16 @@ export interface StoredRequest {
   lastError?: string;
 }
 
-/** Bytes a kept request counts against the limits: its body, target and head. */
-export function storedSize(r: Pick<StoredRequest, 'method' | 'target' | 'headers' | 'data'>): number {
-  let n = r.data.length + r.method.length + r.target.length;
+/** Bytes a kept request's head counts against the limits: method, target and headers. */
+export function headSize(r: Pick<StoredRequest, 'method' | 'target' | 'headers'>): number {
+  let n = r.method.length + r.target.length;
   for (const h of r.headers) n += h.length;
   return n;
+}
+
+/** Bytes a kept request counts against the limits: its body and head. */
+export function storedSize(r: Pick<StoredRequest, 'method' | 'target' | 'headers' | 'data'>): number {
+  return r.data.length + headSize(r);
 }
 
 /** Whether an inbox path pattern covers `path`: "/*" everything, "/a/*" everything under /a/, else exactly. */
@@ -73,8 +78,7 @@ export class Away implements AdmittedTunnel {
   readonly access: AccessPolicy | undefined;
   /** Requests turned away for the rates (an away tunnel has no Stats; counted for symmetry). */
   refused = 0;
-  private readonly bucket: TokenBucket | undefined;
-  private readonly visitorBuckets: KeyedBuckets | undefined;
+  private readonly rates: StreamRates;
 
   constructor(
     readonly record: HoldRecord,
@@ -82,8 +86,7 @@ export class Away implements AdmittedTunnel {
     private readonly now: () => number,
   ) {
     this.access = record.access ? new AccessPolicy(record.access) : undefined;
-    if (rate.perTunnel > 0) this.bucket = new TokenBucket(rate.perTunnel, 2 * rate.perTunnel, now());
-    if (rate.perVisitor > 0) this.visitorBuckets = new KeyedBuckets(rate.perVisitor, 2 * rate.perVisitor);
+    this.rates = new StreamRates(rate, now());
   }
 
   get name(): string {
@@ -96,10 +99,7 @@ export class Away implements AdmittedTunnel {
 
   /** The same rates as a live tunnel's. */
   rateExceeded(visitor: string): 'visitor' | 'tunnel' | undefined {
-    const t = this.now();
-    if (this.visitorBuckets && !this.visitorBuckets.take(visitor, t)) return 'visitor';
-    if (this.bucket && !this.bucket.take(t)) return 'tunnel';
-    return undefined;
+    return this.rates.exceeded(visitor, this.now());
   }
 }
 

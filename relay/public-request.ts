@@ -15,6 +15,8 @@ import {
   allowedTrailers,
   declaredLength,
   headerLines,
+  INBOX_ID_HEADER,
+  INBOX_RECEIVED_HEADER,
   stripHopByHop,
   toPairs,
   withoutHeader,
@@ -31,7 +33,7 @@ import {
   replayUpgradeOnFly,
   type PeerVia,
 } from './cluster/peer.js';
-import { INBOX_ID_HEADER, INBOX_RECEIVED_HEADER, type IntakeHead } from './inbox-intake.js';
+import type { IntakeHead } from './inbox-intake.js';
 import { sendErrorPage, writeRawErrorPage, type ErrorPage } from './pages.js';
 import type { HostParts, Route } from './routing.js';
 import type { Tunnel } from './tunnel.js';
@@ -275,14 +277,18 @@ abstract class PublicExchange implements StreamHandler, FinishedExchange {
   abstract drain(): void;
 }
 
+/** How Node's req.headers names them. */
+const INBOX_ID_LOWER = INBOX_ID_HEADER.toLowerCase();
+const INBOX_RECEIVED_LOWER = INBOX_RECEIVED_HEADER.toLowerCase();
+
 function requestHeaders(req: IncomingMessage, ctx: PublicContext, upgrade: boolean): HeaderList {
   let headers = stripHopByHop(req.rawHeaders, upgrade);
   if (ctx.dropAuthorization) headers = withoutHeader(headers, 'authorization');
   // The signature of another instance that forwarded the request is the relay's business, not the app's.
   if (req.headers[PEER_HEADER] !== undefined) headers = withoutHeader(headers, PEER_HEADER);
   // Only the relay says a request was kept while the client was away: an app de-duplicates on these.
-  if (req.headers['x-ggrok-inbox'] !== undefined) headers = withoutHeader(headers, INBOX_ID_HEADER);
-  if (req.headers['x-ggrok-received-at'] !== undefined)
+  if (req.headers[INBOX_ID_LOWER] !== undefined) headers = withoutHeader(headers, INBOX_ID_HEADER);
+  if (req.headers[INBOX_RECEIVED_LOWER] !== undefined)
     headers = withoutHeader(headers, INBOX_RECEIVED_HEADER);
   addForwardedHeaders(headers, {
     remoteAddress: ctx.remoteAddress,

@@ -54,3 +54,21 @@ export class KeyedBuckets {
     return bucket.take(now);
   }
 }
+
+/** A tunnel's rates for new streams: per tunnel and per visitor address (0: that rate is off). */
+export class StreamRates {
+  private readonly bucket: TokenBucket | undefined;
+  private readonly visitorBuckets: KeyedBuckets | undefined;
+
+  constructor(rate: { perTunnel: number; perVisitor: number }, now: number) {
+    if (rate.perTunnel > 0) this.bucket = new TokenBucket(rate.perTunnel, 2 * rate.perTunnel, now);
+    if (rate.perVisitor > 0) this.visitorBuckets = new KeyedBuckets(rate.perVisitor, 2 * rate.perVisitor);
+  }
+
+  /** Which rate a new stream from `visitor` would exceed now, if any; otherwise it takes its tokens. */
+  exceeded(visitor: string, now: number): 'visitor' | 'tunnel' | undefined {
+    if (this.visitorBuckets && !this.visitorBuckets.take(visitor, now)) return 'visitor';
+    if (this.bucket && !this.bucket.take(now)) return 'tunnel';
+    return undefined;
+  }
+}

@@ -1,7 +1,7 @@
 // One live tunnel on the relay: its name, owner and session, its traffic counters and its new-stream rate.
 import type { Session } from '../protocol/session.js';
 import type { AccessPolicy } from './access.js';
-import { KeyedBuckets, TokenBucket } from './rate-limit.js';
+import { StreamRates } from './rate-limit.js';
 import { MemberHealth } from './pool.js';
 
 /** Running totals of public body bytes: a relay's whole traffic, or one tunnel name's across reconnects. */
@@ -76,8 +76,7 @@ export class Tunnel {
   statsSent = '0/0/0/0/0/0';
   /** Public requests and upgrades turned away for the tunnel's limits (rate, concurrency, fair share). */
   refused = 0;
-  private readonly bucket: TokenBucket | undefined;
-  private readonly visitorBuckets: KeyedBuckets | undefined;
+  private readonly rates: StreamRates;
   /** Open requests and channels per visitor (address group): what the fair share looks at. */
   private readonly openByVisitor = {
     requests: new Map<string, number>(),
@@ -99,9 +98,7 @@ export class Tunnel {
     this.pool = init.pool;
     this.member = init.member;
     this.host = init.host;
-    const { perTunnel, perVisitor } = init.rate;
-    if (perTunnel > 0) this.bucket = new TokenBucket(perTunnel, 2 * perTunnel, Date.now());
-    if (perVisitor > 0) this.visitorBuckets = new KeyedBuckets(perVisitor, 2 * perVisitor);
+    this.rates = new StreamRates(init.rate, Date.now());
   }
 
   /** Counts body bytes from a visitor into the tunnel. */
@@ -126,9 +123,7 @@ export class Tunnel {
 
   /** Which rate a new stream from `visitor` would exceed now, if any; otherwise it takes its tokens. */
   rateExceeded(visitor: string, now = Date.now()): 'visitor' | 'tunnel' | undefined {
-    if (this.visitorBuckets && !this.visitorBuckets.take(visitor, now)) return 'visitor';
-    if (this.bucket && !this.bucket.take(now)) return 'tunnel';
-    return undefined;
+    return this.rates.exceeded(visitor, now);
   }
 
   /** Requests or channels `visitor` has open on this tunnel right now. */

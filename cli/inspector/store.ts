@@ -3,6 +3,7 @@
 // bytes into one reused queue; WebSocket frames and server-sent events are parsed in batches, off the data path
 // (every BATCH_INTERVAL_MS, when the queue is full, or before anyone reads), and subscribers hear of changes then.
 import type { HeaderList } from '../../protocol/frames.js';
+import { getHeader, INBOX_ID_HEADER, INBOX_RECEIVED_HEADER } from '../../protocol/headers.js';
 import type { Exchange, ExchangeObserver } from '../local-request.js';
 import type { WsMessageType } from './api.js';
 import { SseParser, type ParsedSseEvent } from './sse-parser.js';
@@ -181,22 +182,12 @@ function headerBytes(headers: HeaderList): number {
   return n;
 }
 
-/** First value of a header given in lower case; names of other lengths are never lowercased. */
-function headerValue(headers: HeaderList, lowerName: string): string | undefined {
-  const n = lowerName.length;
-  for (let i = 0; i < headers.length; i += 2) {
-    const name = headers[i]!;
-    if (name.length === n && name.toLowerCase() === lowerName) return headers[i + 1];
-  }
-  return undefined;
-}
-
 const EVENT_STREAM_TYPE = /^[\t ]*text\/event-stream[\t ]*(?:;|$)/i;
 
 function isEventStream(headers: HeaderList): boolean {
-  const type = headerValue(headers, 'content-type');
+  const type = getHeader(headers, 'content-type');
   if (type === undefined || !EVENT_STREAM_TYPE.test(type)) return false;
-  const encoding = headerValue(headers, 'content-encoding')?.trim().toLowerCase();
+  const encoding = getHeader(headers, 'content-encoding')?.trim().toLowerCase();
   return !encoding || encoding === 'identity';
 }
 
@@ -282,8 +273,8 @@ export class ExchangeRecord implements ExchangeObserver {
         : undefined;
     this.upgrade = start.upgrade;
     this.replayOf = start.replayOf;
-    this.inbox = start.upgrade ? undefined : headerValue(start.headers, 'x-ggrok-inbox');
-    const received = this.inbox === undefined ? undefined : headerValue(start.headers, 'x-ggrok-received-at');
+    this.inbox = start.upgrade ? undefined : getHeader(start.headers, INBOX_ID_HEADER);
+    const received = this.inbox === undefined ? undefined : getHeader(start.headers, INBOX_RECEIVED_HEADER);
     this.receivedAt = received === undefined ? undefined : Date.parse(received) || undefined;
   }
 
@@ -405,10 +396,8 @@ export class ExchangeRecord implements ExchangeObserver {
   }
 
   private startChannel(headers: HeaderList): void {
-    const websocket = headerValue(headers, 'upgrade')?.trim().toLowerCase() === 'websocket';
-    const deflate = websocket
-      ? negotiatedDeflate(headerValue(headers, 'sec-websocket-extensions'))
-      : undefined;
+    const websocket = getHeader(headers, 'upgrade')?.trim().toLowerCase() === 'websocket';
+    const deflate = websocket ? negotiatedDeflate(getHeader(headers, 'sec-websocket-extensions')) : undefined;
     const channel: ChannelCapture = {
       protocol: websocket ? 'websocket' : 'other',
       deflate: deflate !== undefined,

@@ -2,7 +2,7 @@
 // come from HTTP_OPTIONS, and one validation turns any of them into a TunnelSpec with the same messages.
 import { isIP } from 'node:net';
 import { ErrorCode, GgrokError } from '../protocol/errors.js';
-import { WIRE_LIMITS } from '../protocol/frames.js';
+import { isInboxPattern, WIRE_LIMITS } from '../protocol/frames.js';
 import type { TunnelSpec } from './client.js';
 import { parseHeaderArg } from './header-rules.js';
 import { MIN_HEALTH_INTERVAL_MS } from './health-check.js';
@@ -372,7 +372,7 @@ export function tunnelSpec(addr: string, t: TunnelSettings, name: Naming): Tunne
     if (!isIP(rule.split('/')[0] ?? ''))
       throw new Error(`${name('allowIp')} "${rule}" is not an address or CIDR range`);
   for (const pattern of t.inbox)
-    if (!/^\/[!-~]*$/.test(pattern) || pattern.length > WIRE_LIMITS.MAX_INBOX_PATTERN_CHARS)
+    if (!isInboxPattern(pattern))
       throw new Error(
         `${name('inbox')} "${pattern.slice(0, 80)}" must be a path such as /webhooks/* (no spaces)`,
       );

@@ -6,6 +6,7 @@ import {
   BodyKind,
   FrameType,
   type InboxNotice,
+  isInboxPattern,
   WIRE_LIMITS,
   type AccessRules,
   type FlowSettings,
@@ -630,7 +631,7 @@ function inboxPatterns(v: unknown): string[] {
     throw new FrameError('bad inbox patterns');
   return v.map((item) => {
     const p = str(item, 'inbox pattern', 0, WIRE_LIMITS.MAX_INBOX_PATTERN_CHARS);
-    if (!/^\/[!-~]*$/.test(p)) throw new FrameError('bad inbox pattern');
+    if (!isInboxPattern(p)) throw new FrameError('bad inbox pattern');
     return p;
   });
 }

@@ -357,6 +357,11 @@ export const WIRE_LIMITS = {
   MAX_WINDOW_BYTES: 0x7fff_ffff,
 } as const;
 
+/** A webhook inbox path pattern as the wire allows it: an absolute path, printable ASCII, within its length. */
+export function isInboxPattern(p: string): boolean {
+  return p.length <= WIRE_LIMITS.MAX_INBOX_PATTERN_CHARS && /^\/[!-~]*$/.test(p);
+}
+
 /** Default flow-control settings announced by both the relay and the client. */
 export const DEFAULT_FLOW: FlowSettings = {
   streamWindow: 1024 * 1024,

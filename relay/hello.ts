@@ -216,7 +216,10 @@ export class HelloDecider {
       };
     }
     const urls = plans.map((p) => this.deps.router.tunnelUrl(req, p.name));
-    const inbox = plans.flatMap((p, i) => this.deps.inbox.notice(p.name, token.owner, i) ?? []);
+    const inbox = this.deps.inbox.notices(
+      plans.map((p) => p.name),
+      token.owner,
+    );
     return {
       welcome: {
         name: plans[0]!.name,
@@ -295,6 +298,8 @@ export class HelloDecider {
     });
     if (hello.attach) this.deps.clusterSession(session, true);
     const rate = { perTunnel: options.streamsPerSecond, perVisitor: options.visitorStreamsPerSecond };
+    // The same member id on every instance the client is attached to, and across its reconnects.
+    const member = createHash('sha256').update(`${who.owner} ${hello.clientId}`).digest('hex').slice(0, 8);
     const tunnels = plans.map(
       (p, index) =>
         new Tunnel({
@@ -310,8 +315,7 @@ export class HelloDecider {
           index,
           fence: p.fence,
           pool: p.pool,
-          // The same id on every instance the client is attached to, and across its reconnects.
-          member: createHash('sha256').update(`${who.owner} ${hello.clientId}`).digest('hex').slice(0, 8),
+          member,
           host: hello.host ?? '',
           inbox: p.inbox,
         }),

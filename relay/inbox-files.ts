@@ -3,12 +3,15 @@ import { mkdirSync, readdirSync, readFileSync, statSync, unlinkSync } from 'node
 import { open, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { decodeFrame, encodeFrame } from '../protocol/codec.js';
-import { BodyKind, FrameType, WIRE_LIMITS, type BodyKindValue } from '../protocol/frames.js';
+import { BodyKind, FrameType, isInboxPattern, WIRE_LIMITS, type BodyKindValue } from '../protocol/frames.js';
 import { declaredLength } from '../protocol/headers.js';
 import { AccessPolicy } from './access.js';
 import type { HoldRecord, InboxStore, StoredRequest } from './inbox.js';
 import type { RelayEvent } from './log.js';
 import { isValidName } from './registry.js';
+
+/** An owner as the relay derives it from a token (a hex digest), checked in every file read back. */
+const OWNER_ID = /^[0-9a-f]{16,128}$/;
 
 /** A kept request's file name: its id (which newId() makes) and this suffix; nothing else in the directory is read. */
 const FILE = /^(ib_[A-Za-z0-9_-]{16})\.req$/;
@@ -115,7 +118,7 @@ export class InboxFiles implements InboxStore {
     const m = JSON.parse(readFileSync(file, 'utf8')) as Partial<HoldRecord> & { v?: unknown };
     if (typeof m !== 'object' || m === null || m.v !== FORMAT_VERSION) throw new Error('unknown format');
     if (m.name !== name || !isValidName(name)) throw new Error('name does not match the file name');
-    if (typeof m.owner !== 'string' || !/^[0-9a-f]{16,128}$/.test(m.owner)) throw new Error('bad owner');
+    if (typeof m.owner !== 'string' || !OWNER_ID.test(m.owner)) throw new Error('bad owner');
     if (typeof m.heldUntil !== 'number' || !Number.isSafeInteger(m.heldUntil))
       throw new Error('bad hold time');
     const patterns = m.patterns;
@@ -123,10 +126,7 @@ export class InboxFiles implements InboxStore {
       !Array.isArray(patterns) ||
       patterns.length === 0 ||
       patterns.length > WIRE_LIMITS.MAX_INBOX_PATTERNS ||
-      !patterns.every(
-        (p) =>
-          typeof p === 'string' && p.length <= WIRE_LIMITS.MAX_INBOX_PATTERN_CHARS && /^\/[!-~]*$/.test(p),
-      )
+      !patterns.every((p) => typeof p === 'string' && isInboxPattern(p))
     )
       throw new Error('bad patterns');
     let access: HoldRecord['access'];
@@ -209,7 +209,7 @@ export class InboxFiles implements InboxStore {
     if (typeof m !== 'object' || m === null || m.v !== FORMAT_VERSION) throw new Error('unknown format');
     if (m.id !== id) throw new Error('id does not match the file name');
     if (typeof m.name !== 'string' || !isValidName(m.name)) throw new Error('bad name');
-    if (typeof m.owner !== 'string' || !/^[0-9a-f]{16,128}$/.test(m.owner)) throw new Error('bad owner');
+    if (typeof m.owner !== 'string' || !OWNER_ID.test(m.owner)) throw new Error('bad owner');
     if (!int(m.seq, Number.MAX_SAFE_INTEGER) || !int(m.receivedAt, Number.MAX_SAFE_INTEGER))
       throw new Error('bad seq or time');
     if (!int(m.attempts, 1000)) throw new Error('bad attempts');

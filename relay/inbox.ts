@@ -277,13 +277,20 @@ export class Inbox {
     box.deliverer.poke();
   }
 
-  /** What `owner`'s inbox for `name` holds and refused, as a Welcome's notice for tunnel `index` (undefined: nothing). */
-  notice(name: string, owner: string, index: number): InboxNotice | undefined {
+  /**
+   * What `owner`'s inboxes for the tunnels of one hello (`names`, in the hello's order) hold and refused: a Welcome's
+   * notices, for the tunnels with anything to say. Expired requests are swept first, once.
+   */
+  notices(names: readonly string[], owner: string): InboxNotice[] {
     this.sweep();
-    const box = this.boxes.get(name);
-    if (!box) return undefined;
-    const c = this.counts(box, owner);
-    return c.kept + c.refused + c.failed === 0 ? undefined : { tunnel: index, ...c };
+    const out: InboxNotice[] = [];
+    names.forEach((name, tunnel) => {
+      const box = this.boxes.get(name);
+      if (!box) return;
+      const c = this.counts(box, owner);
+      if (c.kept + c.refused + c.failed > 0) out.push({ tunnel, ...c });
+    });
+    return out;
   }
 
   /**

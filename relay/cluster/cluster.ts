@@ -152,7 +152,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       // An empty store settles once: wait it out, then ask again with what the leases say now (twice at most, in
       // case Redis's clock steps).
       for (let tries = 0; outcome.kind === 'settling' && tries < 2; tries++) {
-        await new Promise((r) => setTimeout(r, outcome.kind === 'settling' ? outcome.waitMs : 0));
+        const { waitMs } = outcome;
+        await new Promise((r) => setTimeout(r, waitMs));
         outcome = await this.records.claim(name, owner, client, this.whereIs(name).length > 0, pool);
       }
       if (outcome.kind === 'settling')

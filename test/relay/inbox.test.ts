@@ -103,8 +103,8 @@ describe('Inbox', () => {
     keep('hooks', '/third');
     expect(keep('hooks', '/fourth')).toBe('full');
     expect(inbox.list(OWNER).map((r) => r.target)).toEqual(['/first', '/second', '/third']);
-    expect(inbox.notice('hooks', OWNER, 0)).toEqual({ tunnel: 0, kept: 3, refused: 1, failed: 0 });
-    expect(inbox.notice('hooks', 'b'.repeat(64), 0)).toBeUndefined();
+    expect(inbox.notices(['hooks'], OWNER)[0]).toEqual({ tunnel: 0, kept: 3, refused: 1, failed: 0 });
+    expect(inbox.notices(['hooks'], 'b'.repeat(64))[0]).toBeUndefined();
   });
 
   it('hands each owner only its own requests', () => {
@@ -125,7 +125,7 @@ describe('Inbox', () => {
     clock.now += 600;
     keep('hooks', '/young');
     clock.now += 500;
-    inbox.notice('hooks', OWNER, 0); // sweeps
+    inbox.notices(['hooks'], OWNER); // sweeps
     expect(inbox.list(OWNER).map((r) => r.target)).toEqual(['/young']);
     expect(logged).toEqual(['inbox_expired']);
   });

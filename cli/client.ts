@@ -142,8 +142,11 @@ export interface ClientEvents {
   closed: [];
 }
 
-/** Turns the relay URL into the control socket URL. */
-export function controlUrl(server: string): string {
+/**
+ * The relay's own URL for `path` (e.g. "/_ggrok/inbox"), from the --server value: a scheme is optional, ws and wss
+ * mean http and https. Throws bad_server_url for anything else.
+ */
+export function relayUrl(server: string, path: string): URL {
   let url: URL;
   try {
     url = new URL(/^[a-z]+:\/\//i.test(server) ? server : `http://${server}`);
@@ -161,14 +164,20 @@ export function controlUrl(server: string): string {
       `"${server}": the relay URL must start with http:// or https://`,
     );
   const secure = url.protocol === 'https:' || url.protocol === 'wss:';
-  return `${secure ? 'wss' : 'ws'}://${url.host}${url.pathname.replace(/\/+$/, '')}/_ggrok/connect`;
+  return new URL(`${secure ? 'https' : 'http'}://${url.host}${url.pathname.replace(/\/+$/, '')}${path}`);
+}
+
+/** Turns the relay URL into the control socket URL. */
+export function controlUrl(server: string): string {
+  const url = relayUrl(server, '/_ggrok/connect');
+  return `${url.protocol === 'https:' ? 'wss' : 'ws'}://${url.host}${url.pathname}`;
 }
 
 /** The owner of a stream for a tunnel this connection does not carry: it was reset at once; nothing else happens. */
 const IGNORED_STREAM: StreamHandler = { data() {}, end() {}, reset() {}, drain() {} };
 
-/** How long a leaving pool member waits at most for its requests in flight. */
-export const POOL_DRAIN_MS = 10_000;
+/** How long close() waits at most for requests in flight: a leaving pool member by default, connect()'s Tunnel too. */
+export const CLOSE_DRAIN_MS = 10_000;
 /** ... and at least, for requests the relay sent before it read the member's GoAway. */
 const DRAIN_SETTLE_MS = 300;
 /** Tracked request streams beyond which closed ones are swept. */
@@ -350,9 +359,8 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
     if (this.closing) return;
     this.closing = true;
     this.stopTimers();
-    for (const check of this.checks) check?.stop();
     const pooled = this.specs.some((s) => s.pool);
-    const wait = drainMs ?? (pooled ? POOL_DRAIN_MS : 0);
+    const wait = drainMs ?? (pooled ? CLOSE_DRAIN_MS : 0);
     if (wait > 0) await this.drain(wait, pooled);
     for (const f of this.forwarders) f.close();
     await Promise.all([...this.links.keys()].map((link) => link.close()));
@@ -700,13 +708,13 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
   private stopTimers(): void {
     clearTimeout(this.retryTimer);
     for (const state of this.members.values()) clearTimeout(state.timer);
+    for (const check of this.checks) check?.stop();
   }
 
   private fail(err: GgrokError): void {
     if (this.closing) return;
     this.closing = true;
     this.stopTimers();
-    for (const check of this.checks) check?.stop();
     for (const f of this.forwarders) f.close();
     for (const link of this.links.keys()) void link.close();
     this.emit('fatal', err);

@@ -4,6 +4,7 @@ import https from 'node:https';
 import { Command, Option } from 'commander';
 import { formatBytes } from '../protocol/units.js';
 import { defaultConfigPath, loadConfig } from './config.js';
+import { relayUrl } from './client.js';
 
 /** Exit codes as the other commands: 1 for a failure (relay unreachable, unknown id), 2 for usage. */
 const EXIT_FAILURE = 1;
@@ -42,8 +43,7 @@ function call(
   path: string,
   insecure: boolean,
 ): Promise<{ status: number; body: unknown }> {
-  const base = new URL(/^[a-z]+:\/\//i.test(server) ? server : `http://${server}`);
-  const url = new URL(`${base.pathname.replace(/\/+$/, '')}/_ggrok/inbox${path}`, base);
+  const url = relayUrl(server, `/_ggrok/inbox${path}`);
   const lib = url.protocol === 'https:' ? https : http;
   return new Promise((resolve, reject) => {
     const req = lib.request(url, {
@@ -52,7 +52,7 @@ function call(
       timeout: TIMEOUT_MS,
       ...(url.protocol === 'https:' ? { rejectUnauthorized: !insecure } : {}),
     });
-    req.on('timeout', () => req.destroy(new Error(`no answer from ${base.host} in ${TIMEOUT_MS / 1000} s`)));
+    req.on('timeout', () => req.destroy(new Error(`no answer from ${url.host} in ${TIMEOUT_MS / 1000} s`)));
     req.on('error', reject);
     req.on('response', (res) => {
       const chunks: Buffer[] = [];
@@ -67,7 +67,7 @@ function call(
         try {
           resolve({ status: res.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) });
         } catch {
-          reject(new Error(`${base.host} answered ${res.statusCode} without JSON: is it a ggrok relay?`));
+          reject(new Error(`${url.host} answered ${res.statusCode} without JSON: is it a ggrok relay?`));
         }
       });
     });

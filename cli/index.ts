@@ -3,6 +3,7 @@
 import { EventEmitter } from 'node:events';
 import { ErrorCode, GgrokError } from '../protocol/errors.js';
 import {
+  CLOSE_DRAIN_MS,
   TunnelClient,
   type ClientEvents,
   type OfflineInfo,
@@ -28,6 +29,7 @@ import {
 } from './options.js';
 
 export {
+  CLOSE_DRAIN_MS,
   GgrokError,
   HTTP_OPTIONS,
   loadConfig,
@@ -57,9 +59,6 @@ export interface ConnectOptions extends HttpOptions {
 
 /** The names connect() takes besides HTTP_OPTIONS'. */
 const OWN_OPTIONS = ['target', 'port'] as const;
-
-/** How long close() lets requests in flight finish by default. */
-export const CLOSE_DRAIN_MS = 10_000;
 
 /** A tunnel's traffic: the relay's counters (every few seconds while something changes) and this process's own. */
 export interface TunnelCounters {

@@ -2,7 +2,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import { describeTarget, type LocalTarget } from './target.js';
-import { lookupLocalhost } from './local-pool.js';
+import { localConnectOptions } from './local-pool.js';
 
 /** How often the local service is checked unless --health-interval says otherwise. */
 export const HEALTH_INTERVAL_MS = 10_000;
@@ -65,15 +65,12 @@ export class HealthCheck {
       }
     };
     const req = (secure ? https : http).request({
+      // The local pool's connect rules (both loopback addresses for `localhost`), passed on to net.connect.
+      ...localConnectOptions(t),
       protocol: t.protocol,
-      host: t.host,
-      port: t.port,
       path: this.path,
       method: 'GET',
       agent: false,
-      lookup: lookupLocalhost,
-      // Both loopback addresses for `localhost` (passed on to net.connect; missing from http's option types).
-      ...({ autoSelectFamily: true } as object),
       rejectUnauthorized: !t.insecure,
       headers: { 'User-Agent': 'ggrok-health-check', Connection: 'close' },
       timeout: Math.min(HEALTH_TIMEOUT_MS, this.intervalMs),

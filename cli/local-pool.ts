@@ -150,6 +150,19 @@ const MAX_IDLE_CONNECTIONS = 256;
 /** Requests with a body only reuse connections idle for less than this (ms); see take(). */
 const BODY_REUSE_MAX_IDLE_MS = 1000;
 
+/** How to reach the local target: `localhost` on both loopback addresses, whichever answers (also for health checks). */
+export function localConnectOptions(t: LocalTarget): net.TcpNetConnectOpts {
+  const options: net.TcpNetConnectOpts = {
+    host: t.host,
+    port: t.port,
+    lookup: lookupLocalhost,
+    autoSelectFamily: true,
+  };
+  // Loopback connects succeed or fail at once; Node's 250 ms default abandons good ones when the loop lags.
+  if (t.host.toLowerCase() === 'localhost') options.autoSelectFamilyAttemptTimeout = 5000;
+  return options;
+}
+
 /** Opens connections to one local target and keeps idle ones for reuse (most recently used first). */
 export class LocalPool {
   private readonly idle: LocalConnection[] = [];
@@ -193,15 +206,10 @@ export class LocalPool {
   open(upgrade: boolean): LocalConnection {
     const t = this.target;
     const options: net.TcpNetConnectOpts = {
-      host: t.host,
-      port: t.port,
-      lookup: lookupLocalhost,
+      ...localConnectOptions(t),
       noDelay: true,
       allowHalfOpen: upgrade,
-      autoSelectFamily: true,
     };
-    // Loopback connects succeed or fail at once; Node's 250 ms default abandons good ones when the loop lags.
-    if (t.host.toLowerCase() === 'localhost') options.autoSelectFamilyAttemptTimeout = 5000;
     const socket =
       t.protocol === 'https:'
         ? tls.connect({

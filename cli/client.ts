@@ -180,8 +180,6 @@ const IGNORED_STREAM: StreamHandler = { data() {}, end() {}, reset() {}, drain()
 export const CLOSE_DRAIN_MS = 10_000;
 /** ... and at least, for requests the relay sent before it read the member's GoAway. */
 const DRAIN_SETTLE_MS = 300;
-/** Tracked request streams beyond which closed ones are swept. */
-const REQUEST_SWEEP_AT = 256;
 
 /** Control sockets one client keeps at most, one per relay instance of a cluster. */
 export const MAX_RELAY_LINKS = 8;
@@ -265,9 +263,8 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
   /** Counters per instance and tunnel index, summed into `stats`. */
   private readonly statsByInstance = new Map<string, Map<number, Omit<TunnelStats, 'name'>>>();
   private closing = false;
-  /** Streams of plain requests, closed ones included until the next sweep. */
-  private readonly requests = new Set<Stream>();
-  private sweepAt = REQUEST_SWEEP_AT;
+  /** Streams that became upgraded channels: close() does not wait for them. */
+  private readonly channels = new WeakSet<Stream>();
   /** At least one socket is welcomed (since the last 'online'). */
   private online = false;
   private attempt = 0;
@@ -383,17 +380,12 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
       await new Promise((r) => setTimeout(r, 20));
   }
 
-  /** Plain requests (not channels) being served right now, for close()'s drain. */
+  /** Plain requests (not channels) being served right now, for close()'s drain: the sessions' open streams. */
   requestsInFlight(): number {
-    for (const stream of this.requests) if (stream.closed) this.requests.delete(stream);
-    return this.requests.size;
-  }
-
-  /** Remembers a request's stream until it closes; closed ones are swept in batches, off the per-request path. */
-  private trackRequest(stream: Stream): void {
-    if (this.requests.size >= this.sweepAt)
-      this.sweepAt = Math.max(REQUEST_SWEEP_AT, 2 * this.requestsInFlight()); // amortised O(1) per request
-    this.requests.add(stream);
+    let n = 0;
+    for (const link of this.welcomed())
+      for (const stream of link.session!.streams.values()) if (!this.channels.has(stream)) n++;
+    return n;
   }
 
   // ---- dialing ----
@@ -511,7 +503,7 @@ export class TunnelClient extends EventEmitter<ClientEvents> {
         return IGNORED_STREAM;
       }
       const forwarder = this.forwarders[head.tunnel];
-      if (!head.upgrade) this.trackRequest(stream);
+      if (head.upgrade) this.channels.add(stream);
       if (forwarder) return forwarder.serve(stream, head);
       stream.reset(ResetCode.ProtocolError, `no tunnel ${head.tunnel} on this connection`);
       return IGNORED_STREAM;

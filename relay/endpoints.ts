@@ -76,13 +76,18 @@ export function serveRelayEndpoint(req: IncomingMessage, res: ServerResponse, se
   });
 }
 
+/** The token of an Authorization: Bearer header, if any. */
+export function bearerToken(req: IncomingMessage): string | undefined {
+  return /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '')?.[1];
+}
+
 /** The observer token from Authorization: Bearer (or, where a browser must open the page, ?token=), checked. */
 function observerAccess(
   req: IncomingMessage,
   self: RelaySelf,
   allowQuery: boolean,
 ): 'allowed' | 'denied' | { retryAfterSeconds: number } {
-  const header = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '')?.[1];
+  const header = bearerToken(req);
   const query = allowQuery
     ? (new URL(req.url ?? '/', 'http://relay').searchParams.get('token') ?? undefined)
     : undefined;

@@ -11,7 +11,7 @@ import { VERSION as RELAY_VERSION } from '../protocol/version.js';
 import { visitorAddress, visitorAddressSource, type VisitorAddressSource } from './access.js';
 import { Admission } from './admission.js';
 import { AuthFailures, SecretThrottle } from './auth-failures.js';
-import { CONNECT_PATH, serveRelayEndpoint, type RelaySelf } from './endpoints.js';
+import { bearerToken, CONNECT_PATH, serveRelayEndpoint, type RelaySelf } from './endpoints.js';
 import { Cluster } from './cluster/cluster.js';
 import type { MemberInfo } from './cluster/membership.js';
 import { flyCanReplay, PeerAuth, peerSecret, type PeerVia } from './cluster/peer.js';
@@ -271,6 +271,13 @@ export class Relay {
     this.telemetry.log({ event: 'shutdown' });
   }
 
+  /** How long `peer` must wait after too many wrong tokens (0: not at all); a refusal is counted. */
+  private throttledFor(peer: string): number {
+    const waitMs = this.throttle.waitMs(peer);
+    if (waitMs > 0) this.metrics.refused(RefuseCode.TooManyAttempts);
+    return waitMs;
+  }
+
   /** What /_ggrok/status shows; never a token, only its label. */
   statusReport(): RelayStatus {
     const now = Date.now();
@@ -477,11 +484,8 @@ export class Relay {
     certificateAllowed: (host) => this.certificateAllowed(host),
     observerAccess: (req, presented) => {
       const peer = visitorAddress(req, this.visitorAddressSource);
-      const waitMs = this.throttle.waitMs(peer);
-      if (waitMs > 0) {
-        this.metrics.refused(RefuseCode.TooManyAttempts);
-        return { retryAfterSeconds: Math.ceil(waitMs / 1000) };
-      }
+      const waitMs = this.throttledFor(peer);
+      if (waitMs > 0) return { retryAfterSeconds: Math.ceil(waitMs / 1000) };
       if (presented === undefined) return 'denied';
       if (this.credentials.observer(presented)) return 'allowed';
       this.throttle.failed('observer_token', peer);
@@ -489,12 +493,12 @@ export class Relay {
     },
     inbox: (req, res, path) => {
       const peer = visitorAddress(req, this.visitorAddressSource);
-      const waitMs = this.throttle.waitMs(peer);
+      const waitMs = this.throttledFor(peer);
       if (waitMs > 0) {
         res.setHeader('Retry-After', Math.ceil(waitMs / 1000));
         return sendJson(res, 429, { error: RefuseCode.TooManyAttempts });
       }
-      const presented = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '')?.[1];
+      const presented = bearerToken(req);
       const token = presented === undefined ? undefined : this.credentials.client(presented);
       if (!token) {
         if (presented !== undefined) this.throttle.failed('client_token', peer);
